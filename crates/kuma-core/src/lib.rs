@@ -1,0 +1,19 @@
+//! The domain core of the mesh: resource types and their wire shapes, validation with field
+//! paths, tag matching, and the store trait with its in-memory backend.
+//!
+//! Invariants:
+//! - IO-free: no sockets, files or runtimes here. The only async pieces are the store trait
+//!   (implemented by adapters) and the watch stream, built on runtime-agnostic
+//!   `tokio::sync::broadcast`.
+//! - A [`resource::Resource`] that exists was validated: constructors from the wire run
+//!   validation and report every problem at once, each with its field path.
+//!
+//! Main types: [`resource::Resource`], [`resource::ResourceType`], [`store::Store`],
+//! [`validate::ValidationError`].
+
+pub mod name;
+pub mod resource;
+pub mod store;
+pub mod validate;
+
+pub use resource::{Resource, ResourceKey, ResourceType, Spec};
