@@ -1,0 +1,385 @@
+//! The tonic adapter: `AggregatedDiscoveryService` over the state machines.
+//!
+//! Each ADS stream gets one task ([`run`]) which reads requests, watches the
+//! node's entry in the [`SnapshotCache`] and writes responses into a bounded
+//! mpsc channel that tonic drains as the response stream. No timers, no
+//! shared lock while encoding: the only shared state touched per stream is
+//! the cache map (briefly, on open and close) and the `watch` channel.
+//!
+//! A stream ends quietly (a `debug` log, then [`Callbacks::on_stream_closed`])
+//! when the client half-closes or cancels, on a transport or decode error
+//! (tonic reports Envoy's exit as an h2 `BrokenPipe`), or when the response
+//! side is dropped. An empty node id on the first request ends it with
+//! `InvalidArgument`; an error from [`Callbacks::on_stream_open`] with that
+//! status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, debug_span};
+
+use crate::{Callbacks, Snapshot, SnapshotCache, StreamInfo, delta, sotw, type_url};
+
+/// Default bound on the size of one decoded request (4 MiB).
+pub const DEFAULT_MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Responses buffered per stream before the stream task waits for the
+/// transport (a burst of one snapshot change is at most one per type).
+const CHANNEL_CAPACITY: usize = 16;
+
+/// A response as the adapter logs and reports it.
+pub(crate) struct Sent<'a> {
+    pub type_url: &'a str,
+    pub version: &'a str,
+    pub nonce: &'a str,
+    pub resources: usize,
+    pub removed: usize,
+}
+
+/// What the adapter needs from a state machine (SotW or delta).
+pub(crate) trait Protocol: Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    const DELTA: bool;
+    fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self;
+    fn node(req: &Self::Request) -> Option<&Node>;
+    fn on_request(&mut self, req: Self::Request) -> Vec<Self::Response>;
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
+    fn describe(resp: &Self::Response) -> Sent<'_>;
+}
+
+/// The ADS gRPC service (SotW and delta) serving a [`SnapshotCache`].
+#[derive(Clone)]
+pub struct Server {
+    cache: SnapshotCache,
+    callbacks: Arc<dyn Callbacks>,
+    next_stream_id: Arc<AtomicU64>,
+    max_decoding_message_size: usize,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("cache", &self.cache)
+            .field("next_stream_id", &self.next_stream_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server over `cache`, reporting to `callbacks`.
+    pub fn new(cache: SnapshotCache, callbacks: Arc<dyn Callbacks>) -> Self {
+        Self {
+            cache,
+            callbacks,
+            next_stream_id: Arc::new(AtomicU64::new(1)),
+            max_decoding_message_size: DEFAULT_MAX_DECODING_MESSAGE_SIZE,
+        }
+    }
+
+    /// Overrides the request size bound of [`into_service`](Self::into_service)
+    /// (default [`DEFAULT_MAX_DECODING_MESSAGE_SIZE`]).
+    pub fn with_max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.max_decoding_message_size = limit;
+        self
+    }
+
+    /// The tonic service, ready for `tonic::transport::Server::add_service`.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        let limit = self.max_decoding_message_size;
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(limit)
+    }
+
+    fn start<P, S>(
+        &self,
+        remote_addr: Option<SocketAddr>,
+        metadata: MetadataMap,
+        requests: S,
+    ) -> ReceiverStream<Result<P::Response, Status>>
+    where
+        P: Protocol,
+        S: Stream<Item = Result<P::Request, Status>> + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let ctx = Ctx {
+            stream_id,
+            cache: self.cache.clone(),
+            callbacks: self.callbacks.clone(),
+            metadata,
+            remote_addr,
+        };
+        let span = debug_span!(
+            "ads",
+            stream_id,
+            delta = P::DELTA,
+            node = tracing::field::Empty
+        );
+        tokio::spawn(run::<P, S>(ctx, requests, tx).instrument(span));
+        ReceiverStream::new(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Server {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let remote_addr = request.remote_addr();
+        let (metadata, _, requests) = request.into_parts();
+        Ok(Response::new(self.start::<sotw::State, _>(
+            remote_addr,
+            metadata,
+            requests,
+        )))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let remote_addr = request.remote_addr();
+        let (metadata, _, requests) = request.into_parts();
+        Ok(Response::new(self.start::<delta::State, _>(
+            remote_addr,
+            metadata,
+            requests,
+        )))
+    }
+}
+
+/// Everything a stream task owns besides its channels.
+struct Ctx {
+    stream_id: u64,
+    cache: SnapshotCache,
+    callbacks: Arc<dyn Callbacks>,
+    metadata: MetadataMap,
+    remote_addr: Option<SocketAddr>,
+}
+
+type Tx<P> = mpsc::Sender<Result<<P as Protocol>::Response, Status>>;
+
+/// One stream, from its first request to its end.
+async fn run<P, S>(ctx: Ctx, mut requests: S, tx: Tx<P>)
+where
+    P: Protocol,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send,
+{
+    let first = tokio::select! {
+        r = requests.next() => r,
+        () = tx.closed() => None,
+    };
+    let first = match first {
+        Some(Ok(r)) => r,
+        Some(Err(status)) => {
+            debug!(%status, "stream ended before its first request");
+            return;
+        }
+        None => {
+            debug!("stream closed before its first request");
+            return;
+        }
+    };
+    let node = P::node(&first).cloned().unwrap_or_default();
+    if node.id.is_empty() {
+        debug!("first request without node id: closing stream");
+        // The client may already be gone; nothing more to do then.
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "node.id is required on the first request",
+            )))
+            .await;
+        return;
+    }
+    tracing::Span::current().record("node", node.id.as_str());
+    let info = StreamInfo {
+        stream_id: ctx.stream_id,
+        node,
+        metadata: ctx.metadata,
+        delta: P::DELTA,
+        remote_addr: ctx.remote_addr,
+    };
+    if let Err(status) = ctx.callbacks.on_stream_open(&info).await {
+        debug!(%status, "stream refused");
+        let _ = tx.send(Err(status)).await;
+        return;
+    }
+    debug!(remote_addr = ?info.remote_addr, "stream opened");
+    serve::<P, S>(
+        &ctx.cache,
+        &ctx.callbacks,
+        ctx.stream_id,
+        &info.node.id,
+        first,
+        requests,
+        &tx,
+    )
+    .await;
+    ctx.callbacks.on_stream_closed(&info).await;
+    ctx.cache.release(&info.node.id);
+}
+
+/// The request/snapshot loop of an opened stream; returns when it ends.
+async fn serve<P, S>(
+    cache: &SnapshotCache,
+    callbacks: &Arc<dyn Callbacks>,
+    stream_id: u64,
+    node_id: &str,
+    first: P::Request,
+    mut requests: S,
+    tx: &Tx<P>,
+) where
+    P: Protocol,
+    S: Stream<Item = Result<P::Request, Status>> + Unpin + Send,
+{
+    let mut watch = cache.watch(node_id);
+    let mut machine = P::new(stream_id, callbacks.clone());
+    let mut out = Vec::new();
+    // Clone the Arc out so the watch's read lock is released at once.
+    let current = watch.borrow_and_update().clone();
+    if let Some(snapshot) = current {
+        out.extend(machine.on_snapshot(snapshot));
+    }
+    out.extend(machine.on_request(first));
+    let mut watching = true;
+    loop {
+        for resp in out.drain(..) {
+            if !send::<P>(callbacks, stream_id, tx, resp).await {
+                debug!("response stream dropped: stream closed");
+                return;
+            }
+        }
+        tokio::select! {
+            r = requests.next() => match r {
+                Some(Ok(req)) => out = machine.on_request(req),
+                Some(Err(status)) => {
+                    debug!(%status, "stream ended by transport or decode error");
+                    return;
+                }
+                None => {
+                    debug!("client closed the stream");
+                    return;
+                }
+            },
+            changed = watch.changed(), if watching => match changed {
+                Ok(()) => {
+                    let current = watch.borrow_and_update().clone();
+                    if let Some(snapshot) = current {
+                        out = machine.on_snapshot(snapshot);
+                    }
+                }
+                // Cannot happen while the cache holds the sender; keep
+                // serving requests if it ever does.
+                Err(_) => watching = false,
+            },
+            () = tx.closed() => {
+                debug!("client cancelled the stream");
+                return;
+            }
+        }
+    }
+}
+
+/// Queues one response; `false` if the client is gone.
+async fn send<P: Protocol>(
+    callbacks: &Arc<dyn Callbacks>,
+    stream_id: u64,
+    tx: &Tx<P>,
+    resp: P::Response,
+) -> bool {
+    let sent = P::describe(&resp);
+    let (type_url, version, nonce) = (
+        sent.type_url.to_string(),
+        sent.version.to_string(),
+        sent.nonce.to_string(),
+    );
+    debug!(
+        type_url = type_url::short(&type_url),
+        %version,
+        %nonce,
+        resources = sent.resources,
+        removed = sent.removed,
+        "sending"
+    );
+    if tx.send(Ok(resp)).await.is_err() {
+        return false;
+    }
+    callbacks.on_response_sent(stream_id, &type_url, &version, &nonce);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Closes(AtomicUsize);
+
+    #[async_trait]
+    impl Callbacks for Closes {
+        async fn on_stream_open(&self, _info: &StreamInfo) -> Result<(), Status> {
+            Ok(())
+        }
+        async fn on_stream_closed(&self, _info: &StreamInfo) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn request(id: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(Node {
+                id: id.into(),
+                ..Default::default()
+            }),
+            type_url: type_url::CLUSTER.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_on_the_stream_ends_it_quietly() {
+        let cache = SnapshotCache::new();
+        let closes = Arc::new(Closes::default());
+        let server = Server::new(cache.clone(), closes.clone());
+        let requests = futures::stream::iter(vec![
+            Ok(request("n")),
+            Err(Status::internal("failed to decode Protobuf message")),
+        ]);
+        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
+        // No snapshot: nothing sent; the error ends the stream.
+        assert!(out.next().await.is_none());
+        assert_eq!(closes.0.load(Ordering::SeqCst), 1);
+        assert!(cache.node_ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stream_without_first_request_is_not_opened() {
+        let closes = Arc::new(Closes::default());
+        let server = Server::new(SnapshotCache::new(), closes.clone());
+        let requests = futures::stream::iter(Vec::<Result<DiscoveryRequest, Status>>::new());
+        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
+        assert!(out.next().await.is_none());
+        assert_eq!(closes.0.load(Ordering::SeqCst), 0);
+    }
+}
