@@ -1,0 +1,333 @@
+//! The composition root of `kuma-dp`: wires configuration, bootstrap, Envoy, readiness and
+//! signals into one process.
+//!
+//! `kuma-dp run`, in order:
+//! 1. install SIGTERM/SIGINT handlers (a first signal starts shutdown, a second one skips the
+//!    rest of the drain);
+//! 2. find Envoy and run `envoy --version`;
+//! 3. prepare the work dir (a temporary `kuma-dp-*`, mode 0711, removed on exit, unless
+//!    `--work-dir` is given);
+//! 4. bind the readiness reporter (fail fast on a taken port) and serve it (`NOT_READY` meanwhile);
+//! 5. `POST /bootstrap` with retries, write `<workdir>/bootstrap.yaml`, find Envoy's admin
+//!    address in it;
+//! 6. start Envoy and supervise it: if Envoy exits on its own kuma-dp fails with its exit
+//!    status; on a signal the reporter says `TERMINATING`, Envoy gets `POST /healthcheck/fail`,
+//!    kuma-dp waits the drain time, then stops Envoy (SIGTERM, then SIGKILL after a grace
+//!    period) and exits 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::bootstrap;
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::envoy::{self, admin};
+use crate::readiness::{self, Reporter};
+
+/// Name of the bootstrap file in the work dir.
+pub const BOOTSTRAP_FILE: &str = "bootstrap.yaml";
+/// How long Envoy gets to exit after SIGTERM before it is killed.
+const ENVOY_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Timeout of one Envoy admin call.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs a parsed command line to completion and returns the process exit code.
+pub fn execute(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version { detailed } => {
+            print_version(detailed);
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            let result = Config::from_args(&args, &cli.log_level)
+                .context("invalid configuration")
+                .and_then(|config| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .context("could not start the async runtime")?
+                        .block_on(run(config))
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("Error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Installs the stderr log subscriber for kuma-dp's `--log-level`
+/// (`off`, `error`, `warn`, `info`, `debug`, `trace`; `RUST_LOG` overrides it).
+pub fn init_tracing(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level.trim().to_ascii_lowercase()))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // A second initialisation (tests) is harmless; keep the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn print_version(detailed: bool) {
+    if detailed {
+        println!("Product:    kuma-dp");
+        println!("Version:    {}", bootstrap::KUMA_DP_VERSION);
+        println!("Git Tag:    {}", bootstrap::GIT_TAG);
+        println!("Git Commit: {}", bootstrap::GIT_COMMIT);
+        println!("Build Date: {}", bootstrap::BUILD_DATE);
+    } else {
+        println!("{}", bootstrap::KUMA_DP_VERSION);
+    }
+}
+
+/// The work directory: given by the operator, or temporary and removed on drop.
+enum WorkDir {
+    Given(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl WorkDir {
+    fn prepare(given: Option<&Path>) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        match given {
+            Some(path) => {
+                std::fs::create_dir_all(path)
+                    .with_context(|| format!("could not create the work dir {path:?}"))?;
+                let path = std::path::absolute(path)
+                    .with_context(|| format!("could not resolve the work dir {path:?}"))?;
+                Ok(WorkDir::Given(path))
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("kuma-dp-")
+                    .tempdir()
+                    .context("could not create a temporary work dir")?;
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+                    .context("could not set the work dir permissions")?;
+                Ok(WorkDir::Temp(dir))
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            WorkDir::Given(path) => path,
+            WorkDir::Temp(dir) => dir.path(),
+        }
+    }
+}
+
+/// Shutdown requests from signals.
+struct Signals {
+    /// Cancelled by the first SIGTERM/SIGINT: start shutting down.
+    shutdown: CancellationToken,
+    /// Cancelled by a second one: skip the rest of the drain.
+    force: CancellationToken,
+}
+
+impl Signals {
+    /// Listens for SIGTERM/SIGINT.
+    fn install() -> anyhow::Result<Self> {
+        let signals = Signals {
+            shutdown: CancellationToken::new(),
+            force: CancellationToken::new(),
+        };
+        watch_signals(signals.shutdown.clone(), signals.force.clone())?;
+        Ok(signals)
+    }
+}
+
+/// Listens for SIGTERM/SIGINT: the first cancels `shutdown`, the next cancels `force`.
+fn watch_signals(shutdown: CancellationToken, force: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("could not listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("could not listen for SIGINT")?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if !shutdown.is_cancelled() {
+                tracing::info!(signal = name, "received a signal, shutting down");
+                shutdown.cancel();
+            } else {
+                tracing::info!(signal = name, "received another signal, skipping the drain");
+                force.cancel();
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `kuma-dp run`: see the module docs.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+
+    if config.dns_enabled {
+        tracing::warn!(
+            "--dns-enabled is set but this kuma-dp has no DNS server; continuing without DNS"
+        );
+    }
+
+    // Built first so that a TLS misconfiguration fails before anything is started.
+    let client = bootstrap::Client::new(&config.control_plane)?;
+    let binary = envoy::find_binary(&config.envoy.binary_path)?;
+    let envoy_version = envoy::version(&binary)
+        .await
+        .context("could not determine the Envoy version")?;
+    tracing::info!(binary = %binary.display(), version = %envoy_version.version, "found Envoy");
+
+    let work_dir = WorkDir::prepare(config.work_dir.as_deref())?;
+    tracing::info!(work_dir = %work_dir.path().display(), "using work dir");
+
+    let (state_tx, state_rx) = watch::channel(readiness::State::Starting);
+    let reporter_stop = CancellationToken::new();
+    let reporter_task = if config.readiness_port != 0 {
+        let reporter = Reporter::bind(config.readiness_port, state_rx).await?;
+        tracing::info!(address = %reporter.local_addr()?, "readiness reporter listening");
+        Some(tokio::spawn(reporter.run(reporter_stop.clone())))
+    } else {
+        None
+    };
+
+    let request = bootstrap_request(&config, envoy_version, work_dir.path());
+    let outcome = bootstrap_and_supervise(
+        &client,
+        request,
+        &config,
+        &binary,
+        work_dir.path(),
+        &state_tx,
+        &signals,
+    )
+    .await;
+
+    state_tx.send_replace(readiness::State::Terminating);
+    reporter_stop.cancel();
+    if let Some(task) = reporter_task {
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "readiness reporter failed"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "readiness reporter panicked"),
+            Ok(Ok(Ok(()))) | Err(_) => {}
+        }
+    }
+    drop(work_dir);
+    outcome
+}
+
+async fn bootstrap_and_supervise(
+    client: &bootstrap::Client,
+    request: bootstrap::Request,
+    config: &Config,
+    binary: &Path,
+    work_dir: &Path,
+    state: &watch::Sender<readiness::State>,
+    signals: &Signals,
+) -> anyhow::Result<()> {
+    tracing::info!(url = %client.url(), mesh = %request.mesh, name = %request.name, "fetching bootstrap configuration");
+    let response = match client.fetch(&request, &signals.shutdown).await {
+        Ok(response) => response,
+        Err(bootstrap::Error::Cancelled) => {
+            tracing::info!("stopped before Envoy was started");
+            return Ok(());
+        }
+        Err(err) => return Err(err.into()),
+    };
+    tracing::debug!(sidecar = %response.sidecar_configuration, "received kuma sidecar configuration");
+
+    let bootstrap_path = work_dir.join(BOOTSTRAP_FILE);
+    std::fs::write(&bootstrap_path, &response.bootstrap)
+        .with_context(|| format!("could not write {bootstrap_path:?}"))?;
+    let admin_address = admin::Address::from_bootstrap(&response.bootstrap)
+        .context("could not find the Envoy admin address")?;
+    let admin = admin::Client::new(admin_address, ADMIN_TIMEOUT);
+
+    let options = envoy::Options {
+        config_path: bootstrap_path,
+        drain_time: config.envoy.drain_time,
+        log_level: config.envoy.log_level.clone(),
+        component_log_level: config.envoy.component_log_level.clone(),
+        concurrency: config.envoy.concurrency,
+    };
+    let mut process = envoy::Process::spawn(binary, &options)?;
+    tracing::info!(pid = ?process.pid(), admin = %admin.address(), "Envoy started");
+    state.send_replace(readiness::State::Running(admin.clone()));
+
+    tokio::select! {
+        status = process.wait() => {
+            let status = status?;
+            bail!("Envoy exited unexpectedly: {status}");
+        }
+        _ = signals.shutdown.cancelled() => {}
+    }
+
+    state.send_replace(readiness::State::Terminating);
+    if let Err(err) = admin.fail_healthcheck().await {
+        tracing::warn!(error = %err, "could not tell Envoy to fail health checks");
+    }
+    tracing::info!(drain_time = %crate::duration::format(config.envoy.drain_time), "draining Envoy");
+    tokio::select! {
+        _ = tokio::time::sleep(config.envoy.drain_time) => {}
+        _ = signals.force.cancelled() => {}
+        status = process.wait() => {
+            tracing::info!(status = ?status.ok(), "Envoy exited while draining");
+        }
+    }
+    let status = process.terminate(ENVOY_STOP_GRACE).await?;
+    tracing::info!(%status, "Envoy stopped");
+    Ok(())
+}
+
+/// The bootstrap request for this configuration.
+pub fn bootstrap_request(
+    config: &Config,
+    envoy_version: envoy::Version,
+    work_dir: &Path,
+) -> bootstrap::Request {
+    let proxy = &config.proxy;
+    bootstrap::Request {
+        mesh: proxy.mesh.clone(),
+        name: proxy.name.clone(),
+        proxy_type: proxy.proxy_type.as_str().to_string(),
+        dataplane_token: proxy.token.clone().unwrap_or_default(),
+        dataplane_token_path: proxy
+            .token_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        dataplane_resource: proxy
+            .resource
+            .as_ref()
+            .map(|r| r.to_json())
+            .unwrap_or_default(),
+        version: bootstrap::Version {
+            kuma_dp: bootstrap::KumaDpVersion::default(),
+            envoy: bootstrap::EnvoyVersion {
+                version: envoy_version.version,
+                build: envoy_version.build,
+                kuma_dp_compatible: true,
+            },
+        },
+        ca_cert: config.control_plane.ca_cert_pem.clone().unwrap_or_default(),
+        dynamic_metadata: Default::default(),
+        dns_port: 0,
+        readiness_port: u32::from(config.readiness_port),
+        operating_system: "linux".to_string(),
+        features: config.features(),
+        workdir: work_dir.display().to_string(),
+    }
+}

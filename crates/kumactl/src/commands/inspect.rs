@@ -1,0 +1,60 @@
+//! `kumactl inspect dataplanes` (the `_overview` list as a status table) and
+//! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
+//! policies, printed as the control plane returns them).
+
+use anyhow::{Result, bail};
+
+use super::{Env, write_out};
+use crate::cli::{InspectCommand, InspectType};
+use crate::printers::{self, Format};
+
+pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
+    match what {
+        InspectCommand::Dataplanes { mesh, output } => {
+            let mesh = env.mesh(mesh.as_deref());
+            let items = env.client()?.dataplane_overviews(&mesh).await?;
+            let text = match output {
+                Format::Table => printers::inspect::dataplanes(&items, env.now).render(),
+                f => printers::document(&printers::list_document(items), f),
+            };
+            write_out(env.out, &text)
+        }
+        InspectCommand::Dataplane {
+            name,
+            mesh,
+            kind,
+            include_eds,
+        } => {
+            let mesh = env.mesh(mesh.as_deref());
+            let leaf = match kind {
+                InspectType::ConfigDump => "xds",
+                InspectType::Stats => "stats",
+                InspectType::Clusters => "clusters",
+                InspectType::Policies => "policies",
+                InspectType::Rules => "rules",
+                InspectType::Config => "_config",
+            };
+            let query: &[(&str, &str)] = if include_eds && kind == InspectType::ConfigDump {
+                &[("include_eds", "true")]
+            } else {
+                &[]
+            };
+            let client = env.client()?;
+            let text = match client
+                .get_text(&["meshes", &mesh, "dataplanes", &name, leaf], query)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => {
+                    bail!("there is no Dataplane with name {name:?} in mesh {mesh:?}: {e}")
+                }
+                Err(e) => return Err(e.into()),
+            };
+            write_out(env.out, &text)?;
+            if !text.ends_with('\n') {
+                write_out(env.out, "\n")?;
+            }
+            Ok(())
+        }
+    }
+}

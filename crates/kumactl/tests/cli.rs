@@ -1,0 +1,478 @@
+//! Runs the `kumactl` binary against a fake REST API (axum on 127.0.0.1:0) and checks the
+//! requests it sends, what it prints and its exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// One request the fake API received.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    method: String,
+    uri: String,
+    body: Option<Value>,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+fn mesh(name: &str) -> Value {
+    json!({"type": "Mesh", "name": name, "creationTime": "2020-01-01T00:00:00Z", "modificationTime": "2020-01-01T00:00:00Z"})
+}
+
+fn error(status: StatusCode, title: &str, detail: &str, fields: &[(&str, &str)]) -> Response {
+    let params: Vec<Value> = fields
+        .iter()
+        .map(|(f, r)| json!({"field": f, "reason": r}))
+        .collect();
+    let body = json!({"type": "/std-errors", "status": status.as_u16(), "title": title, "detail": detail, "details": detail, "invalid_parameters": params});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn handler(
+    State(log): State<Log>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body_json = serde_json::from_slice::<Value>(&body).ok();
+    log.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        body: body_json,
+    });
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let path = uri.path();
+    let query = uri.query().unwrap_or("");
+    let ok = |v: Value| (StatusCode::OK, axum::Json(v)).into_response();
+    match (method.as_str(), path) {
+        ("GET", "/") => ok(
+            json!({"hostname": "cp", "product": "Kuma", "version": "2.14.3", "instanceId": "cp-1", "clusterId": "c", "gui": "/gui"}),
+        ),
+        ("GET", "/meshes") if query.is_empty() => {
+            // `next` carries a host kumactl must not trust; only the offset matters.
+            let _ = host;
+            ok(
+                json!({"total": 3, "items": [mesh("default"), mesh("demo")], "next": "http://ignored.invalid:1/meshes?offset=2"}),
+            )
+        }
+        ("GET", "/meshes") if query == "offset=2" => {
+            ok(json!({"total": 3, "items": [mesh("third")], "next": null}))
+        }
+        ("GET", "/meshes/default") => ok(mesh("default")),
+        ("GET", "/meshes/default/dataplanes") => ok(json!({"total": 1, "items": [
+            {"type": "Dataplane", "mesh": "default", "name": "dp-1", "creationTime": "2020-01-01T00:00:00Z",
+             "networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]}}
+        ], "next": null})),
+        ("GET", "/meshes/default/dataplanes/_overview") => ok(json!({"total": 1, "items": [
+            {"type": "DataplaneOverview", "mesh": "default", "name": "dp-1", "creationTime": "2020-01-01T00:00:00Z",
+             "dataplane": {"networking": {"address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]}},
+             "dataplaneInsight": {"subscriptions": [{"id": "s", "controlPlaneInstanceId": "cp-1", "connectTime": "2020-01-01T00:00:00Z",
+                 "status": {"lastUpdateTime": "2020-01-01T00:00:01Z", "total": {"responsesSent": "7", "responsesAcknowledged": "7"}},
+                 "version": {"kumaDp": {"version": "0.1.0"}, "envoy": {"version": "1.38.2"}}}]}}
+        ], "next": null})),
+        ("GET", "/meshes/default/dataplanes/dp-1/stats") => {
+            (StatusCode::OK, "cluster.a.upstream_cx_total: 1").into_response()
+        }
+        ("PUT", "/meshes/default/dataplanes/rejected") => error(
+            StatusCode::BAD_REQUEST,
+            "Could not process a resource",
+            "Resource is not valid",
+            &[("networking.address", "must be reachable")],
+        ),
+        ("PUT", p) if p.starts_with("/meshes/warn") => (
+            StatusCode::CREATED,
+            axum::Json(json!({"warnings": ["field x is deprecated"]})),
+        )
+            .into_response(),
+        ("PUT", _) => (StatusCode::CREATED, axum::Json(json!({"warnings": []}))).into_response(),
+        ("DELETE", "/meshes/default/dataplanes/dp-1") => ok(json!({})),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "Could not retrieve a resource",
+            "Not found",
+            &[],
+        ),
+    }
+}
+
+struct Fake {
+    addr: SocketAddr,
+    log: Log,
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    async fn start() -> Self {
+        let log: Log = Arc::default();
+        let app = Router::new().fallback(handler).with_state(log.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            addr,
+            log,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.dir.path().join("kumactl-config")
+    }
+
+    fn take_log(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+
+    /// Runs kumactl with `--api-url` pointing at the fake.
+    async fn run(&self, args: &[&str]) -> Output {
+        let url = self.url();
+        let mut full = vec!["--api-url", url.as_str()];
+        full.extend_from_slice(args);
+        self.run_raw(&full, None).await
+    }
+
+    /// Runs kumactl with only a private `--config-file`.
+    async fn run_raw(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let cfg = self.config_file();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kumactl"));
+        cmd.arg("--config-file")
+            .arg(&cfg)
+            .args(args)
+            .env_remove("KUMA_API_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .await
+            .unwrap();
+        drop(input);
+        child.wait_with_output().await.unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const DATAPLANE: &str = "type: Dataplane\nmesh: default\nname: {{ name }}\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 8080\n    servicePort: 80\n    tags:\n      kuma.io/service: web\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_puts_each_document_in_order() {
+    let fake = Fake::start().await;
+    fake.write("dir/b.yaml", DATAPLANE);
+    fake.write("dir/a.json", r#"{"type": "Mesh", "name": "demo"}"#);
+    fake.write("dir/ignored.txt", "not yaml");
+    let dir = fake.dir.path().join("dir").display().to_string();
+    let out = fake.run(&["apply", "-f", &dir, "--var", "name=dp-1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = fake.take_log();
+    let calls: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.uri.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("PUT", "/meshes/demo"),
+            ("PUT", "/meshes/default/dataplanes/dp-1")
+        ]
+    );
+    assert_eq!(seen[0].body, Some(json!({"type": "Mesh", "name": "demo"})));
+    let dp = seen[1].body.as_ref().unwrap();
+    assert_eq!(dp["name"], "dp-1");
+    assert_eq!(dp["networking"]["inbound"][0]["port"], 8080);
+
+    // stdin, and server warnings on stderr.
+    let out = fake
+        .run_raw(
+            &["--api-url", &fake.url(), "apply", "-f", "-"],
+            Some("type: Mesh\nname: warn\n"),
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "WARNING: field x is deprecated\n");
+    assert_eq!(fake.take_log()[0].uri, "/meshes/warn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_validates_locally_before_sending() {
+    let fake = Fake::start().await;
+    let good = fake.write("good.yaml", "type: Mesh\nname: demo\n");
+    let bad = fake.write(
+        "bad.yaml",
+        "type: Dataplane\nmesh: default\nname: dp-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 80\n    tags: {}\n",
+    );
+    let out = fake.run(&["apply", "-f", &good, "-f", &bad]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("Error: "), "{err}");
+    assert!(
+        err.contains("bad.yaml: document 1 (Dataplane \"dp-1\") is not valid:\n* "),
+        "{err}"
+    );
+    // Every problem is listed.
+    assert!(
+        err.contains("\n* networking.inbound[0].servicePort: "),
+        "{err}"
+    );
+    assert!(err.contains("\n* networking.inbound[0].tags: "), "{err}");
+    assert!(fake.take_log().is_empty(), "nothing may be sent");
+
+    // Unknown template variable.
+    let tpl = fake.write("tpl.yaml", DATAPLANE);
+    let out = fake.run(&["apply", "-f", &tpl]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no value for template variable(s) name"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fake.take_log().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_prints_server_errors_and_dry_run_sends_nothing() {
+    let fake = Fake::start().await;
+    let f = fake.write("dp.yaml", DATAPLANE);
+    let out = fake.run(&["apply", "-f", &f, "-v", "name=rejected"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "Error: cannot apply Dataplane \"rejected\": Could not process a resource (Resource is not valid)\n* networking.address: must be reachable\n"
+    );
+    fake.take_log();
+
+    let out = fake
+        .run(&["apply", "-f", &f, "--var", "name=dp-2", "--dry-run"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: Value = serde_saphyr::from_str(&stdout(&out)).unwrap();
+    assert_eq!(printed["name"], "dp-2");
+    assert_eq!(printed["type"], "Dataplane");
+    assert!(fake.take_log().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_follows_pages_and_formats() {
+    let fake = Fake::start().await;
+    let out = fake.run(&["get", "meshes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with(
+            "NAME      mTLS   METRICS   LOGGING   TRACING   LOCALITY   ZONEEGRESS   AGE"
+        ),
+        "{text}"
+    );
+    assert!(lines[3].starts_with("third     off "), "{text}");
+    let uris: Vec<String> = fake.take_log().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/meshes", "/meshes?offset=2"]);
+
+    let out = fake.run(&["get", "dataplanes", "-o", "json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["items"][0]["name"], "dp-1");
+
+    let out = fake.run(&["get", "dataplanes"]).await;
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>(),
+        ["default", "dp-1", "kuma.io/service=web"]
+    );
+
+    let out = fake.run(&["get", "mesh", "default", "-o", "yaml"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_saphyr::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["name"], "default");
+
+    let out = fake.run(&["get", "mesh", "nope"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "Error: No resources found\n");
+    let out = fake
+        .run(&["get", "dataplane", "nope", "-m", "default"])
+        .await;
+    assert_eq!(stderr(&out), "Error: No resources found in default mesh\n");
+    let out = fake.run(&["get", "bogus"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("Error: unknown resource type \"bogus\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_inspect() {
+    let fake = Fake::start().await;
+    let out = fake.run(&["delete", "dataplane", "dp-1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "deleted Dataplane \"dp-1\"\n");
+    let seen = fake.take_log();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("DELETE", "/meshes/default/dataplanes/dp-1")
+    );
+    let out = fake.run(&["delete", "mesh", "nope"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "Error: there is no Mesh with name \"nope\"\n");
+
+    let out = fake.run(&["inspect", "dataplanes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..4],
+        ["default", "dp-1", "kuma.io/service=web", "Online"],
+        "{text}"
+    );
+    assert!(text.contains("   7   "), "{text}");
+    assert!(row.ends_with(&["0.1.0", "1.38.2"]), "{text}");
+
+    let out = fake
+        .run(&["inspect", "dataplane", "dp-1", "--type", "stats"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "cluster.a.upstream_cx_total: 1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_control_planes_and_version() {
+    let fake = Fake::start().await;
+    // Not an API index: refused, nothing saved.
+    let bad = format!("{}/nothing-here", fake.url());
+    let out = fake
+        .run_raw(
+            &[
+                "config",
+                "control-planes",
+                "add",
+                "--name",
+                "x",
+                "--address",
+                &bad,
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("Error: could not connect to the Control Plane API Server at "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!fake.config_file().exists());
+
+    let url = fake.url();
+    let out = fake
+        .run_raw(
+            &[
+                "config",
+                "control-planes",
+                "add",
+                "--name",
+                "fake",
+                "--address",
+                &url,
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "added Control Plane \"fake\"\nswitched active Control Plane to \"fake\"\n"
+    );
+    let saved = std::fs::read_to_string(fake.config_file()).unwrap();
+    assert!(saved.contains("currentContext: fake"), "{saved}");
+    assert!(saved.contains(&format!("url: {url}")), "{saved}");
+
+    // Without --api-url, the current context is used.
+    let out = fake.run_raw(&["get", "meshes"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = fake
+        .run_raw(&["config", "control-planes", "list"], None)
+        .await;
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "ACTIVE   NAME    ADDRESS\n         local   http://localhost:5681\n*        fake    {url}\n"
+        )
+    );
+    let out = fake
+        .run_raw(
+            &[
+                "config",
+                "control-planes",
+                "add",
+                "--name",
+                "fake",
+                "--address",
+                &url,
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+
+    let out = fake
+        .run_raw(
+            &["config", "control-planes", "switch", "--name", "local"],
+            None,
+        )
+        .await;
+    assert_eq!(stdout(&out), "switched active Control Plane to \"local\"\n");
+    let out = fake.run_raw(&["config", "view"], None).await;
+    assert!(
+        stdout(&out).contains("currentContext: local"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = fake.run(&["version"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "Client: kumactl {}\nServer: Kuma 2.14.3\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
