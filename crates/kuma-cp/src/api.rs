@@ -1,0 +1,138 @@
+//! The REST API (Kuma's, port 5681): index, config, type list, resource CRUD for every
+//! [`ResourceType`], paged and filtered lists, and Dataplane overviews.
+//!
+//! Routes (all types resolved from the `{ws}` path segment, aliases included):
+//! - `GET /`, `GET /config`, `GET /_resources`, `GET /who-am-i`;
+//! - global types: `GET /{ws}`, `GET|PUT|DELETE /{ws}/{name}` (Mesh is `/meshes/{name}`);
+//! - mesh-scoped types: `GET /{ws}` (across meshes), `GET /meshes/{mesh}/{ws}`,
+//!   `GET|PUT|DELETE /meshes/{mesh}/{ws}/{name}`;
+//! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms.
+//!
+//! Every failure is an [`ApiError`], turned into Kuma's error body in one place. Writes go
+//! through the [`ResourceManager`], so the API applies exactly the rules the manager enforces.
+//!
+//! Main items: [`State`], [`router`], [`ApiError`].
+
+mod error;
+mod overview;
+mod query;
+mod resources;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, OriginalUri, State as AxState};
+use axum::routing::get;
+use axum::{Json, http::Method};
+use kuma_core::ResourceType;
+use kuma_core::resource::Scope;
+use serde_json::{Value, json};
+
+use crate::manager::ResourceManager;
+
+pub use error::ApiError;
+
+/// Largest accepted request body; larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct State {
+    /// Every read and write goes through it.
+    pub manager: Arc<ResourceManager>,
+    /// Body of `GET /`.
+    pub index: Value,
+    /// Body of `GET /config`.
+    pub config: Value,
+    /// Local zone name (used in KRIs).
+    pub zone: String,
+}
+
+type Shared = Arc<State>;
+
+/// The API as an axum router, ready to serve (or to nest under a base path).
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/config", get(config))
+        .route("/_resources", get(resource_types))
+        .route("/who-am-i", get(who_am_i))
+        .route("/{ws}", get(resources::list_top))
+        .route(
+            "/{ws}/{name}",
+            get(resources::get_top)
+                .put(resources::put_top)
+                .delete(resources::delete_top),
+        )
+        .route("/meshes/{mesh}/{ws}", get(resources::list_in_mesh))
+        .route(
+            "/meshes/{mesh}/{ws}/{name}",
+            get(resources::get_in_mesh)
+                .put(resources::put_in_mesh)
+                .delete(resources::delete_in_mesh),
+        )
+        .route("/meshes/{mesh}/dataplanes/_overview", get(overview::list))
+        .route("/meshes/{mesh}/dataplanes+insights", get(overview::list))
+        .route(
+            "/meshes/{mesh}/dataplanes/{name}/_overview",
+            get(overview::get_one),
+        )
+        .route(
+            "/meshes/{mesh}/dataplanes+insights/{name}",
+            get(overview::get_one),
+        )
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::new(state))
+}
+
+async fn index(AxState(s): AxState<Shared>) -> Json<Value> {
+    Json(s.index.clone())
+}
+
+async fn config(AxState(s): AxState<Shared>) -> Json<Value> {
+    Json(s.config.clone())
+}
+
+async fn who_am_i() -> Json<Value> {
+    Json(json!({
+        "name": "mesh-system:admin",
+        "groups": ["mesh-system:admin", "mesh-system:authenticated"],
+    }))
+}
+
+/// `GET /_resources`: every type with its path, scope and whether the API can write it.
+async fn resource_types() -> Json<Value> {
+    let resources: Vec<Value> = ResourceType::ALL
+        .into_iter()
+        .map(|t| {
+            let mut v = json!({
+                "name": t.name(),
+                "path": t.ws_path(),
+                "scope": match t.scope() {
+                    Scope::Mesh => "Mesh",
+                    Scope::Global => "Global",
+                },
+                "readOnly": t.is_read_only(),
+                "policy": t.is_new_style(),
+            });
+            if let Some(short) = t.short_name() {
+                v["shortName"] = json!(short);
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "resources": resources }))
+}
+
+async fn unknown_path(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::unknown_path(uri.path())
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::method_not_allowed(&method, uri.path())
+}

@@ -1,0 +1,125 @@
+//! Dataplane overviews: each Dataplane joined with its DataplaneInsight (same mesh and name),
+//! as `DataplaneOverview` pseudo-resources. Lists page and filter like resource lists, plus
+//! `status=online|offline` (online = a connected, not disconnected, xDS subscription).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State as AxState};
+use kuma_core::resource::{ResourceKey, format_time};
+use kuma_core::{Resource, ResourceType, Spec};
+use serde_json::{Map, Value, json};
+
+use super::query::ListRequest;
+use super::{ApiError, Shared};
+
+/// Wire fields that are metadata, not spec, on an old-style resource.
+const META_FIELDS: [&str; 7] = [
+    "type",
+    "name",
+    "mesh",
+    "labels",
+    "creationTime",
+    "modificationTime",
+    "kri",
+];
+
+fn spec_fields(res: &Resource) -> Value {
+    match res.to_wire() {
+        Value::Object(mut m) => {
+            for f in META_FIELDS {
+                m.remove(f);
+            }
+            Value::Object(m)
+        }
+        _ => Value::Object(Map::new()),
+    }
+}
+
+fn overview(dp: &Resource, insight: Option<&Resource>) -> Value {
+    let labels: Map<String, Value> = dp
+        .meta
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "type": "DataplaneOverview",
+        "mesh": dp.meta.mesh,
+        "name": dp.meta.name,
+        "creationTime": format_time(&dp.meta.creation_time),
+        "modificationTime": format_time(&dp.meta.modification_time),
+        "labels": labels,
+        "dataplane": spec_fields(dp),
+        "dataplaneInsight": insight.map_or_else(|| json!({}), spec_fields),
+    })
+}
+
+fn is_online(insight: Option<&Resource>) -> bool {
+    matches!(insight.map(|i| &i.spec), Some(Spec::DataplaneInsight(i)) if i.is_online())
+}
+
+/// `GET /meshes/{mesh}/dataplanes/_overview` and `/meshes/{mesh}/dataplanes+insights`.
+pub async fn list(
+    AxState(s): AxState<Shared>,
+    Path(mesh): Path<String>,
+    req: ListRequest,
+) -> Result<Json<Value>, ApiError> {
+    let page = req.page()?;
+    let filter = req.filter(true)?;
+    let online = match req.value("status") {
+        None | Some("") => None,
+        Some("online") => Some(true),
+        Some("offline") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_parameter(
+                "Invalid status filter",
+                "status",
+                format!("must be one of: online, offline; got {other:?}"),
+            ));
+        }
+    };
+    let dps = s.manager.list(ResourceType::Dataplane, Some(&mesh)).await?;
+    let insights = s
+        .manager
+        .list(ResourceType::DataplaneInsight, Some(&mesh))
+        .await?;
+    let by_name: HashMap<&str, &Resource> =
+        insights.iter().map(|i| (i.meta.name.as_str(), i)).collect();
+    let items: Vec<Value> = dps
+        .iter()
+        .filter(|dp| filter.matches(dp))
+        .filter_map(|dp| {
+            let insight = by_name.get(dp.meta.name.as_str()).copied();
+            online
+                .is_none_or(|want| is_online(insight) == want)
+                .then(|| overview(dp, insight))
+        })
+        .collect();
+    Ok(Json(req.paginate(items, page)))
+}
+
+/// `GET /meshes/{mesh}/dataplanes/{name}/_overview` and `/meshes/{mesh}/dataplanes+insights/{name}`.
+pub async fn get_one(
+    AxState(s): AxState<Shared>,
+    Path((mesh, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let dp = s
+        .manager
+        .get(&ResourceKey::new(ResourceType::Dataplane, &mesh, &name))
+        .await?;
+    let insight = match s
+        .manager
+        .get(&ResourceKey::new(
+            ResourceType::DataplaneInsight,
+            mesh,
+            name,
+        ))
+        .await
+    {
+        Ok(i) => Some(i),
+        Err(crate::manager::ManagerError::Store(kuma_core::store::Error::NotFound(_))) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(overview(&dp, insight.as_ref())))
+}

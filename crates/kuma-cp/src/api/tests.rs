@@ -1,0 +1,542 @@
+//! Router tests on the memory store: round trips, paging, and every bad input answered with
+//! the right status and field while nothing stored changes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use kuma_core::store::memory::MemoryStore;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{State, router};
+use crate::manager::ResourceManager;
+
+struct Api {
+    router: axum::Router,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Reply {
+    /// Fields named in `invalid_parameters`.
+    fn fields(&self) -> Vec<String> {
+        self.body["invalid_parameters"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["field"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn assert_error(&self, status: StatusCode) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["type"], "/std-errors", "{}", self.body);
+        assert_eq!(self.body["status"], status.as_u16());
+        assert_eq!(self.body["detail"], self.body["details"]);
+    }
+}
+
+impl Api {
+    fn new() -> Self {
+        Self::with_manager().0
+    }
+
+    /// An API and the manager behind it (for the control plane's own writes).
+    fn with_manager() -> (Self, Arc<ResourceManager>) {
+        let manager = Arc::new(ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1"));
+        let state = State {
+            manager: manager.clone(),
+            index: json!({"product": "Kuma"}),
+            config: json!({"mode": "zone"}),
+            zone: "zone-1".into(),
+        };
+        (
+            Self {
+                router: router(state),
+            },
+            manager,
+        )
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Body>) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "cp.local:5681")
+            .header("content-type", "application/json")
+            .body(body.unwrap_or_else(Body::empty))
+            .expect("request");
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply { status, body }
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.call("GET", uri, None).await
+    }
+
+    async fn put(&self, uri: &str, body: &Value) -> Reply {
+        self.call("PUT", uri, Some(Body::from(body.to_string())))
+            .await
+    }
+
+    async fn put_raw(&self, uri: &str, body: impl Into<Body>) -> Reply {
+        self.call("PUT", uri, Some(body.into())).await
+    }
+
+    async fn delete(&self, uri: &str) -> Reply {
+        self.call("DELETE", uri, None).await
+    }
+
+    /// An API with mesh `default`.
+    async fn with_mesh() -> Self {
+        let api = Self::new();
+        let r = api
+            .put(
+                "/meshes/default",
+                &json!({"type": "Mesh", "name": "default"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        api
+    }
+
+    /// Everything stored, to check that refused writes changed nothing.
+    async fn snapshot(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for t in kuma_core::ResourceType::ALL {
+            let r = self.get(&format!("/{}", t.ws_path())).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            out.push(r.body);
+        }
+        out
+    }
+}
+
+fn dp(name: &str, port: u16, service: &str) -> Value {
+    json!({"type": "Dataplane", "mesh": "default", "name": name,
+        "networking": {"address": "10.0.0.1", "inbound": [
+            {"port": port, "servicePort": port + 1000, "tags": {"kuma.io/service": service}}]}})
+}
+
+#[tokio::test]
+async fn index_config_and_misc() {
+    let api = Api::new();
+    assert_eq!(api.get("/").await.body, json!({"product": "Kuma"}));
+    assert_eq!(api.get("/config").await.body, json!({"mode": "zone"}));
+    assert_eq!(api.get("/who-am-i").await.body["name"], "mesh-system:admin");
+    let types = api.get("/_resources").await.body;
+    let dpi = types["resources"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["name"] == "DataplaneInsight")
+        .expect("insight listed")
+        .clone();
+    assert_eq!(dpi["readOnly"], true);
+    assert_eq!(dpi["path"], "dataplane-insights");
+    api.get("/no-such-type")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.get("/meshes/default/no-such-type")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.get("/a/b/c/d/e/f")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    // A global type under a mesh, a mesh-scoped type at the top level.
+    api.get("/meshes/default/zones")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.get("/dataplanes/dp-1")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.call("POST", "/meshes", None)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn create_update_get_round_trip() {
+    let api = Api::with_mesh().await;
+    let applied = dp("dp-1", 8080, "web");
+    let r = api.put("/meshes/default/dataplanes/dp-1", &applied).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body, json!({"warnings": []}));
+
+    let got = api.get("/meshes/default/dataplanes/dp-1").await;
+    assert_eq!(got.status, StatusCode::OK);
+    let b = &got.body;
+    assert_eq!(b["type"], "Dataplane");
+    assert_eq!(b["mesh"], "default");
+    assert_eq!(b["name"], "dp-1");
+    assert_eq!(b["kri"], "kri_dp_default_zone-1__dp-1_");
+    assert_eq!(b["labels"]["kuma.io/origin"], "zone");
+    assert_eq!(b["labels"]["kuma.io/mesh"], "default");
+    assert_eq!(b["labels"]["kuma.io/zone"], "zone-1");
+    // What was applied, plus the zone tag the CP adds.
+    let mut expected_net = applied["networking"].clone();
+    expected_net["inbound"][0]["tags"]["kuma.io/zone"] = json!("zone-1");
+    assert_eq!(b["networking"], expected_net);
+    let created = b["creationTime"].clone();
+
+    // Re-applying what was read back (server-managed fields included) is an update.
+    let mut next = b.clone();
+    next["networking"]["inbound"][0]["port"] = json!(9090);
+    let r = api.put("/meshes/default/dataplanes/dp-1", &next).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let got = api.get("/meshes/default/dataplanes/dp-1").await.body;
+    assert_eq!(got["networking"]["inbound"][0]["port"], 9090);
+    assert_eq!(got["creationTime"], created);
+
+    // Global type, and the Mesh itself.
+    let m = api.get("/meshes/default").await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert_eq!(m.body["name"], "default");
+    assert!(m.body.get("kri").is_none());
+    let r = api
+        .put(
+            "/global-secrets/s1",
+            &json!({"type": "GlobalSecret", "name": "s1", "data": "aGk="}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(api.get("/globalsecrets/s1").await.body["data"], "aGk=");
+
+    // New-style policy keeps its spec under `spec`.
+    let mtp = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "allow",
+        "spec": {"targetRef": {"kind": "Mesh"}, "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}});
+    let r = api
+        .put("/meshes/default/meshtrafficpermissions/allow", &mtp)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let got = api
+        .get("/meshes/default/meshtrafficpermissions/allow")
+        .await
+        .body;
+    assert_eq!(got["spec"], mtp["spec"]);
+
+    let r = api.delete("/meshes/default/dataplanes/dp-1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({}));
+    api.get("/meshes/default/dataplanes/dp-1")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn list_paging_and_filters() {
+    let api = Api::with_mesh().await;
+    for i in 0..5u16 {
+        let mut d = dp(
+            &format!("dp-{i}"),
+            8000 + i,
+            if i % 2 == 0 { "backend" } else { "frontend" },
+        );
+        if i == 3 {
+            d["labels"] = json!({"team": "a"});
+        }
+        let r = api
+            .put(&format!("/meshes/default/dataplanes/dp-{i}"), &d)
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let page = api.get("/meshes/default/dataplanes?size=2").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body["total"], 5);
+    let names: Vec<_> = page.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("dp-0"), json!("dp-1")]);
+    assert_eq!(
+        page.body["next"],
+        "http://cp.local:5681/meshes/default/dataplanes?size=2&offset=2"
+    );
+    let last = api.get("/meshes/default/dataplanes?size=2&offset=4").await;
+    assert_eq!(last.body["items"].as_array().expect("items").len(), 1);
+    assert!(last.body["next"].is_null());
+
+    let all = api.get("/dataplanes").await.body;
+    assert_eq!(all["total"], 5);
+    assert!(all["next"].is_null());
+
+    let by_name = api.get("/meshes/default/dataplanes?name=dp-3").await.body;
+    assert_eq!(by_name["total"], 1);
+    let by_label = api
+        .get("/meshes/default/dataplanes?filter%5Blabels.team%5D=a")
+        .await
+        .body;
+    assert_eq!(by_label["total"], 1);
+    assert_eq!(by_label["items"][0]["name"], "dp-3");
+    let by_tag = api
+        .get("/meshes/default/dataplanes?tag=kuma.io/service:front")
+        .await
+        .body;
+    assert_eq!(by_tag["total"], 2);
+    let by_two_tags = api
+        .get("/meshes/default/dataplanes?tag=kuma.io/service:back&tag=kuma.io/zone:zone-1")
+        .await
+        .body;
+    assert_eq!(by_two_tags["total"], 3);
+
+    for (q, field) in [
+        ("size=0", "size"),
+        ("size=1001", "size"),
+        ("size=abc", "size"),
+        ("offset=x", "offset"),
+        ("filter%5Bspec.x%5D=1", "filter[spec.x]"),
+    ] {
+        let r = api.get(&format!("/meshes/default/dataplanes?{q}")).await;
+        r.assert_error(StatusCode::BAD_REQUEST);
+        assert_eq!(r.fields(), [field], "{q}");
+    }
+    let meshes = api.get("/meshes").await.body;
+    assert_eq!(meshes["total"], 1);
+}
+
+#[tokio::test]
+async fn bad_inputs_change_nothing() {
+    let api = Api::with_mesh().await;
+    let r = api
+        .put("/meshes/default/dataplanes/dp-1", &dp("dp-1", 8080, "web"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let before = api.snapshot().await;
+
+    // Malformed JSON: the message names the problem and where.
+    let r = api
+        .put_raw(
+            "/meshes/default/dataplanes/dp-1",
+            "{\"type\": \"Dataplane\",\n \"name\": }",
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    let detail = r.body["detail"].as_str().expect("detail");
+    assert!(detail.contains("line 2 column"), "{detail}");
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "unknown field",
+            {
+                let mut d = dp("dp-1", 8080, "web");
+                d["networking"]["inbound"][0]["bogus"] = json!(1);
+                d
+            },
+            "networking.inbound[0].bogus",
+        ),
+        (
+            "no kuma.io/service",
+            {
+                let mut d = dp("dp-1", 8080, "web");
+                d["networking"]["inbound"][0]["tags"] = json!({"app": "web"});
+                d
+            },
+            "networking.inbound[0].tags",
+        ),
+        (
+            "duplicate inbound port",
+            {
+                let mut d = dp("dp-1", 8080, "web");
+                d["networking"]["inbound"] = json!([
+                    {"port": 8080, "servicePort": 80, "tags": {"kuma.io/service": "a"}},
+                    {"port": 8080, "servicePort": 81, "tags": {"kuma.io/service": "b"}}]);
+                d
+            },
+            "networking.inbound[1].port",
+        ),
+        ("name mismatch", dp("dp-2", 8080, "web"), "name"),
+        (
+            "wrong mesh label",
+            {
+                let mut d = dp("dp-1", 8080, "web");
+                d["labels"] = json!({"kuma.io/mesh": "other"});
+                d
+            },
+            "labels[\"kuma.io/mesh\"]",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let r = api.put("/meshes/default/dataplanes/dp-1", &body).await;
+        r.assert_error(StatusCode::BAD_REQUEST);
+        assert!(
+            r.fields().contains(&field.to_string()),
+            "{what}: {}",
+            r.body
+        );
+        assert_eq!(r.body["title"], "Resource is not valid", "{what}");
+        assert_eq!(
+            r.body["causes"][0]["field"],
+            r.body["invalid_parameters"][0]["field"]
+        );
+    }
+
+    // A name that is not a DNS label (URL and body agree).
+    let mut bad = dp("Bad_Name", 8080, "web");
+    bad["name"] = json!("Bad_Name");
+    let r = api.put("/meshes/default/dataplanes/Bad_Name", &bad).await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.fields(), ["name"]);
+
+    // A mesh that does not exist.
+    let mut other = dp("dp-9", 8080, "web");
+    other["mesh"] = json!("nope");
+    let r = api.put("/meshes/nope/dataplanes/dp-9", &other).await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.fields(), ["mesh"]);
+
+    // Mesh mismatch between URL and body.
+    let r = api
+        .put("/meshes/nope/dataplanes/dp-1", &dp("dp-1", 8080, "web"))
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert!(r.fields().contains(&"mesh".to_string()), "{}", r.body);
+
+    // Oversized body.
+    let huge = format!(
+        "{{\"type\": \"Mesh\", \"name\": \"big\", \"x\": \"{}\"}}",
+        "a".repeat(super::MAX_BODY_BYTES)
+    );
+    let r = api.put_raw("/meshes/big", huge).await;
+    r.assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Read-only type.
+    let r = api
+        .put(
+            "/meshes/default/dataplane-insights/dp-1",
+            &json!({"type": "DataplaneInsight", "mesh": "default", "name": "dp-1"}),
+        )
+        .await;
+    r.assert_error(StatusCode::METHOD_NOT_ALLOWED);
+    api.delete("/meshes/default/dataplane-insights/dp-1")
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
+
+    // Type mismatch between URL and body.
+    let r = api.put("/zones/dp-1", &dp("dp-1", 8080, "web")).await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert!(r.fields().contains(&"type".to_string()), "{}", r.body);
+
+    assert_eq!(
+        api.snapshot().await,
+        before,
+        "a refused write changed the store"
+    );
+}
+
+#[tokio::test]
+async fn deletes() {
+    let api = Api::with_mesh().await;
+    api.delete("/meshes/default/dataplanes/ghost")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.delete("/zones/ghost")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    let r = api
+        .put("/meshes/default/dataplanes/dp-1", &dp("dp-1", 8080, "web"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = api.delete("/meshes/default").await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.fields(), ["name"]);
+    assert_eq!(api.get("/meshes/default").await.status, StatusCode::OK);
+    assert_eq!(
+        api.delete("/meshes/default/dataplanes/dp-1").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.delete("/meshes/default").await.status, StatusCode::OK);
+    api.get("/meshes/default")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dataplane_overviews() {
+    let (api, manager) = Api::with_manager();
+    api.put(
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default"}),
+    )
+    .await;
+    for (name, port) in [("dp-1", 8080), ("dp-2", 8081)] {
+        let r = api
+            .put(
+                &format!("/meshes/default/dataplanes/{name}"),
+                &dp(name, port, "web"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    // The control plane writes insights itself.
+    let insight = kuma_core::Resource::from_wire(
+        json!({"type": "DataplaneInsight", "mesh": "default", "name": "dp-1",
+            "subscriptions": [{"id": "s1", "controlPlaneInstanceId": "cp-1", "connectTime": "2026-01-01T00:00:00Z"}]}),
+        None,
+    )
+    .expect("insight");
+    manager.upsert_internal(insight).await.expect("insight");
+
+    for path in [
+        "/meshes/default/dataplanes/_overview",
+        "/meshes/default/dataplanes+insights",
+    ] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["total"], 2);
+        let first = &r.body["items"][0];
+        assert_eq!(first["type"], "DataplaneOverview");
+        assert_eq!(first["name"], "dp-1");
+        assert_eq!(first["dataplane"]["networking"]["address"], "10.0.0.1");
+        assert!(first["dataplane"].get("name").is_none());
+        assert_eq!(first["dataplaneInsight"]["subscriptions"][0]["id"], "s1");
+        assert_eq!(r.body["items"][1]["dataplaneInsight"], json!({}));
+    }
+    let online = api
+        .get("/meshes/default/dataplanes/_overview?status=online")
+        .await
+        .body;
+    assert_eq!(online["total"], 1);
+    let offline = api
+        .get("/meshes/default/dataplanes/_overview?status=offline&size=1")
+        .await
+        .body;
+    assert_eq!(offline["items"][0]["name"], "dp-2");
+    api.get("/meshes/default/dataplanes/_overview?status=maybe")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+    for path in [
+        "/meshes/default/dataplanes/dp-2/_overview",
+        "/meshes/default/dataplanes+insights/dp-2",
+    ] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["name"], "dp-2");
+    }
+    api.get("/meshes/default/dataplanes/ghost/_overview")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    // The plain Dataplane routes still work next to the overview ones.
+    assert_eq!(
+        api.get("/meshes/default/dataplanes/dp-1").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.get("/meshes/default/dataplanes").await.body["total"], 2);
+}

@@ -1,0 +1,242 @@
+//! The composition root: binds every listener first (a taken port fails start-up naming it),
+//! opens the store, creates the default resources, then runs the API, the DP server (bootstrap
+//! + ADS), diagnostics and the xDS reconciler until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use kuma_core::resource::{Mesh, Resource, ResourceKey, ResourceType, Spec, Zone};
+use kuma_core::store::{self, Store};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{BootstrapState, Params};
+use crate::config::Config;
+use crate::diagnostics::Diagnostics;
+use crate::dp_server::DpServer;
+use crate::manager::{ManagerError, ResourceManager};
+use crate::store::{MemoryStore, SqliteStore};
+use crate::tls::Identity;
+use crate::xds::{self, XdsCallbacks};
+
+/// A control plane with every listener bound, ready to [`App::run`].
+pub struct App {
+    cfg: Config,
+    api: TcpListener,
+    dp: TcpListener,
+    diag: TcpListener,
+    instance_id: String,
+    hostname: String,
+}
+
+/// Binds `interface:port`, naming the config key on failure.
+async fn bind(interface: &str, port: u16, key: &str) -> anyhow::Result<TcpListener> {
+    let addr: SocketAddr = format!("{interface}:{port}")
+        .parse()
+        .or_else(|_| format!("[{interface}]:{port}").parse())
+        .with_context(|| format!("{key}: invalid interface {interface:?}"))?;
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} ({key}): port {port} is already in use or not permitted")
+    })
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Phase one: bind every listener.
+pub async fn build(cfg: Config) -> anyhow::Result<App> {
+    let api = bind(
+        &cfg.api_server.http.interface,
+        cfg.api_server.http.port,
+        "apiServer.http.port",
+    )
+    .await?;
+    let dp = bind(
+        &cfg.dp_server.interface,
+        cfg.dp_server.port,
+        "dpServer.port",
+    )
+    .await?;
+    let diag = bind(
+        &cfg.diagnostics.interface,
+        cfg.diagnostics.server_port,
+        "diagnostics.serverPort",
+    )
+    .await?;
+    let hostname = hostname();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let instance_id = format!("{hostname}-{}", &id[..4]);
+    Ok(App {
+        cfg,
+        api,
+        dp,
+        diag,
+        instance_id,
+        hostname,
+    })
+}
+
+impl App {
+    /// The bound addresses (API, DP server, diagnostics).
+    pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
+        let a = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        (a(&self.api), a(&self.dp), a(&self.diag))
+    }
+
+    /// Phase two: serve until `shutdown` is cancelled or a part fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let cfg = self.cfg;
+        let work_dir = cfg.work_dir();
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("creating work dir {}", work_dir.display()))?;
+        let store: Arc<dyn Store> = match cfg.store.store_type.as_str() {
+            "memory" => Arc::new(MemoryStore::new()),
+            _ => {
+                let path = cfg.sqlite_path();
+                Arc::new(
+                    SqliteStore::open(&path)
+                        .await
+                        .with_context(|| format!("opening sqlite store {}", path.display()))?,
+                )
+            }
+        };
+        let zone = cfg.multizone.zone.name.clone();
+        let manager = Arc::new(ResourceManager::new(store, zone.clone()));
+        ensure_defaults(&manager, &zone)
+            .await
+            .context("creating default resources")?;
+
+        let identity = Identity::load_or_generate(
+            &cfg.general.tls_cert_file,
+            &cfg.general.tls_key_file,
+            &work_dir,
+            &self.hostname,
+        )
+        .context("loading the DP server certificate")?;
+        let tls = identity.server_config()?;
+
+        let cache = kuma_xds::SnapshotCache::new();
+        let runtime = xds::Runtime::new(
+            xds::Settings {
+                zone: zone.clone(),
+                instance_id: self.instance_id.clone(),
+                deregistration_delay: cfg.deregistration_delay(),
+                flush_interval: cfg.flush_interval(),
+                debounce: cfg.debounce(),
+            },
+            manager.clone(),
+            cache.clone(),
+            shutdown.clone(),
+        );
+        let ads = kuma_xds::Server::new(cache.clone(), Arc::new(XdsCallbacks(runtime.clone())));
+        let xds_port = if cfg.bootstrap_server.params.xds_port == 0 {
+            self.dp.local_addr()?.port()
+        } else {
+            cfg.bootstrap_server.params.xds_port
+        };
+        let params = &cfg.bootstrap_server.params;
+        let bootstrap = BootstrapState {
+            manager: manager.clone(),
+            params: Arc::new(Params {
+                admin_address: params.admin_address.clone(),
+                admin_port: params.admin_port,
+                xds_host: params.xds_host.clone(),
+                xds_port,
+                xds_connect_timeout: params.xds_connect_timeout.clone(),
+                ca_pem: identity.ca_pem.clone(),
+            }),
+        };
+        let dp_server = DpServer::new(self.dp, tls, bootstrap, ads);
+
+        let config_json = serde_json::to_value(&cfg)?;
+        let api_state = crate::api::State {
+            manager: manager.clone(),
+            index: json!({
+                "hostname": self.hostname,
+                "product": "Kuma",
+                "version": env!("CARGO_PKG_VERSION"),
+                "instanceId": self.instance_id,
+                "clusterId": "",
+                "gui": "/gui",
+                "basedOnKuma": "2.14.3",
+            }),
+            config: config_json,
+            zone: zone.clone(),
+        };
+        let api_router = crate::api::router(api_state);
+        let ready = Arc::new(AtomicBool::new(false));
+        let diagnostics = Diagnostics::new(
+            self.diag,
+            ready.clone(),
+            cache.clone(),
+            self.instance_id.clone(),
+            zone.clone(),
+        );
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let api_listener = self.api;
+        let sd = shutdown.clone();
+        if cfg.api_server.http.enabled {
+            tasks.spawn(async move {
+                axum::serve(api_listener, api_router)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+                    .context("REST API server")
+            });
+        }
+        tasks.spawn(dp_server.run(shutdown.clone()));
+        tasks.spawn(diagnostics.run(shutdown.clone()));
+        tasks.spawn(runtime.run());
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(instance_id = %self.instance_id, "kuma-cp is ready");
+
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            let r = joined.context("task panicked").and_then(|r| r);
+            if let Err(e) = r {
+                tracing::error!(error = %format!("{e:#}"), "a component failed; stopping");
+                result = Err(e);
+                shutdown.cancel();
+            }
+            if shutdown.is_cancelled() {
+                // Others stop on the token; give them a grace period.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while tasks.join_next().await.is_some() {}
+                })
+                .await;
+                break;
+            }
+        }
+        result
+    }
+}
+
+/// The `default` Zone (the only one) and the `default` Mesh.
+async fn ensure_defaults(manager: &ResourceManager, zone: &str) -> anyhow::Result<()> {
+    for z in manager.list(ResourceType::Zone, None).await? {
+        if z.meta.name != zone {
+            manager.delete_internal(&z.key()).await?;
+        }
+    }
+    let wanted = [
+        Resource::new(zone, "", Spec::Zone(Zone::default())),
+        Resource::new("default", "", Spec::Mesh(Mesh::default())),
+    ];
+    for res in wanted {
+        match manager.get(&res.key()).await {
+            Ok(_) => {}
+            Err(ManagerError::Store(store::Error::NotFound(_))) => {
+                manager.upsert_internal(res).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = ResourceKey::new(ResourceType::Mesh, "", "default");
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! `POST /bootstrap`: kuma-dp sends its Dataplane (or only mesh and name) and versions; the
+//! CP answers with the Envoy bootstrap (base64 YAML): node id `<mesh>.<name>`, the Dataplane
+//! in node metadata (registered on the first ADS request, not here), the Envoy admin on
+//! loopback, and ADS over TLS to the DP server, trusting the CP's CA.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use kuma_core::resource::{Resource, ResourceKey, ResourceType, Spec};
+use kuma_core::store;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::manager::{ManagerError, ResourceManager};
+
+/// The bootstrap request, as kuma-dp sends it (unknown keys are ignored, as Kuma does, so
+/// newer agents keep working).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Request {
+    pub mesh: String,
+    pub name: String,
+    pub proxy_type: String,
+    pub dataplane_token: String,
+    pub dataplane_token_path: String,
+    pub dataplane_resource: String,
+    pub version: Value,
+    pub ca_cert: String,
+    pub features: Vec<String>,
+    pub workdir: String,
+    pub readiness_port: u32,
+    pub dynamic_metadata: Value,
+}
+
+/// What the bootstrap generator needs besides the request.
+#[derive(Clone)]
+pub struct Params {
+    pub admin_address: String,
+    pub admin_port: u16,
+    /// Configured xDS host; empty = the host kuma-dp used.
+    pub xds_host: String,
+    pub xds_port: u16,
+    pub xds_connect_timeout: String,
+    /// The CA of the DP server certificate, used when kuma-dp sends none.
+    pub ca_pem: String,
+}
+
+#[derive(Clone)]
+pub struct BootstrapState {
+    pub manager: Arc<ResourceManager>,
+    pub params: Arc<Params>,
+}
+
+/// Kuma's error body.
+fn error(status: StatusCode, title: &str, detail: &str, fields: Vec<(String, String)>) -> Response {
+    let params: Vec<Value> = fields
+        .iter()
+        .map(|(f, r)| json!({"field": f, "reason": r}))
+        .collect();
+    let causes: Vec<Value> = fields
+        .iter()
+        .map(|(f, r)| json!({"field": f, "message": r}))
+        .collect();
+    (
+        status,
+        Json(
+            json!({"type": "/std-errors", "status": status.as_u16(), "title": title,
+            "detail": detail, "details": detail, "invalid_parameters": params, "causes": causes}),
+        ),
+    )
+        .into_response()
+}
+
+pub async fn handler(
+    State(st): State<BootstrapState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid bootstrap request",
+                &format!("the body is not a valid bootstrap request: {e}"),
+                vec![],
+            );
+        }
+    };
+    let proxy_type = if req.proxy_type.is_empty() {
+        "dataplane"
+    } else {
+        req.proxy_type.as_str()
+    };
+    if proxy_type != "dataplane" {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid bootstrap request",
+            "only proxyType dataplane is supported",
+            vec![("proxyType".into(), "must be dataplane".into())],
+        );
+    }
+    let dataplane = if !req.dataplane_resource.is_empty() {
+        let value = match Resource::parse_documents(&req.dataplane_resource) {
+            Ok(mut docs) if docs.len() == 1 => docs.remove(0),
+            Ok(_) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid dataplane resource",
+                    "dataplaneResource must hold exactly one resource",
+                    vec![(
+                        "dataplaneResource".into(),
+                        "must hold exactly one resource".into(),
+                    )],
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid dataplane resource",
+                    &e.summary(),
+                    vec![("dataplaneResource".into(), e.summary())],
+                );
+            }
+        };
+        let res = match Resource::from_wire(value, Some(ResourceType::Dataplane)) {
+            Ok(r) => r,
+            Err(e) => {
+                let fields = e
+                    .violations
+                    .iter()
+                    .map(|v| (format!("dataplaneResource.{}", v.field), v.message.clone()))
+                    .collect();
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid dataplane resource",
+                    &e.summary(),
+                    fields,
+                );
+            }
+        };
+        let mesh_key = ResourceKey::new(ResourceType::Mesh, "", &res.meta.mesh);
+        match st.manager.get(&mesh_key).await {
+            Ok(_) => {}
+            Err(ManagerError::Store(store::Error::NotFound(_))) => {
+                let msg = format!("mesh {:?} does not exist", res.meta.mesh);
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid dataplane resource",
+                    &msg,
+                    vec![("dataplaneResource.mesh".into(), msg.clone())],
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Store unavailable",
+                    &e.to_string(),
+                    vec![],
+                );
+            }
+        }
+        res
+    } else {
+        if req.mesh.is_empty() || req.name.is_empty() {
+            let mut fields = Vec::new();
+            for (f, v) in [("mesh", &req.mesh), ("name", &req.name)] {
+                if v.is_empty() {
+                    fields.push((
+                        f.to_string(),
+                        "is required when dataplaneResource is not given".to_string(),
+                    ));
+                }
+            }
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid bootstrap request",
+                "either dataplaneResource or mesh and name must be given",
+                fields,
+            );
+        }
+        let key = ResourceKey::new(ResourceType::Dataplane, &req.mesh, &req.name);
+        match st.manager.get(&key).await {
+            Ok(r) => r,
+            // Kuma answers 404 with an empty body: kuma-dp keeps retrying until the
+            // Dataplane is created through the API ("indirect" lifecycle).
+            Err(ManagerError::Store(store::Error::NotFound(_))) => {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Store unavailable",
+                    &e.to_string(),
+                    vec![],
+                );
+            }
+        }
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port)
+        .unwrap_or_else(|| "localhost".into());
+    let yaml = match envoy_bootstrap(&st.params, &req, &dataplane, &host) {
+        Ok(y) => y,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not generate the bootstrap",
+                &e.to_string(),
+                vec![],
+            );
+        }
+    };
+    let address = match &dataplane.spec {
+        Spec::Dataplane(d) => d
+            .networking()
+            .map(|n| n.address.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Json(json!({
+        "bootstrap": base64::engine::general_purpose::STANDARD.encode(yaml),
+        "kumaSidecarConfiguration": {
+            "networking": {"address": address, "corefileTemplate": null},
+            "metrics": {"aggregate": []}
+        }
+    }))
+    .into_response()
+}
+
+/// `host:port`, `[v6]:port`, `host` → host.
+fn host_without_port(h: &str) -> String {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_string();
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_string(),
+        _ => h.to_string(),
+    }
+}
+
+/// The Envoy bootstrap as YAML (pure; golden-tested).
+pub fn envoy_bootstrap(
+    params: &Params,
+    req: &Request,
+    dataplane: &Resource,
+    request_host: &str,
+) -> anyhow::Result<String> {
+    let Spec::Dataplane(dp) = &dataplane.spec else {
+        anyhow::bail!("not a Dataplane");
+    };
+    let admin_port = dp
+        .networking()
+        .and_then(|n| n.admin.as_ref())
+        .map(|a| a.port)
+        .filter(|p| *p != 0)
+        .unwrap_or(u32::from(params.admin_port));
+    let xds_host = if params.xds_host.is_empty() {
+        request_host
+    } else {
+        &params.xds_host
+    };
+    let is_ip = xds_host.parse::<std::net::IpAddr>().is_ok();
+    let ca = if req.ca_cert.trim().is_empty() {
+        &params.ca_pem
+    } else {
+        &req.ca_cert
+    };
+    let delta = req.features.iter().any(|f| f == "feature-delta-grpc");
+    let node_id = format!("{}.{}", dataplane.meta.mesh, dataplane.meta.name);
+    let resource_json = serde_json::to_string(&dataplane.to_wire())?;
+    let mut metadata = json!({
+        "dataplane.resource": resource_json,
+        "dataplane.proxyType": "dataplane",
+        "dataplane.admin.port": admin_port.to_string(),
+        "dataplane.admin.address": params.admin_address,
+        "dataplane.readinessReporter.port": req.readiness_port.to_string(),
+        "features": req.features,
+        "workdir": req.workdir,
+    });
+    if !req.version.is_null() {
+        metadata["version"] = req.version.clone();
+    }
+    if req
+        .dynamic_metadata
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+    {
+        metadata["dynamicMetadata"] = req.dynamic_metadata.clone();
+    }
+    let mut grpc_service = json!({"envoy_grpc": {"cluster_name": "ads_cluster"}});
+    if !req.dataplane_token.is_empty() {
+        grpc_service["initial_metadata"] =
+            json!([{"key": "authorization", "value": req.dataplane_token.trim()}]);
+    }
+    let san_type = if is_ip { "IP_ADDRESS" } else { "DNS" };
+    let bootstrap = json!({
+        "node": {"id": node_id, "cluster": dp.identifying_service(), "metadata": metadata},
+        "admin": {
+            "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": "/dev/null"}}],
+            "address": {"socket_address": {"address": params.admin_address, "port_value": admin_port}}
+        },
+        "dynamic_resources": {
+            "lds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
+            "cds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
+            "ads_config": {
+                "api_type": if delta { "DELTA_GRPC" } else { "GRPC" },
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [grpc_service]
+            }
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "ads_cluster",
+                "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+                "connect_timeout": params.xds_connect_timeout,
+                "upstream_connection_options": {"tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 10, "keepalive_interval": 10}},
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}}
+                    }
+                },
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        "sni": if is_ip { "" } else { xds_host },
+                        "common_tls_context": {
+                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                            "alpn_protocols": ["h2"],
+                            "validation_context_sds_secret_config": {"name": "cp_validation_ctx"}
+                        }
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": "ads_cluster",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": xds_host, "port_value": params.xds_port}}}}]}]
+                }
+            }],
+            "secrets": [{
+                "name": "cp_validation_ctx",
+                "validation_context": {
+                    "trusted_ca": {"inline_string": ca},
+                    "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": xds_host}}]
+                }
+            }]
+        }
+    });
+    Ok(serde_saphyr::to_string(&bootstrap)?)
+}

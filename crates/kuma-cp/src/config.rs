@@ -1,0 +1,489 @@
+//! kuma-cp configuration: typed, with defaults that equal the committed
+//! `kuma-cp.defaults.yaml`, overridden by a YAML file, then by `KUMA_*` environment variables.
+//!
+//! Environment names are derived from the key path (`store.sqlite.path` →
+//! `KUMA_STORE_SQLITE_PATH`), plus Kuma's irregular aliases listed in [`ENV_ALIASES`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The committed defaults file (also what `Config::default()` must equal).
+pub const DEFAULTS_YAML: &str = include_str!("../kuma-cp.defaults.yaml");
+
+/// Environment names Kuma uses that do not follow the path rule, with the path they set.
+pub const ENV_ALIASES: [(&str, &str); 1] = [(
+    "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY",
+    "xdsServer.dataplaneDeregistrationDelay",
+)];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    pub environment: String,
+    pub mode: String,
+    pub general: General,
+    pub store: Store,
+    pub api_server: ApiServer,
+    pub dp_server: DpServer,
+    pub diagnostics: Diagnostics,
+    pub bootstrap_server: BootstrapServer,
+    pub xds_server: XdsServer,
+    pub multizone: Multizone,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct General {
+    pub work_dir: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Store {
+    #[serde(rename = "type")]
+    pub store_type: String,
+    pub sqlite: Sqlite,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Sqlite {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ApiServer {
+    pub http: HttpListener,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpListener {
+    pub enabled: bool,
+    pub interface: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DpServer {
+    pub interface: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Diagnostics {
+    pub interface: String,
+    pub server_port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BootstrapServer {
+    pub params: BootstrapParams,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BootstrapParams {
+    pub admin_address: String,
+    pub admin_port: u16,
+    pub xds_host: String,
+    pub xds_port: u16,
+    pub xds_connect_timeout: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct XdsServer {
+    pub dataplane_status_flush_interval: String,
+    pub dataplane_deregistration_delay: String,
+    pub configuration_debounce: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Multizone {
+    pub zone: ZoneConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ZoneConfig {
+    pub name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            environment: "universal".into(),
+            mode: "zone".into(),
+            general: General::default(),
+            store: Store::default(),
+            api_server: ApiServer::default(),
+            dp_server: DpServer::default(),
+            diagnostics: Diagnostics::default(),
+            bootstrap_server: BootstrapServer::default(),
+            xds_server: XdsServer::default(),
+            multizone: Multizone::default(),
+        }
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            store_type: "sqlite".into(),
+            sqlite: Sqlite::default(),
+        }
+    }
+}
+
+impl Default for HttpListener {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interface: "0.0.0.0".into(),
+            port: 5681,
+        }
+    }
+}
+
+impl Default for DpServer {
+    fn default() -> Self {
+        Self {
+            interface: "0.0.0.0".into(),
+            port: 5678,
+        }
+    }
+}
+
+impl Default for Diagnostics {
+    fn default() -> Self {
+        Self {
+            interface: "0.0.0.0".into(),
+            server_port: 5680,
+        }
+    }
+}
+
+impl Default for BootstrapParams {
+    fn default() -> Self {
+        Self {
+            admin_address: "127.0.0.1".into(),
+            admin_port: 9901,
+            xds_host: String::new(),
+            xds_port: 0,
+            xds_connect_timeout: "1s".into(),
+        }
+    }
+}
+
+impl Default for XdsServer {
+    fn default() -> Self {
+        Self {
+            dataplane_status_flush_interval: "10s".into(),
+            dataplane_deregistration_delay: "10s".into(),
+            configuration_debounce: "20ms".into(),
+        }
+    }
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults ← `file` (if any) ← `KUMA_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut value = serde_json::to_value(Config::default())?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let overlay: Value = serde_saphyr::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            if !overlay.is_null() {
+                merge(&mut value, overlay);
+            }
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("KUMA_"))
+            .collect();
+        let mut leaves = Vec::new();
+        collect_leaves(&value, String::new(), &mut leaves);
+        for (name, val) in &env {
+            let path = ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| alias == name)
+                .map(|(_, p)| p.to_string())
+                .or_else(|| leaves.iter().find(|p| env_name(p) == *name).cloned());
+            let Some(path) = path else { continue };
+            set_leaf(&mut value, &path, val)
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(value)
+            .map_err(|e| anyhow::anyhow!("invalid configuration at {}: {}", e.path(), e.inner()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.environment != "universal" {
+            bail!("environment: only \"universal\" is supported");
+        }
+        if self.mode != "zone" {
+            bail!("mode: only \"zone\" is supported so far");
+        }
+        if !matches!(self.store.store_type.as_str(), "sqlite" | "memory") {
+            bail!("store.type: must be one of sqlite, memory");
+        }
+        for (key, v) in [
+            (
+                "xdsServer.dataplaneStatusFlushInterval",
+                &self.xds_server.dataplane_status_flush_interval,
+            ),
+            (
+                "xdsServer.dataplaneDeregistrationDelay",
+                &self.xds_server.dataplane_deregistration_delay,
+            ),
+            (
+                "xdsServer.configurationDebounce",
+                &self.xds_server.configuration_debounce,
+            ),
+            (
+                "bootstrapServer.params.xdsConnectTimeout",
+                &self.bootstrap_server.params.xds_connect_timeout,
+            ),
+        ] {
+            parse_duration(v).with_context(|| format!("{key}: invalid duration {v:?}"))?;
+        }
+        if kuma_core::name::name_problem(&self.multizone.zone.name, false).is_some() {
+            bail!("multizone.zone.name: must be a valid DNS-1123 label");
+        }
+        Ok(())
+    }
+
+    /// The work directory (`$HOME/.kuma` when unset).
+    pub fn work_dir(&self) -> PathBuf {
+        if self.general.work_dir.is_empty() {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+            PathBuf::from(home).join(".kuma")
+        } else {
+            PathBuf::from(&self.general.work_dir)
+        }
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        if self.store.sqlite.path.is_empty() {
+            self.work_dir().join("kuma-cp.db")
+        } else {
+            PathBuf::from(&self.store.sqlite.path)
+        }
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        parse_duration(&self.xds_server.dataplane_status_flush_interval).unwrap_or_default()
+    }
+
+    pub fn deregistration_delay(&self) -> Duration {
+        parse_duration(&self.xds_server.dataplane_deregistration_delay).unwrap_or_default()
+    }
+
+    pub fn debounce(&self) -> Duration {
+        parse_duration(&self.xds_server.configuration_debounce).unwrap_or_default()
+    }
+}
+
+/// Go-style durations: `300ms`, `10s`, `5m`, `1h`, `1h30m`, `0`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            bail!("expected a number in {s:?}");
+        }
+        let n: f64 = rest[..digits].parse().context("number")?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "ns" => n / 1e9,
+            "us" | "µs" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "" => bail!("missing unit in {s:?}"),
+            u => bail!("unknown unit {u:?} in {s:?}"),
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    Ok(total)
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        // Unknown keys are kept so that deserialization names them.
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn collect_leaves(v: &Value, prefix: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                collect_leaves(child, p, out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
+
+/// `store.sqlite.path` → `KUMA_STORE_SQLITE_PATH`; `apiServer` → `API_SERVER`.
+pub fn env_name(path: &str) -> String {
+    let mut out = String::from("KUMA");
+    for seg in path.split('.') {
+        out.push('_');
+        let mut prev_lower = false;
+        for c in seg.chars() {
+            if c.is_ascii_uppercase() && prev_lower {
+                out.push('_');
+            }
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            out.push(c.to_ascii_uppercase());
+        }
+    }
+    out
+}
+
+fn set_leaf(root: &mut Value, path: &str, raw: &str) -> anyhow::Result<()> {
+    let mut cur = root;
+    for seg in path.split('.') {
+        cur = cur
+            .get_mut(seg)
+            .with_context(|| format!("no configuration key {path}"))?;
+    }
+    *cur = match cur {
+        Value::Bool(_) => Value::Bool(match raw {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => bail!("{path}: expected true or false, got {raw:?}"),
+        }),
+        Value::Number(_) => Value::Number(
+            raw.parse::<u64>()
+                .with_context(|| format!("{path}: expected a number, got {raw:?}"))?
+                .into(),
+        ),
+        _ => Value::String(raw.to_string()),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_equals_default() {
+        let from_file: Config = serde_saphyr::from_str(DEFAULTS_YAML).unwrap();
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "apiServer:\n  http:\n    port: 1234\nstore:\n  type: memory\n",
+        )
+        .unwrap();
+        let cfg = Config::load(
+            Some(&f),
+            [
+                ("KUMA_API_SERVER_HTTP_PORT".to_string(), "4321".to_string()),
+                (
+                    "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY".into(),
+                    "1s".into(),
+                ),
+                ("KUMA_MULTIZONE_ZONE_NAME".into(), "zone-1".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.api_server.http.port, 4321);
+        assert_eq!(cfg.store.store_type, "memory");
+        assert_eq!(cfg.deregistration_delay(), Duration::from_secs(1));
+        assert_eq!(cfg.multizone.zone.name, "zone-1");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "apiServer:\n  htp: {}\n").unwrap();
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("apiServer") && err.contains("htp"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::load(None, [("KUMA_DP_SERVER_PORT".into(), "x".into())]).unwrap_err()
+        );
+        assert!(err.contains("KUMA_DP_SERVER_PORT"), "{err}");
+    }
+
+    #[test]
+    fn env_names_and_durations() {
+        assert_eq!(env_name("apiServer.http.port"), "KUMA_API_SERVER_HTTP_PORT");
+        assert_eq!(
+            env_name("xdsServer.dataplaneStatusFlushInterval"),
+            "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL"
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+}

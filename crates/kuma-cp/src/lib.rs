@@ -1,0 +1,14 @@
+//! The control plane (`kuma-cp`): configuration, persistent stores, the REST API, the DP
+//! server (bootstrap + ADS), Envoy configuration generation, insights, and the composition
+//! root [`app::build`].
+
+pub mod api;
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod diagnostics;
+pub mod dp_server;
+pub mod manager;
+pub mod store;
+pub mod tls;
+pub mod xds;

@@ -1,0 +1,421 @@
+//! The resource manager: the rules every write from the API (and from the control plane
+//! itself) goes through before it reaches the store.
+//!
+//! - A mesh-scoped resource can only be written into a Mesh that exists.
+//! - System labels are computed on every write: `kuma.io/origin: zone`, `kuma.io/mesh` for
+//!   mesh-scoped types, `kuma.io/zone` for Dataplanes and policies, each unless supplied. A
+//!   supplied `kuma.io/mesh` must name the resource's mesh; on user writes a supplied
+//!   `kuma.io/zone` must name this zone; `kuma.io/origin` / `kuma.io/zone` /
+//!   `kuma.io/display-name` cannot change once stored.
+//! - Dataplanes get `kuma.io/zone: <zone>` on every inbound.
+//! - Read-only types ([`ResourceType::is_read_only`]) are refused by [`ResourceManager::upsert`]
+//!   and [`ResourceManager::delete`]; the control plane writes them with the `_internal` calls.
+//! - A Mesh cannot be deleted while Dataplanes are in it; otherwise the store cascades.
+//! - Upserts are create-or-update with optimistic concurrency, retried a few times on conflict
+//!   so that concurrent writers of the same resource do not fail spuriously.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kuma_core::resource::{ResourceKey, ResourceType, Scope};
+use kuma_core::store::{self, Store};
+use kuma_core::validate::{ValidationError, Violations};
+use kuma_core::{Resource, Spec};
+
+/// Label naming where a resource was created (`zone` here).
+pub const ORIGIN_LABEL: &str = "kuma.io/origin";
+/// Label naming the mesh of a mesh-scoped resource.
+pub const MESH_LABEL: &str = "kuma.io/mesh";
+/// Label naming the zone a resource was created in.
+pub const ZONE_LABEL: &str = "kuma.io/zone";
+/// Label carrying the original name of a resource.
+pub const DISPLAY_NAME_LABEL: &str = "kuma.io/display-name";
+/// Labels that cannot change once stored.
+const IMMUTABLE_LABELS: [&str; 3] = [ORIGIN_LABEL, ZONE_LABEL, DISPLAY_NAME_LABEL];
+
+/// Attempts of one upsert before a persistent conflict is reported.
+const UPSERT_ATTEMPTS: u32 = 10;
+/// Base delay between upsert attempts; grows linearly, with jitter.
+const UPSERT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Why a manager call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The resource (or the request about it) breaks a rule; every violation names its field.
+    #[error("resource is not valid: {0}")]
+    Validation(#[from] ValidationError),
+    /// The mesh a mesh-scoped resource names does not exist.
+    #[error("mesh of name {0} is not found")]
+    MeshNotFound(String),
+    /// Only the control plane writes this type.
+    #[error("{0} is read-only: only the control plane writes it")]
+    ReadOnly(ResourceType),
+    /// The store failed (not found, conflict, unavailable...).
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Applies the write rules on top of a [`Store`].
+pub struct ResourceManager {
+    store: Arc<dyn Store>,
+    zone: String,
+}
+
+impl ResourceManager {
+    /// A manager writing on behalf of the zone `zone`.
+    pub fn new(store: Arc<dyn Store>, zone: impl Into<String>) -> Self {
+        Self {
+            store,
+            zone: zone.into(),
+        }
+    }
+
+    /// The underlying store (for reads and watches that need no rules).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The zone this manager stamps on resources.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// Creates or replaces `res` on behalf of a user. Returns the stored resource and whether
+    /// it was created. Read-only types fail with [`ManagerError::ReadOnly`].
+    pub async fn upsert(&self, res: Resource) -> Result<(Resource, bool), ManagerError> {
+        if res.rtype().is_read_only() {
+            return Err(ManagerError::ReadOnly(res.rtype()));
+        }
+        self.check_labels(&res, true)?;
+        self.write(res).await
+    }
+
+    /// [`Self::upsert`] for the control plane's own writes (insights): no read-only check.
+    pub async fn upsert_internal(&self, res: Resource) -> Result<(Resource, bool), ManagerError> {
+        self.check_labels(&res, false)?;
+        self.write(res).await
+    }
+
+    async fn write(&self, mut res: Resource) -> Result<(Resource, bool), ManagerError> {
+        let rtype = res.rtype();
+        if rtype.scope() == Scope::Mesh {
+            self.ensure_mesh(&res.meta.mesh).await?;
+        }
+        self.stamp(&mut res);
+        res.spec.validate()?;
+        let key = res.key();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = match self.store.get(&key).await {
+                Err(store::Error::NotFound(_)) => {
+                    let mut new = res.clone();
+                    new.meta.version = 0;
+                    self.store.create(new).await.map(|r| (r, true))
+                }
+                Err(e) => return Err(e.into()),
+                Ok(current) => {
+                    check_immutable_labels(&current, &res)?;
+                    let mut next = res.clone();
+                    next.meta.version = current.meta.version;
+                    next.meta.creation_time = current.meta.creation_time;
+                    self.store.update(next).await.map(|r| (r, false))
+                }
+            };
+            match outcome {
+                Ok(done) => return Ok(done),
+                // Someone else wrote (or deleted) in between: read again and retry.
+                Err(
+                    e @ (store::Error::Conflict(_)
+                    | store::Error::AlreadyExists(_)
+                    | store::Error::NotFound(_)),
+                ) if attempt < UPSERT_ATTEMPTS => {
+                    tracing::debug!(%key, attempt, error = %e, "upsert raced, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Deletes a resource on behalf of a user. A Mesh that still has Dataplanes is refused;
+    /// otherwise deleting a Mesh deletes everything in it.
+    pub async fn delete(&self, key: &ResourceKey) -> Result<(), ManagerError> {
+        if key.rtype.is_read_only() {
+            return Err(ManagerError::ReadOnly(key.rtype));
+        }
+        self.delete_internal(key).await
+    }
+
+    /// [`Self::delete`] for the control plane's own writes: no read-only check.
+    pub async fn delete_internal(&self, key: &ResourceKey) -> Result<(), ManagerError> {
+        if key.rtype == ResourceType::Mesh {
+            let dps = self
+                .store
+                .list(ResourceType::Dataplane, Some(&key.name))
+                .await?;
+            if !dps.is_empty() {
+                return Err(ValidationError::single(
+                    "name",
+                    format!(
+                        "unable to delete mesh, there are still some dataplanes attached ({} of them); delete them first",
+                        dps.len()
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(self.store.delete(key).await?)
+    }
+
+    /// Reads one resource.
+    pub async fn get(&self, key: &ResourceKey) -> Result<Resource, ManagerError> {
+        Ok(self.store.get(key).await?)
+    }
+
+    /// Lists a type in one mesh, or across meshes (and for global types) with `None`;
+    /// ordered by mesh, then name.
+    pub async fn list(
+        &self,
+        rtype: ResourceType,
+        mesh: Option<&str>,
+    ) -> Result<Vec<Resource>, ManagerError> {
+        Ok(self.store.list(rtype, mesh).await?)
+    }
+
+    async fn ensure_mesh(&self, mesh: &str) -> Result<(), ManagerError> {
+        match self
+            .store
+            .get(&ResourceKey::new(ResourceType::Mesh, "", mesh))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(store::Error::NotFound(_)) => Err(ManagerError::MeshNotFound(mesh.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Label rules; `user` adds the ones that only bind writes from the API (the control plane
+    /// may store resources labelled by other zones).
+    fn check_labels(&self, res: &Resource, user: bool) -> Result<(), ValidationError> {
+        let mut errs = Violations::new();
+        let labels = &res.meta.labels;
+        if let Some(m) = labels.get(MESH_LABEL) {
+            if res.rtype().scope() == Scope::Global {
+                errs.add(
+                    format!("labels[\"{MESH_LABEL}\"]"),
+                    "cannot be set on a global-scoped resource",
+                );
+            } else if *m != res.meta.mesh {
+                errs.add(
+                    format!("labels[\"{MESH_LABEL}\"]"),
+                    format!("must be equal to the resource mesh {:?}", res.meta.mesh),
+                );
+            }
+        }
+        if let Some(z) = labels.get(ZONE_LABEL)
+            && user
+            && gets_zone_label(res.rtype())
+            && *z != self.zone
+        {
+            errs.add(
+                format!("labels[\"{ZONE_LABEL}\"]"),
+                format!("must be equal to the local zone {:?}", self.zone),
+            );
+        }
+        errs.into_result()
+    }
+
+    /// Adds the system labels and the Dataplane zone tag.
+    fn stamp(&self, res: &mut Resource) {
+        let rtype = res.rtype();
+        let labels = &mut res.meta.labels;
+        labels
+            .entry(ORIGIN_LABEL.into())
+            .or_insert_with(|| "zone".into());
+        if rtype.scope() == Scope::Mesh {
+            labels
+                .entry(MESH_LABEL.into())
+                .or_insert_with(|| res.meta.mesh.clone());
+        }
+        if gets_zone_label(rtype) {
+            labels
+                .entry(ZONE_LABEL.into())
+                .or_insert_with(|| self.zone.clone());
+        }
+        if let Spec::Dataplane(dp) = &mut res.spec {
+            dp.set_zone_tag(&self.zone);
+        }
+    }
+}
+
+/// Types a zone CP labels with its zone name: proxies and policies.
+fn gets_zone_label(rtype: ResourceType) -> bool {
+    rtype == ResourceType::Dataplane || rtype.is_new_style()
+}
+
+fn check_immutable_labels(current: &Resource, next: &Resource) -> Result<(), ValidationError> {
+    let mut errs = Violations::new();
+    for l in IMMUTABLE_LABELS {
+        let (old, new) = (current.meta.labels.get(l), next.meta.labels.get(l));
+        if old.is_some() && old != new {
+            errs.add(
+                format!("labels[\"{l}\"]"),
+                format!(
+                    "cannot be changed or removed (stored value {:?})",
+                    old.map_or("", String::as_str)
+                ),
+            );
+        }
+    }
+    errs.into_result()
+}
+
+/// Linear backoff with up to 50% jitter, taken from the clock's sub-second noise (no RNG
+/// dependency needed for this).
+fn backoff(attempt: u32) -> Duration {
+    let base = UPSERT_BACKOFF * attempt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 500) / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuma_core::resource::dataplane::ZONE_TAG;
+    use kuma_core::store::memory::MemoryStore;
+    use serde_json::json;
+
+    fn manager() -> ResourceManager {
+        ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1")
+    }
+
+    fn wire(v: serde_json::Value) -> Resource {
+        Resource::from_wire(v, None).expect("valid")
+    }
+
+    fn mesh(name: &str) -> Resource {
+        wire(json!({"type": "Mesh", "name": name}))
+    }
+
+    fn dp(mesh: &str, name: &str) -> Resource {
+        wire(json!({"type": "Dataplane", "mesh": mesh, "name": name,
+            "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "servicePort": 8080, "tags": {"kuma.io/service": "web"}}]}}))
+    }
+
+    #[tokio::test]
+    async fn create_then_update_keeps_creation_time() {
+        let m = manager();
+        let (created, was_created) = m.upsert(mesh("default")).await.expect("create");
+        assert!(was_created);
+        assert_eq!(created.meta.labels[ORIGIN_LABEL], "zone");
+        assert!(!created.meta.labels.contains_key(MESH_LABEL));
+        let (updated, was_created) = m.upsert(mesh("default")).await.expect("update");
+        assert!(!was_created);
+        assert_eq!(updated.meta.version, 2);
+        assert_eq!(updated.meta.creation_time, created.meta.creation_time);
+    }
+
+    #[tokio::test]
+    async fn dataplane_needs_mesh_and_gets_zone() {
+        let m = manager();
+        assert!(matches!(
+            m.upsert(dp("default", "dp-1")).await,
+            Err(ManagerError::MeshNotFound(mesh)) if mesh == "default"
+        ));
+        m.upsert(mesh("default")).await.expect("mesh");
+        let (r, _) = m.upsert(dp("default", "dp-1")).await.expect("dp");
+        assert_eq!(r.meta.labels[MESH_LABEL], "default");
+        assert_eq!(r.meta.labels[ZONE_LABEL], "zone-1");
+        assert_eq!(r.meta.labels[ORIGIN_LABEL], "zone");
+        let Spec::Dataplane(d) = &r.spec else {
+            panic!("not a dataplane")
+        };
+        assert_eq!(d.inbounds()[0].tags[ZONE_TAG], "zone-1");
+    }
+
+    #[tokio::test]
+    async fn wrong_mesh_label_refused() {
+        let m = manager();
+        m.upsert(mesh("default")).await.expect("mesh");
+        let mut r = dp("default", "dp-1");
+        r.meta.labels.insert(MESH_LABEL.into(), "other".into());
+        let Err(ManagerError::Validation(e)) = m.upsert(r).await else {
+            panic!("expected a validation error")
+        };
+        assert_eq!(e.violations[0].field, "labels[\"kuma.io/mesh\"]");
+    }
+
+    #[tokio::test]
+    async fn immutable_labels() {
+        let m = manager();
+        let mut r = mesh("default");
+        r.meta
+            .labels
+            .insert(DISPLAY_NAME_LABEL.into(), "default".into());
+        m.upsert(r).await.expect("create");
+        let mut r = mesh("default");
+        r.meta.labels.insert(DISPLAY_NAME_LABEL.into(), "x".into());
+        let Err(ManagerError::Validation(e)) = m.upsert(r).await else {
+            panic!("expected a validation error")
+        };
+        assert_eq!(e.violations[0].field, "labels[\"kuma.io/display-name\"]");
+    }
+
+    #[tokio::test]
+    async fn read_only_types() {
+        let m = manager();
+        m.upsert(mesh("default")).await.expect("mesh");
+        let insight = wire(json!({"type": "DataplaneInsight", "mesh": "default", "name": "dp-1"}));
+        assert!(matches!(
+            m.upsert(insight.clone()).await,
+            Err(ManagerError::ReadOnly(ResourceType::DataplaneInsight))
+        ));
+        m.upsert_internal(insight.clone()).await.expect("internal");
+        assert!(matches!(
+            m.delete(&insight.key()).await,
+            Err(ManagerError::ReadOnly(_))
+        ));
+        m.delete_internal(&insight.key()).await.expect("delete");
+    }
+
+    #[tokio::test]
+    async fn mesh_delete_refused_while_dataplanes_exist() {
+        let m = manager();
+        m.upsert(mesh("default")).await.expect("mesh");
+        m.upsert(dp("default", "dp-1")).await.expect("dp");
+        let key = ResourceKey::new(ResourceType::Mesh, "", "default");
+        let Err(ManagerError::Validation(e)) = m.delete(&key).await else {
+            panic!("expected refusal")
+        };
+        assert_eq!(e.violations[0].field, "name");
+        m.delete(&dp("default", "dp-1").key()).await.expect("dp");
+        m.delete(&key).await.expect("mesh");
+        assert!(matches!(
+            m.get(&key).await,
+            Err(ManagerError::Store(store::Error::NotFound(_)))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_upserts_all_succeed() {
+        let m = Arc::new(manager());
+        m.upsert(mesh("default")).await.expect("mesh");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move { m.upsert(dp("default", "dp-1")).await })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            let (_, c) = t.await.expect("join").expect("upsert");
+            created += usize::from(c);
+        }
+        assert_eq!(created, 1);
+        let stored = m.get(&dp("default", "dp-1").key()).await.expect("get");
+        assert_eq!(stored.meta.version, 8);
+    }
+}

@@ -1,0 +1,224 @@
+//! DataplaneInsight tracking ("diagnostic information"): one subscription per ADS stream,
+//! counted in memory on every send / ACK / NACK, written to the store at once on connect and
+//! disconnect and otherwise by one flusher for the streams that changed (no per-stream timer).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use kuma_core::resource::insight::{
+    DataplaneInsight, DiscoveryServiceStats, DiscoverySubscription, LastNack,
+};
+use kuma_core::resource::{Resource, ResourceKey, ResourceType, Spec, format_time};
+use serde_json::Value;
+
+use crate::manager::ResourceManager;
+
+/// Subscriptions kept per insight (Kuma's `metrics.dataplane.subscriptionLimit`).
+pub const SUBSCRIPTION_LIMIT: usize = 2;
+
+struct Tracked {
+    key: ResourceKey,
+    sub: DiscoverySubscription,
+    metadata: Option<Value>,
+}
+
+/// In-memory subscriptions of the streams this instance serves.
+pub struct Tracker {
+    instance_id: String,
+    streams: Mutex<HashMap<u64, Tracked>>,
+    dirty: Mutex<HashSet<u64>>,
+    manager: Arc<ResourceManager>,
+}
+
+impl Tracker {
+    pub fn new(manager: Arc<ResourceManager>, instance_id: String) -> Self {
+        Self {
+            instance_id,
+            streams: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashSet::new()),
+            manager,
+        }
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+        // Every critical section is a plain field update; a poisoned lock is still consistent.
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark(&self, stream_id: u64) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream_id);
+    }
+
+    /// A stream of proxy `mesh/name` opened; written to the store at once.
+    pub async fn open(
+        &self,
+        stream_id: u64,
+        mesh: &str,
+        name: &str,
+        version: Option<Value>,
+        metadata: Option<Value>,
+    ) {
+        let now = format_time(&Utc::now());
+        let sub = DiscoverySubscription {
+            id: uuid::Uuid::new_v4().to_string(),
+            control_plane_instance_id: self.instance_id.clone(),
+            connect_time: Some(now.clone()),
+            disconnect_time: None,
+            status: kuma_core::resource::insight::SubscriptionStatus {
+                last_update_time: Some(now),
+                ..Default::default()
+            },
+            version,
+            generation: 0,
+        };
+        let key = ResourceKey::new(ResourceType::DataplaneInsight, mesh, name);
+        self.streams()
+            .insert(stream_id, Tracked { key, sub, metadata });
+        self.flush_one(stream_id).await;
+    }
+
+    /// The stream ended; written to the store at once and forgotten.
+    pub async fn close(&self, stream_id: u64) {
+        if let Some(t) = self.streams().get_mut(&stream_id) {
+            t.sub.disconnect_time = Some(format_time(&Utc::now()));
+        }
+        self.flush_one(stream_id).await;
+        self.streams().remove(&stream_id);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&stream_id);
+    }
+
+    fn update(&self, stream_id: u64, type_url: &str, f: impl Fn(&mut DiscoveryServiceStats)) {
+        let mut streams = self.streams();
+        let Some(t) = streams.get_mut(&stream_id) else {
+            return;
+        };
+        let status = &mut t.sub.status;
+        f(&mut status.total);
+        match kuma_xds::type_url::short(type_url) {
+            "cds" => f(&mut status.cds),
+            "eds" => f(&mut status.eds),
+            "lds" => f(&mut status.lds),
+            "rds" => f(&mut status.rds),
+            _ => {}
+        }
+        status.last_update_time = Some(format_time(&Utc::now()));
+        drop(streams);
+        self.mark(stream_id);
+    }
+
+    pub fn sent(&self, stream_id: u64, type_url: &str) {
+        self.update(stream_id, type_url, |s| s.responses_sent += 1);
+    }
+
+    pub fn acked(&self, stream_id: u64, type_url: &str) {
+        self.update(stream_id, type_url, |s| s.responses_acknowledged += 1);
+    }
+
+    pub fn nacked(&self, stream_id: u64, type_url: &str, reason: &str) {
+        self.update(stream_id, type_url, |s| s.responses_rejected += 1);
+        if let Some(t) = self.streams().get_mut(&stream_id) {
+            t.sub.status.last_nack = Some(LastNack {
+                type_url: type_url.to_string(),
+                reason: reason.to_string(),
+                time: format_time(&Utc::now()),
+            });
+        }
+    }
+
+    /// Writes every stream that changed since the last flush.
+    pub async fn flush_dirty(&self) {
+        let ids: Vec<u64> =
+            std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        for id in ids {
+            self.flush_one(id).await;
+        }
+    }
+
+    async fn flush_one(&self, stream_id: u64) {
+        let Some((key, sub, metadata)) = self
+            .streams()
+            .get(&stream_id)
+            .map(|t| (t.key.clone(), t.sub.clone(), t.metadata.clone()))
+        else {
+            return;
+        };
+        // Read-modify-write with the store's optimistic concurrency; retried on conflict.
+        for _ in 0..5 {
+            let existing = self.manager.get(&key).await.ok();
+            let (mut res, mut insight) = match existing {
+                Some(r) => match &r.spec {
+                    Spec::DataplaneInsight(i) => {
+                        let i = i.clone();
+                        (r, i)
+                    }
+                    _ => return,
+                },
+                None => (
+                    Resource::new(
+                        &key.name,
+                        &key.mesh,
+                        Spec::DataplaneInsight(DataplaneInsight::default()),
+                    ),
+                    DataplaneInsight::default(),
+                ),
+            };
+            match insight.subscriptions.iter_mut().find(|s| s.id == sub.id) {
+                Some(s) => *s = sub.clone(),
+                None => insight.subscriptions.push(sub.clone()),
+            }
+            let excess = insight
+                .subscriptions
+                .len()
+                .saturating_sub(SUBSCRIPTION_LIMIT);
+            insight.subscriptions.drain(..excess);
+            if metadata.is_some() {
+                insight.metadata = metadata.clone();
+            }
+            res.spec = Spec::DataplaneInsight(insight);
+            match self.manager.upsert_internal(res).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, "writing insight, retrying");
+                }
+            }
+        }
+        tracing::warn!(%key, "could not write the DataplaneInsight");
+    }
+
+    /// After a restart of a single-instance CP, subscriptions left "connected" by the previous
+    /// process are closed: those streams died with it.
+    pub async fn close_stale(&self) {
+        let Ok(list) = self
+            .manager
+            .list(ResourceType::DataplaneInsight, None)
+            .await
+        else {
+            return;
+        };
+        let now = format_time(&Utc::now());
+        for mut res in list {
+            let Spec::DataplaneInsight(insight) = &mut res.spec else {
+                continue;
+            };
+            let mut changed = false;
+            for s in &mut insight.subscriptions {
+                if s.disconnect_time.is_none() && s.control_plane_instance_id != self.instance_id {
+                    s.disconnect_time = Some(now.clone());
+                    changed = true;
+                }
+            }
+            if changed && let Err(e) = self.manager.upsert_internal(res).await {
+                tracing::warn!(error = %e, "closing a stale subscription");
+            }
+        }
+    }
+}
