@@ -198,12 +198,27 @@ pub fn http(
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
+    http_with(method, addr, path, &[], body)
+}
+
+/// [`http`] with extra request headers (`Authorization`...).
+pub fn http_with(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut buf = Vec::new();
@@ -325,6 +340,45 @@ impl ControlPlane {
         self.wait_ready();
     }
 
+    /// Starts the CP again on the same ports and work dir with `extra_env` added (later
+    /// entries win over earlier ones of the same name).
+    pub fn restart_with(&mut self, extra_env: &[(&str, &str)]) {
+        for (k, v) in extra_env {
+            self.env.push((k.to_string(), v.to_string()));
+        }
+        self.restart();
+    }
+
+    /// Issues a token from localhost (an admin): `kind` is `dataplane` or `user`, `request`
+    /// the body of `POST /tokens/<kind>`. Panics with the CP's answer when refused.
+    pub fn token(&self, kind: &str, request: &Value) -> String {
+        let (code, body) = http(
+            "POST",
+            self.api,
+            &format!("/tokens/{kind}"),
+            Some(&request.to_string()),
+        )
+        .expect("POST /tokens");
+        assert_eq!(code, 200, "POST /tokens/{kind} {request}: {body}");
+        body.trim().to_string()
+    }
+
+    /// A dataplane token bound to `mesh` and the proxy name `name`.
+    pub fn dataplane_token(&self, mesh: &str, name: &str) -> String {
+        self.token(
+            "dataplane",
+            &serde_json::json!({"mesh": mesh, "name": name}),
+        )
+    }
+
+    /// The bootstrap admin user token (GlobalSecret `admin-user-token`, read from localhost).
+    pub fn admin_token(&self) -> String {
+        let (code, secret) = self.get("/global-secrets/admin-user-token");
+        assert_eq!(code, 200, "admin-user-token: {secret}");
+        let data = secret["data"].as_str().expect("secret data");
+        String::from_utf8(base64_decode(data)).expect("token text")
+    }
+
     pub fn cp_address(&self) -> String {
         format!("https://127.0.0.1:{}", self.dp_port)
     }
@@ -392,6 +446,18 @@ pub struct DataplaneProc {
     pub admin: SocketAddr,
 }
 
+/// The dataplane token a test proxy presents.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum DpToken {
+    /// A token bound to the proxy's mesh and name, issued by the CP (`POST /tokens/dataplane`).
+    #[default]
+    Generated,
+    /// No token at all.
+    Absent,
+    /// This token.
+    Given(String),
+}
+
 /// What a test Dataplane looks like.
 pub struct DpSpec<'a> {
     pub mesh: &'a str,
@@ -403,6 +469,10 @@ pub struct DpSpec<'a> {
     /// Inbound listener address (default 127.0.0.1).
     pub address: &'a str,
     pub delta: bool,
+    /// The dataplane token (default: one generated for this proxy).
+    pub token: DpToken,
+    /// Extra tags on every inbound.
+    pub tags: Vec<(&'a str, &'a str)>,
 }
 
 impl Default for DpSpec<'_> {
@@ -414,6 +484,8 @@ impl Default for DpSpec<'_> {
             outbounds: vec![],
             address: "127.0.0.1",
             delta: false,
+            token: DpToken::Generated,
+            tags: vec![],
         }
     }
 }
@@ -430,6 +502,9 @@ impl DpSpec<'_> {
                 s.push_str(&format!(
                     "  - port: {port}\n    servicePort: {wport}\n    serviceAddress: 127.0.0.1\n    tags:\n      kuma.io/service: {svc}\n      kuma.io/protocol: {proto}\n"
                 ));
+                for (k, v) in &self.tags {
+                    s.push_str(&format!("      {k}: {v}\n"));
+                }
             }
         }
         if !self.outbounds.is_empty() {
@@ -476,6 +551,16 @@ impl DataplaneProc {
                 "DELTA_GRPC",
             );
         }
+        let token = match &spec.token {
+            DpToken::Generated => Some(cp.dataplane_token(spec.mesh, spec.name)),
+            DpToken::Absent => None,
+            DpToken::Given(t) => Some(t.clone()),
+        };
+        if let Some(token) = token {
+            let path = dir.join(format!("token-{}-{}-{admin_port}", spec.mesh, spec.name));
+            std::fs::write(&path, token).expect("writing the dataplane token");
+            cmd.arg("--dataplane-token-file").arg(path);
+        }
         let log = dir.join(format!("dp-{}-{}-{}.log", spec.mesh, spec.name, admin_port));
         let proc = Proc::spawn(&format!("kuma-dp {}", spec.name), cmd, log).expect("start kuma-dp");
         Self {
@@ -483,6 +568,20 @@ impl DataplaneProc {
             name: spec.name.into(),
             mesh: spec.mesh.into(),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        }
+    }
+
+    /// Waits up to `timeout` for kuma-dp to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.proc.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -530,7 +629,7 @@ impl Workload {
         Self::serve(name, true)
     }
 
-    /// TCP: writes `name\n` on every accepted connection, echoes nothing else.
+    /// TCP: answers every chunk the client sends with `name\n`.
     pub fn tcp(name: &str) -> Self {
         Self::serve(name, false)
     }
@@ -594,11 +693,13 @@ fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
 }
 
 fn serve_tcp(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+    // Client speaks first (as most TCP protocols do): each chunk read is answered with `name`.
     s.set_nonblocking(false)?;
-    s.write_all(format!("{name}\n").as_bytes())?;
-    let mut sink = [0u8; 1024];
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    while s.read(&mut sink)? > 0 {}
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut buf = [0u8; 1024];
+    while s.read(&mut buf)? > 0 {
+        s.write_all(format!("{name}\n").as_bytes())?;
+    }
     Ok(())
 }
 
@@ -622,10 +723,60 @@ pub fn tcp_via(port: u16) -> anyhow::Result<String> {
         Duration::from_secs(2),
     )?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"ping\n")?;
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf)?;
     if n == 0 {
         bail!("connection closed without data");
     }
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
+/// Base64 decoded, standard or URL-safe alphabet (secrets' `data`, JWT parts); characters
+/// outside the alphabets (padding) are skipped.
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' | b'-' => Some(62),
+            b'/' | b'_' => Some(63),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.extend((acc >> bits).to_le_bytes().first());
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -9,9 +9,10 @@
 //!   validation and report every problem at once, each with its field path.
 //!
 //! Main types: [`resource::Resource`], [`resource::ResourceType`], [`store::Store`],
-//! [`validate::ValidationError`].
+//! [`validate::ValidationError`]; [`policy::from_rules`] for MeshTrafficPermission matching.
 
 pub mod name;
+pub mod policy;
 pub mod resource;
 pub mod store;
 pub mod validate;

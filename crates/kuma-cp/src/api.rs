@@ -6,32 +6,39 @@
 //! - global types: `GET /{ws}`, `GET|PUT|DELETE /{ws}/{name}` (Mesh is `/meshes/{name}`);
 //! - mesh-scoped types: `GET /{ws}` (across meshes), `GET /meshes/{mesh}/{ws}`,
 //!   `GET|PUT|DELETE /meshes/{mesh}/{ws}/{name}`;
-//! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms.
+//! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms;
+//! - `POST /tokens/dataplane`, `POST /tokens/user` (admins only).
+//!
+//! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
+//! [`auth`]). No CORS headers are sent: browsers on other origins cannot use the API.
 //!
 //! Every failure is an [`ApiError`], turned into Kuma's error body in one place. Writes go
 //! through the [`ResourceManager`], so the API applies exactly the rules the manager enforces.
 //!
 //! Main items: [`State`], [`router`], [`ApiError`].
 
+pub mod auth;
 mod error;
 mod overview;
 mod query;
 mod resources;
+mod tokens;
 
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, OriginalUri, State as AxState};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use axum::{Json, http::Method};
 use kuma_core::ResourceType;
 use kuma_core::resource::Scope;
 use serde_json::{Value, json};
 
 use crate::manager::ResourceManager;
+use crate::tokens::{Issuer, User, Validator};
 
 pub use error::ApiError;
 
@@ -49,12 +56,20 @@ pub struct State {
     pub config: Value,
     /// Local zone name (used in KRIs).
     pub zone: String,
+    /// Issues tokens (`POST /tokens/*`).
+    pub issuer: Arc<Issuer>,
+    /// Validates the user tokens callers present.
+    pub validator: Arc<Validator>,
+    /// Callers on a loopback address without credentials are `mesh-system:admin`
+    /// (`apiServer.authn.localhostIsAdmin`).
+    pub localhost_is_admin: bool,
 }
 
 type Shared = Arc<State>;
 
 /// The API as an axum router, ready to serve (or to nest under a base path).
 pub fn router(state: State) -> Router {
+    let shared = Arc::new(state);
     Router::new()
         .route("/", get(index))
         .route("/config", get(config))
@@ -84,10 +99,16 @@ pub fn router(state: State) -> Router {
             "/meshes/{mesh}/dataplanes+insights/{name}",
             get(overview::get_one),
         )
+        .route("/tokens/dataplane", post(tokens::dataplane))
+        .route("/tokens/user", post(tokens::user))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(state))
+        .with_state(shared)
 }
 
 async fn index(AxState(s): AxState<Shared>) -> Json<Value> {
@@ -98,11 +119,9 @@ async fn config(AxState(s): AxState<Shared>) -> Json<Value> {
     Json(s.config.clone())
 }
 
-async fn who_am_i() -> Json<Value> {
-    Json(json!({
-        "name": "mesh-system:admin",
-        "groups": ["mesh-system:admin", "mesh-system:authenticated"],
-    }))
+/// `GET /who-am-i`: the authenticated caller.
+async fn who_am_i(Extension(user): Extension<User>) -> Json<Value> {
+    Json(json!({"name": user.name, "groups": user.groups}))
 }
 
 /// `GET /_resources`: every type with its path, scope and whether the API can write it.

@@ -20,6 +20,7 @@ use crate::dp_server::DpServer;
 use crate::manager::{ManagerError, ResourceManager};
 use crate::store::{MemoryStore, SqliteStore};
 use crate::tls::Identity;
+use crate::tokens::{self, ADMIN_TOKEN_SECRET, Issuer, Validator};
 use crate::xds::{self, XdsCallbacks};
 
 /// A control plane with every listener bound, ready to [`App::run`].
@@ -111,6 +112,17 @@ impl App {
         ensure_defaults(&manager, &zone)
             .await
             .context("creating default resources")?;
+        let issuer = Arc::new(Issuer::new(manager.clone()));
+        // Shared by the bootstrap handler, the ADS stream and the API.
+        let validator = Arc::new(Validator::new(manager.clone(), cfg.dataplane_auth()));
+        ensure_token_defaults(&manager, &issuer, &cfg)
+            .await
+            .context("creating token signing keys")?;
+        if !cfg.dataplane_auth() {
+            tracing::warn!(
+                "dataplane authentication is OFF (dpServer.authn.dpProxy.type: none): any process that reaches the DP server can register as, and receive the configuration of, any data plane proxy. Use it for development only; set KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE=dpToken in production"
+            );
+        }
 
         let identity = Identity::load_or_generate(
             &cfg.general.tls_cert_file,
@@ -151,6 +163,7 @@ impl App {
                 xds_connect_timeout: params.xds_connect_timeout.clone(),
                 ca_pem: identity.ca_pem.clone(),
             }),
+            validator: validator.clone(),
         };
         let dp_server = DpServer::new(self.dp, tls, bootstrap, ads);
 
@@ -168,6 +181,9 @@ impl App {
             }),
             config: config_json,
             zone: zone.clone(),
+            issuer,
+            validator: validator.clone(),
+            localhost_is_admin: cfg.api_server.authn.localhost_is_admin,
         };
         let api_router = crate::api::router(api_state);
         let ready = Arc::new(AtomicBool::new(false));
@@ -184,7 +200,9 @@ impl App {
         let sd = shutdown.clone();
         if cfg.api_server.http.enabled {
             tasks.spawn(async move {
-                axum::serve(api_listener, api_router)
+                // The peer address decides whether a caller is local (`localhostIsAdmin`).
+                let service = api_router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(api_listener, service)
                     .with_graceful_shutdown(sd.cancelled_owned())
                     .await
                     .context("REST API server")
@@ -238,5 +256,37 @@ async fn ensure_defaults(manager: &ResourceManager, zone: &str) -> anyhow::Resul
         }
     }
     let _ = ResourceKey::new(ResourceType::Mesh, "", "default");
+    Ok(())
+}
+
+/// Signing keys (every Mesh's, in case it was stored before keys existed, and the user token
+/// key) and, with `apiServer.authn.tokens.bootstrapAdminToken`, the GlobalSecret
+/// `admin-user-token`.
+async fn ensure_token_defaults(
+    manager: &ResourceManager,
+    issuer: &Issuer,
+    cfg: &Config,
+) -> anyhow::Result<()> {
+    for mesh in manager.list(ResourceType::Mesh, None).await? {
+        tokens::ensure_dataplane_signing_key(manager, &mesh.meta.name)
+            .await
+            .with_context(|| format!("dataplane token signing key of mesh {}", mesh.meta.name))?;
+    }
+    tokens::ensure_user_signing_key(manager)
+        .await
+        .context("user token signing key")?;
+    if cfg.api_server.authn.tokens.bootstrap_admin_token {
+        if issuer
+            .ensure_admin_token()
+            .await
+            .context("admin user token")?
+        {
+            tracing::info!("generated the admin user token (GlobalSecret {ADMIN_TOKEN_SECRET})");
+        }
+        tracing::info!(
+            "bootstrap of the admin user token is enabled. To extract it, run 'curl http://localhost:{}/global-secrets/{ADMIN_TOKEN_SECRET} | jq -r .data | base64 -d' on the control plane host, then 'kumactl config control-planes add --auth-type=tokens --auth-conf token=YOUR_TOKEN ...'. To disable it, set KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN=false",
+            cfg.api_server.http.port
+        );
+    }
     Ok(())
 }

@@ -2,6 +2,13 @@
 //! CP answers with the Envoy bootstrap (base64 YAML): node id `<mesh>.<name>`, the Dataplane
 //! in node metadata (registered on the first ADS request, not here), the Envoy admin on
 //! loopback, and ADS over TLS to the DP server, trusting the CP's CA.
+//!
+//! With dataplane authentication on (`dpServer.authn.dpProxy.type: dpToken`) the request must
+//! carry a dataplane token (422 with Kuma's message otherwise) that authenticates the
+//! Dataplane (401 for an unacceptable token, 403 for a valid token of another proxy), and, when
+//! a Dataplane of that name is already stored, the stored one too (no takeover). This is an
+//! early, readable refusal: the ADS stream is authenticated again, with the token the CP puts
+//! in the Envoy bootstrap (`authorization` initial metadata).
 
 use std::sync::Arc;
 
@@ -16,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::manager::{ManagerError, ResourceManager};
+use crate::tokens::{self, TokenError, Validator};
 
 /// The bootstrap request, as kuma-dp sends it (unknown keys are ignored, as Kuma does, so
 /// newer agents keep working).
@@ -53,6 +61,8 @@ pub struct Params {
 pub struct BootstrapState {
     pub manager: Arc<ResourceManager>,
     pub params: Arc<Params>,
+    /// Checks dataplane tokens (and knows whether they are required).
+    pub validator: Arc<Validator>,
 }
 
 /// Kuma's error body.
@@ -104,7 +114,19 @@ pub async fn handler(
             vec![("proxyType".into(), "must be dataplane".into())],
         );
     }
-    let dataplane = if !req.dataplane_resource.is_empty() {
+    let token = req.dataplane_token.trim();
+    let auth = st.validator.dataplane_auth_enabled();
+    if auth && token.is_empty() && req.dataplane_token_path.trim().is_empty() {
+        // Kuma answers this one in plain text.
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [(header::CONTENT_TYPE, "text/plain")],
+            tokens::DP_TOKEN_REQUIRED,
+        )
+            .into_response();
+    }
+    let from_request = !req.dataplane_resource.is_empty();
+    let dataplane = if from_request {
         let value = match Resource::parse_documents(&req.dataplane_resource) {
             Ok(mut docs) if docs.len() == 1 => docs.remove(0),
             Ok(_) => {
@@ -201,6 +223,31 @@ pub async fn handler(
             }
         }
     };
+    // A token given only as a path (reloadable tokens) cannot be read here: the ADS stream
+    // checks it.
+    if auth && !token.is_empty() {
+        if let Err(e) = st.validator.validate_dataplane(token, &dataplane).await {
+            return token_refused(&e, None);
+        }
+        if from_request {
+            match st.manager.get(&dataplane.key()).await {
+                Ok(existing) => {
+                    if let Err(e) = st.validator.validate_dataplane(token, &existing).await {
+                        return token_refused(&e, Some(&existing));
+                    }
+                }
+                Err(ManagerError::Store(store::Error::NotFound(_))) => {}
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Store unavailable",
+                        &e.to_string(),
+                        vec![],
+                    );
+                }
+            }
+        }
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -232,6 +279,29 @@ pub async fn handler(
         }
     }))
     .into_response()
+}
+
+/// The answer to a refused token: 401 when the token is not acceptable, 403 when it is valid
+/// but for another proxy (or cannot take over `existing`), 503 when the store failed.
+fn token_refused(e: &TokenError, existing: Option<&Resource>) -> Response {
+    let detail = match existing {
+        Some(existing) => tokens::takeover_refusal(existing, e),
+        None => e.to_string(),
+    };
+    tracing::info!(reason = %detail, "bootstrap refused: dataplane token");
+    let (status, title) = if e.is_transient() {
+        (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable")
+    } else if e.is_mismatch() || existing.is_some() {
+        (StatusCode::FORBIDDEN, "Access Denied")
+    } else {
+        (StatusCode::UNAUTHORIZED, "Invalid dataplane token")
+    };
+    error(
+        status,
+        title,
+        &detail,
+        vec![("dataplaneToken".into(), detail.clone())],
+    )
 }
 
 /// `host:port`, `[v6]:port`, `host` → host.
@@ -361,3 +431,6 @@ pub fn envoy_bootstrap(
     });
     Ok(serde_saphyr::to_string(&bootstrap)?)
 }
+
+#[cfg(test)]
+mod tests;

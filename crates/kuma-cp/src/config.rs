@@ -61,6 +61,26 @@ pub struct Sqlite {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ApiServer {
     pub http: HttpListener,
+    pub authn: ApiAuthn,
+}
+
+/// How API callers authenticate (`apiServer.authn`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ApiAuthn {
+    /// `tokens` (user tokens) is the only type.
+    #[serde(rename = "type")]
+    pub authn_type: String,
+    /// Callers on a loopback address without credentials are `mesh-system:admin`.
+    pub localhost_is_admin: bool,
+    pub tokens: ApiAuthnTokens,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ApiAuthnTokens {
+    /// Create the GlobalSecret `admin-user-token` at first start.
+    pub bootstrap_admin_token: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +96,22 @@ pub struct HttpListener {
 pub struct DpServer {
     pub interface: String,
     pub port: u16,
+    pub authn: DpServerAuthn,
+}
+
+/// How proxies authenticate to the DP server (`dpServer.authn`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DpServerAuthn {
+    pub dp_proxy: DpProxyAuthn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DpProxyAuthn {
+    /// `dpToken` (dataplane tokens) or `none` (no authentication: development only).
+    #[serde(rename = "type")]
+    pub authn_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,11 +193,38 @@ impl Default for HttpListener {
     }
 }
 
+impl Default for ApiAuthn {
+    fn default() -> Self {
+        Self {
+            authn_type: "tokens".into(),
+            localhost_is_admin: true,
+            tokens: ApiAuthnTokens::default(),
+        }
+    }
+}
+
+impl Default for ApiAuthnTokens {
+    fn default() -> Self {
+        Self {
+            bootstrap_admin_token: true,
+        }
+    }
+}
+
 impl Default for DpServer {
     fn default() -> Self {
         Self {
             interface: "0.0.0.0".into(),
             port: 5678,
+            authn: DpServerAuthn::default(),
+        }
+    }
+}
+
+impl Default for DpProxyAuthn {
+    fn default() -> Self {
+        Self {
+            authn_type: "dpToken".into(),
         }
     }
 }
@@ -253,6 +316,15 @@ impl Config {
         if !matches!(self.store.store_type.as_str(), "sqlite" | "memory") {
             bail!("store.type: must be one of sqlite, memory");
         }
+        if self.api_server.authn.authn_type != "tokens" {
+            bail!("apiServer.authn.type: only \"tokens\" is supported");
+        }
+        if !matches!(
+            self.dp_server.authn.dp_proxy.authn_type.as_str(),
+            "dpToken" | "none"
+        ) {
+            bail!("dpServer.authn.dpProxy.type: must be one of dpToken, none");
+        }
         for (key, v) in [
             (
                 "xdsServer.dataplaneStatusFlushInterval",
@@ -307,6 +379,11 @@ impl Config {
 
     pub fn debounce(&self) -> Duration {
         parse_duration(&self.xds_server.configuration_debounce).unwrap_or_default()
+    }
+
+    /// Whether proxies must present a dataplane token (`dpServer.authn.dpProxy.type: dpToken`).
+    pub fn dataplane_auth(&self) -> bool {
+        self.dp_server.authn.dp_proxy.authn_type == "dpToken"
     }
 }
 
@@ -472,6 +549,41 @@ mod tests {
             Config::load(None, [("KUMA_DP_SERVER_PORT".into(), "x".into())]).unwrap_err()
         );
         assert!(err.contains("KUMA_DP_SERVER_PORT"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::load(
+                None,
+                [("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE".into(), "tokens".into())]
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("dpServer.authn.dpProxy.type"), "{err}");
+    }
+
+    #[test]
+    fn authn_keys_and_env_names() {
+        let cfg = Config::default();
+        assert!(cfg.dataplane_auth());
+        assert!(cfg.api_server.authn.localhost_is_admin);
+        assert!(cfg.api_server.authn.tokens.bootstrap_admin_token);
+        let cfg = Config::load(
+            None,
+            [
+                ("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE".into(), "none".into()),
+                (
+                    "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN".into(),
+                    "false".into(),
+                ),
+                (
+                    "KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN".into(),
+                    "false".into(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(!cfg.dataplane_auth());
+        assert!(!cfg.api_server.authn.localhost_is_admin);
+        assert!(!cfg.api_server.authn.tokens.bootstrap_admin_token);
     }
 
     #[test]

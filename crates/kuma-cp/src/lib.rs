@@ -5,10 +5,12 @@
 pub mod api;
 pub mod app;
 pub mod bootstrap;
+pub mod ca;
 pub mod config;
 pub mod diagnostics;
 pub mod dp_server;
 pub mod manager;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 pub mod xds;

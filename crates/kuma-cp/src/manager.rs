@@ -13,6 +13,8 @@
 //! - A Mesh cannot be deleted while Dataplanes are in it; otherwise the store cascades.
 //! - Upserts are create-or-update with optimistic concurrency, retried a few times on conflict
 //!   so that concurrent writers of the same resource do not fail spuriously.
+//! - Every Mesh write makes sure the mesh has a dataplane token signing key (Secret
+//!   `dataplane-token-signing-key-<mesh>-1` is generated with a new Mesh, see [`crate::tokens`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,10 @@ pub enum ManagerError {
     /// The store failed (not found, conflict, unavailable...).
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The Mesh was written but its dataplane token signing key could not be created; writing
+    /// the Mesh again retries.
+    #[error("could not create the dataplane token signing key of mesh {mesh}: {reason}")]
+    SigningKey { mesh: String, reason: String },
 }
 
 /// Applies the write rules on top of a [`Store`].
@@ -123,7 +129,18 @@ impl ResourceManager {
                 }
             };
             match outcome {
-                Ok(done) => return Ok(done),
+                Ok(done) => {
+                    if rtype == ResourceType::Mesh {
+                        let mesh = &done.0.meta.name;
+                        crate::tokens::ensure_dataplane_signing_key(self, mesh)
+                            .await
+                            .map_err(|e| ManagerError::SigningKey {
+                                mesh: mesh.clone(),
+                                reason: e.to_string(),
+                            })?;
+                    }
+                    return Ok(done);
+                }
                 // Someone else wrote (or deleted) in between: read again and retry.
                 Err(
                     e @ (store::Error::Conflict(_)
@@ -136,6 +153,20 @@ impl ResourceManager {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Creates `res` for the control plane itself (signing keys, the admin token): the
+    /// label rules and validation apply, no read-only check; fails with
+    /// [`store::Error::AlreadyExists`] when it exists (never overwrites).
+    pub async fn create_internal(&self, mut res: Resource) -> Result<Resource, ManagerError> {
+        self.check_labels(&res, false)?;
+        if res.rtype().scope() == Scope::Mesh {
+            self.ensure_mesh(&res.meta.mesh).await?;
+        }
+        self.stamp(&mut res);
+        res.spec.validate()?;
+        res.meta.version = 0;
+        Ok(self.store.create(res).await?)
     }
 
     /// Deletes a resource on behalf of a user. A Mesh that still has Dataplanes is refused;
@@ -316,6 +347,32 @@ mod tests {
         assert!(!was_created);
         assert_eq!(updated.meta.version, 2);
         assert_eq!(updated.meta.creation_time, created.meta.creation_time);
+    }
+
+    #[tokio::test]
+    async fn mesh_gets_a_signing_key_once() {
+        let m = manager();
+        m.upsert(mesh("default")).await.expect("mesh");
+        let names = |secrets: Vec<Resource>| -> Vec<String> {
+            secrets.into_iter().map(|s| s.meta.name).collect()
+        };
+        let secrets = m
+            .list(ResourceType::Secret, Some("default"))
+            .await
+            .expect("list");
+        assert_eq!(names(secrets), ["dataplane-token-signing-key-default-1"]);
+        // Updating the mesh keeps the key; a mesh whose key was lost gets one again.
+        let key = ResourceKey::new(
+            ResourceType::Secret,
+            "default",
+            "dataplane-token-signing-key-default-1",
+        );
+        let before = m.get(&key).await.expect("key");
+        m.upsert(mesh("default")).await.expect("update");
+        assert_eq!(m.get(&key).await.expect("key"), before);
+        m.delete(&key).await.expect("delete key");
+        m.upsert(mesh("default")).await.expect("update");
+        assert_ne!(m.get(&key).await.expect("new key"), before);
     }
 
     #[tokio::test]

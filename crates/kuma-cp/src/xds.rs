@@ -9,14 +9,16 @@
 
 pub mod generator;
 pub mod insight;
+pub mod rbac;
 pub mod view;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use kuma_core::resource::mesh::CaBackend;
 use kuma_core::resource::{Dataplane, Resource, ResourceKey, ResourceType, Spec};
 use kuma_core::store::{self, EventKind};
 use kuma_xds::{Callbacks, SnapshotCache, StreamInfo};
@@ -25,6 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::ca;
 use crate::manager::{ManagerError, ResourceManager};
 use view::MeshView;
 
@@ -60,7 +63,21 @@ pub struct Runtime {
     proxies: Mutex<HashMap<String, Proxy>>,
     stream_nodes: Mutex<HashMap<u64, String>>,
     views: Mutex<HashMap<String, Arc<MeshView>>>,
+    /// Parsed CA per mesh, keyed by a hash of its PEMs.
+    cas: Mutex<HashMap<String, (u64, Arc<ca::Ca>)>>,
+    /// Issued identity per node id.
+    certs: Mutex<HashMap<String, IssuedCert>>,
+    /// Rotation deadlines.
+    rotations: Mutex<BTreeSet<(SystemTime, String)>>,
+    rotation_wakeup: tokio::sync::Notify,
     shutdown: CancellationToken,
+}
+
+struct IssuedCert {
+    fingerprint: u64,
+    secret: Arc<kuma_xds::Resource>,
+    rotate_at: SystemTime,
+    regenerations: u64,
 }
 
 impl Runtime {
@@ -78,6 +95,10 @@ impl Runtime {
             proxies: Mutex::new(HashMap::new()),
             stream_nodes: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
+            cas: Mutex::new(HashMap::new()),
+            certs: Mutex::new(HashMap::new()),
+            rotations: Mutex::new(BTreeSet::new()),
+            rotation_wakeup: tokio::sync::Notify::new(),
             shutdown,
         })
     }
@@ -89,6 +110,10 @@ impl Runtime {
 
     fn views(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<MeshView>>> {
         self.views.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn certs(&self) -> std::sync::MutexGuard<'_, HashMap<String, IssuedCert>> {
+        self.certs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn stream_nodes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
@@ -112,6 +137,7 @@ impl Runtime {
                 }
             })
         };
+        let rotations = tokio::spawn(self.clone().run_rotations());
         let mut rx = self.manager.store().watch();
         loop {
             let first = tokio::select! {
@@ -149,28 +175,96 @@ impl Runtime {
             }
         }
         flusher.abort();
+        rotations.abort();
         Ok(())
     }
 
-    /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
-    async fn reconcile_mesh(&self, mesh: &str) -> anyhow::Result<()> {
+    /// Builds the view of `mesh` from the store: endpoints, mTLS (creating builtin roots on
+    /// first use) and policies.
+    async fn build_view(&self, mesh: &str) -> anyhow::Result<(Arc<MeshView>, Vec<Resource>)> {
         let dataplanes = self
             .manager
             .list(ResourceType::Dataplane, Some(mesh))
             .await?;
-        let by_name: HashMap<&str, &Resource> = dataplanes
-            .iter()
-            .map(|r| (r.meta.name.as_str(), r))
-            .collect();
-        let view = Arc::new(MeshView::build(
+        let mut view = MeshView::build(
             mesh,
             &self.settings.zone,
             dataplanes.iter().filter_map(|r| match &r.spec {
                 Spec::Dataplane(d) => Some(d),
                 _ => None,
             }),
-        ));
+        );
+        let mesh_key = ResourceKey::new(ResourceType::Mesh, "", mesh);
+        if let Ok(mesh_res) = self.manager.get(&mesh_key).await
+            && let Spec::Mesh(spec) = &mesh_res.spec
+        {
+            if let Err(e) = ca::ensure_builtin_roots(&self.manager, &mesh_res).await {
+                tracing::warn!(mesh, error = %e, "creating the builtin CA");
+            }
+            if let Some(backend) = spec.enabled_backend() {
+                match self.load_ca(mesh, backend).await {
+                    Ok(mtls) => view = view.with_mtls(mtls),
+                    Err(e) => {
+                        tracing::error!(mesh, error = %e, "mTLS is enabled but its CA cannot be loaded; proxies keep plaintext config")
+                    }
+                }
+            }
+        }
+        let policies = self
+            .manager
+            .list(ResourceType::MeshTrafficPermission, Some(mesh))
+            .await?
+            .into_iter()
+            .filter_map(|r| match r.spec {
+                Spec::MeshTrafficPermission(p) => Some((r.meta.name, p)),
+                _ => None,
+            })
+            .collect();
+        let view = Arc::new(view.with_policies(policies));
         self.views().insert(mesh.to_string(), view.clone());
+        Ok((view, dataplanes))
+    }
+
+    /// The CA of a backend, parsed once per distinct certificate/key pair.
+    async fn load_ca(&self, mesh: &str, backend: &CaBackend) -> Result<view::Mtls, ca::Error> {
+        let (cert, key) = ca::load_pems(&self.manager, mesh, backend).await?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&backend.name, &cert, &key).hash(&mut h);
+        let id = h.finish();
+        let cached = self
+            .cas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(mesh)
+            .filter(|(cid, _)| *cid == id)
+            .map(|(_, c)| c.clone());
+        let ca = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(ca::Ca::from_pem(&backend.name, &cert, &key)?);
+                self.cas
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(mesh.to_string(), (id, c.clone()));
+                c
+            }
+        };
+        Ok(view::Mtls {
+            backend: backend.name.clone(),
+            permissive: ca::is_permissive(backend),
+            ca_secret: Arc::new(generator::ca_secret(mesh, &ca.cert_pem)),
+            ca,
+            lifetime: ca::dp_cert_lifetime(backend),
+        })
+    }
+
+    /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
+    async fn reconcile_mesh(&self, mesh: &str) -> anyhow::Result<()> {
+        let (view, dataplanes) = self.build_view(mesh).await?;
+        let by_name: HashMap<&str, &Resource> = dataplanes
+            .iter()
+            .map(|r| (r.meta.name.as_str(), r))
+            .collect();
         let nodes: Vec<(String, String)> = self
             .proxies()
             .iter()
@@ -190,12 +284,91 @@ impl Runtime {
         Ok(())
     }
 
+    /// The identity secret of a proxy: reused while valid, reissued when missing, when the
+    /// CA or the proxy's tags changed, or after 80% of its lifetime.
+    fn identity_for(
+        &self,
+        node_id: &str,
+        mesh: &str,
+        name: &str,
+        mtls: &view::Mtls,
+        dp: &Dataplane,
+    ) -> Option<Arc<kuma_xds::Resource>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        mtls.backend.hash(&mut h);
+        mtls.ca_secret.version.hash(&mut h);
+        for inbound in dp.inbounds() {
+            inbound.tags.hash(&mut h);
+        }
+        let wanted = h.finish();
+        let now = SystemTime::now();
+        let mut regenerations = 0;
+        if let Some(c) = self.certs().get(node_id) {
+            if c.fingerprint == wanted && now < c.rotate_at {
+                return Some(c.secret.clone());
+            }
+            regenerations = c.regenerations;
+        }
+        let issued = match mtls.ca.issue(mesh, dp, mtls.lifetime) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(node_id, error = %e, "issuing the proxy identity failed");
+                return self.certs().get(node_id).map(|c| c.secret.clone());
+            }
+        };
+        let secret = Arc::new(generator::identity_secret(
+            mesh,
+            &issued.cert_pem,
+            &issued.key_pem,
+        ));
+        let not_before = SystemTime::from(issued.not_before);
+        let not_after = SystemTime::from(issued.not_after);
+        let life = not_after.duration_since(not_before).unwrap_or_default();
+        let rotate_at = not_before + life.mul_f64(0.8);
+        self.certs().insert(
+            node_id.to_string(),
+            IssuedCert {
+                fingerprint: wanted,
+                secret: secret.clone(),
+                rotate_at,
+                regenerations: regenerations + 1,
+            },
+        );
+        self.rotations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((rotate_at, node_id.to_string()));
+        self.rotation_wakeup.notify_one();
+        self.tracker.set_mtls(
+            mesh,
+            name,
+            serde_json::json!({
+                "certificateExpirationTime": kuma_core::resource::format_time(&chrono::DateTime::<chrono::Utc>::from(not_after)),
+                "lastCertificateRegeneration": kuma_core::resource::format_time(&chrono::Utc::now()),
+                "certificateRegenerations": regenerations + 1,
+                "issuedBackend": mtls.backend,
+                "supportedBackends": [mtls.backend],
+            }),
+        );
+        Some(secret)
+    }
+
     /// Generates and publishes the snapshot of one proxy if its inputs changed.
     fn generate_for(&self, node_id: &str, view: &MeshView, res: &Resource) -> bool {
         let Spec::Dataplane(dp) = &res.spec else {
             return false;
         };
-        let fp = fingerprint(view, res, dp);
+        let identity = view
+            .mtls()
+            .and_then(|m| self.identity_for(node_id, &view.mesh, &res.meta.name, m, dp));
+        let mut fp = fingerprint(view, res, dp);
+        if let Some(id) = &identity {
+            fp ^= {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                id.version.hash(&mut h);
+                h.finish()
+            };
+        }
         {
             let proxies = self.proxies();
             match proxies.get(node_id) {
@@ -204,7 +377,15 @@ impl Runtime {
                 None => return false,
             }
         }
-        let snapshot = generator::generate(view, dp);
+        let snapshot = generator::generate_proxy(
+            view,
+            &generator::Proxy {
+                name: &res.meta.name,
+                labels: &res.meta.labels,
+                dataplane: dp,
+                identity,
+            },
+        );
         self.cache.set(node_id, Arc::new(snapshot));
         if let Some(p) = self.proxies().get_mut(node_id) {
             p.fingerprint = Some(fp);
@@ -216,20 +397,60 @@ impl Runtime {
         if let Some(v) = self.views().get(mesh) {
             return Ok(v.clone());
         }
-        let dataplanes = self
-            .manager
-            .list(ResourceType::Dataplane, Some(mesh))
-            .await?;
-        let view = Arc::new(MeshView::build(
-            mesh,
-            &self.settings.zone,
-            dataplanes.iter().filter_map(|r| match &r.spec {
-                Spec::Dataplane(d) => Some(d),
-                _ => None,
-            }),
-        ));
-        self.views().insert(mesh.to_string(), view.clone());
-        Ok(view)
+        Ok(self.build_view(mesh).await?.0)
+    }
+
+    /// Reissues identities when they reach 80% of their lifetime: one task for all proxies,
+    /// sleeping until the earliest deadline.
+    async fn run_rotations(self: Arc<Self>) {
+        loop {
+            let next = self
+                .rotations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first()
+                .map(|(t, _)| *t);
+            let wait = next
+                .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.rotation_wakeup.notified() => continue,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = SystemTime::now();
+            let due: Vec<String> = {
+                let mut r = self.rotations.lock().unwrap_or_else(|e| e.into_inner());
+                let mut due = Vec::new();
+                while let Some((t, _)) = r.first() {
+                    if *t > now {
+                        break;
+                    }
+                    if let Some((_, n)) = r.pop_first() {
+                        due.push(n);
+                    }
+                }
+                due
+            };
+            for node_id in due {
+                let Some((mesh, name)) = self
+                    .proxies()
+                    .get(&node_id)
+                    .map(|p| (p.mesh.clone(), p.name.clone()))
+                else {
+                    self.certs().remove(&node_id);
+                    continue;
+                };
+                let key = ResourceKey::new(ResourceType::Dataplane, &mesh, &name);
+                let (Ok(view), Ok(res)) = (self.view_of(&mesh).await, self.manager.get(&key).await)
+                else {
+                    continue;
+                };
+                if self.generate_for(&node_id, &view, &res) {
+                    tracing::debug!(node_id, "identity certificate rotated");
+                }
+            }
+        }
     }
 
     async fn register(&self, info: &StreamInfo) -> Result<(String, String, bool), Status> {
@@ -439,6 +660,7 @@ fn fingerprint(view: &MeshView, res: &Resource, dp: &Dataplane) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     res.meta.version.hash(&mut h);
     res.meta.modification_time.hash(&mut h);
+    view.mesh_fingerprint().hash(&mut h);
     for out in dp.outbounds() {
         if let Some(s) = out.service() {
             s.hash(&mut h);

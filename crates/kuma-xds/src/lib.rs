@@ -9,7 +9,8 @@
 //!
 //! The engine knows type URLs, not meshes: any protobuf type can be served
 //! (zone sync reuses it). [`type_url`] names the Envoy ones and fixes the push
-//! order (SDS, CDS, EDS, LDS, RDS, then the rest).
+//! order (SDS, CDS, EDS, LDS, RDS, then the rest). With feature `json`, the `json` module renders
+//! resources as proto3 JSON, the way Envoy's `/config_dump` shows them (golden files).
 //!
 //! Invariants: the state machines are pure (no IO, no clocks); the adapter
 //! spawns one task per stream and never holds a lock across an `.await`.
@@ -17,6 +18,8 @@
 pub mod cache;
 pub mod callbacks;
 pub mod delta;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod server;
 pub mod snapshot;
 pub mod sotw;

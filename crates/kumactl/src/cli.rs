@@ -50,6 +50,11 @@ pub enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// Generate tokens and signing keys.
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
     /// Print the client and control plane versions.
     Version,
 }
@@ -128,6 +133,54 @@ pub enum InspectType {
     Policies,
     Rules,
     Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Generate a dataplane token (`POST /tokens/dataplane`; admins only) and print it.
+    #[command(name = "dataplane-token")]
+    DataplaneToken(DataplaneTokenArgs),
+    /// Generate a user token for the API (`POST /tokens/user`; admins only) and print it.
+    #[command(name = "user-token")]
+    UserToken(UserTokenArgs),
+    /// Print a new signing key: an RSA-2048 private key, PEM (PKCS#1). Offline.
+    #[command(name = "signing-key")]
+    SigningKey,
+}
+
+#[derive(Debug, Args)]
+pub struct DataplaneTokenArgs {
+    /// Mesh of the proxies the token is for (default: the context's mesh, else `default`).
+    #[arg(short, long)]
+    pub mesh: Option<String>,
+    /// Name of the proxy the token is bound to (empty: any proxy of the mesh).
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Tag the proxy must have, with its allowed values: `key=value[,value2]`; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE[,VALUE]")]
+    pub tags: Vec<String>,
+    /// Proxy type: `dataplane`, `ingress` or `egress`.
+    #[arg(long = "type", alias = "proxy-type", default_value = "")]
+    pub proxy_type: String,
+    /// Value of the proxy's `kuma.io/workload` label the token is bound to.
+    #[arg(long, default_value = "")]
+    pub workload: String,
+    /// How long the token is valid (`24h`, `720h`; default 10 years).
+    #[arg(long, default_value = "")]
+    pub valid_for: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UserTokenArgs {
+    /// Name of the user.
+    #[arg(long)]
+    pub name: String,
+    /// Group of the user; repeatable.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// How long the token is valid (`24h`, `720h`; default 10 years).
+    #[arg(long, default_value = "")]
+    pub valid_for: String,
 }
 
 #[derive(Debug, Subcommand)]

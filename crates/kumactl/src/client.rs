@@ -334,6 +334,14 @@ impl Client {
         read_text(&url, resp).await
     }
 
+    /// `POST` a JSON body to an arbitrary path and returns the body as text (the token
+    /// endpoints answer `text/plain`).
+    pub async fn post_text(&self, segments: &[&str], body: &Value) -> Result<String, Error> {
+        let url = self.url(segments, &[]);
+        let resp = self.send(Method::POST, url.clone(), Some(body)).await?;
+        read_text(&url, resp).await
+    }
+
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.base.clone();
         url.set_query(None);

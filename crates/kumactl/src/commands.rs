@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod config;
 pub mod delete;
+pub mod generate;
 pub mod get;
 pub mod inspect;
 pub mod version;
@@ -105,6 +106,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             }
             config::run(&mut env, what).await
         }
+        Command::Generate { what } => generate::run(&mut env, what).await,
         Command::Version => version::run(&mut env).await,
     }
 }

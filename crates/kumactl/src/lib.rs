@@ -1,7 +1,7 @@
 //! `kumactl`: the command-line client of the control plane's REST API (Universal mode),
 //! compatible with Kuma 2.x's kumactl for the commands it implements: `apply`, `get`,
 //! `delete`, `inspect dataplanes|dataplane`, `config control-planes add|list|switch|remove`,
-//! `config view` and `version`.
+//! `config view`, `generate dataplane-token|user-token|signing-key` and `version`.
 //!
 //! Layout: [`cli`] (arguments), [`config`] (the `~/.kumactl/config` file), [`client`] (typed
 //! REST client), [`template`] (`--var` substitution), [`printers`] (tables, YAML, JSON; pure)

@@ -20,6 +20,8 @@ struct Seen {
     method: String,
     uri: String,
     body: Option<Value>,
+    /// The `Authorization` header, if sent.
+    authorization: Option<String>,
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
@@ -49,6 +51,10 @@ async fn handler(
         method: method.to_string(),
         uri: uri.to_string(),
         body: body_json,
+        authorization: headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string),
     });
     let host = headers
         .get("host")
@@ -100,6 +106,12 @@ async fn handler(
             .into_response(),
         ("PUT", _) => (StatusCode::CREATED, axum::Json(json!({"warnings": []}))).into_response(),
         ("DELETE", "/meshes/default/dataplanes/dp-1") => ok(json!({})),
+        ("POST", "/tokens/dataplane") | ("POST", "/tokens/user") => (
+            StatusCode::OK,
+            [("content-type", "text/plain")],
+            "header.claims.signature",
+        )
+            .into_response(),
         _ => error(
             StatusCode::NOT_FOUND,
             "Could not retrieve a resource",
@@ -475,4 +487,154 @@ async fn config_control_planes_and_version() {
             env!("CARGO_PKG_VERSION")
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_tokens_and_signing_key() {
+    let fake = Fake::start().await;
+    let out = fake
+        .run(&[
+            "generate",
+            "dataplane-token",
+            "--mesh",
+            "demo",
+            "--name",
+            "web-1",
+            "--tag",
+            "kuma.io/service=web,web-admin",
+            "--tag",
+            "team=a",
+            "--type",
+            "dataplane",
+            "--workload",
+            "shop",
+            "--valid-for",
+            "24h",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "header.claims.signature");
+    let seen = fake.take_log();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("POST", "/tokens/dataplane")
+    );
+    assert_eq!(
+        seen[0].body,
+        Some(json!({"mesh": "demo", "name": "web-1",
+            "tags": {"kuma.io/service": ["web", "web-admin"], "team": ["a"]},
+            "type": "dataplane", "workload": "shop", "validFor": "24h"}))
+    );
+    // Defaults: the mesh of the context (`default`), no binding beyond it.
+    let out = fake.run(&["generate", "dataplane-token"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fake.take_log()[0].body,
+        Some(json!({"mesh": "default", "name": ""}))
+    );
+    let out = fake
+        .run(&["generate", "dataplane-token", "--tag", "novalue"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("key=value"), "{}", stderr(&out));
+
+    let out = fake
+        .run(&[
+            "generate",
+            "user-token",
+            "--name",
+            "alice",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--valid-for",
+            "1h",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = fake.take_log();
+    assert_eq!(seen[0].uri, "/tokens/user");
+    assert_eq!(
+        seen[0].body,
+        Some(json!({"name": "alice", "groups": ["a", "b"], "validFor": "1h"}))
+    );
+    assert_eq!(seen[0].authorization, None);
+
+    // Server errors are reported.
+    let out = fake
+        .run_raw(
+            &[
+                "--api-url",
+                &format!("{}/nope", fake.url()),
+                "generate",
+                "user-token",
+                "--name",
+                "x",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("could not generate the user token"),
+        "{}",
+        stderr(&out)
+    );
+    fake.take_log();
+
+    let out = fake.run_raw(&["generate", "signing-key"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pem = stdout(&out);
+    assert!(
+        pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"),
+        "{pem}"
+    );
+    assert!(pem.ends_with("-----END RSA PRIVATE KEY-----\n"), "{pem}");
+    assert!(fake.take_log().is_empty(), "signing-key is offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_sends_bearer() {
+    let fake = Fake::start().await;
+    let url = fake.url();
+    let out = fake
+        .run_raw(
+            &[
+                "config",
+                "control-planes",
+                "add",
+                "--name",
+                "secured",
+                "--address",
+                &url,
+                "--auth-type",
+                "tokens",
+                "--auth-conf",
+                "token=abc.def.ghi",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    fake.take_log();
+    for args in [
+        &["get", "meshes"][..],
+        &["get", "secrets"][..],
+        &["get", "global-secrets"][..],
+        &["generate", "dataplane-token", "--name", "x"][..],
+    ] {
+        let _ = fake.run_raw(args, None).await;
+        let seen = fake.take_log();
+        assert!(!seen.is_empty(), "{args:?} sent nothing");
+        for s in seen {
+            assert_eq!(
+                s.authorization.as_deref(),
+                Some("Bearer abc.def.ghi"),
+                "{args:?}: {} {}",
+                s.method,
+                s.uri
+            );
+        }
+    }
 }

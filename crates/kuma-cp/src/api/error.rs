@@ -10,6 +10,7 @@ use kuma_core::validate::{ValidationError, Violation};
 use serde_json::json;
 
 use crate::manager::ManagerError;
+use crate::tokens::TokenError;
 
 /// A failed request: status, a short title, a detail and the offending fields.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +84,16 @@ impl ApiError {
         }
     }
 
+    /// 401: no acceptable credentials.
+    pub fn unauthenticated(title: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, title, detail)
+    }
+
+    /// 403: the caller may not do this.
+    pub fn access_denied(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Access Denied", detail)
+    }
+
     /// 404 for a path that names no endpoint or no resource type.
     pub fn unknown_path(path: &str) -> Self {
         Self::new(
@@ -124,6 +135,50 @@ impl From<ManagerError> for ApiError {
                 format!("{t} is read-only: only the control plane writes it"),
             ),
             ManagerError::Store(e) => e.into(),
+            e @ ManagerError::SigningKey { .. } => {
+                tracing::warn!(error = %e, "mesh written without its signing key");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::InvalidRequest(v) => Self {
+                status: StatusCode::BAD_REQUEST,
+                title: "Invalid request".into(),
+                detail: v.summary(),
+                invalid: v.violations,
+            },
+            TokenError::MeshNotFound(mesh) => ManagerError::MeshNotFound(mesh).into(),
+            e @ (TokenError::NoSigningKey { .. } | TokenError::SigningKeyNotFound { .. }) => {
+                Self::new(
+                    StatusCode::NOT_FOUND,
+                    "Signing key not found",
+                    e.to_string(),
+                )
+            }
+            e @ TokenError::Store(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Store unavailable",
+                e.to_string(),
+            ),
+            e @ TokenError::Key(_) => {
+                tracing::warn!(error = %e, "could not issue a token");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Could not issue a token",
+                    e.to_string(),
+                )
+            }
+            // A token presented by a caller was refused.
+            e => Self::unauthenticated("Invalid authentication data", e.to_string()),
         }
     }
 }

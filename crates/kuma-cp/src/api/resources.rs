@@ -3,24 +3,34 @@
 //! A path that names no type, or a type of the wrong scope for its position (a global type
 //! under `/meshes/{mesh}/`, a mesh-scoped type at `/{ws}/{name}`), is answered 404.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, State as AxState};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use kuma_core::resource::{ResourceKey, Scope};
 use kuma_core::validate::Violations;
 use kuma_core::{Resource, ResourceType};
 use serde_json::{Map, Value, json};
 
+use super::auth::authorize_type;
 use super::query::ListRequest;
 use super::{ApiError, Shared, State};
+use crate::tokens::User;
 
-/// The type at `ws`, or 404.
-fn rtype_at(ws: &str, scope: Option<Scope>, path: &str) -> Result<ResourceType, ApiError> {
-    ResourceType::from_ws_path(ws)
+/// The type at `ws` if `user` may access it; 404 for no such type, 403 for a type the user
+/// may not access.
+fn rtype_at(
+    ws: &str,
+    scope: Option<Scope>,
+    path: &str,
+    user: &User,
+) -> Result<ResourceType, ApiError> {
+    let rtype = ResourceType::from_ws_path(ws)
         .filter(|t| scope.is_none_or(|s| t.scope() == s))
-        .ok_or_else(|| ApiError::unknown_path(path))
+        .ok_or_else(|| ApiError::unknown_path(path))?;
+    authorize_type(user, rtype)?;
+    Ok(rtype)
 }
 
 /// The wire shape of a stored resource, with `kri` after the metadata when the type has one.
@@ -139,77 +149,85 @@ async fn delete(s: &State, key: ResourceKey) -> Result<Json<Value>, ApiError> {
 /// `GET /{ws}`: a global type, or a mesh-scoped type across meshes.
 pub async fn list_top(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path(ws): Path<String>,
     OriginalUri(uri): OriginalUri,
     req: ListRequest,
 ) -> Result<Json<Value>, ApiError> {
-    let rtype = rtype_at(&ws, None, uri.path())?;
+    let rtype = rtype_at(&ws, None, uri.path(), &user)?;
     list(&s, rtype, None, &req).await
 }
 
 /// `GET /meshes/{mesh}/{ws}`.
 pub async fn list_in_mesh(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((mesh, ws)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
     req: ListRequest,
 ) -> Result<Json<Value>, ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
     list(&s, rtype, Some(&mesh), &req).await
 }
 
 pub async fn get_top(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((ws, name)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Global), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Global), uri.path(), &user)?;
     get(&s, ResourceKey::new(rtype, "", name)).await
 }
 
 pub async fn put_top(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((ws, name)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Global), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Global), uri.path(), &user)?;
     put(&s, ResourceKey::new(rtype, "", name), body).await
 }
 
 pub async fn delete_top(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((ws, name)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Global), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Global), uri.path(), &user)?;
     delete(&s, ResourceKey::new(rtype, "", name)).await
 }
 
 pub async fn get_in_mesh(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((mesh, ws, name)): Path<(String, String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
     get(&s, ResourceKey::new(rtype, mesh, name)).await
 }
 
 pub async fn put_in_mesh(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((mesh, ws, name)): Path<(String, String, String)>,
     OriginalUri(uri): OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
     put(&s, ResourceKey::new(rtype, mesh, name), body).await
 }
 
 pub async fn delete_in_mesh(
     AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
     Path((mesh, ws, name)): Path<(String, String, String)>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
-    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path())?;
+    let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
     delete(&s, ResourceKey::new(rtype, mesh, name)).await
 }

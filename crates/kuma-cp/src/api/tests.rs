@@ -9,8 +9,20 @@ use kuma_core::store::memory::MemoryStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+
 use super::{State, router};
 use crate::manager::ResourceManager;
+use crate::tokens::{Issuer, Validator};
+
+const LOCAL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
+const REMOTE: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7)),
+    40000,
+);
 
 struct Api {
     router: axum::Router,
@@ -18,6 +30,8 @@ struct Api {
 
 struct Reply {
     status: StatusCode,
+    headers: axum::http::HeaderMap,
+    /// JSON, or a JSON string for other bodies (tokens are `text/plain`).
     body: Value,
 }
 
@@ -49,12 +63,20 @@ impl Api {
 
     /// An API and the manager behind it (for the control plane's own writes).
     fn with_manager() -> (Self, Arc<ResourceManager>) {
+        Self::with_settings(true)
+    }
+
+    /// An API with `localhostIsAdmin` as given.
+    fn with_settings(localhost_is_admin: bool) -> (Self, Arc<ResourceManager>) {
         let manager = Arc::new(ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1"));
         let state = State {
             manager: manager.clone(),
             index: json!({"product": "Kuma"}),
             config: json!({"mode": "zone"}),
             zone: "zone-1".into(),
+            issuer: Arc::new(Issuer::new(manager.clone())),
+            validator: Arc::new(Validator::new(manager.clone(), true)),
+            localhost_is_admin,
         };
         (
             Self {
@@ -64,16 +86,36 @@ impl Api {
         )
     }
 
+    /// A request from 127.0.0.1 without credentials (an admin).
     async fn call(&self, method: &str, uri: &str, body: Option<Body>) -> Reply {
-        let req = Request::builder()
+        self.call_as(method, uri, body, Some(LOCAL), None).await
+    }
+
+    /// A request from `peer` (`None`: unknown) with an optional `Authorization` value.
+    async fn call_as(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Body>,
+        peer: Option<SocketAddr>,
+        authorization: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header("host", "cp.local:5681")
-            .header("content-type", "application/json")
-            .body(body.unwrap_or_else(Body::empty))
-            .expect("request");
+            .header("origin", "https://evil.example")
+            .header("content-type", "application/json");
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        let mut req = req.body(body.unwrap_or_else(Body::empty)).expect("request");
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
         let resp = self.router.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("body");
@@ -81,9 +123,13 @@ impl Api {
             Value::Null
         } else {
             serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     async fn get(&self, uri: &str) -> Reply {
@@ -539,4 +585,294 @@ async fn dataplane_overviews() {
         StatusCode::OK
     );
     assert_eq!(api.get("/meshes/default/dataplanes").await.body["total"], 2);
+}
+
+/// Issues a user token through the API (as a local admin).
+async fn user_token(api: &Api, name: &str, groups: &[&str]) -> String {
+    let r = api
+        .call(
+            "POST",
+            "/tokens/user",
+            Some(Body::from(
+                json!({"name": name, "groups": groups, "validFor": "1h"}).to_string(),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "text/plain");
+    r.body.as_str().expect("token text").to_string()
+}
+
+#[tokio::test]
+async fn access_control() {
+    let (api, manager) = Api::with_manager();
+    crate::tokens::ensure_user_signing_key(&manager)
+        .await
+        .unwrap();
+    api.put(
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default"}),
+    )
+    .await;
+    let admin = format!(
+        "Bearer {}",
+        user_token(&api, "root", &["mesh-system:admin"]).await
+    );
+    let member = format!("Bearer {}", user_token(&api, "alice", &["team-a"]).await);
+
+    // Remote callers without credentials: 401 everywhere but the index.
+    for (method, path) in [
+        ("GET", "/meshes"),
+        ("GET", "/who-am-i"),
+        ("GET", "/config"),
+        ("GET", "/no-such-type"),
+        ("GET", "/global-secrets/admin-user-token"),
+        ("PUT", "/meshes/x"),
+        ("POST", "/tokens/user"),
+    ] {
+        for peer in [Some(REMOTE), None] {
+            let r = api.call_as(method, path, None, peer, None).await;
+            r.assert_error(StatusCode::UNAUTHORIZED);
+            assert_eq!(r.body["title"], "Unauthenticated", "{path}");
+        }
+    }
+    let r = api.call_as("GET", "/", None, Some(REMOTE), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The index ignores even broken credentials.
+    let r = api
+        .call_as("GET", "/", None, Some(REMOTE), Some("Bearer garbage"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Invalid credentials are refused even from localhost: an explicit credential wins.
+    for auth in ["Bearer garbage", "Basic YTpi", "Bearer "] {
+        let r = api
+            .call_as("GET", "/meshes", None, Some(LOCAL), Some(auth))
+            .await;
+        r.assert_error(StatusCode::UNAUTHORIZED);
+        assert_eq!(r.body["title"], "Invalid authentication data");
+    }
+
+    // A remote admin.
+    let r = api
+        .call_as("GET", "/who-am-i", None, Some(REMOTE), Some(&admin))
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"name": "root", "groups": ["mesh-system:admin", "mesh-system:authenticated"]})
+    );
+    let r = api
+        .call_as(
+            "GET",
+            "/meshes/default/secrets/dataplane-token-signing-key-default-1",
+            None,
+            Some(REMOTE),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Lower-case scheme works too.
+    let lower = admin.replacen("Bearer", "bearer", 1);
+    let r = api
+        .call_as("GET", "/global-secrets", None, Some(REMOTE), Some(&lower))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // A remote member reads dataplanes and meshes, not secrets, and issues no tokens.
+    let r = api
+        .call_as("GET", "/who-am-i", None, Some(REMOTE), Some(&member))
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"name": "alice", "groups": ["team-a", "mesh-system:authenticated"]})
+    );
+    for path in [
+        "/meshes",
+        "/meshes/default/dataplanes",
+        "/dataplanes",
+        "/zones",
+    ] {
+        let r = api
+            .call_as("GET", path, None, Some(REMOTE), Some(&member))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+    }
+    let secret = json!({"type": "Secret", "mesh": "default", "name": "s", "data": "YQ=="});
+    for (method, path, body) in [
+        ("GET", "/secrets", None),
+        ("GET", "/meshes/default/secrets", None),
+        (
+            "GET",
+            "/meshes/default/secrets/dataplane-token-signing-key-default-1",
+            None,
+        ),
+        // Percent-encoded type names resolve to the same type.
+        ("GET", "/meshes/default/%73ecrets", None),
+        ("GET", "/globalsecrets", None),
+        ("GET", "/global-secrets/admin-user-token", None),
+        ("PUT", "/meshes/default/secrets/s", Some(secret.to_string())),
+        ("DELETE", "/meshes/default/secrets/s", None),
+        (
+            "POST",
+            "/tokens/dataplane",
+            Some(r#"{"mesh":"default"}"#.into()),
+        ),
+        ("POST", "/tokens/user", Some(r#"{"name":"x"}"#.into())),
+    ] {
+        let r = api
+            .call_as(
+                method,
+                path,
+                body.map(Body::from),
+                Some(REMOTE),
+                Some(&member),
+            )
+            .await;
+        r.assert_error(StatusCode::FORBIDDEN);
+        assert_eq!(r.body["title"], "Access Denied", "{path}");
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("\"alice\""),
+            "{}",
+            r.body
+        );
+    }
+    assert!(
+        manager
+            .list(kuma_core::ResourceType::Secret, Some("default"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.meta.name != "s"),
+        "a refused write stored a secret"
+    );
+
+    // No CORS headers, whoever asks.
+    for r in [
+        api.get("/meshes").await,
+        api.call_as("GET", "/", None, Some(REMOTE), None).await,
+        api.call_as("OPTIONS", "/meshes", None, Some(LOCAL), None)
+            .await,
+    ] {
+        assert!(
+            !r.headers
+                .keys()
+                .any(|k| k.as_str().starts_with("access-control-")),
+            "{:?}",
+            r.headers
+        );
+    }
+
+    // IPv4-mapped IPv6 loopback is local.
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
+    let r = api
+        .call_as("GET", "/who-am-i", None, Some(mapped), None)
+        .await;
+    assert_eq!(r.body["name"], "mesh-system:admin");
+}
+
+#[tokio::test]
+async fn localhost_is_not_admin_when_disabled() {
+    let (api, manager) = Api::with_settings(false);
+    crate::tokens::ensure_user_signing_key(&manager)
+        .await
+        .unwrap();
+    let issuer = Issuer::new(manager.clone());
+    let token = issuer
+        .issue_user(&crate::tokens::UserTokenRequest {
+            name: "root".into(),
+            groups: Some(vec!["mesh-system:admin".into()]),
+            valid_for: String::new(),
+        })
+        .await
+        .unwrap();
+    api.get("/meshes")
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    let r = api
+        .call_as(
+            "GET",
+            "/meshes",
+            None,
+            Some(LOCAL),
+            Some(&format!("Bearer {token}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn token_endpoints() {
+    let (api, manager) = Api::with_manager();
+    api.put(
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default"}),
+    )
+    .await;
+    // Creating the mesh created its signing key.
+    let key = api
+        .get("/meshes/default/secrets/dataplane-token-signing-key-default-1")
+        .await;
+    assert_eq!(key.status, StatusCode::OK, "{}", key.body);
+    let pem = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        key.body["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(pem.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
+
+    let body = json!({"mesh": "default", "name": "web-1",
+        "tags": {"kuma.io/service": ["web"]}, "validFor": "720h"});
+    let r = api
+        .call(
+            "POST",
+            "/tokens/dataplane",
+            Some(Body::from(body.to_string())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "text/plain");
+    let token = r.body.as_str().unwrap();
+    let dp = kuma_core::Resource::from_wire(dp("web-1", 8080, "web"), None).unwrap();
+    Validator::new(manager.clone(), true)
+        .validate_dataplane(token, &dp)
+        .await
+        .expect("the issued token authenticates web-1");
+
+    let r = api
+        .call(
+            "POST",
+            "/tokens/dataplane",
+            Some(Body::from(r#"{"name":"x","validFor":"forever"}"#)),
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.fields(), ["mesh", "validFor"]);
+    let r = api
+        .call(
+            "POST",
+            "/tokens/dataplane",
+            Some(Body::from(r#"{"mesh":"nope"}"#)),
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.fields(), ["mesh"]);
+    api.call("POST", "/tokens/dataplane", Some(Body::from("{")))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+    // No user signing key yet in this store: 404 naming it.
+    let r = api
+        .call("POST", "/tokens/user", Some(Body::from(r#"{"name":"a"}"#)))
+        .await;
+    r.assert_error(StatusCode::NOT_FOUND);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("user-token-signing-key"),
+        "{}",
+        r.body
+    );
+    api.get("/tokens/dataplane")
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
 }

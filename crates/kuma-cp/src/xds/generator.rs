@@ -1,14 +1,21 @@
 //! Envoy configuration for one sidecar, as a pure function of the mesh view and the proxy's
-//! Dataplane (tag model, no mTLS yet). Names follow Kuma's observable contract:
+//! Dataplane (tag model). Names follow Kuma's observable contract:
 //! - inbound listener `inbound:<ip>:<port>` → cluster `localhost:<servicePort>` (STATIC, the
 //!   workload), `tcp_proxy` or an HTTP connection manager with route config `inbound:<service>`;
 //! - outbound listener `outbound:<ip>:<port>` → cluster `<service>` (EDS over ADS), route
 //!   config `outbound:<service>` for HTTP protocols;
 //! - ClusterLoadAssignment `<service>`: shared `Arc` from the mesh view (one per service).
 //!
+//! - with mTLS: SDS secrets `identity_cert:secret:<mesh>` (per proxy) and
+//!   `mesh_ca:secret:<mesh>` (shared); inbound chains require a mesh client certificate and
+//!   carry the MeshTrafficPermission RBAC filter; outbound clusters send SNI
+//!   `<service>{mesh=<mesh>}` with ALPN `kuma` and check `spiffe://<mesh>/<service>`.
+//!   PERMISSIVE adds a plaintext chain and an application-TLS passthrough chain, selected by
+//!   the TLS inspector.
+//!
 //! Route configurations are inline in the listeners (as Kuma does), so no RDS is needed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
@@ -16,18 +23,23 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, SocketAddress,
-    TrafficDirection, address, config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, Http2ProtocolOptions,
+    SocketAddress, TrafficDirection, TransportSocket, address,
+    config_source::ConfigSourceSpecifier, data_source, socket_address::PortSpecifier,
+    transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
     route_action::ClusterSpecifier as RouteCluster, route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter,
     http_connection_manager::{CodecType, RouteSpecifier},
@@ -36,13 +48,20 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    secret, subject_alt_name_matcher,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
-use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 use kuma_core::resource::Dataplane;
 use kuma_core::resource::dataplane::{Inbound, Networking};
@@ -62,14 +81,50 @@ pub fn is_http(protocol: &str) -> bool {
     matches!(protocol, "http" | "http2" | "grpc")
 }
 
-/// The full snapshot for one proxy.
+/// What the generator needs to know about one proxy.
+pub struct Proxy<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub dataplane: &'a Dataplane,
+    /// `identity_cert:secret:<mesh>` of this proxy, when the mesh has mTLS on.
+    pub identity: Option<Arc<Resource>>,
+}
+
+/// The snapshot of a proxy of a mesh without mTLS (kept for tests and tools).
 pub fn generate(view: &MeshView, dp: &Dataplane) -> Snapshot {
+    let labels = BTreeMap::new();
+    generate_proxy(
+        view,
+        &Proxy {
+            name: "",
+            labels: &labels,
+            dataplane: dp,
+            identity: None,
+        },
+    )
+}
+
+/// The full snapshot for one proxy.
+pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
     let mut snap = Snapshot::new();
+    let dp = proxy.dataplane;
     let Some(net) = dp.networking() else {
         return snap;
     };
+    // mTLS needs both the mesh's CA and this proxy's identity.
+    let tls = match (view.mtls(), &proxy.identity) {
+        (Some(m), Some(id)) => {
+            snap.insert(id.clone());
+            snap.insert(m.ca_secret.clone());
+            Some(Tls {
+                mesh: &view.mesh,
+                permissive: m.permissive,
+            })
+        }
+        _ => None,
+    };
     for inbound in &net.inbound {
-        for r in inbound_resources(net, inbound) {
+        for r in inbound_resources(view, proxy, net, inbound, tls.as_ref()) {
             snap.insert(Arc::new(r));
         }
     }
@@ -86,34 +141,247 @@ pub fn generate(view: &MeshView, dp: &Dataplane) -> Snapshot {
             outbound.address(),
             outbound.port,
             TrafficDirection::Outbound,
-            network_filter(&name, service, protocol, &route_name, service),
+            vec![FilterChain {
+                filters: vec![network_filter(
+                    &name,
+                    service,
+                    protocol,
+                    &route_name,
+                    service,
+                    None,
+                )],
+                ..Default::default()
+            }],
         );
         snap.insert(Arc::new(Resource::new(name, pack_any(listener))));
         if seen_services.insert(service.to_string()) {
-            snap.insert(Arc::new(Resource::new(
-                service,
-                pack_any(outbound_cluster(service, protocol)),
-            )));
+            let mut cluster = outbound_cluster(service, protocol);
+            if let Some(tls) = &tls {
+                cluster.transport_socket = Some(upstream_tls(tls.mesh, service));
+            }
+            snap.insert(Arc::new(Resource::new(service, pack_any(cluster))));
             snap.insert(view.endpoints(service));
         }
     }
     snap
 }
 
-fn inbound_resources(net: &Networking, inbound: &Inbound) -> Vec<Resource> {
+/// mTLS settings of the mesh, as the generator needs them.
+struct Tls<'a> {
+    mesh: &'a str,
+    permissive: bool,
+}
+
+/// Name of the SDS secret holding a proxy's identity.
+pub fn identity_secret_name(mesh: &str) -> String {
+    format!("identity_cert:secret:{mesh}")
+}
+
+/// Name of the SDS secret holding the mesh CA.
+pub fn ca_secret_name(mesh: &str) -> String {
+    format!("mesh_ca:secret:{mesh}")
+}
+
+/// The SDS identity secret of a proxy.
+pub fn identity_secret(mesh: &str, cert_pem: &str, key_pem: &str) -> Resource {
+    let secret = Secret {
+        name: identity_secret_name(mesh),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline_bytes(cert_pem)),
+            private_key: Some(inline_bytes(key_pem)),
+            ..Default::default()
+        })),
+    };
+    Resource::new(secret.name.clone(), pack_any(secret))
+}
+
+/// The SDS CA secret of a mesh (shared by every proxy of the mesh).
+pub fn ca_secret(mesh: &str, ca_pem: &str) -> Resource {
+    let secret = Secret {
+        name: ca_secret_name(mesh),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(inline_bytes(ca_pem)),
+                ..Default::default()
+            },
+        )),
+    };
+    Resource::new(secret.name.clone(), pack_any(secret))
+}
+
+fn inline_bytes(pem: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..Default::default()
+    }
+}
+
+fn sds(name: String) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name,
+        sds_config: Some(ads_source()),
+    }
+}
+
+fn san_matcher(pattern: MatchPattern) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(pattern),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn common_tls(mesh: &str, san: MatchPattern, alpn: Vec<String>) -> CommonTlsContext {
+    CommonTlsContext {
+        alpn_protocols: alpn,
+        tls_certificate_sds_secret_configs: vec![sds(identity_secret_name(mesh))],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: vec![san_matcher(san)],
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(sds(ca_secret_name(mesh))),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Client side of mesh mTLS: SNI `<service>{mesh=<mesh>}`, ALPN `kuma`, peer must be the
+/// destination service.
+fn upstream_tls(mesh: &str, service: &str) -> TransportSocket {
+    let ctx = UpstreamTlsContext {
+        sni: format!("{service}{{mesh={mesh}}}"),
+        common_tls_context: Some(common_tls(
+            mesh,
+            MatchPattern::Exact(format!("spiffe://{mesh}/{service}")),
+            vec!["kuma".into()],
+        )),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(ctx))),
+    }
+}
+
+/// Server side of mesh mTLS: a client certificate from the mesh CA is required. No ALPN is
+/// negotiated, so the HTTP codec infers HTTP/1 or HTTP/2 from the first bytes.
+fn downstream_tls(mesh: &str) -> TransportSocket {
+    let ctx = DownstreamTlsContext {
+        require_client_certificate: Some(BoolValue { value: true }),
+        common_tls_context: Some(common_tls(
+            mesh,
+            MatchPattern::Prefix(format!("spiffe://{mesh}/")),
+            vec![],
+        )),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(ctx))),
+    }
+}
+
+fn inbound_resources(
+    view: &MeshView,
+    proxy: &Proxy,
+    net: &Networking,
+    inbound: &Inbound,
+    tls: Option<&Tls>,
+) -> Vec<Resource> {
     let ip = inbound.listener_address(net);
     let service = inbound.service().unwrap_or_default();
     let protocol = inbound.protocol();
     let cluster_name = format!("localhost:{}", inbound.workload_port());
     let name = format!("inbound:{ip}:{}", inbound.port);
     let route_name = format!("inbound:{service}");
-    let listener = listener(
-        &name,
-        ip,
-        inbound.port,
-        TrafficDirection::Inbound,
-        network_filter(&name, &cluster_name, protocol, &route_name, service),
-    );
+    let plain = || FilterChain {
+        filters: vec![network_filter(
+            &name,
+            &cluster_name,
+            protocol,
+            &route_name,
+            service,
+            None,
+        )],
+        ..Default::default()
+    };
+    let mut listener_filters = Vec::new();
+    let chains = match tls {
+        None => vec![plain()],
+        Some(tls) => {
+            // Permissions apply to mesh (mTLS) traffic only, as in Kuma.
+            let rules =
+                kuma_core::policy::from_rules(&view.policies(), proxy.name, proxy.labels, inbound);
+            let filters = if is_http(protocol) {
+                let rbac = super::rbac::http_filter(tls.mesh, &rules);
+                vec![network_filter(
+                    &name,
+                    &cluster_name,
+                    protocol,
+                    &route_name,
+                    service,
+                    Some(rbac),
+                )]
+            } else {
+                vec![
+                    super::rbac::network_filter(tls.mesh, &format!("{}.", sanitize(&name)), &rules),
+                    network_filter(&name, &cluster_name, protocol, &route_name, service, None),
+                ]
+            };
+            let mut mesh_chain = FilterChain {
+                filters,
+                transport_socket: Some(downstream_tls(tls.mesh)),
+                ..Default::default()
+            };
+            if tls.permissive {
+                listener_filters.push(ListenerFilter {
+                    name: "envoy.filters.listener.tls_inspector".into(),
+                    config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                        TlsInspector::default(),
+                    ))),
+                    ..Default::default()
+                });
+                mesh_chain.filter_chain_match = Some(FilterChainMatch {
+                    transport_protocol: "tls".into(),
+                    application_protocols: vec!["kuma".into()],
+                    ..Default::default()
+                });
+                let mut plaintext = plain();
+                plaintext.filter_chain_match = Some(FilterChainMatch {
+                    transport_protocol: "raw_buffer".into(),
+                    ..Default::default()
+                });
+                // Application TLS from outside the mesh passes through untouched.
+                let passthrough = FilterChain {
+                    filter_chain_match: Some(FilterChainMatch {
+                        transport_protocol: "tls".into(),
+                        ..Default::default()
+                    }),
+                    filters: vec![network_filter(
+                        &name,
+                        &cluster_name,
+                        "tcp",
+                        &route_name,
+                        service,
+                        None,
+                    )],
+                    ..Default::default()
+                };
+                vec![plaintext, mesh_chain, passthrough]
+            } else {
+                vec![mesh_chain]
+            }
+        }
+    };
+    let mut listener = listener(&name, ip, inbound.port, TrafficDirection::Inbound, chains);
+    listener.listener_filters = listener_filters;
     let cluster = Cluster {
         name: cluster_name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
@@ -200,16 +468,13 @@ fn listener(
     ip: &str,
     port: u32,
     direction: TrafficDirection,
-    filter: Filter,
+    filter_chains: Vec<FilterChain>,
 ) -> Listener {
     Listener {
         name: name.to_string(),
         address: Some(socket_address(ip, port)),
         traffic_direction: direction as i32,
-        filter_chains: vec![FilterChain {
-            filters: vec![filter],
-            ..Default::default()
-        }],
+        filter_chains,
         ..Default::default()
     }
 }
@@ -221,6 +486,7 @@ fn network_filter(
     protocol: &str,
     route_name: &str,
     virtual_host: &str,
+    http_rbac: Option<HttpFilter>,
 ) -> Filter {
     let stat_prefix = sanitize(listener_name);
     let typed = if is_http(protocol) {
@@ -251,13 +517,17 @@ fn network_filter(
                 }),
                 ..Default::default()
             })),
-            http_filters: vec![HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                    Router::default(),
-                ))),
-                ..Default::default()
-            }],
+            // RBAC (when given) runs before the router.
+            http_filters: http_rbac
+                .into_iter()
+                .chain(std::iter::once(HttpFilter {
+                    name: "envoy.filters.http.router".into(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                        Router::default(),
+                    ))),
+                    ..Default::default()
+                }))
+                .collect(),
             ..Default::default()
         })
     } else {
@@ -333,3 +603,6 @@ pub fn sanitize(name: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,7 @@ struct Tracked {
     key: ResourceKey,
     sub: DiscoverySubscription,
     metadata: Option<Value>,
+    mtls: Option<Value>,
 }
 
 /// In-memory subscriptions of the streams this instance serves.
@@ -76,8 +77,15 @@ impl Tracker {
             generation: 0,
         };
         let key = ResourceKey::new(ResourceType::DataplaneInsight, mesh, name);
-        self.streams()
-            .insert(stream_id, Tracked { key, sub, metadata });
+        self.streams().insert(
+            stream_id,
+            Tracked {
+                key,
+                sub,
+                metadata,
+                mtls: None,
+            },
+        );
         self.flush_one(stream_id).await;
     }
 
@@ -132,6 +140,24 @@ impl Tracker {
         }
     }
 
+    /// Records the certificate info of proxy `mesh/name` (all its streams).
+    pub fn set_mtls(&self, mesh: &str, name: &str, mtls: Value) {
+        let ids: Vec<u64> = {
+            let mut streams = self.streams();
+            streams
+                .iter_mut()
+                .filter(|(_, t)| t.key.mesh == mesh && t.key.name == name)
+                .map(|(id, t)| {
+                    t.mtls = Some(mtls.clone());
+                    *id
+                })
+                .collect()
+        };
+        for id in ids {
+            self.mark(id);
+        }
+    }
+
     /// Writes every stream that changed since the last flush.
     pub async fn flush_dirty(&self) {
         let ids: Vec<u64> =
@@ -144,11 +170,14 @@ impl Tracker {
     }
 
     async fn flush_one(&self, stream_id: u64) {
-        let Some((key, sub, metadata)) = self
-            .streams()
-            .get(&stream_id)
-            .map(|t| (t.key.clone(), t.sub.clone(), t.metadata.clone()))
-        else {
+        let Some((key, sub, metadata, mtls)) = self.streams().get(&stream_id).map(|t| {
+            (
+                t.key.clone(),
+                t.sub.clone(),
+                t.metadata.clone(),
+                t.mtls.clone(),
+            )
+        }) else {
             return;
         };
         // Read-modify-write with the store's optimistic concurrency; retried on conflict.
@@ -182,6 +211,9 @@ impl Tracker {
             insight.subscriptions.drain(..excess);
             if metadata.is_some() {
                 insight.metadata = metadata.clone();
+            }
+            if mtls.is_some() {
+                insight.mtls = mtls.clone();
             }
             res.spec = Spec::DataplaneInsight(insight);
             match self.manager.upsert_internal(res).await {

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use kuma_core::resource::Dataplane;
+use kuma_core::resource::{Dataplane, MeshTrafficPermission};
 use kuma_xds::Resource;
+
+use crate::ca::Ca;
 
 use super::generator::{EndpointAddr, cluster_load_assignment};
 
@@ -15,6 +17,18 @@ pub struct MeshView {
     pub mesh: String,
     zone: String,
     services: HashMap<String, Service>,
+    mtls: Option<Mtls>,
+    policies: Vec<(String, MeshTrafficPermission)>,
+}
+
+/// The mesh's enabled mTLS backend, ready to issue identities.
+pub struct Mtls {
+    pub backend: String,
+    pub permissive: bool,
+    /// `mesh_ca:secret:<mesh>`, shared by every proxy.
+    pub ca_secret: Arc<Resource>,
+    pub ca: Arc<Ca>,
+    pub lifetime: std::time::Duration,
 }
 
 struct Service {
@@ -70,7 +84,47 @@ impl MeshView {
             mesh: mesh.to_string(),
             zone: zone.to_string(),
             services,
+            mtls: None,
+            policies: Vec::new(),
         }
+    }
+
+    /// Turns mTLS on for the view.
+    pub fn with_mtls(mut self, mtls: Mtls) -> Self {
+        self.mtls = Some(mtls);
+        self
+    }
+
+    /// The MeshTrafficPermissions of the mesh, by name.
+    pub fn with_policies(mut self, mut policies: Vec<(String, MeshTrafficPermission)>) -> Self {
+        policies.sort_by(|a, b| a.0.cmp(&b.0));
+        self.policies = policies;
+        self
+    }
+
+    pub fn mtls(&self) -> Option<&Mtls> {
+        self.mtls.as_ref()
+    }
+
+    /// Policies as `(name, policy)` pairs, sorted by name.
+    pub fn policies(&self) -> Vec<(&str, &MeshTrafficPermission)> {
+        self.policies.iter().map(|(n, p)| (n.as_str(), p)).collect()
+    }
+
+    /// Hash of the mesh-wide inputs of generation (mTLS state and policies).
+    pub fn mesh_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if let Some(m) = &self.mtls {
+            m.backend.hash(&mut h);
+            m.permissive.hash(&mut h);
+            m.ca_secret.version.hash(&mut h);
+        }
+        for (name, p) in &self.policies {
+            name.hash(&mut h);
+            format!("{p:?}").hash(&mut h);
+        }
+        h.finish()
     }
 
     /// Protocol of a destination service (`tcp` when unknown).

@@ -1,0 +1,123 @@
+//! Golden files of the generated Envoy configuration: `testdata/generator/<case>.golden.json`,
+//! the snapshot of one proxy as proto3 JSON with every nested `Any` expanded (as Envoy's
+//! `/config_dump` shows it). Run with `UPDATE_GOLDEN=1` to rewrite them after an intended
+//! change; otherwise any drift fails, naming the file.
+
+use std::path::Path;
+
+use kuma_core::resource::Dataplane;
+use serde_json::{Value, json};
+
+use super::generate;
+use crate::xds::view::MeshView;
+
+/// Compares `got` with the golden file at `testdata/<rel>` in this crate, or rewrites the file
+/// when `UPDATE_GOLDEN` is set.
+fn assert_golden(rel: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    if got != want {
+        let first = got
+            .lines()
+            .zip(want.lines())
+            .position(|(g, w)| g != w)
+            .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
+        panic!(
+            "{} differs from the generated config at line {} (run with UPDATE_GOLDEN=1 to \
+             accept):\n--- want\n{want}--- got\n{got}",
+            path.display(),
+            first + 1
+        );
+    }
+}
+
+fn dataplane(spec: Value) -> Dataplane {
+    serde_json::from_value(spec).expect("a valid Dataplane spec")
+}
+
+/// A proxy serving `service` on 10.0.0.<host>:8080 (workload on port 80).
+fn server(host: u8, service: &str, protocol: Option<&str>) -> Dataplane {
+    let mut tags = json!({"kuma.io/service": service});
+    if let Some(p) = protocol {
+        tags["kuma.io/protocol"] = json!(p);
+    }
+    dataplane(json!({"networking": {
+        "address": format!("10.0.0.{host}"),
+        "inbound": [{"port": 8080, "servicePort": 80, "tags": tags}]
+    }}))
+}
+
+/// Generates the snapshot of `proxy` in a mesh made of `proxy` and `others`, and compares
+/// its JSON with `testdata/generator/<case>.golden.json`.
+fn check(case: &str, proxy: &Dataplane, others: &[Dataplane]) {
+    let view = MeshView::build("default", "zone-1", others.iter().chain([proxy]));
+    let json = kuma_xds::json::snapshot_to_json(&generate(&view, proxy));
+    let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
+    assert!(!text.contains("@error"), "unrenderable resource:\n{text}");
+    assert_golden(&format!("generator/{case}.golden.json"), &text);
+}
+
+#[test]
+fn http_inbound_and_outbound_to_two_endpoints() {
+    let web = dataplane(json!({"networking": {
+        "address": "10.0.0.1",
+        "inbound": [{"port": 8080, "servicePort": 80,
+                     "tags": {"kuma.io/service": "web", "kuma.io/protocol": "http"}}],
+        "outbound": [{"port": 10001, "tags": {"kuma.io/service": "backend"}}]
+    }}));
+    let backends = [
+        server(2, "backend", Some("http")),
+        server(3, "backend", Some("http")),
+    ];
+    check("http", &web, &backends);
+}
+
+#[test]
+fn tcp_inbound_and_outbound() {
+    let app = dataplane(json!({"networking": {
+        "address": "10.0.0.1",
+        "inbound": [{"port": 9000, "servicePort": 9001, "serviceAddress": "127.0.0.1",
+                     "tags": {"kuma.io/service": "app"}}],
+        "outbound": [{"port": 15432, "tags": {"kuma.io/service": "db"}}]
+    }}));
+    check("tcp", &app, &[server(2, "db", None)]);
+}
+
+#[test]
+fn outbound_without_endpoints() {
+    let client = dataplane(json!({"networking": {
+        "address": "10.0.0.1",
+        "outbound": [{"port": 10002, "tags": {"kuma.io/service": "ghost"}}]
+    }}));
+    check("no-endpoints", &client, &[]);
+}
+
+#[test]
+fn http2_and_grpc() {
+    let client = dataplane(json!({"networking": {
+        "address": "10.0.0.1",
+        "inbound": [{"port": 8080, "servicePort": 80,
+                     "tags": {"kuma.io/service": "frontend", "kuma.io/protocol": "grpc"}}],
+        "outbound": [
+            {"port": 10003, "tags": {"kuma.io/service": "api"}},
+            {"port": 10004, "tags": {"kuma.io/service": "search"}}
+        ]
+    }}));
+    let others = [
+        server(2, "api", Some("http2")),
+        server(3, "search", Some("grpc")),
+    ];
+    check("http2-grpc", &client, &others);
+}
