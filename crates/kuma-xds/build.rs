@@ -46,16 +46,23 @@ const FALLBACK_ENVOY_TYPES_VERSION: &str = "0.7.7";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var_os("CARGO_FEATURE_JSON").is_none() {
-        return;
+    // Without feature `json` there is nothing to do (protox is not even a build dependency).
+    if std::env::var_os("CARGO_FEATURE_JSON").is_some() {
+        compile_descriptors();
     }
-    #[cfg(feature = "json")]
+}
+
+#[cfg(feature = "json")]
+fn compile_descriptors() {
     if let Err(e) = descriptors::compile() {
-        // A build script reports failure by exiting non-zero; the message is shown by Cargo.
+        // A build script fails by exiting non-zero; Cargo shows what it printed.
         eprintln!("error: kuma-xds feature `json`: {e}");
         std::process::exit(1);
     }
 }
+
+#[cfg(not(feature = "json"))]
+fn compile_descriptors() {}
 
 #[cfg(feature = "json")]
 mod descriptors {

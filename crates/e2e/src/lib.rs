@@ -3,6 +3,10 @@
 //! Every process is started in its own process group and killed (with its Envoy) on drop, so
 //! a failing test leaves nothing behind.
 //!
+//! The control plane runs with dataplane authentication on (its default): every
+//! [`DataplaneProc`] presents a dataplane token the harness issues for it from localhost (see
+//! [`DpToken`] to present none or another one).
+//!
 //! Missing pieces fail loudly: the binaries must be built (`cargo build --workspace --bins`)
 //! and Envoy must be found (`ENVOY_BIN`, the project's `.venv`, or `envoy` on PATH).
 

@@ -36,7 +36,13 @@ impl ValidationError {
     pub fn summary(&self) -> String {
         self.violations
             .iter()
-            .map(|v| format!("{}: {}", v.field, v.message))
+            .map(|v| {
+                if v.field.is_empty() {
+                    v.message.clone()
+                } else {
+                    format!("{}: {}", v.field, v.message)
+                }
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }

@@ -144,6 +144,7 @@ impl App {
             },
             manager.clone(),
             cache.clone(),
+            validator.clone(),
             shutdown.clone(),
         );
         let ads = kuma_xds::Server::new(cache.clone(), Arc::new(XdsCallbacks(runtime.clone())));

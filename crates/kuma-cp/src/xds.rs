@@ -8,6 +8,7 @@
 //! where the engine sends only resources whose content hash changed.
 
 pub mod generator;
+pub mod inputs;
 pub mod insight;
 pub mod rbac;
 pub mod view;
@@ -29,6 +30,7 @@ use tonic::Status;
 
 use crate::ca;
 use crate::manager::{ManagerError, ResourceManager};
+use crate::tokens::{self, Validator};
 use view::MeshView;
 
 /// Node metadata key carrying the Dataplane (direct lifecycle).
@@ -58,11 +60,14 @@ struct Proxy {
 pub struct Runtime {
     settings: Settings,
     manager: Arc<ResourceManager>,
+    validator: Arc<Validator>,
     cache: SnapshotCache,
     tracker: insight::Tracker,
     proxies: Mutex<HashMap<String, Proxy>>,
     stream_nodes: Mutex<HashMap<u64, String>>,
     views: Mutex<HashMap<String, Arc<MeshView>>>,
+    inputs: inputs::Inputs,
+    inputs_ready: std::sync::atomic::AtomicBool,
     /// Parsed CA per mesh, keyed by a hash of its PEMs.
     cas: Mutex<HashMap<String, (u64, Arc<ca::Ca>)>>,
     /// Issued identity per node id.
@@ -85,16 +90,20 @@ impl Runtime {
         settings: Settings,
         manager: Arc<ResourceManager>,
         cache: SnapshotCache,
+        validator: Arc<Validator>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             tracker: insight::Tracker::new(manager.clone(), settings.instance_id.clone()),
             settings,
             manager,
+            validator,
             cache,
             proxies: Mutex::new(HashMap::new()),
             stream_nodes: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
+            inputs: inputs::Inputs::default(),
+            inputs_ready: std::sync::atomic::AtomicBool::new(false),
             cas: Mutex::new(HashMap::new()),
             certs: Mutex::new(HashMap::new()),
             rotations: Mutex::new(BTreeSet::new()),
@@ -139,6 +148,16 @@ impl Runtime {
         };
         let rotations = tokio::spawn(self.clone().run_rotations());
         let mut rx = self.manager.store().watch();
+        // Subscribe first, then load: nothing written in between is missed.
+        self.inputs.load_all(&self.manager).await?;
+        self.inputs_ready
+            .store(true, std::sync::atomic::Ordering::Release);
+        let known: Vec<String> = self.views().keys().cloned().collect();
+        for mesh in known {
+            if let Err(e) = self.reconcile_mesh(&mesh).await {
+                tracing::warn!(mesh, error = %e, "reconciling mesh failed");
+            }
+        }
         loop {
             let first = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -146,25 +165,37 @@ impl Runtime {
             };
             let mut meshes = HashSet::new();
             let mut resync = false;
-            let note = |ev: Result<store::Event, RecvError>, meshes: &mut HashSet<String>| match ev
-            {
+            let mut events = Vec::new();
+            let mut note = |ev: Result<store::Event, RecvError>| match ev {
                 Ok(ev) => {
                     if let Some(m) = affected_mesh(&ev) {
                         meshes.insert(m);
                     }
+                    events.push(ev);
                     false
                 }
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => false,
             };
-            resync |= note(first, &mut meshes);
+            resync |= note(first);
             // Coalesce the burst.
             let deadline = tokio::time::Instant::now() + self.settings.debounce;
             while let Ok(ev) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                resync |= note(ev, &mut meshes);
+                resync |= note(ev);
+            }
+            for ev in &events {
+                if let Err(e) = self.inputs.apply(&self.manager, ev).await {
+                    tracing::warn!(key = %ev.key, error = %e, "reading a changed resource; reloading everything");
+                    resync = true;
+                }
             }
             if resync {
-                tracing::warn!("store watch lagged; regenerating every mesh");
+                tracing::warn!(
+                    "store watch lagged or failed; reloading and regenerating every mesh"
+                );
+                if let Err(e) = self.inputs.load_all(&self.manager).await {
+                    tracing::error!(error = %e, "reloading resources failed");
+                }
                 meshes.extend(self.proxies().values().map(|p| p.mesh.clone()));
                 meshes.extend(self.views().keys().cloned());
             }
@@ -181,11 +212,12 @@ impl Runtime {
 
     /// Builds the view of `mesh` from the store: endpoints, mTLS (creating builtin roots on
     /// first use) and policies.
-    async fn build_view(&self, mesh: &str) -> anyhow::Result<(Arc<MeshView>, Vec<Resource>)> {
-        let dataplanes = self
-            .manager
-            .list(ResourceType::Dataplane, Some(mesh))
-            .await?;
+    async fn build_view(&self, mesh: &str) -> anyhow::Result<(Arc<MeshView>, Vec<Arc<Resource>>)> {
+        if !self.inputs_ready.load(std::sync::atomic::Ordering::Acquire) {
+            // Before the first load (a proxy connecting during start-up): read the store.
+            self.inputs.load_all(&self.manager).await?;
+        }
+        let dataplanes = self.inputs.list(mesh, ResourceType::Dataplane);
         let mut view = MeshView::build(
             mesh,
             &self.settings.zone,
@@ -194,8 +226,7 @@ impl Runtime {
                 _ => None,
             }),
         );
-        let mesh_key = ResourceKey::new(ResourceType::Mesh, "", mesh);
-        if let Ok(mesh_res) = self.manager.get(&mesh_key).await
+        if let Some(mesh_res) = self.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
             if let Err(e) = ca::ensure_builtin_roots(&self.manager, &mesh_res).await {
@@ -211,12 +242,11 @@ impl Runtime {
             }
         }
         let policies = self
-            .manager
-            .list(ResourceType::MeshTrafficPermission, Some(mesh))
-            .await?
+            .inputs
+            .list(mesh, ResourceType::MeshTrafficPermission)
             .into_iter()
-            .filter_map(|r| match r.spec {
-                Spec::MeshTrafficPermission(p) => Some((r.meta.name, p)),
+            .filter_map(|r| match &r.spec {
+                Spec::MeshTrafficPermission(p) => Some((r.meta.name.clone(), p.clone())),
                 _ => None,
             })
             .collect();
@@ -263,7 +293,7 @@ impl Runtime {
         let (view, dataplanes) = self.build_view(mesh).await?;
         let by_name: HashMap<&str, &Resource> = dataplanes
             .iter()
-            .map(|r| (r.meta.name.as_str(), r))
+            .map(|r| (r.meta.name.as_str(), r.as_ref()))
             .collect();
         let nodes: Vec<(String, String)> = self
             .proxies()
@@ -463,16 +493,22 @@ impl Runtime {
                 Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
                 _ => None,
             });
+        let key = ResourceKey::new(ResourceType::Dataplane, &mesh, &name);
+        let existing = match self.manager.get(&key).await {
+            Ok(r) => Some(r),
+            Err(ManagerError::Store(store::Error::NotFound(_))) => None,
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
         let Some(text) = embedded else {
             // Indirect lifecycle: the Dataplane must already exist.
-            let key = ResourceKey::new(ResourceType::Dataplane, &mesh, &name);
-            return match self.manager.get(&key).await {
-                Ok(_) => Ok((mesh, name, false)),
-                Err(ManagerError::Store(store::Error::NotFound(_))) => Err(Status::not_found(
-                    format!("Dataplane {mesh}/{name} does not exist and the proxy sent none"),
-                )),
-                Err(e) => Err(Status::unavailable(e.to_string())),
+            let Some(existing) = existing else {
+                return Err(Status::not_found(format!(
+                    "Dataplane {mesh}/{name} does not exist and the proxy sent none"
+                )));
             };
+            tokens::authorize_registration(&self.validator, &info.metadata, &existing, None)
+                .await?;
+            return Ok((mesh, name, false));
         };
         let value: Value = serde_json::from_str(&text).map_err(|e| {
             Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is not JSON: {e}"))
@@ -486,6 +522,16 @@ impl Runtime {
                 res.meta.mesh, res.meta.name
             )));
         }
+        // The token must fit the proxy it registers and, when one exists, the Dataplane it
+        // would replace (no takeover of another service's name).
+        tokens::authorize_registration(&self.validator, &info.metadata, &res, existing.as_ref())
+            .await?;
+        if let Some(existing) = &existing
+            && self.unchanged(existing, &res)
+        {
+            // A reconnect: nothing to write.
+            return Ok((mesh, name, true));
+        }
         match self.manager.upsert(res).await {
             Ok(_) => Ok((mesh, name, true)),
             Err(ManagerError::MeshNotFound(m)) => Err(Status::failed_precondition(format!(
@@ -494,6 +540,21 @@ impl Runtime {
             Err(ManagerError::Validation(e)) => Err(Status::invalid_argument(e.to_string())),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    /// Whether registering `new` would leave `stored` as it is (same spec once the zone tag is
+    /// added, and every label of `new` already there).
+    fn unchanged(&self, stored: &Resource, new: &Resource) -> bool {
+        let mut spec = new.spec.clone();
+        if let Spec::Dataplane(dp) = &mut spec {
+            dp.set_zone_tag(&self.settings.zone);
+        }
+        spec == stored.spec
+            && new
+                .meta
+                .labels
+                .iter()
+                .all(|(k, v)| stored.meta.labels.get(k) == Some(v))
     }
 
     async fn deregister_later(self: Arc<Self>, node_id: String, mesh: String, name: String) {

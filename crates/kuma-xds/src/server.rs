@@ -190,6 +190,8 @@ where
         Some(Ok(r)) => r,
         Some(Err(status)) => {
             debug!(%status, "stream ended before its first request");
+            // Tell the client why (e.g. a frame that is not a DiscoveryRequest).
+            let _ = tx.send(Err(status)).await;
             return;
         }
         None => {
@@ -271,6 +273,7 @@ async fn serve<P, S>(
                 Some(Ok(req)) => out = machine.on_request(req),
                 Some(Err(status)) => {
                     debug!(%status, "stream ended by transport or decode error");
+                    let _ = tx.send(Err(status)).await;
                     return;
                 }
                 None => {

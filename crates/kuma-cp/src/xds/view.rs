@@ -19,6 +19,7 @@ pub struct MeshView {
     services: HashMap<String, Service>,
     mtls: Option<Mtls>,
     policies: Vec<(String, MeshTrafficPermission)>,
+    fingerprint: std::sync::OnceLock<u64>,
 }
 
 /// The mesh's enabled mTLS backend, ready to issue identities.
@@ -86,6 +87,7 @@ impl MeshView {
             services,
             mtls: None,
             policies: Vec::new(),
+            fingerprint: std::sync::OnceLock::new(),
         }
     }
 
@@ -111,8 +113,12 @@ impl MeshView {
         self.policies.iter().map(|(n, p)| (n.as_str(), p)).collect()
     }
 
-    /// Hash of the mesh-wide inputs of generation (mTLS state and policies).
+    /// Hash of the mesh-wide inputs of generation (mTLS state and policies), computed once.
     pub fn mesh_fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| self.compute_fingerprint())
+    }
+
+    fn compute_fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         if let Some(m) = &self.mtls {

@@ -1,0 +1,346 @@
+//! The control plane under test: either a `kuma-cp` this harness starts (fresh temporary work
+//! dir, free ports on 127.0.0.1, sqlite store, the CP's own defaults otherwise) or one already
+//! running (`--cp-address`, `--api`). Also its REST API (resources, dataplane tokens) and its
+//! process figures from `/proc`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::procfs;
+
+/// How to reach (or start) the control plane.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Start this `kuma-cp` binary.
+    pub binary: Option<PathBuf>,
+    /// Extra `KUMA_*` variables for a started CP (`K=V`), applied after the harness's own.
+    pub env: Vec<(String, String)>,
+    /// Keep the started CP's work dir (its log and database) instead of deleting it.
+    pub keep_work_dir: bool,
+    /// A running CP: its DP server (`https://host:port` or `host:port`).
+    pub address: Option<String>,
+    /// A running CP: its REST API (`http://host:port`).
+    pub api: Option<String>,
+    /// A running CP: the CA that signed its DP server certificate (`<workDir>/kuma-cp.crt`).
+    pub ca_file: Option<PathBuf>,
+    /// A running CP: its pid, for memory and CPU figures.
+    pub pid: Option<u32>,
+    /// API token (`Authorization: Bearer`), for a running CP reached from a non-admin address.
+    pub api_token: Option<String>,
+    /// Dataplane tokens: `Some(false)` never asks for them, `Some(true)` always does, `None`
+    /// decides from the CP (tokens off when the harness starts it with
+    /// `KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE=none`; a running CP is asked for one and tokens
+    /// are used if it issues them).
+    pub dp_tokens: Option<bool>,
+}
+
+/// A control plane ready for proxies.
+pub struct ControlPlane {
+    /// REST API base URL (`http://127.0.0.1:5681`).
+    pub api: String,
+    /// DP server (TLS: bootstrap + ADS).
+    pub dp_server: SocketAddr,
+    /// TLS server name the DP server certificate is checked against.
+    pub server_name: String,
+    /// PEM of the CA the DP server certificate chains to.
+    pub ca_pem: Vec<u8>,
+    /// Process id, when known.
+    pub pid: Option<u32>,
+    /// Whether proxies must present dataplane tokens.
+    pub dp_tokens: bool,
+    /// Log of a started CP.
+    pub log: Option<PathBuf>,
+    child: Option<Child>,
+    work_dir: Option<tempfile::TempDir>,
+    http: reqwest::Client,
+    api_token: Option<String>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(dir) = self.work_dir.take()
+            && std::env::var_os("KUMA_XDS_LOAD_KEEP").is_some()
+        {
+            let _ = dir.keep();
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("binding an ephemeral port on 127.0.0.1")?
+        .port())
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    // reqwest is built with rustls but no provider: install ring (plain HTTP is used anyway).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(4)
+        .build()
+        .context("building the HTTP client")
+}
+
+impl ControlPlane {
+    /// Starts or attaches to the control plane described by `opts`.
+    pub async fn new(opts: &Options) -> anyhow::Result<Self> {
+        match &opts.binary {
+            Some(bin) => Self::start(bin, opts).await,
+            None => Self::attach(opts).await,
+        }
+    }
+
+    async fn start(binary: &Path, opts: &Options) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("kuma-xds-load-cp-")
+            .tempdir()
+            .context("creating the CP work dir")?;
+        let api_port = free_port()?;
+        let dp_port = free_port()?;
+        let diag_port = free_port()?;
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "KUMA_GENERAL_WORK_DIR".into(),
+                dir.path().display().to_string(),
+            ),
+            ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_API_SERVER_HTTP_PORT".into(), api_port.to_string()),
+            ("KUMA_DP_SERVER_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
+            ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_DIAGNOSTICS_SERVER_PORT".into(), diag_port.to_string()),
+        ];
+        env.extend(opts.env.iter().cloned());
+        let dp_tokens = opts.dp_tokens.unwrap_or_else(|| {
+            !env.iter()
+                .rev()
+                .find(|(k, _)| k == "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE")
+                .is_some_and(|(_, v)| v == "none")
+        });
+        let log = dir.path().join("kuma-cp.log");
+        let out = std::fs::File::create(&log).context("creating the CP log")?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("run")
+            .arg("--log-level")
+            .arg("info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
+        let mut cp = Self {
+            api: format!("http://127.0.0.1:{api_port}"),
+            dp_server: SocketAddr::from(([127, 0, 0, 1], dp_port)),
+            server_name: "127.0.0.1".into(),
+            ca_pem: Vec::new(),
+            pid: Some(pid),
+            dp_tokens,
+            log: Some(log.clone()),
+            child: Some(child),
+            work_dir: None,
+            http: http_client()?,
+            api_token: None,
+        };
+        let diag = format!("http://127.0.0.1:{diag_port}/ready");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = cp.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("kuma-cp exited at start-up ({st}):\n{text}");
+            }
+            if cp
+                .http
+                .get(&diag)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("kuma-cp was not ready within 60s (log: {})", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let crt = dir.path().join("kuma-cp.crt");
+        cp.ca_pem = std::fs::read(&crt).with_context(|| format!("reading {}", crt.display()))?;
+        if opts.keep_work_dir {
+            eprintln!("kuma-cp work dir kept: {}", dir.path().display());
+            let _ = dir.keep();
+        } else {
+            cp.work_dir = Some(dir);
+        }
+        Ok(cp)
+    }
+
+    async fn attach(opts: &Options) -> anyhow::Result<Self> {
+        let address = opts
+            .address
+            .as_deref()
+            .context("either --cp-binary or --cp-address is required")?;
+        let hostport = address
+            .trim_start_matches("https://")
+            .trim_start_matches("grpcs://")
+            .trim_end_matches('/');
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .context("--cp-address must be host:port")?;
+        let port: u16 = port.parse().context("--cp-address port")?;
+        let dp_server = tokio::net::lookup_host((host, port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .find(SocketAddr::is_ipv4)
+            .with_context(|| format!("{host} has no IPv4 address"))?;
+        let ca_file = opts
+            .ca_file
+            .as_deref()
+            .context("--ca-cert-file (the CP's <workDir>/kuma-cp.crt) is required with --cp-address")?;
+        let ca_pem =
+            std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+        let api = opts
+            .api
+            .clone()
+            .unwrap_or_else(|| format!("http://{host}:5681"))
+            .trim_end_matches('/')
+            .to_string();
+        let mut cp = Self {
+            api,
+            dp_server,
+            server_name: host.to_string(),
+            ca_pem,
+            pid: opts.pid,
+            dp_tokens: false,
+            log: None,
+            child: None,
+            work_dir: None,
+            http: http_client()?,
+            api_token: opts.api_token.clone(),
+        };
+        cp.dp_tokens = match opts.dp_tokens {
+            Some(t) => t,
+            None => cp.dataplane_token("default", "", None).await.is_ok(),
+        };
+        Ok(cp)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(t) = &self.api_token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    /// `PUT path` with a JSON body; fails unless 200/201.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<()> {
+        let resp = self
+            .request(reqwest::Method::PUT, path)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {path}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("PUT {path}: {status}: {text}");
+        }
+        Ok(())
+    }
+
+    /// `DELETE path`; fails unless 200 (404 counts as done).
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let resp = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .with_context(|| format!("DELETE {path}"))?;
+        let status = resp.status();
+        if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("DELETE {path}: {status}: {text}");
+        }
+        Ok(())
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))
+    }
+
+    /// A dataplane token (`POST /tokens/dataplane`) for `mesh`, bound to the proxy `name`
+    /// (empty: any name) and, when given, to the service `service`.
+    pub async fn dataplane_token(
+        &self,
+        mesh: &str,
+        name: &str,
+        service: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut body = json!({"mesh": mesh, "name": name});
+        if let Some(s) = service {
+            body["tags"] = json!({"kuma.io/service": [s]});
+        }
+        let resp = self
+            .request(reqwest::Method::POST, "/tokens/dataplane")
+            .json(&body)
+            .send()
+            .await
+            .context("POST /tokens/dataplane")?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("POST /tokens/dataplane {body}: {status}: {text}");
+        }
+        Ok(text.trim().to_string())
+    }
+
+    /// Memory and CPU of the CP process, when its pid is known.
+    pub fn sample(&self) -> Option<procfs::Sample> {
+        self.pid.and_then(|p| procfs::sample(p).ok())
+    }
+
+    /// Whether a started CP is still running (an attached one is assumed to be).
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// The last `n` lines of a started CP's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let Some(log) = &self.log else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
