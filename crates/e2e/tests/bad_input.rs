@@ -577,7 +577,6 @@ async fn bootstrap_rejects_bad_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: bootstrap.rs extracts the body as plain `Bytes`, so an oversized body gets axum's plain-text 413 instead of Kuma's error body"]
 async fn bootstrap_oversized_body_gets_kuma_error_body() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("cp"), &[]);

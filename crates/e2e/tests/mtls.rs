@@ -329,3 +329,78 @@ fn rotation_and_mode_switch_lose_no_request() {
         .unwrap_or(0);
     assert!(regenerations >= 2, "expected a rotation, insight: {ov}");
 }
+
+#[test]
+fn provided_ca_issues_the_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // The operator's CA, made with openssl (ECDSA P-256, PKCS#8 key).
+    let script = format!(
+        "set -e; cd {d}; openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out ca.key; \
+         openssl req -x509 -new -key ca.key -subj /CN=operator-ca -days 30 \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out ca.crt"
+    );
+    let st = Command::new("sh").arg("-c").arg(&script).status().unwrap();
+    assert!(st.success(), "openssl could not make a CA");
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    use base64::Engine;
+    for (name, file) in [
+        ("operator-ca-cert", "ca.crt"),
+        ("operator-ca-key", "ca.key"),
+    ] {
+        let data = base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(dir.path().join(file)).unwrap());
+        let (code, body) = cp.put(
+            &format!("/meshes/default/secrets/{name}"),
+            &json!({"type": "Secret", "mesh": "default", "name": name, "data": data}),
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    let mesh = json!({"type": "Mesh", "name": "default", "mtls": {"enabledBackend": "ca-p", "backends": [
+        {"name": "ca-p", "type": "provided", "conf": {"cert": {"secret": "operator-ca-cert"}, "key": {"secret": "operator-ca-key"}}}]}});
+    assert_eq!(cp.put("/meshes/default", &mesh).0, 200);
+    put_mtp(
+        &cp,
+        "allow-all",
+        json!({"kind": "Mesh"}),
+        json!({"kind": "Mesh"}),
+        "Allow",
+    );
+    let (web, app) = (Workload::http("web"), Workload::http("app"));
+    let port = free_port();
+    let _w = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web",
+            inbounds: vec![(port, web.port, "web", "http")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    let out = free_port();
+    let c = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "client",
+            inbounds: vec![(free_port(), app.port, "client", "http")],
+            outbounds: vec![(out, "web")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    wait_for("client configured", Duration::from_secs(30), || {
+        (c.endpoints("web").len() == 1).then_some(())
+    });
+    wait_status(out, 200, "traffic over the provided CA");
+    // The server's certificate chains to the operator's CA.
+    let script = format!(
+        "cd {d}; openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -out leaf.pem && openssl verify -CAfile ca.crt leaf.pem"
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("leaf.pem: OK"),
+        "server certificate not issued by the provided CA: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -88,8 +88,19 @@ fn error(status: StatusCode, title: &str, detail: &str, fields: Vec<(String, Str
 pub async fn handler(
     State(st): State<BootstrapState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                "Invalid bootstrap request",
+                &rejection.body_text(),
+                vec![],
+            );
+        }
+    };
     let req: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

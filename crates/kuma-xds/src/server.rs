@@ -361,7 +361,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_on_the_stream_ends_it_quietly() {
+    async fn garbage_on_the_stream_ends_it_with_the_error() {
         let cache = SnapshotCache::new();
         let closes = Arc::new(Closes::default());
         let server = Server::new(cache.clone(), closes.clone());
@@ -370,7 +370,13 @@ mod tests {
             Err(Status::internal("failed to decode Protobuf message")),
         ]);
         let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
-        // No snapshot: nothing sent; the error ends the stream.
+        // No snapshot: nothing sent; the decode error is returned and ends the stream.
+        let status = out
+            .next()
+            .await
+            .expect("an error status")
+            .expect_err("not a response");
+        assert_eq!(status.code(), tonic::Code::Internal);
         assert!(out.next().await.is_none());
         assert_eq!(closes.0.load(Ordering::SeqCst), 1);
         assert!(cache.node_ids().is_empty());

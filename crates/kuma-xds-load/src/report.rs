@@ -1,0 +1,214 @@
+//! Figures of a run: per phase the convergence times (p50/p90/p99/max over the affected
+//! proxies) and the CP's CPU and memory; printed as a table or as JSON (`--json`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::procfs::Sample;
+use crate::topology::Topology;
+
+/// Distribution of per-proxy times, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of `times`.
+    pub fn of(times: &[Duration]) -> Self {
+        if times.is_empty() {
+            return Self::default();
+        }
+        let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+            ms[rank - 1]
+        };
+        Self {
+            samples: ms.len(),
+            p50_ms: pick(0.50),
+            p90_ms: pick(0.90),
+            p99_ms: pick(0.99),
+            max_ms: ms[ms.len() - 1],
+        }
+    }
+}
+
+/// One measured phase of a scenario.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phase {
+    pub name: String,
+    /// Rounds aggregated in this phase.
+    pub rounds: usize,
+    /// Proxies that had to converge, summed over rounds.
+    pub proxies: usize,
+    /// From the change to the last proxy converged (the worst round), in seconds.
+    pub wall_s: f64,
+    /// Per-proxy time from the change to its convergence.
+    pub latency: Latency,
+    /// CPU seconds the CP used during the phase (all rounds).
+    pub cp_cpu_s: f64,
+    /// CP resident memory at the end of the phase, MiB.
+    pub cp_rss_mib: f64,
+    #[serde(skip)]
+    times: Vec<Duration>,
+}
+
+impl Phase {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds one round: per-proxy times, its wall time and the CP samples around it.
+    pub fn add_round(
+        &mut self,
+        times: Vec<Duration>,
+        wall: Duration,
+        before: Option<Sample>,
+        after: Option<Sample>,
+    ) {
+        self.rounds += 1;
+        self.proxies += times.len();
+        self.wall_s = self.wall_s.max(wall.as_secs_f64());
+        self.times.extend(times);
+        self.latency = Latency::of(&self.times);
+        if let (Some(b), Some(a)) = (before, after) {
+            self.cp_cpu_s += a.cpu_seconds - b.cpu_seconds;
+            self.cp_rss_mib = a.rss_mib();
+        }
+    }
+}
+
+/// CP usage with nothing changing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Idle {
+    pub seconds: f64,
+    pub cp_cpu_s: f64,
+    /// Share of one core.
+    pub cp_cpu_percent: f64,
+    pub harness_cpu_s: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub topology: Topology,
+    pub proxies: usize,
+    pub delta: bool,
+    pub streams_per_connection: usize,
+    pub connections: usize,
+    pub dp_tokens: bool,
+    /// CP before any proxy connected (mesh, CA and permission in place).
+    pub cp_baseline: Option<Sample>,
+    /// CP with every proxy connected and configured (after a short settle).
+    pub cp_connected: Option<Sample>,
+    /// (connected − baseline) RSS / proxies, MiB.
+    pub rss_per_proxy_mib: Option<f64>,
+    pub phases: Vec<Phase>,
+    pub idle: Option<Idle>,
+    pub cp_end: Option<Sample>,
+    /// CPU seconds of this harness over the whole run.
+    pub harness_cpu_s: f64,
+}
+
+impl Report {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let t = &self.topology;
+        let _ = writeln!(
+            s,
+            "scenario {}: {} proxies ({} services x {} replicas, fan-out {}), {}, {} streams per connection ({} connections), dataplane tokens {}",
+            self.scenario,
+            self.proxies,
+            t.services,
+            t.replicas,
+            t.fanout,
+            if self.delta { "delta xDS" } else { "SotW xDS" },
+            self.streams_per_connection,
+            self.connections,
+            if self.dp_tokens { "on" } else { "off" },
+        );
+        let _ = writeln!(
+            s,
+            "{:<28} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "phase",
+            "rounds",
+            "proxies",
+            "wall s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "CP cpu s"
+        );
+        for p in &self.phases {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>7} {:>8} {:>9.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2}",
+                p.name,
+                p.rounds,
+                p.proxies,
+                p.wall_s,
+                p.latency.p50_ms,
+                p.latency.p90_ms,
+                p.latency.p99_ms,
+                p.latency.max_ms,
+                p.cp_cpu_s
+            );
+        }
+        if let Some(i) = &self.idle {
+            let _ = writeln!(
+                s,
+                "idle {:.0} s: CP {:.2} CPU s ({:.2}% of a core), harness {:.2} CPU s",
+                i.seconds, i.cp_cpu_s, i.cp_cpu_percent, i.harness_cpu_s
+            );
+        }
+        let mib = |x: &Option<Sample>| x.map_or("n/a".to_string(), |v| format!("{:.1}", v.rss_mib()));
+        let _ = writeln!(
+            s,
+            "CP RSS MiB: baseline {}, connected {}, end {}; per connected proxy: {}",
+            mib(&self.cp_baseline),
+            mib(&self.cp_connected),
+            mib(&self.cp_end),
+            self.rss_per_proxy_mib
+                .map_or("n/a".to_string(), |v| format!("{:.3} MiB", v)),
+        );
+        if let (Some(b), Some(e)) = (&self.cp_baseline, &self.cp_end) {
+            let _ = writeln!(
+                s,
+                "CP CPU seconds over the run: {:.2}; harness: {:.2}",
+                e.cpu_seconds - b.cpu_seconds,
+                self.harness_cpu_s
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let times: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let l = Latency::of(&times);
+        assert_eq!(
+            (l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
+        assert_eq!(Latency::of(&[]).samples, 0);
+    }
+}
