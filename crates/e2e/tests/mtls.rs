@@ -153,6 +153,21 @@ fn permissions_open_and_close_http_and_tcp() {
         insight["dataplaneInsight"]["mTLS"]["issuedBackend"], "ca-1",
         "{insight}"
     );
+    // kumactl shows the mesh's mTLS state: every proxy holds a certificate from ca-1.
+    let table = wait_for(
+        "all four proxies with a certificate",
+        Duration::from_secs(10),
+        || {
+            let (ok, out, _) = cp.kumactl(&["inspect", "meshes"]);
+            (ok && out.contains("4/4                4/4")).then_some(out)
+        },
+    );
+    let line = table.lines().find(|l| l.starts_with("default")).unwrap();
+    assert!(line.contains("builtin/ca-1 (STRICT)"), "{table}");
+    assert!(
+        line.trim_end().ends_with('3'),
+        "three MeshTrafficPermissions: {table}"
+    );
 }
 
 #[test]

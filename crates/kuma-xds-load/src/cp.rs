@@ -209,10 +209,9 @@ impl ControlPlane {
             .with_context(|| format!("resolving {host}"))?
             .find(SocketAddr::is_ipv4)
             .with_context(|| format!("{host} has no IPv4 address"))?;
-        let ca_file = opts
-            .ca_file
-            .as_deref()
-            .context("--ca-cert-file (the CP's <workDir>/kuma-cp.crt) is required with --cp-address")?;
+        let ca_file = opts.ca_file.as_deref().context(
+            "--ca-cert-file (the CP's <workDir>/kuma-cp.crt) is required with --cp-address",
+        )?;
         let ca_pem =
             std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
         let api = opts

@@ -181,7 +181,10 @@ fn metadata(member: &Member, delta: bool) -> Struct {
         vec![]
     };
     let fields = vec![
-        ("dataplane.resource", pb_string(member.dataplane.to_string())),
+        (
+            "dataplane.resource",
+            pb_string(member.dataplane.to_string()),
+        ),
         ("dataplane.proxyType", pb_string("dataplane")),
         ("dataplane.admin.port", pb_string("9901")),
         ("dataplane.admin.address", pb_string("127.0.0.1")),
@@ -279,12 +282,13 @@ fn tls_config(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
             .add(cert.context("the CP's CA PEM")?)
             .context("the CP's CA certificate")?;
     }
-    let mut cfg =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
@@ -358,18 +362,14 @@ impl Fleet {
     /// Tells these proxies to connect.
     pub fn connect(&self, indices: impl IntoIterator<Item = usize>) {
         for i in indices {
-            self.proxies[i]
-                .control
-                .send_modify(|d| d.connected = true);
+            self.proxies[i].control.send_modify(|d| d.connected = true);
         }
     }
 
     /// Tells these proxies to drop their streams and stay away.
     pub fn disconnect(&self, indices: impl IntoIterator<Item = usize>) {
         for i in indices {
-            self.proxies[i]
-                .control
-                .send_modify(|d| d.connected = false);
+            self.proxies[i].control.send_modify(|d| d.connected = false);
         }
     }
 
@@ -577,7 +577,14 @@ fn with_token<T>(proxy: &Proxy, msg: T) -> tonic::Request<T> {
     req
 }
 
-fn arrival(shared: &Shared, now: Instant, type_url: &str, version: &str, n: usize, removed: usize) -> Arrival {
+fn arrival(
+    shared: &Shared,
+    now: Instant,
+    type_url: &str,
+    version: &str,
+    n: usize,
+    removed: usize,
+) -> Arrival {
     Arrival {
         at_ms: now.duration_since(shared.t0).as_secs_f64() * 1000.0,
         r#type: record::short(type_url),
@@ -626,13 +633,18 @@ async fn sotw(
         type_url: record::LDS.into(),
         ..Default::default()
     });
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(256 * 1024 * 1024);
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
     let mut got = false;
     let mut responses = client
         .stream_aggregated_resources(with_token(proxy, UnboundedReceiverStream::new(rx)))
         .await
-        .map_err(|e| (false, anyhow::Error::from(e).context("opening the ADS stream")))?
+        .map_err(|e| {
+            (
+                false,
+                anyhow::Error::from(e).context("opening the ADS stream"),
+            )
+        })?
         .into_inner();
     let mut subs: HashMap<String, Sub> = HashMap::new();
     loop {
@@ -750,13 +762,18 @@ async fn delta(
         type_url: record::LDS.into(),
         ..Default::default()
     });
-    let mut client = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(256 * 1024 * 1024);
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
     let mut got = false;
     let mut responses = client
         .delta_aggregated_resources(with_token(proxy, UnboundedReceiverStream::new(rx)))
         .await
-        .map_err(|e| (false, anyhow::Error::from(e).context("opening the delta ADS stream")))?
+        .map_err(|e| {
+            (
+                false,
+                anyhow::Error::from(e).context("opening the delta ADS stream"),
+            )
+        })?
         .into_inner();
     let mut subs: HashMap<&'static str, BTreeSet<String>> = HashMap::new();
     loop {

@@ -1,1 +1,45 @@
-//! placeholder (being written)
+//! `kuma-xds-load`: a load harness for kuma-cp and a data path benchmark.
+//!
+//! - [`fleet`]: N simulated data plane proxies, each an ADS stream (SotW or delta) over TLS
+//!   that registers its Dataplane through node metadata, subscribes like Envoy (CDS/LDS
+//!   wildcard, then EDS and SDS by name) and ACKs every response; streams share a few HTTP/2
+//!   connections.
+//! - [`record`]: what each proxy holds and when it arrived; goals ("has endpoint X").
+//! - [`topology`]: services × replicas with a fixed fan-out, and the exact configuration each
+//!   proxy must converge to.
+//! - [`scenario`]: connect/reconnect, endpoint change, policy change, CA change, idle; each
+//!   proves convergence of every affected proxy and reports times, CP memory and CPU
+//!   ([`report`], from [`procfs`]).
+//! - [`cp`]: the control plane, started from a binary or already running, and its REST API.
+//! - [`datapath`] + [`loadgen`]: a fixed-rate (open-loop) HTTP load generator measuring
+//!   client → Envoy → Envoy → server through the mesh against direct and a minimal static
+//!   Envoy pair.
+
+pub mod cli;
+pub mod cp;
+pub mod datapath;
+pub mod fleet;
+pub mod loadgen;
+pub mod procfs;
+pub mod record;
+pub mod report;
+pub mod scenario;
+pub mod topology;
+
+/// Runs a parsed command line; prints the report.
+pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    if let Some((scenario, args)) = cli.command.scenario() {
+        let opts = args.options()?;
+        let report = scenario::run(scenario, opts).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
+    match cli.command {
+        cli::Command::Datapath(args) => datapath::run(args).await,
+        _ => Ok(()),
+    }
+}

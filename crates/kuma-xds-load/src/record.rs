@@ -265,9 +265,7 @@ pub fn decode(type_url: &str, bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 Some(secret::Type::TlsCertificate(t)) => {
                     (pem_of(t.certificate_chain.as_ref()), true)
                 }
-                Some(secret::Type::ValidationContext(v)) => {
-                    (pem_of(v.trusted_ca.as_ref()), false)
-                }
+                Some(secret::Type::ValidationContext(v)) => (pem_of(v.trusted_ca.as_ref()), false),
                 _ => (String::new(), false),
             };
             Decoded::Secret(

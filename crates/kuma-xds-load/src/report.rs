@@ -175,7 +175,8 @@ impl Report {
                 i.seconds, i.cp_cpu_s, i.cp_cpu_percent, i.harness_cpu_s
             );
         }
-        let mib = |x: &Option<Sample>| x.map_or("n/a".to_string(), |v| format!("{:.1}", v.rss_mib()));
+        let mib =
+            |x: &Option<Sample>| x.map_or("n/a".to_string(), |v| format!("{:.1}", v.rss_mib()));
         let _ = writeln!(
             s,
             "CP RSS MiB: baseline {}, connected {}, end {}; per connected proxy: {}",

@@ -43,7 +43,12 @@ pub struct Member {
 
 impl Topology {
     /// Validates the shape.
-    pub fn new(mesh: &str, services: usize, replicas: usize, fanout: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        mesh: &str,
+        services: usize,
+        replicas: usize,
+        fanout: usize,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(services >= 1, "--services must be at least 1");
         anyhow::ensure!(replicas >= 1, "--replicas must be at least 1");
         anyhow::ensure!(

@@ -99,6 +99,13 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum InspectCommand {
+    /// Meshes with their mTLS state: enabled backend and mode, proxies online, proxies
+    /// holding a certificate from the enabled backend, traffic permissions.
+    Meshes {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Data plane proxies with their xDS stream and certificate state.
     Dataplanes {
         /// Mesh to inspect.

@@ -1,8 +1,10 @@
-//! `kumactl inspect dataplanes` (the `_overview` list as a status table) and
+//! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect dataplanes` (the
+//! `_overview` list as a status table) and
 //! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
 //! policies, printed as the control plane returns them).
 
 use anyhow::{Result, bail};
+use kuma_core::ResourceType;
 
 use super::{Env, write_out};
 use crate::cli::{InspectCommand, InspectType};
@@ -10,6 +12,39 @@ use crate::printers::{self, Format};
 
 pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
     match what {
+        InspectCommand::Meshes { output } => {
+            let client = env.client()?;
+            let meshes = client.list(ResourceType::Mesh, "").await?;
+            let mut rows = Vec::new();
+            for mesh in meshes {
+                let name = mesh
+                    .get("name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let overviews = client.dataplane_overviews(&name).await?;
+                let permissions = client
+                    .list(ResourceType::MeshTrafficPermission, &name)
+                    .await?;
+                rows.push(printers::inspect::MeshRow {
+                    mesh,
+                    overviews,
+                    permissions: permissions.len(),
+                });
+            }
+            let text = match output {
+                Format::Table => printers::inspect::meshes(&rows).render(),
+                f => printers::document(
+                    &printers::list_document(
+                        rows.iter()
+                            .map(printers::inspect::MeshRow::to_json)
+                            .collect(),
+                    ),
+                    f,
+                ),
+            };
+            write_out(env.out, &text)
+        }
         InspectCommand::Dataplanes { mesh, output } => {
             let mesh = env.mesh(mesh.as_deref());
             let items = env.client()?.dataplane_overviews(&mesh).await?;

@@ -184,3 +184,145 @@ mod tests {
         super::super::assert_golden("inspect-dataplanes", &got);
     }
 }
+
+/// One mesh with what `inspect meshes` shows about it.
+pub struct MeshRow {
+    /// The Mesh resource as the API returns it.
+    pub mesh: Value,
+    /// Its `DataplaneOverview`s.
+    pub overviews: Vec<Value>,
+    /// Number of MeshTrafficPermissions in it.
+    pub permissions: usize,
+}
+
+impl MeshRow {
+    fn backend(&self) -> Option<&Value> {
+        let mtls = self.mesh.get("mtls")?;
+        let enabled = mtls
+            .get("enabledBackend")?
+            .as_str()
+            .filter(|s| !s.is_empty())?;
+        mtls.get("backends")?
+            .as_array()?
+            .iter()
+            .find(|b| b.get("name").and_then(Value::as_str) == Some(enabled))
+    }
+
+    /// `builtin/ca-1 (STRICT)`, or `off`.
+    fn mtls(&self) -> String {
+        match self.backend() {
+            Some(b) => format!(
+                "{}/{} ({})",
+                b.get("type").and_then(Value::as_str).unwrap_or("?"),
+                b.get("name").and_then(Value::as_str).unwrap_or("?"),
+                b.get("mode").and_then(Value::as_str).unwrap_or("STRICT")
+            ),
+            None => "off".into(),
+        }
+    }
+
+    fn online(&self) -> usize {
+        self.overviews
+            .iter()
+            .filter(|o| {
+                o.pointer("/dataplaneInsight/subscriptions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|subs| {
+                        subs.iter().any(|s| {
+                            s.get("connectTime").is_some() && s.get("disconnectTime").is_none()
+                        })
+                    })
+            })
+            .count()
+    }
+
+    /// Proxies whose current certificate comes from the enabled backend.
+    fn with_certificate(&self) -> usize {
+        let Some(name) = self
+            .backend()
+            .and_then(|b| b.get("name"))
+            .and_then(Value::as_str)
+        else {
+            return 0;
+        };
+        self.overviews
+            .iter()
+            .filter(|o| {
+                o.pointer("/dataplaneInsight/mTLS/issuedBackend")
+                    .and_then(Value::as_str)
+                    == Some(name)
+            })
+            .count()
+    }
+
+    /// The row as JSON (for `-o json|yaml`).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "name": self.mesh.get("name").cloned().unwrap_or(Value::Null),
+            "mtls": self.mtls(),
+            "dataplanes": {"total": self.overviews.len(), "online": self.online(), "withCertificate": self.with_certificate()},
+            "meshTrafficPermissions": self.permissions,
+        })
+    }
+}
+
+/// The table of `kumactl inspect meshes`.
+pub fn meshes(rows: &[MeshRow]) -> Table {
+    let mut t = Table::new([
+        "NAME",
+        "mTLS",
+        "DPs ONLINE/TOTAL",
+        "DPs WITH CERT",
+        "TRAFFIC PERMISSIONS",
+    ]);
+    for r in rows {
+        t.push(vec![
+            r.mesh
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            r.mtls(),
+            format!("{}/{}", r.online(), r.overviews.len()),
+            if r.backend().is_some() {
+                format!("{}/{}", r.with_certificate(), r.overviews.len())
+            } else {
+                "-".into()
+            },
+            r.permissions.to_string(),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod mesh_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn inspect_meshes_table() {
+        let rows = vec![
+            MeshRow {
+                mesh: json!({"name": "default", "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin", "mode": "PERMISSIVE"}]}}),
+                overviews: vec![
+                    json!({"dataplaneInsight": {"subscriptions": [{"connectTime": "t"}], "mTLS": {"issuedBackend": "ca-1"}}}),
+                    json!({"dataplaneInsight": {"subscriptions": [{"connectTime": "t", "disconnectTime": "u"}]}}),
+                ],
+                permissions: 2,
+            },
+            MeshRow {
+                mesh: json!({"name": "other"}),
+                overviews: vec![],
+                permissions: 0,
+            },
+        ];
+        assert_eq!(
+            meshes(&rows).render(),
+            "NAME      mTLS                        DPs ONLINE/TOTAL   DPs WITH CERT   TRAFFIC PERMISSIONS\n\
+             default   builtin/ca-1 (PERMISSIVE)   1/2                1/2             2\n\
+             other     off                         0/0                -               0\n"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Fixed-rate load generator (placeholder).
