@@ -54,6 +54,8 @@ struct Proxy {
     direct: bool,
     /// Hash of the inputs the current snapshot was generated from.
     fingerprint: Option<u64>,
+    /// Epoch of the view the current snapshot was generated from.
+    epoch: u64,
 }
 
 /// The control plane side of xDS: callbacks plus the reconciler.
@@ -68,6 +70,7 @@ pub struct Runtime {
     views: Mutex<HashMap<String, Arc<MeshView>>>,
     inputs: inputs::Inputs,
     inputs_ready: std::sync::atomic::AtomicBool,
+    epochs: std::sync::atomic::AtomicU64,
     /// Parsed CA per mesh, keyed by a hash of its PEMs.
     cas: Mutex<HashMap<String, (u64, Arc<ca::Ca>)>>,
     /// Issued identity per node id.
@@ -104,6 +107,7 @@ impl Runtime {
             views: Mutex::new(HashMap::new()),
             inputs: inputs::Inputs::default(),
             inputs_ready: std::sync::atomic::AtomicBool::new(false),
+            epochs: std::sync::atomic::AtomicU64::new(0),
             cas: Mutex::new(HashMap::new()),
             certs: Mutex::new(HashMap::new()),
             rotations: Mutex::new(BTreeSet::new()),
@@ -141,6 +145,7 @@ impl Runtime {
                 loop {
                     tokio::select! {
                         _ = this.shutdown.cancelled() => break,
+                        _ = this.tracker.woken() => this.tracker.flush_urgent().await,
                         _ = tick.tick() => this.tracker.flush_dirty().await,
                     }
                 }
@@ -217,6 +222,11 @@ impl Runtime {
             // Before the first load (a proxy connecting during start-up): read the store.
             self.inputs.load_all(&self.manager).await?;
         }
+        // Taken before reading anything: a later epoch always saw later inputs.
+        let epoch = self
+            .epochs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         let dataplanes = self.inputs.list(mesh, ResourceType::Dataplane);
         let mut view = MeshView::build(
             mesh,
@@ -250,9 +260,19 @@ impl Runtime {
                 _ => None,
             })
             .collect();
-        let view = Arc::new(view.with_policies(policies));
-        self.views().insert(mesh.to_string(), view.clone());
-        Ok((view, dataplanes))
+        let view = Arc::new(view.with_policies(policies).with_epoch(epoch));
+        let newest = {
+            let mut views = self.views();
+            match views.get(mesh) {
+                // A concurrent, later build already landed: use it.
+                Some(v) if v.epoch > epoch => v.clone(),
+                _ => {
+                    views.insert(mesh.to_string(), view.clone());
+                    view
+                }
+            }
+        };
+        Ok((newest, dataplanes))
     }
 
     /// The CA of a backend, parsed once per distinct certificate/key pair.
@@ -402,7 +422,7 @@ impl Runtime {
         {
             let proxies = self.proxies();
             match proxies.get(node_id) {
-                Some(p) if p.fingerprint == Some(fp) => return false,
+                Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => return false,
                 Some(_) => {}
                 None => return false,
             }
@@ -416,11 +436,17 @@ impl Runtime {
                 identity,
             },
         );
-        self.cache.set(node_id, Arc::new(snapshot));
-        if let Some(p) = self.proxies().get_mut(node_id) {
-            p.fingerprint = Some(fp);
+        // Publish only if no newer view was applied meanwhile (check and set under one lock).
+        let mut proxies = self.proxies();
+        match proxies.get_mut(node_id) {
+            Some(p) if p.epoch <= view.epoch => {
+                self.cache.set(node_id, Arc::new(snapshot));
+                p.fingerprint = Some(fp);
+                p.epoch = view.epoch;
+                true
+            }
+            _ => false,
         }
-        true
     }
 
     async fn view_of(&self, mesh: &str) -> anyhow::Result<Arc<MeshView>> {
@@ -604,6 +630,7 @@ impl Callbacks for XdsCallbacks {
                 streams: HashSet::new(),
                 direct,
                 fingerprint: None,
+                epoch: 0,
             });
             p.streams.insert(info.stream_id);
             p.direct = direct;
@@ -614,8 +641,7 @@ impl Callbacks for XdsCallbacks {
         let metadata = info.node.metadata.as_ref().map(struct_to_json);
         let version = metadata.as_ref().and_then(|m| m.get("version").cloned());
         rt.tracker
-            .open(info.stream_id, &mesh, &name, version, metadata)
-            .await;
+            .open(info.stream_id, &mesh, &name, version, metadata);
         let view = rt
             .view_of(&mesh)
             .await
@@ -666,7 +692,7 @@ impl Callbacks for XdsCallbacks {
         let Some(node_id) = rt.stream_nodes().remove(&info.stream_id) else {
             return;
         };
-        rt.tracker.close(info.stream_id).await;
+        rt.tracker.close(info.stream_id);
         let deregister = {
             let mut proxies = rt.proxies();
             match proxies.get_mut(&node_id) {

@@ -29,6 +29,12 @@ pub struct Tracker {
     instance_id: String,
     streams: Mutex<HashMap<u64, Tracked>>,
     dirty: Mutex<HashSet<u64>>,
+    /// Connects and disconnects, written by the flusher as soon as it wakes (off the
+    /// stream's path, so a reconnect storm doesn't wait on the store).
+    urgent: Mutex<Vec<u64>>,
+    /// Streams that ended: forgotten once their last state is written.
+    closing: Mutex<HashSet<u64>>,
+    wake: tokio::sync::Notify,
     manager: Arc<ResourceManager>,
 }
 
@@ -38,6 +44,9 @@ impl Tracker {
             instance_id,
             streams: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
+            urgent: Mutex::new(Vec::new()),
+            closing: Mutex::new(HashSet::new()),
+            wake: tokio::sync::Notify::new(),
             manager,
         }
     }
@@ -54,8 +63,21 @@ impl Tracker {
             .insert(stream_id);
     }
 
-    /// A stream of proxy `mesh/name` opened; written to the store at once.
-    pub async fn open(
+    fn urgent(&self, stream_id: u64) {
+        self.urgent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stream_id);
+        self.wake.notify_one();
+    }
+
+    /// Resolves when connects or disconnects wait to be written.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// A stream of proxy `mesh/name` opened; queued to be written at once.
+    pub fn open(
         &self,
         stream_id: u64,
         mesh: &str,
@@ -86,20 +108,44 @@ impl Tracker {
                 mtls: None,
             },
         );
-        self.flush_one(stream_id).await;
+        self.urgent(stream_id);
     }
 
-    /// The stream ended; written to the store at once and forgotten.
-    pub async fn close(&self, stream_id: u64) {
+    /// The stream ended; its disconnect is queued to be written at once, then it is forgotten.
+    pub fn close(&self, stream_id: u64) {
         if let Some(t) = self.streams().get_mut(&stream_id) {
             t.sub.disconnect_time = Some(format_time(&Utc::now()));
         }
-        self.flush_one(stream_id).await;
-        self.streams().remove(&stream_id);
-        self.dirty
+        self.closing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&stream_id);
+            .insert(stream_id);
+        self.urgent(stream_id);
+    }
+
+    /// Writes queued connects and disconnects, then forgets ended streams.
+    pub async fn flush_urgent(&self) {
+        loop {
+            let ids = std::mem::take(&mut *self.urgent.lock().unwrap_or_else(|e| e.into_inner()));
+            if ids.is_empty() {
+                return;
+            }
+            for id in ids {
+                self.flush_one(id).await;
+                if self
+                    .closing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id)
+                {
+                    self.streams().remove(&id);
+                    self.dirty
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                }
+            }
+        }
     }
 
     fn update(&self, stream_id: u64, type_url: &str, f: impl Fn(&mut DiscoveryServiceStats)) {

@@ -15,6 +15,8 @@ use super::generator::{EndpointAddr, cluster_load_assignment};
 #[derive(Default)]
 pub struct MeshView {
     pub mesh: String,
+    /// Order of builds: a proxy is never given a view older than one it already got.
+    pub epoch: u64,
     zone: String,
     services: HashMap<String, Service>,
     mtls: Option<Mtls>,
@@ -83,12 +85,19 @@ impl MeshView {
             .collect();
         Self {
             mesh: mesh.to_string(),
+            epoch: 0,
             zone: zone.to_string(),
             services,
             mtls: None,
             policies: Vec::new(),
             fingerprint: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the build order of the view.
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// Turns mTLS on for the view.
