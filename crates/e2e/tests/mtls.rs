@@ -419,3 +419,83 @@ fn provided_ca_issues_the_identities() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Whether the inbound at `port` speaks TLS with a mesh identity (openssl sees a certificate).
+fn inbound_has_mesh_cert(port: u16) -> bool {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName 2>/dev/null"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("spiffe://default/web")
+}
+
+#[test]
+fn mtls_turns_on_and_off_on_a_running_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    put_mtp(
+        &cp,
+        "allow-all",
+        json!({"kind": "Mesh"}),
+        json!({"kind": "Mesh"}),
+        "Allow",
+    );
+    let (web, app) = (Workload::http("web"), Workload::http("app"));
+    let inbound = free_port();
+    let _w = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web",
+            inbounds: vec![(inbound, web.port, "web", "http")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    let out = free_port();
+    let c = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "client",
+            inbounds: vec![(free_port(), app.port, "client", "http")],
+            outbounds: vec![(out, "web")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    wait_for("client configured", Duration::from_secs(30), || {
+        (c.endpoints("web").len() == 1).then_some(())
+    });
+    wait_status(out, 200, "plaintext mesh traffic");
+    assert!(!inbound_has_mesh_cert(inbound), "no mTLS yet");
+
+    // On, with the same running proxies: traffic flows over mTLS.
+    set_mtls(&cp, "STRICT", "1d");
+    wait_for(
+        "inbound serving the mesh identity",
+        Duration::from_secs(20),
+        || inbound_has_mesh_cert(inbound).then_some(()),
+    );
+    wait_status(out, 200, "mesh traffic over mTLS");
+    let plain = http(
+        "GET",
+        SocketAddr::from(([127, 0, 0, 1], inbound)),
+        "/",
+        None,
+    );
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "STRICT must refuse plaintext: {plain:?}"
+    );
+
+    // Off again: plaintext inbound, traffic still flows.
+    let (code, body) = cp.put(
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for("inbound back to plaintext", Duration::from_secs(20), || {
+        (!inbound_has_mesh_cert(inbound)).then_some(())
+    });
+    wait_status(out, 200, "plaintext mesh traffic again");
+}
