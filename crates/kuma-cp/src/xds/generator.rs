@@ -135,31 +135,38 @@ pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
         };
         let protocol = view.protocol(service);
         let name = format!("outbound:{}:{}", outbound.address(), outbound.port);
-        let route_name = format!("outbound:{service}");
-        let listener = listener(
-            &name,
-            outbound.address(),
-            outbound.port,
-            TrafficDirection::Outbound,
-            vec![FilterChain {
-                filters: vec![network_filter(
-                    &name,
-                    service,
-                    protocol,
-                    &route_name,
-                    service,
-                    None,
-                )],
-                ..Default::default()
-            }],
-        );
-        snap.insert(Arc::new(Resource::new(name, pack_any(listener))));
+        // Outbound listeners and clusters depend only on the view: proxies of the mesh share
+        // one Arc per distinct resource.
+        let listener = view.shared(&format!("listener|{name}|{service}"), || {
+            let route_name = format!("outbound:{service}");
+            let listener = listener(
+                &name,
+                outbound.address(),
+                outbound.port,
+                TrafficDirection::Outbound,
+                vec![FilterChain {
+                    filters: vec![network_filter(
+                        &name,
+                        service,
+                        protocol,
+                        &route_name,
+                        service,
+                        None,
+                    )],
+                    ..Default::default()
+                }],
+            );
+            Resource::new(name.clone(), pack_any(listener))
+        });
+        snap.insert(listener);
         if seen_services.insert(service.to_string()) {
-            let mut cluster = outbound_cluster(service, protocol);
-            if let Some(tls) = &tls {
-                cluster.transport_socket = Some(upstream_tls(tls.mesh, service));
-            }
-            snap.insert(Arc::new(Resource::new(service, pack_any(cluster))));
+            snap.insert(view.shared(&format!("cluster|{service}"), || {
+                let mut cluster = outbound_cluster(service, protocol);
+                if let Some(tls) = &tls {
+                    cluster.transport_socket = Some(upstream_tls(tls.mesh, service));
+                }
+                Resource::new(service, pack_any(cluster))
+            }));
             snap.insert(view.endpoints(service));
         }
     }

@@ -22,6 +22,8 @@ pub struct MeshView {
     mtls: Option<Mtls>,
     policies: Vec<(String, MeshTrafficPermission)>,
     fingerprint: std::sync::OnceLock<u64>,
+    /// Resources built once per view and shared by every proxy that needs them.
+    shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
 }
 
 /// The mesh's enabled mTLS backend, ready to issue identities.
@@ -91,7 +93,27 @@ impl MeshView {
             mtls: None,
             policies: Vec::new(),
             fingerprint: std::sync::OnceLock::new(),
+            shared: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The resource memoized under `key`, built by `make` on first use. Only for resources
+    /// that depend on nothing but the view and the key.
+    pub fn shared(&self, key: &str, make: impl FnOnce() -> Resource) -> Arc<Resource> {
+        if let Some(r) = self.lock_shared().get(key) {
+            return r.clone();
+        }
+        // Built outside the lock; a concurrent builder of the same key makes an equal value.
+        let r = Arc::new(make());
+        self.lock_shared()
+            .entry(key.to_string())
+            .or_insert(r)
+            .clone()
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Resource>>> {
+        // Only inserts of finished values happen under the lock: a poisoned lock is consistent.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the build order of the view.
