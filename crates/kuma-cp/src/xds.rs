@@ -56,6 +56,10 @@ struct Proxy {
     fingerprint: Option<u64>,
     /// Epoch of the view the current snapshot was generated from.
     epoch: u64,
+    /// Bumped by every stream open: a deregistration scheduled at an older generation is void.
+    generation: u64,
+    /// Streams between their first request and the end of registration.
+    connecting: u32,
 }
 
 /// The control plane side of xDS: callbacks plus the reconciler.
@@ -71,6 +75,8 @@ pub struct Runtime {
     inputs: inputs::Inputs,
     inputs_ready: std::sync::atomic::AtomicBool,
     epochs: std::sync::atomic::AtomicU64,
+    /// Nodes whose resources are being deleted by a deregistration.
+    deregistering: Mutex<HashSet<String>>,
     /// Parsed CA per mesh, keyed by a hash of its PEMs.
     cas: Mutex<HashMap<String, (u64, Arc<ca::Ca>)>>,
     /// Issued identity per node id.
@@ -108,6 +114,7 @@ impl Runtime {
             inputs: inputs::Inputs::default(),
             inputs_ready: std::sync::atomic::AtomicBool::new(false),
             epochs: std::sync::atomic::AtomicU64::new(0),
+            deregistering: Mutex::new(HashSet::new()),
             cas: Mutex::new(HashMap::new()),
             certs: Mutex::new(HashMap::new()),
             rotations: Mutex::new(BTreeSet::new()),
@@ -340,7 +347,6 @@ impl Runtime {
         &self,
         node_id: &str,
         mesh: &str,
-        name: &str,
         mtls: &view::Mtls,
         dp: &Dataplane,
     ) -> Option<Arc<kuma_xds::Resource>> {
@@ -389,9 +395,13 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .insert((rotate_at, node_id.to_string()));
         self.rotation_wakeup.notify_one();
+        let streams: Vec<u64> = self
+            .proxies()
+            .get(node_id)
+            .map(|p| p.streams.iter().copied().collect())
+            .unwrap_or_default();
         self.tracker.set_mtls(
-            mesh,
-            name,
+            &streams,
             serde_json::json!({
                 "certificateExpirationTime": kuma_core::resource::format_time(&chrono::DateTime::<chrono::Utc>::from(not_after)),
                 "lastCertificateRegeneration": kuma_core::resource::format_time(&chrono::Utc::now()),
@@ -410,7 +420,7 @@ impl Runtime {
         };
         let identity = view
             .mtls()
-            .and_then(|m| self.identity_for(node_id, &view.mesh, &res.meta.name, m, dp));
+            .and_then(|m| self.identity_for(node_id, &view.mesh, m, dp));
         let mut fp = fingerprint(view, res, dp);
         if let Some(id) = &identity {
             fp ^= {
@@ -583,16 +593,41 @@ impl Runtime {
                 .all(|(k, v)| stored.meta.labels.get(k) == Some(v))
     }
 
-    async fn deregister_later(self: Arc<Self>, node_id: String, mesh: String, name: String) {
+    /// Waits while a deregistration of `node_id` is deleting its resources, so that a proxy
+    /// reconnecting at that moment registers after the delete, not before it.
+    async fn wait_deregistration(&self, node_id: &str) {
+        for _ in 0..500 {
+            if !self.deregistering().contains(node_id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn deregistering(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.deregistering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn deregister_later(
+        self: Arc<Self>,
+        node_id: String,
+        mesh: String,
+        name: String,
+        generation: u64,
+    ) {
         tokio::select! {
             _ = self.shutdown.cancelled() => return,
             _ = tokio::time::sleep(self.settings.deregistration_delay) => {}
         }
+        // Still gone = no stream, none registering, and no stream opened since this one closed.
         let still_gone = {
             let mut proxies = self.proxies();
             match proxies.get(&node_id) {
-                Some(p) if p.streams.is_empty() => {
+                Some(p)
+                    if p.streams.is_empty() && p.connecting == 0 && p.generation == generation =>
+                {
                     proxies.remove(&node_id);
+                    self.deregistering().insert(node_id.clone());
                     true
                 }
                 _ => false,
@@ -609,6 +644,7 @@ impl Runtime {
                 Err(e) => tracing::warn!(%key, error = %e, "deregistering"),
             }
         }
+        self.deregistering().remove(&node_id);
         tracing::info!(node_id, "dataplane deregistered");
     }
 }
@@ -621,7 +657,16 @@ impl Callbacks for XdsCallbacks {
     async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
         let rt = &self.0;
         let node_id = info.node.id.clone();
-        let (mesh, name, direct) = rt.register(info).await?;
+        rt.wait_deregistration(&node_id).await;
+        if let Some(p) = rt.proxies().get_mut(&node_id) {
+            p.generation += 1;
+            p.connecting += 1;
+        }
+        let registered = rt.register(info).await;
+        if let Some(p) = rt.proxies().get_mut(&node_id) {
+            p.connecting = p.connecting.saturating_sub(1);
+        }
+        let (mesh, name, direct) = registered?;
         {
             let mut proxies = rt.proxies();
             let p = proxies.entry(node_id.clone()).or_insert_with(|| Proxy {
@@ -631,6 +676,8 @@ impl Callbacks for XdsCallbacks {
                 direct,
                 fingerprint: None,
                 epoch: 0,
+                generation: 0,
+                connecting: 0,
             });
             p.streams.insert(info.stream_id);
             p.direct = direct;
@@ -700,15 +747,15 @@ impl Callbacks for XdsCallbacks {
                     p.streams.remove(&info.stream_id);
                     p.streams
                         .is_empty()
-                        .then(|| (p.direct, p.mesh.clone(), p.name.clone()))
+                        .then(|| (p.direct, p.mesh.clone(), p.name.clone(), p.generation))
                 }
                 None => None,
             }
         };
         tracing::info!(node_id, stream = info.stream_id, "proxy stream closed");
-        if let Some((direct, mesh, name)) = deregister {
+        if let Some((direct, mesh, name, generation)) = deregister {
             if direct {
-                tokio::spawn(rt.deregister_later(node_id, mesh, name));
+                tokio::spawn(rt.deregister_later(node_id, mesh, name, generation));
             } else {
                 rt.proxies()
                     .retain(|id, p| id != &node_id || !p.streams.is_empty());

@@ -100,7 +100,8 @@ pub struct LoadArgs {
     /// ADS streams per HTTP/2 connection.
     #[arg(long, default_value_t = 100)]
     pub streams_per_connection: usize,
-    /// Repetitions of the change (endpoint-change, policy-change, ca-change).
+    /// Repetitions of the change (endpoint-change, policy-change, ca-change) or of the
+    /// reconnect wave (connect).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// How endpoint-change adds and removes a replica.
@@ -109,7 +110,8 @@ pub struct LoadArgs {
     /// Length of the idle measurement, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub idle_secs: f64,
-    /// Pause after the initial convergence before the memory sample, seconds.
+    /// Pause after the initial convergence before the memory sample, seconds. (`idle` also
+    /// changes and `idle` then also wait for the CP to go quiet: `quiesce_s`.)
     #[arg(long, default_value_t = 3.0)]
     pub settle_secs: f64,
     /// Longest wait for one phase, seconds.

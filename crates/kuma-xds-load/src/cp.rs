@@ -67,11 +67,7 @@ impl Drop for ControlPlane {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(dir) = self.work_dir.take()
-            && std::env::var_os("KUMA_XDS_LOAD_KEEP").is_some()
-        {
-            let _ = dir.keep();
-        }
+        // The work dir (a TempDir field) is removed after this, once the CP is gone.
     }
 }
 
@@ -124,10 +120,10 @@ impl ControlPlane {
         ];
         env.extend(opts.env.iter().cloned());
         let dp_tokens = opts.dp_tokens.unwrap_or_else(|| {
-            !env.iter()
+            env.iter()
                 .rev()
                 .find(|(k, _)| k == "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE")
-                .is_some_and(|(_, v)| v == "none")
+                .is_none_or(|(_, v)| v != "none")
         });
         let log = dir.path().join("kuma-cp.log");
         let out = std::fs::File::create(&log).context("creating the CP log")?;
@@ -323,6 +319,11 @@ impl ControlPlane {
     /// Memory and CPU of the CP process, when its pid is known.
     pub fn sample(&self) -> Option<procfs::Sample> {
         self.pid.and_then(|p| procfs::sample(p).ok())
+    }
+
+    /// Keeps a started CP's work dir (log, database) after exit; its path.
+    pub fn keep_work_dir(&mut self) -> Option<PathBuf> {
+        self.work_dir.take().map(|d| d.keep())
     }
 
     /// Whether a started CP is still running (an attached one is assumed to be).

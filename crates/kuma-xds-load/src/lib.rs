@@ -26,6 +26,18 @@ pub mod report;
 pub mod scenario;
 pub mod topology;
 
+/// Runs a parsed command line until it ends or SIGINT/SIGTERM arrives; either way, what it
+/// started (kuma-cp, kuma-dp, Envoy) is stopped when the run is dropped.
+pub async fn run_until_signal(cli: cli::Cli) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = run(cli) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (SIGINT)"),
+        _ = term.recv() => anyhow::bail!("terminated (SIGTERM)"),
+    }
+}
+
 /// Runs a parsed command line; prints the report.
 pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     if let Some((scenario, args)) = cli.command.scenario() {

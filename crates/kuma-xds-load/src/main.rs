@@ -15,5 +15,5 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(cli.threads.max(1))
         .enable_all()
         .build()?;
-    runtime.block_on(kuma_xds_load::run(cli))
+    runtime.block_on(kuma_xds_load::run_until_signal(cli))
 }

@@ -53,10 +53,16 @@ pub struct Phase {
     pub wall_s: f64,
     /// Per-proxy time from the change to its convergence.
     pub latency: Latency,
+    /// Wall time of each round, seconds.
+    pub wall_s_rounds: Vec<f64>,
     /// CPU seconds the CP used during the phase (all rounds).
     pub cp_cpu_s: f64,
+    /// CPU seconds the CP used in each round.
+    pub cp_cpu_s_rounds: Vec<f64>,
     /// CP resident memory at the end of the phase, MiB.
     pub cp_rss_mib: f64,
+    /// CP resident memory after each round, MiB.
+    pub cp_rss_mib_rounds: Vec<f64>,
     #[serde(skip)]
     times: Vec<Duration>,
 }
@@ -80,11 +86,14 @@ impl Phase {
         self.rounds += 1;
         self.proxies += times.len();
         self.wall_s = self.wall_s.max(wall.as_secs_f64());
+        self.wall_s_rounds.push(wall.as_secs_f64());
         self.times.extend(times);
         self.latency = Latency::of(&self.times);
         if let (Some(b), Some(a)) = (before, after) {
             self.cp_cpu_s += a.cpu_seconds - b.cpu_seconds;
+            self.cp_cpu_s_rounds.push(a.cpu_seconds - b.cpu_seconds);
             self.cp_rss_mib = a.rss_mib();
+            self.cp_rss_mib_rounds.push(a.rss_mib());
         }
     }
 }
@@ -113,6 +122,10 @@ pub struct Report {
     pub cp_baseline: Option<Sample>,
     /// CP with every proxy connected and configured (after a short settle).
     pub cp_connected: Option<Sample>,
+    /// How long after the settle pause the CP took to go quiet (below 2% of a core over
+    /// 12 s) before the scenario's changes began: work queued during the connect storm
+    /// (insight writes), seconds. Not measured by `connect`.
+    pub quiesce_s: Option<f64>,
     /// (connected − baseline) RSS / proxies, MiB.
     pub rss_per_proxy_mib: Option<f64>,
     pub phases: Vec<Phase>,
@@ -166,6 +179,12 @@ impl Report {
                 p.latency.p99_ms,
                 p.latency.max_ms,
                 p.cp_cpu_s
+            );
+        }
+        if let Some(q) = self.quiesce_s {
+            let _ = writeln!(
+                s,
+                "CP busy after the connect phase (until quiet, before the changes): {q:.1} s"
             );
         }
         if let Some(i) = &self.idle {

@@ -139,8 +139,13 @@ pub async fn run(scenario: Scenario, opts: Options) -> anyhow::Result<Report> {
         Err(e) => {
             let alive = run.cp.alive();
             let tail = run.cp.log_tail(30);
+            let kept = run
+                .cp
+                .keep_work_dir()
+                .map(|d| format!(", work dir kept: {}", d.display()))
+                .unwrap_or_default();
             Err(e.context(format!(
-                "scenario {} failed (kuma-cp {}); last CP log lines:\n{tail}",
+                "scenario {} failed (kuma-cp {}{kept}); last CP log lines:\n{tail}",
                 scenario.name(),
                 if alive { "running" } else { "exited" }
             )))
@@ -159,7 +164,8 @@ impl Run {
         let harness_cpu0 = harness_cpu();
         let topo = Topology::new(&opts.mesh, opts.services, opts.replicas, opts.fanout)?;
         let n = topo.proxies();
-        procfs::raise_nofile(n as u64 * 2 + 1024);
+        // One socket per connection on each side; the CP inherits the limit.
+        procfs::raise_nofile((n / opts.streams_per_connection.max(1)) as u64 * 2 + 1024);
         let cp = ControlPlane::new(&opts.cp).await?;
         let mesh = &opts.mesh;
         cp.put(&format!("/meshes/{mesh}"), &mesh_spec(mesh, "ca-1"))
@@ -212,6 +218,7 @@ impl Run {
             dp_tokens: cp.dp_tokens,
             cp_baseline: cp.sample(),
             cp_connected: None,
+            quiesce_s: None,
             rss_per_proxy_mib: None,
             phases: Vec::new(),
             idle: None,
@@ -231,6 +238,11 @@ impl Run {
 
     async fn scenario(&mut self, scenario: Scenario) -> anyhow::Result<()> {
         self.connect_all().await?;
+        if scenario != Scenario::Connect {
+            // Changes are timed against a quiet CP, not one still draining the connect storm.
+            self.report.quiesce_s =
+                Some(self.quiesce(Duration::from_secs(180)).await.as_secs_f64());
+        }
         match scenario {
             Scenario::Connect => self.reconnect().await,
             Scenario::EndpointChange => self.endpoint_change().await,
@@ -287,28 +299,32 @@ impl Run {
         Ok(())
     }
 
-    /// Phase `reconnect`: all streams and connections drop; every proxy reconnects at once.
+    /// Phase `reconnect`: all streams and connections drop; every proxy reconnects at once
+    /// (`rounds` times: the CP's memory after each wave shows whether reconnects leak).
     async fn reconnect(&mut self) -> anyhow::Result<()> {
-        let before = self.cp.sample();
-        let origin = Instant::now();
-        let (targets, set) = self
-            .fleet
-            .reconnect_all(|i| self.complete[self.fleet.proxies[i].member.service].clone());
-        let times = self
-            .fleet
-            .wait(
-                &set,
-                &targets,
-                origin,
-                self.opts.timeout,
-                self.describe_gap(),
-            )
-            .await?;
-        let wall = origin.elapsed();
         let mut phase = Phase::new("reconnect (all at once)");
-        phase.add_round(times, wall, before, self.cp.sample());
+        for k in 0..self.opts.rounds {
+            let before = self.cp.sample();
+            let origin = Instant::now();
+            let (targets, set) = self
+                .fleet
+                .reconnect_all(|i| self.complete[self.fleet.proxies[i].member.service].clone());
+            let times = self
+                .fleet
+                .wait(
+                    &set,
+                    &targets,
+                    origin,
+                    self.opts.timeout,
+                    self.describe_gap(),
+                )
+                .await
+                .with_context(|| format!("reconnect wave {k}"))?;
+            let wall = origin.elapsed();
+            phase.add_round(times, wall, before, self.cp.sample());
+            self.fleet.clear_goals();
+        }
         self.report.phases.push(phase);
-        self.fleet.clear_goals();
         Ok(())
     }
 
@@ -496,6 +512,37 @@ impl Run {
         }
         self.report.phases.push(phase);
         Ok(())
+    }
+
+    /// Waits until the CP used less than 2% of a core over the last 12 seconds (longer than
+    /// the default insight flush interval, 10 s): work queued during the connect storm, such
+    /// as insight writes, is drained in periodic bursts. At most `limit`; how long it took.
+    async fn quiesce(&self, limit: Duration) -> Duration {
+        const WINDOW: usize = 12;
+        let start = Instant::now();
+        let mut samples = std::collections::VecDeque::new();
+        samples.push_back(self.cp.sample());
+        while start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            samples.push_back(self.cp.sample());
+            if samples.len() > WINDOW + 1 {
+                samples.pop_front();
+            }
+            match (
+                samples.front().copied().flatten(),
+                samples.back().copied().flatten(),
+            ) {
+                (Some(a), Some(b)) => {
+                    if samples.len() == WINDOW + 1
+                        && b.cpu_seconds - a.cpu_seconds < 0.02 * WINDOW as f64
+                    {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        start.elapsed()
     }
 
     async fn idle(&mut self) -> anyhow::Result<()> {

@@ -89,7 +89,13 @@ fn assert_connected(r: &Report) {
 async fn connect_and_reconnect_sotw() {
     let r = run(Scenario::Connect, options()).await;
     assert_connected(&r);
-    assert_eq!(phase(&r, "reconnect").proxies, PROXIES);
+    let reconnect = phase(&r, "reconnect");
+    assert_eq!(
+        reconnect.rounds, ROUNDS,
+        "one phase round per reconnect wave"
+    );
+    assert_eq!(reconnect.proxies, PROXIES * ROUNDS);
+    assert_eq!(reconnect.cp_rss_mib_rounds.len(), ROUNDS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +107,7 @@ async fn connect_and_reconnect_delta_without_tokens() {
     let r = run(Scenario::Connect, o).await;
     assert!(!r.dp_tokens);
     assert_eq!(phase(&r, "connect").proxies, PROXIES);
-    assert_eq!(phase(&r, "reconnect").proxies, PROXIES);
+    assert_eq!(phase(&r, "reconnect").proxies, PROXIES * ROUNDS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,5 +154,6 @@ async fn idle() {
     assert_connected(&r);
     let idle = r.idle.expect("idle figures");
     assert!(idle.seconds >= 2.0);
+    assert!(r.quiesce_s.is_some_and(|q| q > 0.0));
     assert!(idle.cp_cpu_s.is_finite());
 }

@@ -186,21 +186,18 @@ impl Tracker {
         }
     }
 
-    /// Records the certificate info of proxy `mesh/name` (all its streams).
-    pub fn set_mtls(&self, mesh: &str, name: &str, mtls: Value) {
-        let ids: Vec<u64> = {
+    /// Records the certificate info of a proxy on its streams.
+    pub fn set_mtls(&self, stream_ids: &[u64], mtls: Value) {
+        {
             let mut streams = self.streams();
-            streams
-                .iter_mut()
-                .filter(|(_, t)| t.key.mesh == mesh && t.key.name == name)
-                .map(|(id, t)| {
+            for id in stream_ids {
+                if let Some(t) = streams.get_mut(id) {
                     t.mtls = Some(mtls.clone());
-                    *id
-                })
-                .collect()
-        };
-        for id in ids {
-            self.mark(id);
+                }
+            }
+        }
+        for id in stream_ids {
+            self.mark(*id);
         }
     }
 
