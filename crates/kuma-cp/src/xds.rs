@@ -235,13 +235,15 @@ impl Runtime {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
         let dataplanes = self.inputs.list(mesh, ResourceType::Dataplane);
-        let mut view = MeshView::build(
+        let prev = self.views().get(mesh).cloned();
+        let mut view = MeshView::rebuild(
             mesh,
             &self.settings.zone,
             dataplanes.iter().filter_map(|r| match &r.spec {
                 Spec::Dataplane(d) => Some(d),
                 _ => None,
             }),
+            prev.as_deref(),
         );
         if let Some(mesh_res) = self.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec

@@ -38,6 +38,7 @@ pub struct Mtls {
 
 struct Service {
     protocol: String,
+    addrs: Vec<EndpointAddr>,
     endpoints: Arc<Resource>,
 }
 
@@ -47,6 +48,17 @@ impl MeshView {
         mesh: &str,
         zone: &str,
         dataplanes: impl IntoIterator<Item = &'a Dataplane>,
+    ) -> Self {
+        Self::rebuild(mesh, zone, dataplanes, None)
+    }
+
+    /// Builds the view, reusing the ClusterLoadAssignments of `prev` whose endpoints did not
+    /// change (so a change re-encodes only the services it touched).
+    pub fn rebuild<'a>(
+        mesh: &str,
+        zone: &str,
+        dataplanes: impl IntoIterator<Item = &'a Dataplane>,
+        prev: Option<&MeshView>,
     ) -> Self {
         let mut endpoints: BTreeMap<&str, Vec<EndpointAddr>> = BTreeMap::new();
         let mut protocols: HashMap<&str, &str> = HashMap::new();
@@ -76,11 +88,18 @@ impl MeshView {
                 eps.sort();
                 eps.dedup();
                 let protocol = protocols.get(service).copied().unwrap_or("tcp").to_string();
+                let endpoints = prev
+                    .filter(|p| p.zone == zone)
+                    .and_then(|p| p.services.get(service))
+                    .filter(|old| old.addrs == eps)
+                    .map(|old| old.endpoints.clone())
+                    .unwrap_or_else(|| Arc::new(cluster_load_assignment(service, &eps, zone)));
                 (
                     service.to_string(),
                     Service {
                         protocol,
-                        endpoints: Arc::new(cluster_load_assignment(service, &eps, zone)),
+                        addrs: eps,
+                        endpoints,
                     },
                 )
             })
