@@ -49,6 +49,51 @@ fn wait_tcp(port: u16, ok: bool, what: &str) {
     });
 }
 
+/// A `web` server proxy and a `client` proxy with an outbound to it, configured.
+struct WebAndClient {
+    /// Port of web's inbound listener.
+    inbound: u16,
+    /// The client's local outbound port to web.
+    out: u16,
+    _procs: (DataplaneProc, DataplaneProc),
+    _apps: (Workload, Workload),
+}
+
+impl WebAndClient {
+    fn start(cp: &ControlPlane, dir: &std::path::Path) -> Self {
+        let (web, app) = (Workload::http("web"), Workload::http("app"));
+        let (inbound, out) = (free_port(), free_port());
+        let w = DataplaneProc::start(
+            cp,
+            &DpSpec {
+                name: "web",
+                inbounds: vec![(inbound, web.port, "web", "http")],
+                ..Default::default()
+            },
+            dir,
+        );
+        let c = DataplaneProc::start(
+            cp,
+            &DpSpec {
+                name: "client",
+                inbounds: vec![(free_port(), app.port, "client", "http")],
+                outbounds: vec![(out, "web")],
+                ..Default::default()
+            },
+            dir,
+        );
+        wait_for("client configured", Duration::from_secs(30), || {
+            (c.endpoints("web").len() == 1).then_some(())
+        });
+        Self {
+            inbound,
+            out,
+            _procs: (w, c),
+            _apps: (web, app),
+        }
+    }
+}
+
 #[test]
 fn permissions_open_and_close_http_and_tcp() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,31 +275,8 @@ fn permissive_admits_plaintext_but_checks_mesh_traffic() {
         json!({"kind": "MeshService", "name": "client"}),
         "Deny",
     );
-    let (web, app) = (Workload::http("web"), Workload::http("app"));
-    let inbound = free_port();
-    let _w = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "web",
-            inbounds: vec![(inbound, web.port, "web", "http")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    let out = free_port();
-    let c = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "client",
-            inbounds: vec![(free_port(), app.port, "client", "http")],
-            outbounds: vec![(out, "web")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    wait_for("client configured", Duration::from_secs(30), || {
-        (c.endpoints("web").len() == 1).then_some(())
-    });
+    let pair = WebAndClient::start(&cp, dir.path());
+    let (inbound, out) = (pair.inbound, pair.out);
     // Plaintext from outside the mesh straight to the inbound is let in.
     wait_for("plaintext accepted", Duration::from_secs(20), || {
         matches!(
@@ -285,30 +307,8 @@ fn rotation_and_mode_switch_lose_no_request() {
         json!({"kind": "Mesh"}),
         "Allow",
     );
-    let (web, app) = (Workload::http("web"), Workload::http("app"));
-    let _w = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "web",
-            inbounds: vec![(free_port(), web.port, "web", "http")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    let out = free_port();
-    let c = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "client",
-            inbounds: vec![(free_port(), app.port, "client", "http")],
-            outbounds: vec![(out, "web")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    wait_for("client configured", Duration::from_secs(30), || {
-        (c.endpoints("web").len() == 1).then_some(())
-    });
+    let pair = WebAndClient::start(&cp, dir.path());
+    let out = pair.out;
     wait_status(out, 200, "traffic allowed");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -381,31 +381,8 @@ fn provided_ca_issues_the_identities() {
         json!({"kind": "Mesh"}),
         "Allow",
     );
-    let (web, app) = (Workload::http("web"), Workload::http("app"));
-    let port = free_port();
-    let _w = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "web",
-            inbounds: vec![(port, web.port, "web", "http")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    let out = free_port();
-    let c = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "client",
-            inbounds: vec![(free_port(), app.port, "client", "http")],
-            outbounds: vec![(out, "web")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    wait_for("client configured", Duration::from_secs(30), || {
-        (c.endpoints("web").len() == 1).then_some(())
-    });
+    let pair = WebAndClient::start(&cp, dir.path());
+    let (port, out) = (pair.inbound, pair.out);
     wait_status(out, 200, "traffic over the provided CA");
     // The server's certificate chains to the operator's CA.
     let script = format!(
@@ -441,31 +418,8 @@ fn mtls_turns_on_and_off_on_a_running_mesh() {
         json!({"kind": "Mesh"}),
         "Allow",
     );
-    let (web, app) = (Workload::http("web"), Workload::http("app"));
-    let inbound = free_port();
-    let _w = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "web",
-            inbounds: vec![(inbound, web.port, "web", "http")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    let out = free_port();
-    let c = DataplaneProc::start(
-        &cp,
-        &DpSpec {
-            name: "client",
-            inbounds: vec![(free_port(), app.port, "client", "http")],
-            outbounds: vec![(out, "web")],
-            ..Default::default()
-        },
-        dir.path(),
-    );
-    wait_for("client configured", Duration::from_secs(30), || {
-        (c.endpoints("web").len() == 1).then_some(())
-    });
+    let pair = WebAndClient::start(&cp, dir.path());
+    let (inbound, out) = (pair.inbound, pair.out);
     wait_status(out, 200, "plaintext mesh traffic");
     assert!(!inbound_has_mesh_cert(inbound), "no mTLS yet");
 

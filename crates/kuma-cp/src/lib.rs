@@ -9,6 +9,8 @@ pub mod ca;
 pub mod config;
 pub mod diagnostics;
 pub mod dp_server;
+#[cfg(test)]
+mod golden;
 pub mod manager;
 pub mod store;
 pub mod tls;

@@ -3,8 +3,7 @@
 //! files). Run with `UPDATE_GOLDEN=1` to rewrite them after an intended change; otherwise any
 //! drift fails, naming the file.
 
-use std::path::Path;
-
+use crate::golden::assert_golden;
 use chrono::{TimeZone, Utc};
 use kuma_core::resource::{Resource, ResourceType};
 use serde_json::json;
@@ -12,31 +11,6 @@ use serde_json::json;
 use super::{Params, Request, envoy_bootstrap};
 
 const CA: &str = include_str!("../../testdata/bootstrap/ca.pem");
-
-/// Compares `got` with the golden file at `testdata/<rel>` in this crate, or rewrites the file
-/// when `UPDATE_GOLDEN` is set.
-fn assert_golden(rel: &str, got: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    assert!(
-        got == want,
-        "{} differs from the generated bootstrap (run with UPDATE_GOLDEN=1 to accept):\n\
-         --- want\n{want}--- got\n{got}",
-        path.display()
-    );
-}
 
 fn params(xds_host: &str) -> Params {
     Params {

@@ -3,45 +3,12 @@
 //! `/config_dump` shows it). Run with `UPDATE_GOLDEN=1` to rewrite them after an intended
 //! change; otherwise any drift fails, naming the file.
 
-use std::path::Path;
-
+use crate::golden::assert_golden;
 use kuma_core::resource::Dataplane;
 use serde_json::{Value, json};
 
 use super::generate;
 use crate::xds::view::MeshView;
-
-/// Compares `got` with the golden file at `testdata/<rel>` in this crate, or rewrites the file
-/// when `UPDATE_GOLDEN` is set.
-fn assert_golden(rel: &str, got: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    if got != want {
-        let first = got
-            .lines()
-            .zip(want.lines())
-            .position(|(g, w)| g != w)
-            .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
-        panic!(
-            "{} differs from the generated config at line {} (run with UPDATE_GOLDEN=1 to \
-             accept):\n--- want\n{want}--- got\n{got}",
-            path.display(),
-            first + 1
-        );
-    }
-}
 
 fn dataplane(spec: Value) -> Dataplane {
     serde_json::from_value(spec).expect("a valid Dataplane spec")
