@@ -521,7 +521,12 @@ impl Runtime {
         }
     }
 
-    async fn register(&self, info: &StreamInfo) -> Result<(String, String, bool), Status> {
+    /// Authenticates and registers the proxy of a new stream; returns its mesh, name, whether
+    /// it registered itself (direct lifecycle), and its stored Dataplane.
+    async fn register(
+        &self,
+        info: &StreamInfo,
+    ) -> Result<(String, String, bool, Resource), Status> {
         let node_id = info.node.id.as_str();
         let (mesh, name) = parse_node_id(node_id)?;
         let metadata = info.node.metadata.as_ref();
@@ -546,7 +551,7 @@ impl Runtime {
             };
             tokens::authorize_registration(&self.validator, &info.metadata, &existing, None)
                 .await?;
-            return Ok((mesh, name, false));
+            return Ok((mesh, name, false, existing));
         };
         let value: Value = serde_json::from_str(&text).map_err(|e| {
             Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is not JSON: {e}"))
@@ -568,10 +573,10 @@ impl Runtime {
             && self.unchanged(existing, &res)
         {
             // A reconnect: nothing to write.
-            return Ok((mesh, name, true));
+            return Ok((mesh, name, true, existing.clone()));
         }
         match self.manager.upsert(res).await {
-            Ok(_) => Ok((mesh, name, true)),
+            Ok((stored, _)) => Ok((mesh, name, true, stored)),
             Err(ManagerError::MeshNotFound(m)) => Err(Status::failed_precondition(format!(
                 "mesh {m} does not exist"
             ))),
@@ -668,7 +673,7 @@ impl Callbacks for XdsCallbacks {
         if let Some(p) = rt.proxies().get_mut(&node_id) {
             p.connecting = p.connecting.saturating_sub(1);
         }
-        let (mesh, name, direct) = registered?;
+        let (mesh, name, direct, res) = registered?;
         {
             let mut proxies = rt.proxies();
             let p = proxies.entry(node_id.clone()).or_insert_with(|| Proxy {
@@ -693,12 +698,6 @@ impl Callbacks for XdsCallbacks {
             .open(info.stream_id, &mesh, &name, version, metadata);
         let view = rt
             .view_of(&mesh)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let key = ResourceKey::new(ResourceType::Dataplane, &mesh, &name);
-        let res = rt
-            .manager
-            .get(&key)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         rt.generate_for(&node_id, &view, &res);

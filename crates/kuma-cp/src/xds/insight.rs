@@ -35,6 +35,8 @@ pub struct Tracker {
     /// Streams that ended: forgotten once their last state is written.
     closing: Mutex<HashSet<u64>>,
     wake: tokio::sync::Notify,
+    /// The insight as this instance last wrote it, per proxy.
+    last: Mutex<HashMap<ResourceKey, Resource>>,
     manager: Arc<ResourceManager>,
 }
 
@@ -47,6 +49,7 @@ impl Tracker {
             urgent: Mutex::new(Vec::new()),
             closing: Mutex::new(HashSet::new()),
             wake: tokio::sync::Notify::new(),
+            last: Mutex::new(HashMap::new()),
             manager,
         }
     }
@@ -61,6 +64,10 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(stream_id);
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<ResourceKey, Resource>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn urgent(&self, stream_id: u64) {
@@ -138,7 +145,9 @@ impl Tracker {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id)
                 {
-                    self.streams().remove(&id);
+                    if let Some(t) = self.streams().remove(&id) {
+                        self.last().remove(&t.key);
+                    }
                     self.dirty
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -223,9 +232,19 @@ impl Tracker {
         }) else {
             return;
         };
-        // Read-modify-write with the store's optimistic concurrency; retried on conflict.
-        for _ in 0..5 {
-            let existing = self.manager.get(&key).await.ok();
+        // Read-modify-write with the store's optimistic concurrency. The last version this
+        // instance wrote is kept, so the usual flush is one write and no read; a conflict (or
+        // a first write) reads the stored insight and retries.
+        for attempt in 0..5 {
+            let cached = if attempt == 0 {
+                self.last().get(&key).cloned()
+            } else {
+                None
+            };
+            let existing = match cached {
+                Some(r) => Some(r),
+                None => self.manager.get(&key).await.ok(),
+            };
             let (mut res, mut insight) = match existing {
                 Some(r) => match &r.spec {
                     Spec::DataplaneInsight(i) => {
@@ -259,9 +278,21 @@ impl Tracker {
                 insight.mtls = mtls.clone();
             }
             res.spec = Spec::DataplaneInsight(insight);
-            match self.manager.upsert_internal(res).await {
-                Ok(_) => return,
+            // Straight to the store: insights are the CP's own data (no user labels, and the
+            // mesh was checked when the proxy registered).
+            let store = self.manager.store();
+            let written = if res.meta.version == 0 {
+                store.create(res).await
+            } else {
+                store.update(res).await
+            };
+            match written {
+                Ok(r) => {
+                    self.last().insert(key, r);
+                    return;
+                }
                 Err(e) => {
+                    self.last().remove(&key);
                     tracing::debug!(%key, error = %e, "writing insight, retrying");
                 }
             }
