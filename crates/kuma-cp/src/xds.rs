@@ -60,6 +60,10 @@ struct Proxy {
     generation: u64,
     /// Streams between their first request and the end of registration.
     connecting: u32,
+    /// Version of the Dataplane the current snapshot was generated from.
+    dp_version: Option<u64>,
+    /// Services the proxy has outbounds to.
+    consumes: Vec<String>,
 }
 
 /// The control plane side of xDS: callbacks plus the reconciler.
@@ -319,17 +323,38 @@ impl Runtime {
 
     /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
     async fn reconcile_mesh(&self, mesh: &str) -> anyhow::Result<()> {
+        let prev = self.views().get(mesh).cloned();
         let (view, dataplanes) = self.build_view(mesh).await?;
         let by_name: HashMap<&str, &Resource> = dataplanes
             .iter()
             .map(|r| (r.meta.name.as_str(), r.as_ref()))
             .collect();
-        let nodes: Vec<(String, String)> = self
-            .proxies()
-            .iter()
-            .filter(|(_, p)| p.mesh == mesh)
-            .map(|(id, p)| (id.clone(), p.name.clone()))
-            .collect();
+        // When nothing mesh-wide changed (mTLS, policies), only proxies whose own Dataplane
+        // changed or that consume a service whose endpoints or protocol changed need a look;
+        // the others are skipped without fingerprinting them.
+        // Only valid for proxies whose snapshot came from exactly `prev`.
+        let changed: Option<(u64, HashSet<&str>)> = prev
+            .as_ref()
+            .filter(|p| p.mesh_fingerprint() == view.mesh_fingerprint())
+            .map(|p| (p.epoch, view.changed_services(p)));
+        let mut nodes: Vec<(String, String)> = Vec::new();
+        for (id, p) in self.proxies().iter_mut().filter(|(_, p)| p.mesh == mesh) {
+            let skip = match (&changed, by_name.get(p.name.as_str())) {
+                (Some((prev_epoch, changed)), Some(res)) => {
+                    p.fingerprint.is_some()
+                        && p.epoch == *prev_epoch
+                        && p.dp_version == Some(res.meta.version)
+                        && !p.consumes.iter().any(|s| changed.contains(s.as_str()))
+                }
+                _ => false,
+            };
+            if skip {
+                // Its config is what this view would generate: it is now current for it.
+                p.epoch = view.epoch;
+            } else {
+                nodes.push((id.clone(), p.name.clone()));
+            }
+        }
         let mut regenerated = 0;
         for (node_id, name) in nodes {
             let Some(res) = by_name.get(name.as_str()) else {
@@ -455,6 +480,12 @@ impl Runtime {
                 self.cache.set(node_id, Arc::new(snapshot));
                 p.fingerprint = Some(fp);
                 p.epoch = view.epoch;
+                p.dp_version = Some(res.meta.version);
+                p.consumes = dp
+                    .outbounds()
+                    .iter()
+                    .filter_map(|o| o.service().map(str::to_string))
+                    .collect();
                 true
             }
             _ => false,
@@ -685,6 +716,8 @@ impl Callbacks for XdsCallbacks {
                 epoch: 0,
                 generation: 0,
                 connecting: 0,
+                dp_version: None,
+                consumes: Vec::new(),
             });
             p.streams.insert(info.stream_id);
             p.direct = direct;

@@ -198,6 +198,37 @@ impl MeshView {
         }
     }
 
+    /// Services whose endpoints or protocol differ between `prev` and this view (including
+    /// services that appeared or disappeared).
+    pub fn changed_services<'a>(
+        &'a self,
+        prev: &'a MeshView,
+    ) -> std::collections::HashSet<&'a str> {
+        let mut changed = std::collections::HashSet::new();
+        for (name, s) in &self.services {
+            match prev.services.get(name) {
+                Some(old)
+                    if Arc::ptr_eq(&old.endpoints, &s.endpoints)
+                        || (old.endpoints.version == s.endpoints.version
+                            && old.protocol == s.protocol) =>
+                {
+                    if old.protocol != s.protocol {
+                        changed.insert(name.as_str());
+                    }
+                }
+                _ => {
+                    changed.insert(name.as_str());
+                }
+            }
+        }
+        for name in prev.services.keys() {
+            if !self.services.contains_key(name) {
+                changed.insert(name.as_str());
+            }
+        }
+        changed
+    }
+
     /// The shared ClusterLoadAssignment of a service, if it exists (for change detection).
     pub fn endpoints_version(&self, service: &str) -> Option<&str> {
         self.services
