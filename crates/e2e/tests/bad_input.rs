@@ -440,15 +440,27 @@ async fn post_bootstrap(
     cp: &ControlPlane,
     body: Vec<u8>,
 ) -> (u16, String) {
-    let resp = client
-        .post(format!("https://127.0.0.1:{}/bootstrap", cp.dp_port))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST /bootstrap");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.expect("bootstrap body"))
+    // An oversized body is answered (413) before it is read whole; the server then closes, and
+    // under load the client may see that reset while still writing. Retry such transport
+    // errors a few times; an HTTP answer is always returned as it is.
+    let mut last = None;
+    for _ in 0..3 {
+        let sent = client
+            .post(format!("https://127.0.0.1:{}/bootstrap", cp.dp_port))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                return (status, resp.text().await.expect("bootstrap body"));
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("POST /bootstrap: {:?}", last)
 }
 
 /// An HTTPS client of the DP server (HTTP/1.1), trusting the CP's CA.
