@@ -589,6 +589,21 @@ impl DataplaneProc {
         }
     }
 
+    /// Whether Envoy finished its initial configuration (admin `/ready` says LIVE): its
+    /// listeners are bound and it serves traffic.
+    pub fn is_live(&self) -> bool {
+        matches!(http("GET", self.admin, "/ready", None), Ok((200, body)) if body.contains("LIVE"))
+    }
+
+    /// Waits until every proxy is LIVE (see [`Self::is_live`]).
+    pub fn wait_live(proxies: &[&DataplaneProc]) {
+        for p in proxies {
+            wait_for(&format!("{} LIVE", p.name), Duration::from_secs(30), || {
+                p.is_live().then_some(())
+            });
+        }
+    }
+
     /// Envoy's `/clusters` text.
     pub fn clusters(&self) -> String {
         http("GET", self.admin, "/clusters", None)

@@ -66,6 +66,8 @@ fn http_replicas_scale_up_and_down() {
         Duration::from_secs(30),
         || (front.endpoints("backend").len() == 2).then_some(()),
     );
+    // Endpoints are advertised when a proxy registers; its inbound serves once Envoy is LIVE.
+    DataplaneProc::wait_live(&[&b1, &_b2, &front]);
     let (seen, failures) = names_seen(out, 20);
     assert_eq!(failures, 0, "requests through the outbound failed");
     assert_eq!(
@@ -216,6 +218,7 @@ fn tcp_service_and_mesh_isolation() {
     wait_for("other client endpoints", Duration::from_secs(30), || {
         (c2.endpoints("db").len() == 1).then_some(())
     });
+    DataplaneProc::wait_live(&[&_d1, &_d2, &c1, &c2]);
     assert_eq!(
         c1.endpoints("db"),
         vec![format!("127.0.0.1:{pd}")],
@@ -268,6 +271,7 @@ fn cp_killed_traffic_continues_and_restart_keeps_everything() {
     wait_for("web sees api", Duration::from_secs(30), || {
         (web.endpoints("api").len() == 1).then_some(())
     });
+    DataplaneProc::wait_live(&[&_a, &web]);
     let stored_mtp = cp.get("/meshes/default/meshtrafficpermissions/allow-all").1;
 
     cp.kill();
