@@ -32,6 +32,28 @@ fn put_mtp(
     assert!(code == 200 || code == 201, "{code} {body}");
 }
 
+/// The subject alternative names of the certificate the TLS server on `port` presents, as
+/// `openssl x509 -ext subjectAltName` prints them (empty when it speaks no TLS).
+fn served_sans(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName 2>/dev/null"))
+        .output()
+        .expect("running openssl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// MeshTrafficPermission `allow-all`: every client may reach every proxy.
+fn allow_all(cp: &ControlPlane) {
+    put_mtp(
+        cp,
+        "allow-all",
+        json!({"kind": "Mesh"}),
+        json!({"kind": "Mesh"}),
+        "Allow",
+    );
+}
+
 /// HTTP status of a GET through a local outbound (0 when the connection failed).
 fn status_via(port: u16) -> u16 {
     http("GET", SocketAddr::from(([127, 0, 0, 1], port)), "/", None).map_or(0, |(c, _)| c)
@@ -232,21 +254,10 @@ fn server_presents_its_spiffe_identity() {
         },
         dir.path(),
     );
-    wait_for("web inbound with TLS", Duration::from_secs(30), || {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("openssl s_client -connect 127.0.0.1:{port} -servername 'web{{mesh=default}}' </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"))
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.contains("spiffe://").then_some(text)
+    let sans = wait_for("web inbound with TLS", Duration::from_secs(30), || {
+        let sans = served_sans(port);
+        sans.contains("spiffe://").then_some(sans)
     });
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"))
-        .output()
-        .unwrap();
-    let sans = String::from_utf8_lossy(&out.stdout);
     assert!(sans.contains("URI:spiffe://default/web"), "{sans}");
     assert!(sans.contains("URI:kuma://version/v1"), "{sans}");
     assert!(!sans.contains("spiffe://default/client"), "{sans}");
@@ -300,13 +311,7 @@ fn rotation_and_mode_switch_lose_no_request() {
     let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
     // Identities live 8s and rotate at 80% of that.
     set_mtls(&cp, "STRICT", "8s");
-    put_mtp(
-        &cp,
-        "allow-all",
-        json!({"kind": "Mesh"}),
-        json!({"kind": "Mesh"}),
-        "Allow",
-    );
+    allow_all(&cp);
     let pair = WebAndClient::start(&cp, dir.path());
     let out = pair.out;
     wait_status(out, 200, "traffic allowed");
@@ -374,13 +379,7 @@ fn provided_ca_issues_the_identities() {
     let mesh = json!({"type": "Mesh", "name": "default", "mtls": {"enabledBackend": "ca-p", "backends": [
         {"name": "ca-p", "type": "provided", "conf": {"cert": {"secret": "operator-ca-cert"}, "key": {"secret": "operator-ca-key"}}}]}});
     assert_eq!(cp.put("/meshes/default", &mesh).0, 200);
-    put_mtp(
-        &cp,
-        "allow-all",
-        json!({"kind": "Mesh"}),
-        json!({"kind": "Mesh"}),
-        "Allow",
-    );
+    allow_all(&cp);
     let pair = WebAndClient::start(&cp, dir.path());
     let (port, out) = (pair.inbound, pair.out);
     wait_status(out, 200, "traffic over the provided CA");
@@ -399,25 +398,14 @@ fn provided_ca_issues_the_identities() {
 
 /// Whether the inbound at `port` speaks TLS with a mesh identity (openssl sees a certificate).
 fn inbound_has_mesh_cert(port: u16) -> bool {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName 2>/dev/null"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("spiffe://default/web")
+    served_sans(port).contains("spiffe://default/web")
 }
 
 #[test]
 fn mtls_turns_on_and_off_on_a_running_mesh() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
-    put_mtp(
-        &cp,
-        "allow-all",
-        json!({"kind": "Mesh"}),
-        json!({"kind": "Mesh"}),
-        "Allow",
-    );
+    allow_all(&cp);
     let pair = WebAndClient::start(&cp, dir.path());
     let (inbound, out) = (pair.inbound, pair.out);
     wait_status(out, 200, "plaintext mesh traffic");
