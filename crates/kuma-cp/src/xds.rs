@@ -194,10 +194,16 @@ impl Runtime {
                 Err(RecvError::Closed) => false,
             };
             resync |= note(first);
-            // Coalesce the burst.
+            // Coalesce the burst: stop at the first quiet gap, or at the debounce window at
+            // the latest (a steady stream of events, such as a connect storm).
             let deadline = tokio::time::Instant::now() + self.settings.debounce;
-            while let Ok(ev) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                resync |= note(ev);
+            let gap = quiet_gap(self.settings.debounce);
+            loop {
+                let until = deadline.min(tokio::time::Instant::now() + gap);
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(ev) => resync |= note(ev),
+                    Err(_) => break,
+                }
             }
             for ev in &events {
                 if let Err(e) = self.inputs.apply(&self.manager, ev).await {
@@ -800,6 +806,16 @@ impl Callbacks for XdsCallbacks {
 }
 
 /// The mesh whose proxies an event may affect, if any.
+/// How long the reconciler waits for another event before acting on a burst: a tenth of the
+/// debounce window, at least 1 ms. A lone change is applied about 2 ms after it is stored
+/// instead of a whole window later.
+fn quiet_gap(debounce: Duration) -> Duration {
+    (debounce / 10).clamp(
+        Duration::from_millis(1),
+        debounce.max(Duration::from_millis(1)),
+    )
+}
+
 fn affected_mesh(ev: &store::Event) -> Option<String> {
     match ev.key.rtype {
         ResourceType::Dataplane | ResourceType::MeshTrafficPermission | ResourceType::Secret => {
