@@ -64,6 +64,9 @@ struct Proxy {
     dp_version: Option<u64>,
     /// Services the proxy has outbounds to.
     consumes: Vec<String>,
+    /// The outbound half of the current snapshot and the hash of its inputs
+    /// ([`outbound_key`]): reused while they are unchanged.
+    outbound: Option<(u64, Arc<[Arc<kuma_xds::Resource>]>)>,
 }
 
 /// The control plane side of xDS: callbacks plus the reconciler.
@@ -454,23 +457,30 @@ impl Runtime {
         let identity = view
             .mtls()
             .and_then(|m| self.identity_for(node_id, &view.mesh, m, dp));
-        let mut fp = fingerprint(view, res, dp);
-        if let Some(id) = &identity {
-            fp ^= {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                id.version.hash(&mut h);
-                h.finish()
-            };
-        }
-        {
+        let mtls = view.mtls().is_some() && identity.is_some();
+        let out_key = outbound_key(view, res, dp, mtls);
+        let fp = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            out_key.hash(&mut h);
+            view.mesh_fingerprint().hash(&mut h);
+            identity.as_ref().map(|id| &id.version).hash(&mut h);
+            h.finish()
+        };
+        let reusable = {
             let proxies = self.proxies();
             match proxies.get(node_id) {
                 Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => return false,
-                Some(_) => {}
+                Some(p) => p
+                    .outbound
+                    .as_ref()
+                    .filter(|(k, _)| *k == out_key)
+                    .map(|(_, o)| o.clone()),
                 None => return false,
             }
-        }
-        let snapshot = generator::generate_proxy(
+        };
+        let outbound =
+            reusable.unwrap_or_else(|| generator::outbound_resources(view, dp, mtls).into());
+        let snapshot = generator::assemble(
             view,
             &generator::Proxy {
                 name: &res.meta.name,
@@ -478,6 +488,7 @@ impl Runtime {
                 dataplane: dp,
                 identity,
             },
+            &outbound,
         );
         // Publish only if no newer view was applied meanwhile (check and set under one lock).
         let mut proxies = self.proxies();
@@ -487,6 +498,7 @@ impl Runtime {
                 p.fingerprint = Some(fp);
                 p.epoch = view.epoch;
                 p.dp_version = Some(res.meta.version);
+                p.outbound = Some((out_key, outbound));
                 p.consumes = dp
                     .outbounds()
                     .iter()
@@ -724,6 +736,7 @@ impl Callbacks for XdsCallbacks {
                 connecting: 0,
                 dp_version: None,
                 consumes: Vec::new(),
+                outbound: None,
             });
             p.streams.insert(info.stream_id);
             p.direct = direct;
@@ -840,11 +853,14 @@ pub fn parse_node_id(id: &str) -> Result<(String, String), Status> {
 
 /// What a proxy's snapshot depends on: its own Dataplane and, per consumed service, the
 /// shared endpoints version and the protocol.
-fn fingerprint(view: &MeshView, res: &Resource, dp: &Dataplane) -> u64 {
+/// Hash of everything the outbound half of a proxy's config is generated from: its Dataplane,
+/// the endpoints and protocol of each service it consumes, and whether mTLS is on.
+fn outbound_key(view: &MeshView, res: &Resource, dp: &Dataplane, mtls: bool) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     res.meta.version.hash(&mut h);
     res.meta.modification_time.hash(&mut h);
-    view.mesh_fingerprint().hash(&mut h);
+    view.mesh.hash(&mut h);
+    mtls.hash(&mut h);
     for out in dp.outbounds() {
         if let Some(s) = out.service() {
             s.hash(&mut h);

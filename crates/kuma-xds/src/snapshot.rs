@@ -75,10 +75,16 @@ impl Snapshot {
 
     /// Adds (or replaces) a resource, keyed by its body's type URL and name.
     pub fn insert(&mut self, r: Arc<Resource>) {
-        let entry = self.types.entry(r.body.type_url.clone()).or_default();
-        // The content changed: forget any version computed so far.
-        entry.version.take();
-        entry.resources.insert(r.name.clone(), r);
+        // Looked up before inserting: the type URL is copied once per type, not per resource.
+        if !self.types.contains_key(&r.body.type_url) {
+            self.types
+                .insert(r.body.type_url.clone(), TypeEntry::default());
+        }
+        if let Some(entry) = self.types.get_mut(&r.body.type_url) {
+            // The content changed: forget any version computed so far.
+            entry.version.take();
+            entry.resources.insert(r.name.clone(), r);
+        }
     }
 
     /// The resources of one type, by name; `None` if the snapshot has none.

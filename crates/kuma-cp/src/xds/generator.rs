@@ -106,6 +106,16 @@ pub fn generate(view: &MeshView, dp: &Dataplane) -> Snapshot {
 
 /// The full snapshot for one proxy.
 pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
+    let mtls = view.mtls().is_some() && proxy.identity.is_some();
+    let outbound = outbound_resources(view, proxy.dataplane, mtls);
+    assemble(view, proxy, &outbound)
+}
+
+/// The snapshot of a proxy from its outbound half (see [`outbound_resources`], which must
+/// have been built with mTLS on exactly when the view has mTLS and the proxy an identity) plus
+/// what depends on the proxy itself: inbound listeners and clusters (with permissions) and
+/// secrets.
+pub fn assemble(view: &MeshView, proxy: &Proxy, outbound: &[Arc<Resource>]) -> Snapshot {
     let mut snap = Snapshot::new();
     let dp = proxy.dataplane;
     let Some(net) = dp.networking() else {
@@ -128,6 +138,21 @@ pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
             snap.insert(Arc::new(r));
         }
     }
+    for r in outbound {
+        snap.insert(r.clone());
+    }
+    snap
+}
+
+/// Outbound listeners, clusters and ClusterLoadAssignments of a Dataplane. They depend only
+/// on its outbounds, on the protocol and endpoints of the services they lead to, and on
+/// whether mTLS is on: the runtime reuses them across rebuilds while those are unchanged
+/// (a permission change regenerates inbound listeners only).
+pub fn outbound_resources(view: &MeshView, dp: &Dataplane, mtls: bool) -> Vec<Arc<Resource>> {
+    let mut out = Vec::new();
+    let Some(net) = dp.networking() else {
+        return out;
+    };
     let mut seen_services = BTreeSet::new();
     for outbound in &net.outbound {
         let Some(service) = outbound.service() else {
@@ -158,19 +183,19 @@ pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
             );
             Resource::new(name.clone(), pack_any(listener))
         });
-        snap.insert(listener);
+        out.push(listener);
         if seen_services.insert(service.to_string()) {
-            snap.insert(view.shared(&format!("cluster|{service}"), || {
+            out.push(view.shared(&format!("cluster|{service}"), || {
                 let mut cluster = outbound_cluster(service, protocol);
-                if let Some(tls) = &tls {
-                    cluster.transport_socket = Some(upstream_tls(tls.mesh, service));
+                if mtls {
+                    cluster.transport_socket = Some(upstream_tls(&view.mesh, service));
                 }
                 Resource::new(service, pack_any(cluster))
             }));
-            snap.insert(view.endpoints(service));
+            out.push(view.endpoints(service));
         }
     }
-    snap
+    out
 }
 
 /// mTLS settings of the mesh, as the generator needs them.
