@@ -86,6 +86,9 @@ pub struct Runtime {
     deregistering: Mutex<HashSet<String>>,
     /// Parsed CA per mesh, keyed by a hash of its PEMs.
     cas: Mutex<HashMap<String, (u64, Arc<ca::Ca>)>>,
+    /// The loaded mTLS backend per mesh, with the version of the Mesh it was loaded for;
+    /// dropped on any Mesh or Secret event of the mesh (so a rebuild reads no secret).
+    mtls: Mutex<HashMap<String, (u64, Option<view::Mtls>)>>,
     /// Issued identity per node id.
     certs: Mutex<HashMap<String, IssuedCert>>,
     /// Rotation deadlines.
@@ -123,11 +126,17 @@ impl Runtime {
             epochs: std::sync::atomic::AtomicU64::new(0),
             deregistering: Mutex::new(HashSet::new()),
             cas: Mutex::new(HashMap::new()),
+            mtls: Mutex::new(HashMap::new()),
             certs: Mutex::new(HashMap::new()),
             rotations: Mutex::new(BTreeSet::new()),
             rotation_wakeup: tokio::sync::Notify::new(),
             shutdown,
         })
+    }
+
+    fn loaded_mtls(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Option<view::Mtls>)>> {
+        // Only whole entries are inserted or removed: a poisoned lock is still consistent.
+        self.mtls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn proxies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Proxy>> {
@@ -209,6 +218,10 @@ impl Runtime {
                 }
             }
             for ev in &events {
+                if matches!(ev.key.rtype, ResourceType::Mesh | ResourceType::Secret) {
+                    let mesh = affected_mesh(ev).unwrap_or_else(|| ev.key.name.clone());
+                    self.loaded_mtls().remove(&mesh);
+                }
                 if let Err(e) = self.inputs.apply(&self.manager, ev).await {
                     tracing::warn!(key = %ev.key, error = %e, "reading a changed resource; reloading everything");
                     resync = true;
@@ -221,6 +234,7 @@ impl Runtime {
                 if let Err(e) = self.inputs.load_all(&self.manager).await {
                     tracing::error!(error = %e, "reloading resources failed");
                 }
+                self.loaded_mtls().clear();
                 meshes.extend(self.proxies().values().map(|p| p.mesh.clone()));
                 meshes.extend(self.views().keys().cloned());
             }
@@ -261,15 +275,38 @@ impl Runtime {
         if let Some(mesh_res) = self.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
-            if let Err(e) = ca::ensure_builtin_roots(&self.manager, &mesh_res).await {
-                tracing::warn!(mesh, error = %e, "creating the builtin CA");
-            }
-            if let Some(backend) = spec.enabled_backend() {
-                match self.load_ca(mesh, backend).await {
-                    Ok(mtls) => view = view.with_mtls(mtls),
-                    Err(e) => {
-                        tracing::error!(mesh, error = %e, "mTLS is enabled but its CA cannot be loaded; proxies keep plaintext config")
+            let loaded = self
+                .loaded_mtls()
+                .get(mesh)
+                .filter(|(v, _)| *v == mesh_res.meta.version)
+                .map(|(_, m)| m.clone());
+            if let Some(mtls) = loaded {
+                if let Some(m) = mtls {
+                    view = view.with_mtls(m);
+                }
+            } else {
+                let mut ok = true;
+                if let Err(e) = ca::ensure_builtin_roots(&self.manager, &mesh_res).await {
+                    tracing::warn!(mesh, error = %e, "creating the builtin CA");
+                    ok = false;
+                }
+                let mut mtls = None;
+                if let Some(backend) = spec.enabled_backend() {
+                    match self.load_ca(mesh, backend).await {
+                        Ok(m) => mtls = Some(m),
+                        Err(e) => {
+                            ok = false;
+                            tracing::error!(mesh, error = %e, "mTLS is enabled but its CA cannot be loaded; proxies keep plaintext config")
+                        }
                     }
+                }
+                // Failures are not remembered: the next rebuild tries again.
+                if ok {
+                    self.loaded_mtls()
+                        .insert(mesh.to_string(), (mesh_res.meta.version, mtls.clone()));
+                }
+                if let Some(m) = mtls {
+                    view = view.with_mtls(m);
                 }
             }
         }
@@ -332,8 +369,10 @@ impl Runtime {
 
     /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
     async fn reconcile_mesh(&self, mesh: &str) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         let prev = self.views().get(mesh).cloned();
         let (view, dataplanes) = self.build_view(mesh).await?;
+        let view_built = started.elapsed();
         let by_name: HashMap<&str, &Resource> = dataplanes
             .iter()
             .map(|r| (r.meta.name.as_str(), r.as_ref()))
@@ -364,16 +403,24 @@ impl Runtime {
                 nodes.push((id.clone(), p.name.clone()));
             }
         }
-        let mut regenerated = 0;
+        let (mut regenerated, mut outbound_reused) = (0, 0);
         for (node_id, name) in nodes {
             let Some(res) = by_name.get(name.as_str()) else {
                 continue;
             };
-            if self.generate_for(&node_id, &view, res) {
+            if let Some(reused) = self.generate_for(&node_id, &view, res) {
                 regenerated += 1;
+                outbound_reused += usize::from(reused);
             }
         }
-        tracing::debug!(mesh, regenerated, "mesh reconciled");
+        tracing::debug!(
+            mesh,
+            regenerated,
+            outbound_reused,
+            view_ms = view_built.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "mesh reconciled"
+        );
         Ok(())
     }
 
@@ -449,10 +496,11 @@ impl Runtime {
         Some(secret)
     }
 
-    /// Generates and publishes the snapshot of one proxy if its inputs changed.
-    fn generate_for(&self, node_id: &str, view: &MeshView, res: &Resource) -> bool {
+    /// Generates and publishes the snapshot of one proxy if its inputs changed; `Some` when
+    /// published, with whether the outbound half was reused.
+    fn generate_for(&self, node_id: &str, view: &MeshView, res: &Resource) -> Option<bool> {
         let Spec::Dataplane(dp) = &res.spec else {
-            return false;
+            return None;
         };
         let identity = view
             .mtls()
@@ -469,15 +517,16 @@ impl Runtime {
         let reusable = {
             let proxies = self.proxies();
             match proxies.get(node_id) {
-                Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => return false,
+                Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => return None,
                 Some(p) => p
                     .outbound
                     .as_ref()
                     .filter(|(k, _)| *k == out_key)
                     .map(|(_, o)| o.clone()),
-                None => return false,
+                None => return None,
             }
         };
+        let reused = reusable.is_some();
         let outbound =
             reusable.unwrap_or_else(|| generator::outbound_resources(view, dp, mtls).into());
         let snapshot = generator::assemble(
@@ -504,9 +553,9 @@ impl Runtime {
                     .iter()
                     .filter_map(|o| o.service().map(str::to_string))
                     .collect();
-                true
+                Some(reused)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -563,7 +612,7 @@ impl Runtime {
                 else {
                     continue;
                 };
-                if self.generate_for(&node_id, &view, &res) {
+                if self.generate_for(&node_id, &view, &res).is_some() {
                     tracing::debug!(node_id, "identity certificate rotated");
                 }
             }

@@ -128,10 +128,15 @@ impl ControlPlane {
         let log = dir.path().join("kuma-cp.log");
         let out = std::fs::File::create(&log).context("creating the CP log")?;
         let err = out.try_clone()?;
+        // `--cp-env KUMA_LOG_LEVEL=...` chooses the CP's log level (info otherwise).
+        let log_level = env
+            .iter()
+            .find(|(k, _)| k == "KUMA_LOG_LEVEL")
+            .map_or("info", |(_, v)| v.as_str());
         let mut cmd = Command::new(binary);
         cmd.arg("run")
             .arg("--log-level")
-            .arg("info")
+            .arg(log_level)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -22,7 +22,7 @@ use anyhow::Context;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
+use envoy_types::pb::google::protobuf::{Any, ListValue, Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -605,6 +605,42 @@ fn decode_all<'a>(
         .map_err(|e| e.to_string())
 }
 
+/// What a SotW stream decoded last, by type and by hash of the encoded bytes: a state-of-the-
+/// world response repeats every unchanged listener and cluster, and Envoy too skips those
+/// whose hash it already holds instead of applying them again.
+#[derive(Default)]
+struct DecodeCache {
+    by_type: HashMap<String, HashMap<u64, Decoded>>,
+}
+
+impl DecodeCache {
+    /// Decodes a response, reusing the results of resources seen byte for byte in the
+    /// previous response of the same type; then remembers this response's.
+    fn decode(&mut self, type_url: &str, resources: &[Any]) -> Result<Vec<Decoded>, String> {
+        let prev = self.by_type.remove(type_url).unwrap_or_default();
+        let mut next = HashMap::with_capacity(resources.len());
+        let mut out = Vec::with_capacity(resources.len());
+        for a in resources {
+            let h = record::hash_bytes(&a.value);
+            let d = match prev.get(&h) {
+                Some(d) => d.clone(),
+                None => {
+                    let t = if a.type_url.is_empty() {
+                        type_url
+                    } else {
+                        &a.type_url
+                    };
+                    record::decode(t, &a.value).map_err(|e| e.to_string())?
+                }
+            };
+            next.insert(h, d.clone());
+            out.push(d);
+        }
+        self.by_type.insert(type_url.to_string(), next);
+        Ok(out)
+    }
+}
+
 #[derive(Default)]
 struct Sub {
     names: BTreeSet<String>,
@@ -647,6 +683,7 @@ async fn sotw(
         })?
         .into_inner();
     let mut subs: HashMap<String, Sub> = HashMap::new();
+    let mut cache = DecodeCache::default();
     loop {
         let resp = match responses.message().await {
             Ok(Some(r)) => r,
@@ -656,12 +693,7 @@ async fn sotw(
         got = true;
         let now = Instant::now();
         let type_url = resp.type_url.clone();
-        let decoded = match decode_all(
-            &type_url,
-            resp.resources
-                .iter()
-                .map(|a| (a.type_url.as_str(), a.value.as_slice())),
-        ) {
+        let decoded = match cache.decode(&type_url, &resp.resources) {
             Ok(d) => d,
             Err(message) => {
                 proxy.nacked();

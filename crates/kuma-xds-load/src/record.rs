@@ -111,7 +111,7 @@ pub struct Arrival {
     pub removed: usize,
 }
 
-fn hash_bytes(b: &[u8]) -> u64 {
+pub fn hash_bytes(b: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     b.hash(&mut h);
     h.finish()
@@ -189,6 +189,7 @@ pub struct DecodeError {
 }
 
 /// A decoded resource of one of the four types.
+#[derive(Clone)]
 pub enum Decoded {
     Cluster(String, ClusterInfo),
     Listener(String, ListenerInfo),

@@ -50,12 +50,47 @@ const SCHEMA: [&str; 2] = [
 /// How long a connection waits for another process's write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints the WAL periodically (PASSIVE: never waits for readers or writers) until the
+/// pool is closed.
+async fn checkpoint_wal(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "checkpointing the SQLite WAL failed");
+        }
+    }
+}
+
 /// A [`Store`] in a SQLite database.
 pub struct SqliteStore {
     pool: SqlitePool,
     events: broadcast::Sender<Event>,
     /// Serialises writes (see the module docs).
     write: Mutex<()>,
+    /// The WAL checkpoint task of a file database, stopped with the store.
+    checkpointer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(t) = &self.checkpointer {
+            t.abort();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -66,7 +101,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // No checkpoint inside a commit: the write that crosses the WAL threshold would
+            // copy the WAL into the database (and fsync) on an API request's path. A background
+            // task checkpoints instead.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -77,7 +116,9 @@ impl SqliteStore {
                     path.display()
                 ))
             })?;
-        Self::init(pool).await
+        let mut store = Self::init(pool).await?;
+        store.checkpointer = Some(tokio::spawn(checkpoint_wal(store.pool.clone())).abort_handle());
+        Ok(store)
     }
 
     /// A private in-memory database (for tests): one connection kept open for the life of the
@@ -103,6 +144,7 @@ impl SqliteStore {
             pool,
             events: broadcast::channel(WATCH_CAPACITY).0,
             write: Mutex::new(()),
+            checkpointer: None,
         })
     }
 

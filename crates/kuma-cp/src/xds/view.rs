@@ -27,6 +27,7 @@ pub struct MeshView {
 }
 
 /// The mesh's enabled mTLS backend, ready to issue identities.
+#[derive(Clone)]
 pub struct Mtls {
     pub backend: String,
     pub permissive: bool,
