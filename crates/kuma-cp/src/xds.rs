@@ -33,6 +33,9 @@ use crate::manager::{ManagerError, ResourceManager};
 use crate::tokens::{self, Validator};
 use view::MeshView;
 
+/// Below this many proxies to regenerate, a reconcile generates them on its own task.
+const PARALLEL_GENERATION_MIN: usize = 256;
+
 /// Node metadata key carrying the Dataplane (direct lifecycle).
 pub const METADATA_RESOURCE: &str = "dataplane.resource";
 
@@ -368,14 +371,14 @@ impl Runtime {
     }
 
     /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
-    async fn reconcile_mesh(&self, mesh: &str) -> anyhow::Result<()> {
+    async fn reconcile_mesh(self: &Arc<Self>, mesh: &str) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let prev = self.views().get(mesh).cloned();
         let (view, dataplanes) = self.build_view(mesh).await?;
         let view_built = started.elapsed();
-        let by_name: HashMap<&str, &Resource> = dataplanes
+        let by_name: HashMap<&str, &Arc<Resource>> = dataplanes
             .iter()
-            .map(|r| (r.meta.name.as_str(), r.as_ref()))
+            .map(|r| (r.meta.name.as_str(), r))
             .collect();
         // When nothing mesh-wide changed (mTLS, policies), only proxies whose own Dataplane
         // changed or that consume a service whose endpoints or protocol changed need a look;
@@ -403,16 +406,13 @@ impl Runtime {
                 nodes.push((id.clone(), p.name.clone()));
             }
         }
-        let (mut regenerated, mut outbound_reused) = (0, 0);
-        for (node_id, name) in nodes {
-            let Some(res) = by_name.get(name.as_str()) else {
-                continue;
-            };
-            if let Some(reused) = self.generate_for(&node_id, &view, res) {
-                regenerated += 1;
-                outbound_reused += usize::from(reused);
-            }
-        }
+        let work: Vec<(String, Arc<Resource>)> = nodes
+            .into_iter()
+            .filter_map(|(id, name)| by_name.get(name.as_str()).map(|r| (id, Arc::clone(r))))
+            .collect();
+        let outcomes = self.generate_all(&view, work).await;
+        let regenerated = outcomes.iter().flatten().count();
+        let outbound_reused = outcomes.iter().flatten().filter(|r| **r).count();
         tracing::debug!(
             mesh,
             regenerated,
@@ -422,6 +422,47 @@ impl Runtime {
             "mesh reconciled"
         );
         Ok(())
+    }
+
+    /// Runs [`Self::generate_for`] over `work`: inline when small; otherwise split over one
+    /// blocking thread per core, so a mesh-wide change (every proxy of the mesh) is not
+    /// bound to one core.
+    async fn generate_all(
+        self: &Arc<Self>,
+        view: &Arc<MeshView>,
+        work: Vec<(String, Arc<Resource>)>,
+    ) -> Vec<Option<bool>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 || work.len() < PARALLEL_GENERATION_MIN {
+            return work
+                .iter()
+                .map(|(id, res)| self.generate_for(id, view, res))
+                .collect();
+        }
+        let per = work.len().div_ceil(threads);
+        let mut work = work.into_iter();
+        let mut tasks = Vec::with_capacity(threads);
+        loop {
+            let chunk: Vec<_> = work.by_ref().take(per).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (this, view) = (self.clone(), view.clone());
+            tasks.push(tokio::task::spawn_blocking(move || {
+                chunk
+                    .iter()
+                    .map(|(id, res)| this.generate_for(id, &view, res))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok(r) => out.extend(r),
+                Err(e) => tracing::error!(error = %e, "generating proxy configs failed"),
+            }
+        }
+        out
     }
 
     /// The identity secret of a proxy: reused while valid, reissued when missing, when the
