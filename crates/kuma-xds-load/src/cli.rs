@@ -42,6 +42,9 @@ pub enum Command {
     /// Data path latency at a fixed rate: direct, through the mesh (kuma-cp + 2 kuma-dp with
     /// Envoy, mTLS), and through two Envoys with a minimal static mTLS config.
     Datapath(datapath::Args),
+    /// What touching resident memory costs after the process left it idle for a while (a
+    /// property of the machine, not of kuma-cp; see BENCHMARKS.md).
+    ColdMemory(crate::coldmem::ColdMemoryArgs),
 }
 
 /// Flags shared by the load scenarios.
@@ -197,7 +200,7 @@ impl Command {
             Command::PolicyChange(a) => (Scenario::PolicyChange, a),
             Command::CaChange(a) => (Scenario::CaChange, a),
             Command::Idle(a) => (Scenario::Idle, a),
-            Command::Datapath(_) => return None,
+            Command::Datapath(_) | Command::ColdMemory(_) => return None,
         })
     }
 }

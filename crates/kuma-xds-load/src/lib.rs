@@ -14,8 +14,10 @@
 //! - [`datapath`] + [`loadgen`]: a fixed-rate (open-loop) HTTP load generator measuring
 //!   client → Envoy → Envoy → server through the mesh against direct and a minimal static
 //!   Envoy pair.
+//! - [`coldmem`]: the cost of touching memory left idle (a property of the machine).
 
 pub mod cli;
+pub mod coldmem;
 pub mod cp;
 pub mod datapath;
 pub mod fleet;
@@ -52,6 +54,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         cli::Command::Datapath(args) => datapath::run(args).await,
+        cli::Command::ColdMemory(args) => coldmem::run(args).await,
         _ => Ok(()),
     }
 }
