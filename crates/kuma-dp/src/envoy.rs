@@ -340,7 +340,7 @@ mod tests {
     async fn terminates_a_process() {
         let sh = find_binary(Path::new("sh")).unwrap();
         let child = Command::new(&sh)
-            .args(["-c", "sleep 30"])
+            .args(["-c", "exec sleep 30"])
             .kill_on_drop(true)
             .spawn()
             .unwrap();
