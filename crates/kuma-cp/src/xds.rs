@@ -33,8 +33,9 @@ use crate::manager::{ManagerError, ResourceManager};
 use crate::tokens::{self, Validator};
 use view::MeshView;
 
-/// Below this many proxies to regenerate, a reconcile generates them on its own task.
-const PARALLEL_GENERATION_MIN: usize = 256;
+/// Below this many proxies to regenerate, a reconcile generates them on its own task (the
+/// 50-proxy harness tests run the split path).
+const PARALLEL_GENERATION_MIN: usize = 32;
 
 /// Node metadata key carrying the Dataplane (direct lifecycle).
 pub const METADATA_RESOURCE: &str = "dataplane.resource";

@@ -486,6 +486,37 @@ mod tests {
         Resource::from_wire(wire, None).expect("valid")
     }
 
+    /// Writes go to the WAL only; the background task, not a commit, copies them into the
+    /// database file within about a second.
+    #[tokio::test]
+    async fn wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kuma.db");
+        let s = SqliteStore::open(&path).await.expect("open");
+        // Let the task's first (immediate) checkpoint pass, then write.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let size = || std::fs::metadata(&path).expect("db file").len();
+        let before = size();
+        s.create(Resource::new("default", "", Spec::Mesh(Mesh::default())))
+            .await
+            .expect("mesh");
+        // Enough commits to pass SQLite's default autocheckpoint threshold (1000 pages).
+        for i in 0..600 {
+            s.create(dataplane("default", &format!("dp-{i}")))
+                .await
+                .expect("dp");
+        }
+        assert_eq!(size(), before, "a commit checkpointed the WAL");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while size() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL was not checkpointed within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     #[tokio::test]
     async fn data_survives_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");

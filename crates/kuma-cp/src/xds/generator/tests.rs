@@ -3,8 +3,13 @@
 //! `/config_dump` shows it). Run with `UPDATE_GOLDEN=1` to rewrite them after an intended
 //! change; otherwise any drift fails, naming the file.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::ca;
 use crate::golden::assert_golden;
-use kuma_core::resource::Dataplane;
+use crate::xds::view::Mtls;
+use kuma_core::resource::{Dataplane, MeshTrafficPermission};
 use serde_json::{Value, json};
 
 use super::generate;
@@ -30,10 +35,10 @@ fn server(host: u8, service: &str, protocol: Option<&str>) -> Dataplane {
 /// its JSON with `testdata/generator/<case>.golden.json`.
 fn check(case: &str, proxy: &Dataplane, others: &[Dataplane]) {
     let view = MeshView::build("default", "zone-1", others.iter().chain([proxy]));
-    let json = kuma_xds::json::snapshot_to_json(&generate(&view, proxy));
-    let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
-    assert!(!text.contains("@error"), "unrenderable resource:\n{text}");
-    assert_golden(&format!("generator/{case}.golden.json"), &text);
+    assert_golden(
+        &format!("generator/{case}.golden.json"),
+        &rendered(&generate(&view, proxy)),
+    );
 }
 
 #[test]
@@ -89,65 +94,109 @@ fn http2_and_grpc() {
     check("http2-grpc", &client, &others);
 }
 
-/// mTLS on: SDS secrets, TLS on inbound chains with RBAC (HTTP and TCP), TLS with SNI on
-/// outbound clusters; PERMISSIVE adds the plaintext and passthrough chains.
-fn check_mtls(case: &str, permissive: bool) {
-    use std::sync::Arc;
+/// The mesh of the mTLS cases: `web` (an HTTP and a TCP inbound, an outbound to `backend`),
+/// one `backend`, a builtin CA, an allow-all permission and a Deny of `legacy` into `web`.
+struct MtlsMesh {
+    proxy: Dataplane,
+    others: Vec<Dataplane>,
+    mtls: Mtls,
+    policies: Vec<(String, MeshTrafficPermission)>,
+}
 
-    use crate::ca;
-    use crate::xds::view::Mtls;
+impl MtlsMesh {
+    fn new(permissive: bool) -> Self {
+        let proxy = dataplane(json!({"networking": {
+            "address": "10.0.0.1",
+            "inbound": [
+                {"port": 8080, "servicePort": 80, "tags": {"kuma.io/service": "web", "kuma.io/protocol": "http", "team": "a"}},
+                {"port": 9090, "servicePort": 90, "tags": {"kuma.io/service": "web-tcp"}}
+            ],
+            "outbound": [{"port": 10001, "tags": {"kuma.io/service": "backend"}}]
+        }}));
+        let (cert, key) = ca::generate_root("default", ca::DEFAULT_ROOT_LIFETIME).unwrap();
+        let mtls = Mtls {
+            backend: "ca-1".into(),
+            permissive,
+            // Fixed PEM text keeps the golden stable; the generator only places it.
+            ca_secret: Arc::new(super::ca_secret("default", "CA-PEM")),
+            ca: Arc::new(ca::Ca::from_pem("ca-1", &cert, &key).unwrap()),
+            lifetime: ca::DEFAULT_DP_CERT_LIFETIME,
+        };
+        let policies = vec![
+            (
+                "allow-all".to_string(),
+                serde_json::from_value(json!({"targetRef": {"kind": "Mesh"},
+                    "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}))
+                .unwrap(),
+            ),
+            (
+                "deny-legacy".to_string(),
+                serde_json::from_value(json!({"targetRef": {"kind": "MeshService", "name": "web"},
+                    "from": [{"targetRef": {"kind": "MeshService", "name": "legacy"}, "default": {"action": "Deny"}}]}))
+                .unwrap(),
+            ),
+        ];
+        Self {
+            proxy,
+            others: vec![server(2, "backend", Some("http"))],
+            mtls,
+            policies,
+        }
+    }
 
-    let proxy = dataplane(json!({"networking": {
-        "address": "10.0.0.1",
-        "inbound": [
-            {"port": 8080, "servicePort": 80, "tags": {"kuma.io/service": "web", "kuma.io/protocol": "http", "team": "a"}},
-            {"port": 9090, "servicePort": 90, "tags": {"kuma.io/service": "web-tcp"}}
-        ],
-        "outbound": [{"port": 10001, "tags": {"kuma.io/service": "backend"}}]
-    }}));
-    let others = [server(2, "backend", Some("http"))];
-    let (cert, key) = ca::generate_root("default", ca::DEFAULT_ROOT_LIFETIME).unwrap();
-    let mtls = Mtls {
-        backend: "ca-1".into(),
-        permissive,
-        // Fixed PEM text keeps the golden stable; the generator only places it.
-        ca_secret: Arc::new(super::ca_secret("default", "CA-PEM")),
-        ca: Arc::new(ca::Ca::from_pem("ca-1", &cert, &key).unwrap()),
-        lifetime: ca::DEFAULT_DP_CERT_LIFETIME,
-    };
-    let policies = vec![
-        (
-            "allow-all".to_string(),
-            serde_json::from_value(json!({"targetRef": {"kind": "Mesh"},
-                "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}))
-            .unwrap(),
-        ),
-        (
-            "deny-legacy".to_string(),
-            serde_json::from_value(json!({"targetRef": {"kind": "MeshService", "name": "web"},
-                "from": [{"targetRef": {"kind": "MeshService", "name": "legacy"}, "default": {"action": "Deny"}}]}))
-            .unwrap(),
-        ),
-    ];
-    let view = MeshView::build("default", "zone-1", others.iter().chain([&proxy]))
-        .with_mtls(mtls)
-        .with_policies(policies);
-    let labels = Default::default();
-    let snap = super::generate_proxy(
-        &view,
-        &super::Proxy {
+    /// The view with the first `policies` permissions.
+    fn view(&self, policies: usize) -> MeshView {
+        MeshView::build("default", "zone-1", self.others.iter().chain([&self.proxy]))
+            .with_mtls(self.mtls.clone())
+            .with_policies(self.policies[..policies].to_vec())
+    }
+
+    fn proxy<'a>(&'a self, labels: &'a BTreeMap<String, String>) -> super::Proxy<'a> {
+        super::Proxy {
             name: "web-1",
-            labels: &labels,
-            dataplane: &proxy,
+            labels,
+            dataplane: &self.proxy,
             identity: Some(Arc::new(super::identity_secret(
                 "default", "CERT-PEM", "KEY-PEM",
             ))),
-        },
-    );
-    let json = kuma_xds::json::snapshot_to_json(&snap);
+        }
+    }
+}
+
+fn rendered(snap: &kuma_xds::Snapshot) -> String {
+    let json = kuma_xds::json::snapshot_to_json(snap);
     let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
     assert!(!text.contains("@error"), "unrenderable resource:\n{text}");
-    assert_golden(&format!("generator/{case}.golden.json"), &text);
+    text
+}
+
+/// mTLS on: SDS secrets, TLS on inbound chains with RBAC (HTTP and TCP), TLS with SNI on
+/// outbound clusters; PERMISSIVE adds the plaintext and passthrough chains.
+fn check_mtls(case: &str, permissive: bool) {
+    let mesh = MtlsMesh::new(permissive);
+    let labels = BTreeMap::new();
+    let snap = super::generate_proxy(&mesh.view(mesh.policies.len()), &mesh.proxy(&labels));
+    assert_golden(&format!("generator/{case}.golden.json"), &rendered(&snap));
+}
+
+/// What the runtime does on a permission change: the outbound half generated under the old
+/// permissions, assembled with the new view, is exactly the snapshot generated from scratch.
+#[test]
+fn outbound_half_reused_across_a_permission_change_is_exact() {
+    let mesh = MtlsMesh::new(false);
+    let labels = BTreeMap::new();
+    let proxy = mesh.proxy(&labels);
+    let before = mesh.view(1);
+    let after = mesh.view(2);
+    let outbound = super::outbound_resources(&before, &mesh.proxy, true);
+    let reused = rendered(&super::assemble(&after, &proxy, &outbound));
+    let fresh = rendered(&super::generate_proxy(&after, &proxy));
+    assert_eq!(reused, fresh);
+    assert_ne!(
+        rendered(&super::generate_proxy(&before, &proxy)),
+        fresh,
+        "the Deny must change the inbound listener"
+    );
 }
 
 #[test]
