@@ -62,3 +62,18 @@ pub async fn run(args: ColdMemoryArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn probe_runs() {
+        run(ColdMemoryArgs {
+            mib: 1,
+            idle_secs: vec![0],
+        })
+        .await
+        .expect("the probe maps, touches and reports");
+    }
+}
