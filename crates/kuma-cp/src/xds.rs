@@ -162,6 +162,9 @@ impl Runtime {
 
     /// Runs the reconciler and the insight flusher until shutdown.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        // Subscribe before anything awaits: the API serves as soon as the CP is up, and a
+        // change written before the subscription would otherwise never be reconciled.
+        let mut rx = self.manager.store().watch();
         self.tracker.close_stale().await;
         let flusher = {
             let this = self.clone();
@@ -179,12 +182,14 @@ impl Runtime {
             })
         };
         let rotations = tokio::spawn(self.clone().run_rotations());
-        let mut rx = self.manager.store().watch();
-        // Subscribe first, then load: nothing written in between is missed.
+        // Subscribed above, loaded now: nothing written in between is missed.
         self.inputs.load_all(&self.manager).await?;
         self.inputs_ready
             .store(true, std::sync::atomic::Ordering::Release);
-        let known: Vec<String> = self.views().keys().cloned().collect();
+        // Every mesh, with or without proxies: builtin CA roots are created at the first
+        // reconcile of a mesh, whatever was written before the subscription.
+        let mut known: BTreeSet<String> = self.views().keys().cloned().collect();
+        known.extend(self.inputs.mesh_names());
         for mesh in known {
             if let Err(e) = self.reconcile_mesh(&mesh).await {
                 tracing::warn!(mesh, error = %e, "reconciling mesh failed");

@@ -97,6 +97,11 @@ impl Inputs {
         Ok(())
     }
 
+    /// Names of every mirrored Mesh.
+    pub fn mesh_names(&self) -> Vec<String> {
+        self.maps().meshes.keys().cloned().collect()
+    }
+
     pub fn mesh(&self, name: &str) -> Option<Arc<Resource>> {
         self.maps().meshes.get(name).cloned()
     }
