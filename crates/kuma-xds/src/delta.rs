@@ -236,6 +236,10 @@ impl Protocol for State {
         req.node.as_ref()
     }
 
+    fn resumed(req: &DeltaDiscoveryRequest) -> bool {
+        !req.initial_resource_versions.is_empty()
+    }
+
     fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
         State::on_request(self, req)
     }

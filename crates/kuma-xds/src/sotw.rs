@@ -188,6 +188,10 @@ impl Protocol for State {
         req.node.as_ref()
     }
 
+    fn resumed(req: &DiscoveryRequest) -> bool {
+        !req.version_info.is_empty()
+    }
+
     fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
         State::on_request(self, req)
     }
