@@ -76,7 +76,7 @@ fn readiness_reports_move_a_proxy_and_need_its_own_token() {
     assert_eq!(ghost, none, "an unknown name");
     assert_eq!(
         c.endpoints("web"),
-        [addr.clone()],
+        std::slice::from_ref(&addr),
         "refused reports change nothing"
     );
     // Malformed and oversized bodies.
