@@ -736,6 +736,13 @@ impl DataplaneProc {
         })
     }
 
+    /// The PEM text of every active SDS secret, by name: the certificate chain of a TLS
+    /// certificate (`identity_cert:secret:<mesh>`), the trusted CAs of a validation context
+    /// (`mesh_ca:secret:<mesh>`).
+    pub fn sds_pems(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        sds_pems(self.admin)
+    }
+
     /// The active (not warming) cluster `name` from the config dump.
     pub fn active_cluster(&self, name: &str) -> Option<Value> {
         let dump = self.config_dump("dynamic_active_clusters")?;
@@ -754,6 +761,41 @@ impl DataplaneProc {
                 .and_then(|v| v.trim().parse().ok())
         })
     }
+}
+
+/// See [`DataplaneProc::sds_pems`]; by the Envoy admin address.
+pub fn sds_pems(admin: SocketAddr) -> Option<std::collections::BTreeMap<String, String>> {
+    let (code, body) = http(
+        "GET",
+        admin,
+        "/config_dump?resource=dynamic_active_secrets",
+        None,
+    )
+    .ok()?;
+    if code != 200 {
+        return None;
+    }
+    let dump: Value = serde_json::from_str(&body).ok()?;
+    let mut out = std::collections::BTreeMap::new();
+    for c in dump["configs"].as_array()? {
+        let secret = &c["secret"];
+        let data = secret["tls_certificate"]["certificate_chain"]["inline_bytes"]
+            .as_str()
+            .or_else(|| secret["validation_context"]["trusted_ca"]["inline_bytes"].as_str());
+        if let (Some(name), Some(data)) = (c["name"].as_str(), data) {
+            out.insert(
+                name.to_string(),
+                String::from_utf8_lossy(&base64_decode(data)).to_string(),
+            );
+        }
+    }
+    Some(out)
+}
+
+/// Whether the PEM bundle `bundle` holds the certificate `pem` (whitespace aside).
+pub fn pem_contains(bundle: &str, pem: &str) -> bool {
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    squash(bundle).contains(&squash(pem))
 }
 
 /// An HTTP/1.1 server answering every request with `name` (a workload).
@@ -861,7 +903,7 @@ pub fn get_via(port: u16) -> anyhow::Result<String> {
 pub fn http_probe(port: u16) -> anyhow::Result<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
     write!(
         s,
         "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

@@ -4,14 +4,18 @@
 //! and leave no Envoy warming a resource until its initial fetch timeout or rejecting an
 //! update.
 //!
-//! A client thread sends requests through the frontend's outbounds every 20 ms the whole
-//! time and counts every request and every failure (non-200 or transport error) per step:
-//! - an HTTP GET through the outbound to `backend` (HTTP), carried between the proxies over
+//! A client sends requests through the frontend's outbounds the whole time, one every 25 ms
+//! per probe on a fixed schedule (each request on its own thread, so a request that hangs does
+//! not hold back the next), and counts every request and every failure (non-200 or transport
+//! error) per step, by the step in which the request was sent:
+//! - `http`: a GET through the outbound to `backend` (HTTP), carried between the proxies over
 //!   a pooled HTTP/2 connection;
-//! - the same GET through the outbound to `backend-tcp` (a TCP inbound of the same replicas,
-//!   in front of the same workload): every request is a new connection between the proxies,
-//!   a new mTLS handshake with mTLS on, so a trust problem cannot hide behind a pooled
-//!   connection.
+//! - `tcp`: the same GET through the outbound to `backend-tcp` (a TCP inbound of the same
+//!   replicas, in front of the same workload): every request is a new connection between the
+//!   proxies, a new mTLS handshake with mTLS on, so a trust problem cannot hide behind a
+//!   pooled connection;
+//! - `burst`: for one second after each change, two threads send `tcp` requests back to back,
+//!   to catch windows shorter than the 25 ms schedule.
 //!
 //! Every step's figures are printed (`eprintln`) as a table row when the step ends, and the
 //! whole table again at the end; the test then fails listing every violated bound, so one
@@ -36,9 +40,12 @@ const VISIBLE_BOUND: Duration = Duration::from_secs(1);
 /// How long a step waits for its change before giving up (longer than Envoy's 15 s initial
 /// fetch timeout, so a resource kept warming shows as ~15 s in the figures).
 const VISIBLE_WAIT: Duration = Duration::from_secs(20);
-/// Pause between two rounds of the client.
-const CLIENT_PAUSE: Duration = Duration::from_millis(20);
-/// Fewer requests than this per probe and step means the client was not running.
+/// The client's schedule: one request per probe every this long.
+const CLIENT_PERIOD: Duration = Duration::from_millis(25);
+/// Back-to-back requests after each change, from this many threads, for this long.
+const BURST_THREADS: usize = 2;
+const BURST: Duration = Duration::from_secs(1);
+/// Fewer requests than this per scheduled probe and step means the client was not running.
 const MIN_REQUESTS: u64 = 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -48,88 +55,146 @@ const MIN_REQUESTS: u64 = 20;
 /// What one probe of the client saw during one step.
 #[derive(Debug, Default, Clone)]
 struct Tally {
+    /// Requests sent (and finished).
     requests: u64,
     failures: u64,
+    /// Requests sent but not finished yet.
+    in_flight: u64,
     /// Answers per replica (the body is the serving workload's name).
     answers: BTreeMap<String, u64>,
     /// The first failures, with their time since the client started.
     errors: Vec<String>,
 }
 
-/// The client thread: one request through each probe (name, local outbound port) per round.
+struct Shared {
+    /// The bucket (step) requests sent now are counted in.
+    current: AtomicUsize,
+    /// Per step, per probe.
+    buckets: Mutex<Vec<Vec<Tally>>>,
+    started: Instant,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Tally>>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One request of probe `k` through `port`, counted in the current step.
+    fn request(&self, k: usize, name: &str, port: u16) {
+        let i = self.current.load(Ordering::SeqCst);
+        self.lock()[i][k].in_flight += 1;
+        let result = http_probe(port);
+        let at = self.started.elapsed().as_secs_f64();
+        let mut all = self.lock();
+        let t = &mut all[i][k];
+        t.in_flight -= 1;
+        t.requests += 1;
+        let error = match result {
+            Ok((200, body)) => {
+                *t.answers.entry(body).or_default() += 1;
+                None
+            }
+            Ok((code, body)) => Some(format!("status {code}: {body}")),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        if let Some(e) = error {
+            t.failures += 1;
+            if t.errors.len() < 5 {
+                t.errors.push(format!("t={at:.3}s {name}: {e}"));
+            }
+        }
+    }
+}
+
+/// The client: `probes` (name, local outbound port) on the schedule, plus `burst` (the last
+/// probe, on the port of the `tcp` probe) on demand.
 struct Load {
     probes: Vec<(&'static str, u16)>,
-    step: Arc<AtomicUsize>,
-    tallies: Arc<Mutex<Vec<Vec<Tally>>>>,
-    started: Instant,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Load {
-    fn start(probes: Vec<(&'static str, u16)>) -> Self {
-        let step = Arc::new(AtomicUsize::new(0));
-        let tallies = Arc::new(Mutex::new(vec![vec![Tally::default(); probes.len()]]));
-        let stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
+    fn start(scheduled: Vec<(&'static str, u16)>) -> Self {
+        let burst_port = scheduled.last().expect("a probe").1;
+        let mut probes = scheduled.clone();
+        probes.push(("burst", burst_port));
+        let shared = Arc::new(Shared {
+            current: AtomicUsize::new(0),
+            buckets: Mutex::new(vec![vec![Tally::default(); probes.len()]]),
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+        });
         let thread = {
-            let (probes, step, tallies, stop) =
-                (probes.clone(), step.clone(), tallies.clone(), stop.clone());
+            let shared = shared.clone();
             std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    for (k, (name, port)) in probes.iter().enumerate() {
-                        let i = step.load(Ordering::Relaxed);
-                        let result = http_probe(*port);
-                        let at = started.elapsed().as_secs_f64();
-                        let mut all = tallies.lock().unwrap_or_else(|e| e.into_inner());
-                        let t = &mut all[i][k];
-                        t.requests += 1;
-                        let error = match result {
-                            Ok((200, body)) => {
-                                *t.answers.entry(body).or_default() += 1;
-                                None
-                            }
-                            Ok((code, body)) => Some(format!("status {code}: {body}")),
-                            Err(e) => Some(format!("{e:#}")),
-                        };
-                        if let Some(e) = error {
-                            t.failures += 1;
-                            if t.errors.len() < 5 {
-                                t.errors.push(format!("t={at:.3}s {name}: {e}"));
-                            }
-                        }
+                let mut next = Instant::now();
+                while !shared.stop.load(Ordering::Relaxed) {
+                    for (k, (name, port)) in scheduled.iter().enumerate() {
+                        let (shared, name, port) = (shared.clone(), *name, *port);
+                        std::thread::spawn(move || shared.request(k, name, port));
                     }
-                    std::thread::sleep(CLIENT_PAUSE);
+                    next += CLIENT_PERIOD;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 }
             })
         };
         Self {
             probes,
-            step,
-            tallies,
-            started,
-            stop,
+            shared,
             thread: Some(thread),
         }
     }
 
+    /// Probes on the schedule (all but `burst`).
+    fn scheduled(&self) -> usize {
+        self.probes.len() - 1
+    }
+
     /// Counts from now on into a new step; its index.
     fn begin(&self) -> usize {
-        let mut all = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.shared.lock();
         all.push(vec![Tally::default(); self.probes.len()]);
         let i = all.len() - 1;
-        self.step.store(i, Ordering::Relaxed);
+        self.shared.current.store(i, Ordering::SeqCst);
         i
     }
 
-    fn tally(&self, step: usize) -> Vec<Tally> {
-        self.tallies.lock().unwrap_or_else(|e| e.into_inner())[step].clone()
+    /// Back-to-back requests on the `burst` probe for [`BURST`], from [`BURST_THREADS`]
+    /// threads (returns at once).
+    fn burst(&self) {
+        let k = self.probes.len() - 1;
+        let (name, port) = self.probes[k];
+        for _ in 0..BURST_THREADS {
+            let shared = self.shared.clone();
+            std::thread::spawn(move || {
+                let until = Instant::now() + BURST;
+                while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
+                    shared.request(k, name, port);
+                }
+            });
+        }
     }
 
-    /// Answers from `replica` to every probe in the current step (the smallest count).
+    /// The figures of `step`, once its requests still in flight finished (up to 10 s).
+    fn tally(&self, step: usize) -> Vec<Tally> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = self.shared.lock()[step].clone();
+            if t.iter().all(|t| t.in_flight == 0) || Instant::now() > deadline {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Answers from `replica` to every scheduled probe in the current step (the smallest
+    /// count).
     fn answers_now(&self, replica: &str) -> u64 {
-        let i = self.step.load(Ordering::Relaxed);
-        self.tally(i)
+        let i = self.shared.current.load(Ordering::SeqCst);
+        let all = self.shared.lock();
+        all[i][..self.scheduled()]
             .iter()
             .map(|t| t.answers.get(replica).copied().unwrap_or(0))
             .min()
@@ -138,11 +203,11 @@ impl Load {
 
     /// Seconds since the client started (the time base of the recorded failures).
     fn now(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        self.shared.started.elapsed().as_secs_f64()
     }
 
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -159,11 +224,19 @@ impl Drop for Load {
 // Steps and their figures
 // ---------------------------------------------------------------------------------------------
 
+/// When a change became visible: how long after its API call, or `None` and what was still
+/// missing when the wait ended.
+struct Visible {
+    after: Option<Duration>,
+    missing: String,
+}
+
 struct Row {
     step: String,
     tallies: Vec<Tally>,
     visible: Option<Duration>,
-    trouble: u64,
+    /// xDS trouble counters: added in this step, and in total.
+    trouble: (u64, u64),
     note: String,
 }
 
@@ -172,6 +245,12 @@ struct Steps<'a> {
     load: &'a Load,
     rows: Vec<Row>,
     violations: Vec<String>,
+    /// The bucket the next step counts in (opened when the previous step ended, so no
+    /// request falls between two steps).
+    next: Option<usize>,
+    /// xDS trouble counters of Envoys gone by now, and the total at the end of the last step.
+    gone_trouble: u64,
+    last_trouble: u64,
 }
 
 impl<'a> Steps<'a> {
@@ -181,34 +260,40 @@ impl<'a> Steps<'a> {
             load,
             rows: vec![],
             violations: vec![],
+            next: None,
+            gone_trouble: 0,
+            last_trouble: 0,
         }
     }
 
     /// Starts a step: the client counts into it from now on, for [`STEP_LEAD`] before the
     /// change is made.
-    fn begin(&self) -> usize {
-        let i = self.load.begin();
+    fn begin(&mut self) -> usize {
+        let i = self.next.take().unwrap_or_else(|| self.load.begin());
         std::thread::sleep(STEP_LEAD);
         i
     }
 
     /// Ends a step [`STEP_TAIL`] after its change became visible, checks its bounds and
     /// prints its row. `bound`: how soon the change must have been visible (`None`: within
-    /// [`VISIBLE_WAIT`]); `expected` are the replicas that must have answered every probe;
-    /// `trouble` adds xDS trouble counters read from Envoys that are gone by now.
+    /// [`VISIBLE_WAIT`]); `expected` are the replicas that must have answered every scheduled
+    /// probe; `gone` are the xDS trouble counters of Envoys that left in this step (read
+    /// before they stopped).
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         step: usize,
         name: &str,
-        (visible, bound): (Option<Duration>, Option<Duration>),
+        (visible, bound): (Visible, Option<Duration>),
         envoys: &[&DataplaneProc],
         expected: &[&str],
-        trouble: u64,
+        gone: u64,
         note: String,
     ) {
         std::thread::sleep(STEP_TAIL);
-        let mut total = trouble;
+        self.next = Some(self.load.begin());
+        self.gone_trouble += gone;
+        let mut total = self.gone_trouble;
         for e in envoys {
             match e.xds_trouble() {
                 Some(n) => total += n,
@@ -218,9 +303,12 @@ impl<'a> Steps<'a> {
                 )),
             }
         }
+        let added = total.saturating_sub(self.last_trouble);
+        self.last_trouble = total;
         let tallies = self.load.tally(step);
-        for ((probe, _), t) in self.load.probes.iter().zip(&tallies) {
-            if t.requests < MIN_REQUESTS {
+        let scheduled = self.load.scheduled();
+        for (k, ((probe, _), t)) in self.load.probes.iter().zip(&tallies).enumerate() {
+            if k < scheduled && t.requests < MIN_REQUESTS {
                 self.violations.push(format!(
                     "{name}: only {} {probe} requests were made",
                     t.requests
@@ -232,36 +320,43 @@ impl<'a> Steps<'a> {
                     t.failures, t.requests, t.errors
                 ));
             }
-            for r in expected {
+            for r in expected.iter().filter(|_| k < scheduled) {
                 if !t.answers.contains_key(*r) {
                     self.violations
                         .push(format!("{name}: {r} never answered the {probe} requests"));
                 }
             }
         }
-        match visible {
+        match visible.after {
             None => self.violations.push(format!(
-                "{name}: the change was not visible (with no Envoy warming) within {VISIBLE_WAIT:?}"
+                "{name}: the change was not visible (with no Envoy warming) within {VISIBLE_WAIT:?}; missing: {}",
+                visible.missing
             )),
             Some(d) if bound.is_some_and(|b| d > b) => self.violations.push(format!(
                 "{name}: the change took {d:?} to be visible (with no Envoy warming), bound {bound:?}"
             )),
             Some(_) => {}
         }
-        if total > 0 {
+        if added > 0 {
             self.violations.push(format!(
-                "{name}: the sum of *.init_fetch_timeout and *.update_rejected over every Envoy is {total}"
+                "{name}: the sum of *.init_fetch_timeout and *.update_rejected over every Envoy grew by {added} (to {total})"
             ));
         }
         let row = Row {
             step: name.to_string(),
             tallies,
-            visible,
-            trouble: total,
+            visible: visible.after,
+            trouble: (added, total),
             note,
         };
         eprintln!("{}", format_row(&row));
         self.rows.push(row);
+    }
+
+    /// A violation found outside the common bounds.
+    fn violation(&mut self, v: String) {
+        eprintln!("  violation: {v}");
+        self.violations.push(v);
     }
 
     /// Prints the table and fails on any violation.
@@ -286,18 +381,18 @@ impl<'a> Steps<'a> {
 }
 
 fn header(probes: &[(&'static str, u16)]) -> String {
-    let mut h = format!("{:<44}", "step");
+    let mut h = format!("{:<38}", "step");
     for (p, _) in probes {
-        h.push_str(&format!(" | {:>4} req/fail", p));
+        h.push_str(&format!(" | {p:>5} req/fail"));
     }
-    h.push_str(" | visible  | xds trouble | answers / notes");
+    h.push_str(" | visible  | xds trouble +new (total) | answers (http) / notes");
     h
 }
 
 fn format_row(r: &Row) -> String {
-    let mut s = format!("{:<44}", r.step);
+    let mut s = format!("{:<38}", r.step);
     for t in &r.tallies {
-        s.push_str(&format!(" | {:>8}/{:<4}", t.requests, t.failures));
+        s.push_str(&format!(" | {:>9}/{:<4}", t.requests, t.failures));
     }
     let visible = r
         .visible
@@ -308,8 +403,9 @@ fn format_row(r: &Row) -> String {
         .map(|t| t.answers.iter().map(|(k, v)| format!("{k}:{v}")).collect())
         .unwrap_or_default();
     s.push_str(&format!(
-        " | {visible:<8} | {:>11} | {} {}",
-        r.trouble,
+        " | {visible:<8} | {:>12} ({:>3})      | {} {}",
+        r.trouble.0,
+        r.trouble.1,
         answers.join(" "),
         r.note
     ));
@@ -321,25 +417,44 @@ fn format_row(r: &Row) -> String {
     s
 }
 
-/// Whether no Envoy is warming anything (every update it got is in use).
-fn settled(envoys: &[&DataplaneProc]) -> bool {
-    envoys.iter().all(|e| e.warming() == Some(0))
+/// `Ok` when `ok`, else what is missing.
+fn need(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.to_string()) }
 }
 
-/// Polls `cond` (and that no Envoy of `envoys` is warming) until it holds; how long after
-/// `since` it did, or `None` after [`VISIBLE_WAIT`].
+/// Polls `cond` (then that no Envoy of `envoys` is warming) until both hold.
 fn visible_after(
     since: Instant,
     envoys: &[&DataplaneProc],
-    mut cond: impl FnMut() -> bool,
-) -> Option<Duration> {
+    mut cond: impl FnMut() -> Result<(), String>,
+) -> Visible {
+    let mut missing = String::new();
     while since.elapsed() < VISIBLE_WAIT {
-        if cond() && settled(envoys) {
-            return Some(since.elapsed());
+        match cond() {
+            Err(m) => missing = m,
+            Ok(()) => {
+                let warming: Vec<String> = envoys
+                    .iter()
+                    .filter_map(|e| match e.warming() {
+                        Some(0) => None,
+                        n => Some(format!("{} warming {n:?}", e.name)),
+                    })
+                    .collect();
+                if warming.is_empty() {
+                    return Visible {
+                        after: Some(since.elapsed()),
+                        missing: String::new(),
+                    };
+                }
+                missing = warming.join(", ");
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    None
+    Visible {
+        after: None,
+        missing,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,6 +630,128 @@ fn wait_endpoints(proxy: &DataplaneProc, clusters: &[&str], n: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A CA switch, as every Envoy sees it
+// ---------------------------------------------------------------------------------------------
+
+/// What one Envoy presented and trusted at one moment of a CA switch.
+struct TrustSample {
+    at: Instant,
+    envoy: usize,
+    /// Its identity is not the one it had before the switch.
+    new_identity: bool,
+    trusts_old: bool,
+    trusts_new: bool,
+}
+
+/// Reads the SDS secrets of every Envoy (`(name, admin)`), one after the other, over and
+/// over until `stop`.
+fn sample_trust(
+    envoys: &[(String, std::net::SocketAddr)],
+    before: &[String],
+    (old_root, new_root): (&str, &str),
+    stop: &AtomicBool,
+) -> Vec<TrustSample> {
+    let mut samples = vec![];
+    while !stop.load(Ordering::Relaxed) {
+        for (k, (_, admin)) in envoys.iter().enumerate() {
+            let Some(pems) = sds_pems(*admin) else {
+                continue;
+            };
+            let at = Instant::now();
+            let id = pems
+                .get("identity_cert:secret:default")
+                .cloned()
+                .unwrap_or_default();
+            let ca = pems
+                .get("mesh_ca:secret:default")
+                .cloned()
+                .unwrap_or_default();
+            samples.push(TrustSample {
+                at,
+                envoy: k,
+                new_identity: id != before[k],
+                trusts_old: pem_contains(&ca, old_root),
+                trusts_new: pem_contains(&ca, new_root),
+            });
+        }
+    }
+    samples
+}
+
+/// Moments of a CA switch when a new connection between two proxies must fail, from the
+/// samples (each Envoy only moves forward: old identity -> new, trust gained or dropped once;
+/// an Envoy read after another saw the other's state or a later one):
+/// - X already presents its new identity while Y, read later, does not trust the new CA;
+/// - Y no longer trusts the old CA while X, read later, still presents its old identity.
+///
+/// Also names any Envoy the sampler never saw switching (the check would be vacuous).
+fn trust_gaps(samples: &[TrustSample], names: &[String]) -> (Vec<String>, Vec<String>) {
+    let n = names.len();
+    let first = |f: &dyn Fn(&TrustSample) -> bool| -> Vec<Option<Instant>> {
+        (0..n)
+            .map(|k| {
+                samples
+                    .iter()
+                    .filter(|s| s.envoy == k && f(s))
+                    .map(|s| s.at)
+                    .min()
+            })
+            .collect()
+    };
+    let first_new = first(&|s| s.new_identity);
+    let first_no_old = first(&|s| !s.trusts_old);
+    let mut worst: BTreeMap<(usize, usize, &str), Duration> = BTreeMap::new();
+    for s in samples {
+        for x in (0..n).filter(|x| *x != s.envoy) {
+            if !s.trusts_new
+                && let Some(a) = first_new[x].filter(|a| *a < s.at)
+            {
+                let e = worst.entry((x, s.envoy, "new")).or_default();
+                *e = (*e).max(s.at - a);
+            }
+            if !s.new_identity
+                && let Some(a) = first_no_old[x].filter(|a| *a < s.at)
+            {
+                let e = worst.entry((s.envoy, x, "old")).or_default();
+                *e = (*e).max(s.at - a);
+            }
+        }
+    }
+    let gaps = worst
+        .into_iter()
+        .map(|((x, y, kind), d)| {
+            if kind == "new" {
+                format!(
+                    "{} presented its new identity while {} did not trust the new CA yet, for >= {:.1} ms",
+                    names[x],
+                    names[y],
+                    d.as_secs_f64() * 1000.0
+                )
+            } else {
+                format!(
+                    "{} still presented its old identity while {} no longer trusted the old CA, for >= {:.1} ms",
+                    names[x],
+                    names[y],
+                    d.as_secs_f64() * 1000.0
+                )
+            }
+        })
+        .collect();
+    let unseen = (0..n)
+        .filter(|k| {
+            let seen = |new: bool| {
+                samples
+                    .iter()
+                    .any(|s| s.envoy == *k && s.new_identity == new)
+            };
+            !(seen(false) && seen(true))
+        })
+        .map(|k| names[k].clone())
+        .collect();
+    (gaps, unseen)
+}
+
+// ---------------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------------
 
@@ -572,21 +809,23 @@ fn change_without_a_gap() {
     let load = Load::start(vec![("http", out_http), ("tcp", out_tcp)]);
     let mut steps = Steps::new(&load);
     let both = ["backend-1", "backend-2"];
+    let bound = Some(VISIBLE_BOUND);
 
     // Baseline: nothing changes (the client and the bounds on a quiet mesh).
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
         let s = steps.begin();
-        let t0 = Instant::now();
-        let v = visible_after(t0, &envoys, || true);
+        load.burst();
+        let v = visible_after(Instant::now(), &envoys, || Ok(()));
+        let note = String::new();
         steps.finish(
             s,
             "0 baseline, mTLS off",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
             0,
-            String::new(),
+            note,
         );
     }
 
@@ -596,23 +835,29 @@ fn change_without_a_gap() {
         let s = steps.begin();
         let t0 = Instant::now();
         put_mesh(&cp, Some("ca-1"), "PERMISSIVE");
+        load.burst();
         let v = visible_after(t0, &envoys, || {
-            let Some(ca1) = cp.builtin_root("default", "ca-1") else {
-                return false;
-            };
-            json_has(front.active_cluster("backend"), TLS)
-                && json_has(front.active_cluster("backend-tcp"), TLS)
-                && serves_identity(b1.http_in, "backend", &ca1)
-                && serves_identity(b2.http_in, "backend", &ca1)
+            let ca1 = cp.builtin_root("default", "ca-1").ok_or("root of ca-1")?;
+            need(
+                json_has(front.active_cluster("backend"), TLS)
+                    && json_has(front.active_cluster("backend-tcp"), TLS),
+                "frontend clusters with TLS",
+            )?;
+            need(
+                serves_identity(b1.http_in, "backend", &ca1)
+                    && serves_identity(b2.http_in, "backend", &ca1),
+                "backends serving a ca-1 identity",
+            )
         });
+        let note = "visible: backends serve a ca-1 identity, frontend clusters use TLS".into();
         steps.finish(
             s,
             "a mTLS on, PERMISSIVE (ca-1)",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
             0,
-            "visible: backends serve a ca-1 identity, frontend clusters use TLS".into(),
+            note,
         );
     }
 
@@ -622,44 +867,102 @@ fn change_without_a_gap() {
         let s = steps.begin();
         let t0 = Instant::now();
         put_mesh(&cp, Some("ca-1"), "STRICT");
+        load.burst();
         let v = visible_after(t0, &envoys, || {
-            [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
-                .iter()
-                .all(|p| !answers_200(*p))
+            need(
+                [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
+                    .iter()
+                    .all(|p| !answers_200(*p)),
+                "plaintext refused by the backend inbounds",
+            )
         });
+        let note = "visible: plaintext to the 4 backend inbounds refused".into();
         steps.finish(
             s,
             "b PERMISSIVE -> STRICT",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
             0,
-            "visible: plaintext to the 4 backend inbounds refused".into(),
+            note,
         );
     }
 
     // (c) CA switch ca-1 -> ca-2 (both builtin backends in the Mesh, enabledBackend changes).
+    // Besides the requests, every Envoy's secrets are sampled during the switch: a moment when
+    // one proxy presents an identity another does not trust is a window in which a new
+    // connection between them fails, however short (the requests may miss it).
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
+        let ca1 = cp.builtin_root("default", "ca-1").expect("root of ca-1");
         let ca2 = wait_for("root of ca-2", Duration::from_secs(10), || {
             cp.builtin_root("default", "ca-2")
         });
+        let named: Vec<(String, std::net::SocketAddr)> =
+            envoys.iter().map(|e| (e.name.clone(), e.admin)).collect();
+        let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+        let before: Vec<String> = envoys
+            .iter()
+            .map(|e| {
+                e.sds_pems()
+                    .and_then(|p| p.get("identity_cert:secret:default").cloned())
+                    .expect("an identity before the switch")
+            })
+            .collect();
+        let trusted_ca2_before = envoys
+            .iter()
+            .filter(|e| {
+                e.sds_pems()
+                    .and_then(|p| p.get("mesh_ca:secret:default").cloned())
+                    .is_some_and(|ca| pem_contains(&ca, &ca2))
+            })
+            .count();
         let s = steps.begin();
-        let t0 = Instant::now();
-        put_mesh(&cp, Some("ca-2"), "STRICT");
-        let v = visible_after(t0, &envoys, || {
-            serves_identity(b1.http_in, "backend", &ca2)
-                && serves_identity(b2.http_in, "backend", &ca2)
-                && serves_identity(front_in, "frontend", &ca2)
+        let stop = AtomicBool::new(false);
+        let (v, samples) = std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| sample_trust(&named, &before, (&ca1, &ca2), &stop));
+            std::thread::sleep(Duration::from_millis(100));
+            let t0 = Instant::now();
+            put_mesh(&cp, Some("ca-2"), "STRICT");
+            load.burst();
+            let v = visible_after(t0, &envoys, || {
+                need(
+                    serves_identity(b1.http_in, "backend", &ca2)
+                        && serves_identity(b2.http_in, "backend", &ca2),
+                    "backends serving a ca-2 identity",
+                )?;
+                need(
+                    serves_identity(front_in, "frontend", &ca2),
+                    "frontend serving a ca-2 identity",
+                )
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            stop.store(true, Ordering::Relaxed);
+            (v, sampler.join().expect("sampler"))
         });
+        let (gaps, unseen) = trust_gaps(&samples, &names);
+        let note = format!(
+            "visible: backends and frontend serve ca-2 identities; {} Envoys trusted ca-2 before the switch; {} secret samples, {} trust gaps",
+            trusted_ca2_before,
+            samples.len(),
+            gaps.len()
+        );
+        for g in &gaps {
+            steps.violation(format!("c CA switch: trust gap: {g}"));
+        }
+        if !unseen.is_empty() {
+            steps.violation(format!(
+                "c CA switch: the secret sampler never saw {unseen:?} switch identity"
+            ));
+        }
         steps.finish(
             s,
             "c CA switch ca-1 -> ca-2",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
             0,
-            "visible: backends and frontend serve ca-2 identities".into(),
+            note,
         );
     }
 
@@ -681,24 +984,26 @@ fn change_without_a_gap() {
         let t0 = Instant::now();
         set_protocol(&cp, "backend-1", "backend", to);
         set_protocol(&cp, "backend-2", "backend", to);
+        load.burst();
+        let other = if to == "tcp" { HCM } else { TCP_PROXY };
         let v = visible_after(t0, &envoys, || {
             let only = |l: Option<Value>| {
                 let text = l.map(|l| l.to_string()).unwrap_or_default();
-                text.contains(tag) && !text.contains(if to == "tcp" { HCM } else { TCP_PROXY })
+                text.contains(tag) && !text.contains(other)
             };
-            only(b1.dp().active_listener(b1.http_in))
-                && only(b2.dp().active_listener(b2.http_in))
-                && only(front.active_listener(out_http))
+            need(
+                only(b1.dp().active_listener(b1.http_in))
+                    && only(b2.dp().active_listener(b2.http_in)),
+                "backend inbounds with the new protocol",
+            )?;
+            need(
+                only(front.active_listener(out_http)),
+                "frontend outbound with the new protocol",
+            )
         });
-        steps.finish(
-            s,
-            name,
-            (v, Some(VISIBLE_BOUND)),
-            &envoys,
-            &both,
-            0,
-            format!("visible: backend inbounds and frontend outbound carry {to} ({from} before)"),
-        );
+        let note =
+            format!("visible: backend inbounds and frontend outbound carry {to} ({from} before)");
+        steps.finish(s, name, (v, bound), &envoys, &both, 0, note);
     }
 
     // (e) A new outbound on the frontend, to `extra`, starts working.
@@ -712,19 +1017,20 @@ fn change_without_a_gap() {
                 .expect("outbounds")
                 .push(json!({"port": out_extra, "tags": {"kuma.io/service": "extra"}}));
         });
-        let v = visible_after(
-            t0,
-            &envoys,
-            || matches!(http_probe(out_extra), Ok((200, ref b)) if b == "extra"),
-        );
+        load.burst();
+        let v = visible_after(t0, &envoys, || match http_probe(out_extra) {
+            Ok((200, b)) if b == "extra" => Ok(()),
+            other => Err(format!("the new outbound answering: {other:?}")),
+        });
+        let note = "visible: the new outbound answers".into();
         steps.finish(
             s,
             "e new outbound frontend -> extra",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
             0,
-            "visible: the new outbound answers".into(),
+            note,
         );
     }
 
@@ -740,24 +1046,28 @@ fn change_without_a_gap() {
             json!({"kind": "MeshService", "name": "client2"}),
             "Deny",
         );
+        load.burst();
         // Both replicas deny: four 403 in a row (round robin over the two).
         let mut denied_in_a_row = 0;
         let v = visible_after(t0, &envoys, || {
-            if matches!(http_probe(c2_out), Ok((403, _))) {
-                denied_in_a_row += 1;
-            } else {
-                denied_in_a_row = 0;
+            match http_probe(c2_out) {
+                Ok((403, _)) => denied_in_a_row += 1,
+                other => {
+                    denied_in_a_row = 0;
+                    return Err(format!("client2 denied: got {other:?}"));
+                }
             }
-            denied_in_a_row >= 4
+            need(denied_in_a_row >= 4, "client2 denied 4 times in a row")
         });
+        let note = "visible: client2 gets 403 from both replicas".into();
         steps.finish(
             s,
             "f permission: client2 denied",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
             0,
-            "visible: client2 gets 403 from both replicas".into(),
+            note,
         );
     }
 
@@ -769,38 +1079,51 @@ fn change_without_a_gap() {
         b3.start(&cp, d);
         DataplaneProc::wait_live(&[b3.dp()]);
         let live = Instant::now();
+        load.burst();
         let envoys = [b1.dp(), b2.dp(), b3.dp(), &extra, &front, &client2];
         let v = visible_after(live, &envoys, || {
-            front.healthy_endpoints("backend").contains(&b3.http_addr())
-                && front
-                    .healthy_endpoints("backend-tcp")
-                    .contains(&b3.tcp_addr())
-                && load.answers_now("backend-3") > 0
+            need(
+                front.healthy_endpoints("backend").contains(&b3.http_addr())
+                    && front
+                        .healthy_endpoints("backend-tcp")
+                        .contains(&b3.tcp_addr()),
+                "backend-3 among the frontend's healthy endpoints",
+            )?;
+            need(
+                load.answers_now("backend-3") > 0,
+                "backend-3 answering both probes",
+            )
         });
+        let note = format!(
+            "visible (from its Envoy LIVE, {:.3}s after kuma-dp start): answers both probes",
+            (live - started).as_secs_f64()
+        );
+        let expected = ["backend-1", "backend-2", "backend-3"];
         steps.finish(
             s,
             "g1 backend-3 added",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
-            &["backend-1", "backend-2", "backend-3"],
+            &expected,
             0,
-            format!(
-                "visible (from its Envoy LIVE, {:.3}s after kuma-dp start): answers both probes",
-                (live - started).as_secs_f64()
-            ),
+            note,
         );
     }
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
         let s = steps.begin();
-        let gone_trouble = b3.dp().xds_trouble().unwrap_or(0);
+        let gone = b3.dp().xds_trouble().unwrap_or(0);
         let t0 = Instant::now();
         b3.dp().proc.signal_main("TERM");
+        load.burst();
         let v = visible_after(t0, &envoys, || {
-            !front.healthy_endpoints("backend").contains(&b3.http_addr())
-                && !front
-                    .healthy_endpoints("backend-tcp")
-                    .contains(&b3.tcp_addr())
+            need(
+                !front.healthy_endpoints("backend").contains(&b3.http_addr())
+                    && !front
+                        .healthy_endpoints("backend-tcp")
+                        .contains(&b3.tcp_addr()),
+                "backend-3 gone from the frontend's healthy endpoints",
+            )
         });
         let exit = b3.dp_mut().wait_exit(Duration::from_secs(20));
         let note = format!(
@@ -810,16 +1133,15 @@ fn change_without_a_gap() {
         steps.finish(
             s,
             "g2 backend-3 SIGTERM",
-            (v, Some(VISIBLE_BOUND)),
+            (v, bound),
             &envoys,
             &both,
-            gone_trouble,
+            gone,
             note,
         );
-        assert!(
-            exit.is_some_and(|st| st.success()),
-            "kuma-dp of backend-3 after SIGTERM: {exit:?}"
-        );
+        if !exit.is_some_and(|st| st.success()) {
+            steps.violation(format!("kuma-dp of backend-3 after SIGTERM: {exit:?}"));
+        }
     }
 
     // (h) mTLS off.
@@ -828,22 +1150,22 @@ fn change_without_a_gap() {
         let s = steps.begin();
         let t0 = Instant::now();
         put_mesh(&cp, None, "");
+        load.burst();
         let v = visible_after(t0, &envoys, || {
-            !json_has(front.active_cluster("backend"), TLS)
-                && !json_has(front.active_cluster("backend-tcp"), TLS)
-                && [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
+            need(
+                !json_has(front.active_cluster("backend"), TLS)
+                    && !json_has(front.active_cluster("backend-tcp"), TLS),
+                "frontend clusters without TLS",
+            )?;
+            need(
+                [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
                     .iter()
-                    .all(|p| answers_200(*p))
+                    .all(|p| answers_200(*p)),
+                "plaintext answered by the backend inbounds",
+            )
         });
-        steps.finish(
-            s,
-            "h mTLS off",
-            (v, Some(VISIBLE_BOUND)),
-            &envoys,
-            &both,
-            0,
-            "visible: plaintext inbounds, frontend clusters without TLS".into(),
-        );
+        let note = "visible: plaintext inbounds, frontend clusters without TLS".into();
+        steps.finish(s, "h mTLS off", (v, bound), &envoys, &both, 0, note);
     }
     eprintln!("client time at the end: {:.3}s", load.now());
     steps.conclude("change_without_a_gap");
@@ -882,23 +1204,17 @@ fn rolling_restart_without_failed_requests() {
     {
         let envoys = [replicas[0].dp(), replicas[1].dp(), &front];
         let s = steps.begin();
-        let v = visible_after(Instant::now(), &envoys, || true);
-        steps.finish(
-            s,
-            "baseline",
-            (v, Some(VISIBLE_BOUND)),
-            &envoys,
-            &both,
-            0,
-            String::new(),
-        );
+        let v = visible_after(Instant::now(), &envoys, || Ok(()));
+        let bound = Some(VISIBLE_BOUND);
+        steps.finish(s, "baseline", (v, bound), &envoys, &both, 0, String::new());
     }
     for i in 0..replicas.len() {
         let s = steps.begin();
         let name = replicas[i].name.clone();
-        let gone_trouble = replicas[i].dp().xds_trouble().unwrap_or(0);
+        let gone = replicas[i].dp().xds_trouble().unwrap_or(0);
         let t0 = Instant::now();
         replicas[i].dp().proc.signal_main("TERM");
+        load.burst();
         let exit = replicas[i].dp_mut().wait_exit(Duration::from_secs(20));
         let exited = t0.elapsed();
         assert!(
@@ -910,24 +1226,20 @@ fn rolling_restart_without_failed_requests() {
         replicas[i].start(&cp, d);
         DataplaneProc::wait_live(&[replicas[i].dp()]);
         let live = started.elapsed();
+        load.burst();
         let envoys = [replicas[0].dp(), replicas[1].dp(), &front];
         // Visible: the restarted replica answers both probes again.
-        let v = visible_after(started, &envoys, || load.answers_now(&name) > before);
+        let v = visible_after(started, &envoys, || {
+            need(load.answers_now(&name) > before, "answering again")
+        });
         let note = format!(
             "kuma-dp exited {:.3}s after SIGTERM; restarted Envoy LIVE after {:.3}s; visible = answering again, from the restart",
             exited.as_secs_f64(),
             live.as_secs_f64()
         );
         // No bound on how soon: a restart takes the time it takes; no request may fail.
-        steps.finish(
-            s,
-            &format!("restart {name}"),
-            (v, None),
-            &envoys,
-            &both,
-            gone_trouble,
-            note,
-        );
+        let label = format!("restart {name}");
+        steps.finish(s, &label, (v, None), &envoys, &both, gone, note);
     }
     steps.conclude("rolling_restart_without_failed_requests");
 }
@@ -963,7 +1275,7 @@ fn killed_replica_leaves_its_peers_quickly() {
         Duration::from_secs(20),
         || (answers_200(out_http) && answers_200(out_tcp)).then_some(()),
     );
-    let load = Load::start(vec![("http", out_http), ("tcp", out_tcp)]);
+    let mut load = Load::start(vec![("http", out_http), ("tcp", out_tcp)]);
     let step = load.begin();
     std::thread::sleep(Duration::from_secs(1));
     let b1_admin = b1.dp().admin;
@@ -991,16 +1303,17 @@ fn killed_replica_leaves_its_peers_quickly() {
     }
     let (code, _) = cp.get("/meshes/default/dataplanes/backend-1");
     std::thread::sleep(Duration::from_secs(1));
+    let next = load.begin();
     let tallies = load.tally(step);
-    let mut load = load;
     load.stop();
+    let _ = next;
     eprintln!(
         "killed backend-1 (kuma-dp + Envoy, SIGKILL, reaped in {:.3}s); the frontend dropped its endpoints after {}; \
          Dataplane backend-1 then: HTTP {code} (deregistration delay 30s)",
         killed.as_secs_f64(),
         dropped.map_or("never (40s)".into(), |d| format!("{:.3}s", d.as_secs_f64()))
     );
-    for ((probe, _), t) in load.probes.iter().zip(&tallies) {
+    for ((probe, _), t) in load.probes.iter().zip(&tallies).take(load.scheduled()) {
         eprintln!(
             "  {probe}: {} requests, {} failed, answers {:?}, first failures {:?}",
             t.requests, t.failures, t.answers, t.errors
