@@ -537,9 +537,9 @@ fn proxy(
     )
 }
 
-fn put_mtp(cp: &ControlPlane, name: &str, from: Value, action: &str) {
+fn put_mtp(cp: &ControlPlane, name: &str, (target, from): (Value, Value), action: &str) {
     let mtp = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": name,
-        "spec": {"targetRef": {"kind": "Mesh"}, "from": [{"targetRef": from, "default": {"action": action}}]}});
+        "spec": {"targetRef": target, "from": [{"targetRef": from, "default": {"action": action}}]}});
     let (code, body) = cp.put(
         &format!("/meshes/default/meshtrafficpermissions/{name}"),
         &mtp,
@@ -761,7 +761,8 @@ fn change_without_a_gap() {
     let d = dir.path();
     let cp = ControlPlane::start(&d.join("cp"), &[]);
     // In force once mTLS is on (without a permission everything would be denied).
-    put_mtp(&cp, "allow-all", json!({"kind": "Mesh"}), "Allow");
+    let mesh = json!({"kind": "Mesh"});
+    put_mtp(&cp, "allow-all", (mesh.clone(), mesh), "Allow");
 
     let mut b1 = Replica::new("backend-1");
     let mut b2 = Replica::new("backend-2");
@@ -940,10 +941,27 @@ fn change_without_a_gap() {
             stop.store(true, Ordering::Relaxed);
             (v, sampler.join().expect("sampler"))
         });
+        // While proxies switch one by one, each must trust both CAs: the new one (its peers
+        // may present new identities already) and the old one (theirs may still be old).
+        let both_roots: Vec<String> = envoys
+            .iter()
+            .filter(|e| {
+                e.sds_pems()
+                    .and_then(|p| p.get("mesh_ca:secret:default").cloned())
+                    .is_some_and(|ca| pem_contains(&ca, &ca1) && pem_contains(&ca, &ca2))
+            })
+            .map(|e| e.name.clone())
+            .collect();
+        if both_roots.len() != envoys.len() {
+            steps.violation(format!(
+                "c CA switch: once the new identities are served, only {both_roots:?} trust both ca-1 and ca-2"
+            ));
+        }
         let (gaps, unseen) = trust_gaps(&samples, &names);
         let note = format!(
-            "visible: backends and frontend serve ca-2 identities; {} Envoys trusted ca-2 before the switch; {} secret samples, {} trust gaps",
+            "visible: backends and frontend serve ca-2 identities; {} Envoys trusted ca-2 before the switch, {} both roots after; {} secret samples, {} trust gaps",
             trusted_ca2_before,
+            both_roots.len(),
             samples.len(),
             gaps.len()
         );
@@ -1040,10 +1058,15 @@ fn change_without_a_gap() {
         assert_eq!(http_probe(c2_out).unwrap().0, 200, "client2 allowed before");
         let s = steps.begin();
         let t0 = Instant::now();
+        // Targets the `backend` inbounds: more specific than `allow-all` (targetRef Mesh). With
+        // the same targetRef level the lexicographically first name would win, as in Kuma.
         put_mtp(
             &cp,
             "deny-client2",
-            json!({"kind": "MeshService", "name": "client2"}),
+            (
+                json!({"kind": "MeshService", "name": "backend"}),
+                json!({"kind": "MeshService", "name": "client2"}),
+            ),
             "Deny",
         );
         load.burst();
