@@ -166,7 +166,7 @@ impl App {
             }),
             validator: validator.clone(),
         };
-        let dp_server = DpServer::new(self.dp, tls, bootstrap, ads);
+        let dp_server = DpServer::new(self.dp, tls, bootstrap, ads, runtime.clone());
 
         let config_json = serde_json::to_value(&cfg)?;
         let api_state = crate::api::State {
@@ -185,6 +185,7 @@ impl App {
             issuer,
             validator: validator.clone(),
             localhost_is_admin: cfg.api_server.authn.localhost_is_admin,
+            mesh_status: runtime.status(),
         };
         let api_router = crate::api::router(api_state);
         let ready = Arc::new(AtomicBool::new(false));

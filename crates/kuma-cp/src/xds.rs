@@ -11,27 +11,65 @@ pub mod generator;
 pub mod inputs;
 pub mod insight;
 pub mod rbac;
+pub mod transition;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-use kuma_core::resource::mesh::CaBackend;
+use kuma_core::resource::mesh::{CaBackend, Mesh as MeshSpec};
 use kuma_core::resource::{Dataplane, Resource, ResourceKey, ResourceType, Spec};
 use kuma_core::store::{self, EventKind};
 use kuma_xds::{Callbacks, SnapshotCache, StreamInfo};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::ca;
 use crate::manager::{ManagerError, ResourceManager};
 use crate::tokens::{self, Validator};
+use transition::Stage;
 use view::MeshView;
+
+/// How long one stage of an mTLS transition is given to reach every proxy before the next
+/// stage is applied (see [`transition`]).
+pub const MTLS_STAGE_DELAY: Duration = Duration::from_secs(1);
+
+/// While a mesh's CA cannot be loaded, how often loading it is tried again (a `file:` data
+/// source gives no store event when it is fixed).
+const BROKEN_CA_RETRY: Duration = Duration::from_secs(2);
+
+/// Node metadata `features` entry of a kuma-dp that reports its proxy's readiness
+/// (`POST /readiness` on the DP server): a proxy that starts is left out of its peers'
+/// endpoints until it reports ready.
+pub const FEATURE_READINESS_REPORTING: &str = "feature-readiness-reporting";
+
+/// Per mesh: why its mTLS CA cannot be loaded, if it cannot (shown by the API).
+#[derive(Clone, Default)]
+pub struct MeshStatus(Arc<Mutex<HashMap<String, String>>>);
+
+impl MeshStatus {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, mesh: &str, error: Option<String>) {
+        match error {
+            Some(e) => self.lock().insert(mesh.to_string(), e),
+            None => self.lock().remove(mesh),
+        };
+    }
+
+    /// Why proxies of `mesh` keep their last configuration, if they must.
+    pub fn mtls_error(&self, mesh: &str) -> Option<String> {
+        self.lock().get(mesh).cloned()
+    }
+}
 
 /// Below this many proxies to regenerate, a reconcile generates them on its own task (the
 /// 50-proxy harness tests run the split path).
@@ -88,11 +126,23 @@ pub struct Runtime {
     epochs: std::sync::atomic::AtomicU64,
     /// Nodes whose resources are being deleted by a deregistration.
     deregistering: Mutex<HashSet<String>>,
-    /// Parsed CA per mesh, keyed by a hash of its PEMs.
-    cas: Mutex<HashMap<String, (u64, Arc<ca::Ca>)>>,
-    /// The loaded mTLS backend per mesh, with the version of the Mesh it was loaded for;
+    /// Parsed CA per (mesh, backend), keyed by a hash of its PEMs.
+    cas: Mutex<HashMap<(String, String), ParsedCa>>,
+    /// The loaded mTLS of a mesh, with the Mesh version and the stage it was loaded for;
     /// dropped on any Mesh or Secret event of the mesh (so a rebuild reads no secret).
-    mtls: Mutex<HashMap<String, (u64, Option<view::Mtls>)>>,
+    mtls: Mutex<HashMap<String, LoadedMtls>>,
+    /// The mTLS stage each mesh's proxies were last given, and since when.
+    stages: Mutex<HashMap<String, (Stage, Instant)>>,
+    /// The Mesh version whose builtin CA roots were last made sure of: a deleted root is
+    /// not created again until the Mesh is written (the mesh fails closed meanwhile).
+    roots_ensured: Mutex<HashMap<String, u64>>,
+    /// Per mesh: Dataplanes whose proxy does not serve (starting, draining or gone), left
+    /// out of every endpoint list.
+    not_ready: Mutex<HashMap<String, HashSet<String>>>,
+    /// Meshes to reconcile without a store event (readiness, mTLS stages, CA retries).
+    kick_tx: mpsc::UnboundedSender<String>,
+    kick_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    status: MeshStatus,
     /// Issued identity per node id.
     certs: Mutex<HashMap<String, IssuedCert>>,
     /// Rotation deadlines.
@@ -100,6 +150,11 @@ pub struct Runtime {
     rotation_wakeup: tokio::sync::Notify,
     shutdown: CancellationToken,
 }
+
+type LoadedMtls = (u64, Stage, Option<view::Mtls>);
+
+/// A parsed CA with the hash of the PEMs it was parsed from.
+type ParsedCa = (u64, Arc<ca::Ca>);
 
 struct IssuedCert {
     fingerprint: u64,
@@ -116,6 +171,7 @@ impl Runtime {
         validator: Arc<Validator>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let (kick_tx, kick_rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             tracker: insight::Tracker::new(manager.clone(), settings.instance_id.clone()),
             settings,
@@ -131,6 +187,12 @@ impl Runtime {
             deregistering: Mutex::new(HashSet::new()),
             cas: Mutex::new(HashMap::new()),
             mtls: Mutex::new(HashMap::new()),
+            stages: Mutex::new(HashMap::new()),
+            roots_ensured: Mutex::new(HashMap::new()),
+            not_ready: Mutex::new(HashMap::new()),
+            kick_tx,
+            kick_rx: Mutex::new(Some(kick_rx)),
+            status: MeshStatus::default(),
             certs: Mutex::new(HashMap::new()),
             rotations: Mutex::new(BTreeSet::new()),
             rotation_wakeup: tokio::sync::Notify::new(),
@@ -138,9 +200,71 @@ impl Runtime {
         })
     }
 
-    fn loaded_mtls(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Option<view::Mtls>)>> {
+    fn loaded_mtls(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoadedMtls>> {
         // Only whole entries are inserted or removed: a poisoned lock is still consistent.
         self.mtls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stages(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Stage, Instant)>> {
+        self.stages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn not_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.not_ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Per-mesh mTLS status, for the API.
+    pub fn status(&self) -> MeshStatus {
+        self.status.clone()
+    }
+
+    /// Reconciles `mesh` after `after`, without a store event.
+    fn kick_later(&self, mesh: &str, after: Duration) {
+        let (tx, mesh) = (self.kick_tx.clone(), mesh.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(mesh);
+        });
+    }
+
+    /// Puts a proxy in or out of its peers' endpoints (reconciling its mesh when that
+    /// changes).
+    fn set_ready(&self, mesh: &str, name: &str, ready: bool) {
+        let changed = {
+            let mut not_ready = self.not_ready();
+            if ready {
+                let removed = not_ready.get_mut(mesh).is_some_and(|s| s.remove(name));
+                if not_ready.get(mesh).is_some_and(HashSet::is_empty) {
+                    not_ready.remove(mesh);
+                }
+                removed
+            } else {
+                not_ready
+                    .entry(mesh.to_string())
+                    .or_default()
+                    .insert(name.to_string())
+            }
+        };
+        if changed {
+            tracing::info!(mesh, name, ready, "proxy readiness changed");
+            let _ = self.kick_tx.send(mesh.to_string());
+        }
+    }
+
+    /// A readiness report of kuma-dp (its token already checked): `ready` once its Envoy is
+    /// live, not ready when it starts draining. `false` when the proxy has no open stream
+    /// here and claims to be ready.
+    pub fn report_readiness(&self, mesh: &str, name: &str, ready: bool) -> bool {
+        let node_id = format!("{mesh}.{name}");
+        let connected = self
+            .proxies()
+            .get(&node_id)
+            .is_some_and(|p| !p.streams.is_empty());
+        if ready && !connected {
+            return false;
+        }
+        self.set_ready(mesh, name, ready);
+        true
     }
 
     fn proxies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Proxy>> {
@@ -182,6 +306,12 @@ impl Runtime {
             })
         };
         let rotations = tokio::spawn(self.clone().run_rotations());
+        let mut kicks = self
+            .kick_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the xDS runtime runs once"))?;
         // Subscribed above, loaded now: nothing written in between is missed.
         self.inputs.load_all(&self.manager).await?;
         self.inputs_ready
@@ -196,11 +326,15 @@ impl Runtime {
             }
         }
         loop {
+            let mut meshes = HashSet::new();
             let first = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                ev = rx.recv() => ev,
+                ev = rx.recv() => Some(ev),
+                Some(mesh) = kicks.recv() => {
+                    meshes.insert(mesh);
+                    None
+                }
             };
-            let mut meshes = HashSet::new();
             let mut resync = false;
             let mut events = Vec::new();
             let mut note = |ev: Result<store::Event, RecvError>| match ev {
@@ -214,19 +348,40 @@ impl Runtime {
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => false,
             };
-            resync |= note(first);
+            if let Some(first) = first {
+                resync |= note(first);
+            }
             // Coalesce the burst: stop at the first quiet gap, or at the debounce window at
             // the latest (a steady stream of events, such as a connect storm).
             let deadline = tokio::time::Instant::now() + self.settings.debounce;
             let gap = quiet_gap(self.settings.debounce);
+            let mut kicked = Vec::new();
             loop {
                 let until = deadline.min(tokio::time::Instant::now() + gap);
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(ev) => resync |= note(ev),
+                let next = tokio::time::timeout_at(until, async {
+                    tokio::select! {
+                        ev = rx.recv() => Some(ev),
+                        Some(mesh) = kicks.recv() => {
+                            kicked.push(mesh);
+                            None
+                        }
+                    }
+                })
+                .await;
+                match next {
+                    Ok(Some(ev)) => resync |= note(ev),
+                    Ok(None) => {}
                     Err(_) => break,
                 }
             }
+            meshes.extend(kicked);
             for ev in &events {
+                if ev.key.rtype == ResourceType::Dataplane && ev.kind == EventKind::Deleted {
+                    // A Dataplane created again later starts with no readiness record.
+                    if let Some(names) = self.not_ready().get_mut(&ev.key.mesh) {
+                        names.remove(&ev.key.name);
+                    }
+                }
                 if matches!(ev.key.rtype, ResourceType::Mesh | ResourceType::Secret) {
                     let mesh = affected_mesh(ev).unwrap_or_else(|| ev.key.name.clone());
                     self.loaded_mtls().remove(&mesh);
@@ -272,51 +427,26 @@ impl Runtime {
             + 1;
         let dataplanes = self.inputs.list(mesh, ResourceType::Dataplane);
         let prev = self.views().get(mesh).cloned();
+        let not_ready = self.not_ready().get(mesh).cloned().unwrap_or_default();
         let mut view = MeshView::rebuild(
             mesh,
             &self.settings.zone,
-            dataplanes.iter().filter_map(|r| match &r.spec {
-                Spec::Dataplane(d) => Some(d),
-                _ => None,
-            }),
+            dataplanes
+                .iter()
+                .filter(|r| !not_ready.contains(&r.meta.name))
+                .filter_map(|r| match &r.spec {
+                    Spec::Dataplane(d) => Some(d),
+                    _ => None,
+                }),
             prev.as_deref(),
         );
         if let Some(mesh_res) = self.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
-            let loaded = self
-                .loaded_mtls()
-                .get(mesh)
-                .filter(|(v, _)| *v == mesh_res.meta.version)
-                .map(|(_, m)| m.clone());
-            if let Some(mtls) = loaded {
-                if let Some(m) = mtls {
-                    view = view.with_mtls(m);
-                }
-            } else {
-                let mut ok = true;
-                if let Err(e) = ca::ensure_builtin_roots(&self.manager, &mesh_res).await {
-                    tracing::warn!(mesh, error = %e, "creating the builtin CA");
-                    ok = false;
-                }
-                let mut mtls = None;
-                if let Some(backend) = spec.enabled_backend() {
-                    match self.load_ca(mesh, backend).await {
-                        Ok(m) => mtls = Some(m),
-                        Err(e) => {
-                            ok = false;
-                            tracing::error!(mesh, error = %e, "mTLS is enabled but its CA cannot be loaded; proxies keep plaintext config")
-                        }
-                    }
-                }
-                // Failures are not remembered: the next rebuild tries again.
-                if ok {
-                    self.loaded_mtls()
-                        .insert(mesh.to_string(), (mesh_res.meta.version, mtls.clone()));
-                }
-                if let Some(m) = mtls {
-                    view = view.with_mtls(m);
-                }
+            match self.mtls_for(&mesh_res, spec).await {
+                Ok(Some(m)) => view = view.with_mtls(m),
+                Ok(None) => {}
+                Err(reason) => view = view.with_broken(reason),
             }
         }
         let policies = self
@@ -343,37 +473,165 @@ impl Runtime {
         Ok((newest, dataplanes))
     }
 
+    /// The mTLS of a mesh at its current stage of transition toward what its Mesh asks for
+    /// (`Ok(None)`: off); `Err` when it is enabled but its CA cannot be loaded.
+    async fn mtls_for(
+        &self,
+        mesh_res: &Resource,
+        spec: &MeshSpec,
+    ) -> Result<Option<view::Mtls>, String> {
+        let mesh = mesh_res.meta.name.as_str();
+        let version = mesh_res.meta.version;
+        let ensured = self
+            .roots_ensured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(mesh)
+            == Some(&version);
+        if !ensured {
+            match ca::ensure_builtin_roots(&self.manager, mesh_res).await {
+                Ok(()) => {
+                    self.roots_ensured
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(mesh.to_string(), version);
+                }
+                Err(e) => tracing::warn!(mesh, error = %e, "creating the builtin CA"),
+            }
+        }
+        let backends = spec.mtls.as_ref().map_or(&[][..], |m| &m.backends[..]);
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        let target = Stage::target(
+            spec.enabled_backend()
+                .map(|b| (b.name.as_str(), ca::is_permissive(b))),
+            &names,
+        );
+        let (mut applied, since) = self.stages().get(mesh).cloned().unwrap_or_else(|| {
+            let long_ago = Instant::now().checked_sub(MTLS_STAGE_DELAY);
+            (target.clone(), long_ago.unwrap_or_else(Instant::now))
+        });
+        // A backend no longer listed cannot be loaded: stop relying on it.
+        applied.trusted.retain(|t| names.contains(&t.as_str()));
+        if applied
+            .issuer
+            .as_ref()
+            .is_some_and(|i| !names.contains(&i.as_str()))
+        {
+            applied.issuer.clone_from(&target.issuer);
+        }
+        // With no proxy of the mesh connected there is no traffic to keep: no stages.
+        let idle = !self.proxies().values().any(|p| p.mesh == mesh);
+        let stage = if idle {
+            target.clone()
+        } else if since.elapsed() >= MTLS_STAGE_DELAY {
+            transition::next(&applied, &target)
+        } else {
+            applied.clone()
+        };
+        let cached = self
+            .loaded_mtls()
+            .get(mesh)
+            .filter(|(v, st, _)| *v == version && *st == stage)
+            .map(|(_, _, m)| m.clone());
+        let loaded = match cached {
+            Some(m) => Ok(m),
+            None => self.load_stage(mesh, backends, &stage).await,
+        };
+        match &loaded {
+            Ok(m) => {
+                self.status.set(mesh, None);
+                self.loaded_mtls()
+                    .insert(mesh.to_string(), (version, stage.clone(), m.clone()));
+                let since = {
+                    let mut stages = self.stages();
+                    let entry = stages
+                        .entry(mesh.to_string())
+                        .or_insert_with(|| (stage.clone(), since));
+                    if entry.0 != stage {
+                        tracing::info!(mesh, ?stage, "mTLS transition stage");
+                        *entry = (stage.clone(), Instant::now());
+                    }
+                    entry.1
+                };
+                if stage != target {
+                    self.kick_later(mesh, MTLS_STAGE_DELAY.saturating_sub(since.elapsed()));
+                }
+            }
+            Err(reason) => {
+                tracing::error!(mesh, error = %reason, "mTLS is enabled but its CA cannot be loaded: proxies keep their last configuration, new proxies get none");
+                self.status.set(mesh, Some(reason.clone()));
+                self.kick_later(mesh, BROKEN_CA_RETRY);
+            }
+        }
+        loaded
+    }
+
+    /// Loads the CAs a stage needs: the issuer's (an error when it fails) and the roots of
+    /// the other trusted backends (skipped, with a warning, when they fail: trusting less
+    /// never opens anything).
+    async fn load_stage(
+        &self,
+        mesh: &str,
+        backends: &[CaBackend],
+        stage: &Stage,
+    ) -> Result<Option<view::Mtls>, String> {
+        let Some(issuer) = stage.issuer.as_deref().filter(|_| stage.is_on()) else {
+            return Ok(None);
+        };
+        let find = |name: &str| backends.iter().find(|b| b.name == name);
+        let backend =
+            find(issuer).ok_or_else(|| format!("mTLS backend {issuer} is not defined"))?;
+        let ca = self
+            .load_ca(mesh, backend)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut bundle = ca.cert_pem.trim_end().to_string();
+        for name in stage.trusted.iter().filter(|n| n.as_str() != issuer) {
+            let Some(b) = find(name) else { continue };
+            match self.load_ca(mesh, b).await {
+                Ok(other) => {
+                    bundle.push('\n');
+                    bundle.push_str(other.cert_pem.trim_end());
+                }
+                Err(e) => {
+                    tracing::warn!(mesh, backend = %name, error = %e, "a trusted CA cannot be loaded; its root is not trusted")
+                }
+            }
+        }
+        bundle.push('\n');
+        Ok(Some(view::Mtls {
+            backend: issuer.to_string(),
+            permissive: stage.inbound != transition::Inbound::Strict,
+            outbound: stage.outbound,
+            ca_secret: Arc::new(generator::ca_secret(mesh, &bundle)),
+            ca,
+            lifetime: ca::dp_cert_lifetime(backend),
+        }))
+    }
+
     /// The CA of a backend, parsed once per distinct certificate/key pair.
-    async fn load_ca(&self, mesh: &str, backend: &CaBackend) -> Result<view::Mtls, ca::Error> {
+    async fn load_ca(&self, mesh: &str, backend: &CaBackend) -> Result<Arc<ca::Ca>, ca::Error> {
         let (cert, key) = ca::load_pems(&self.manager, mesh, backend).await?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&backend.name, &cert, &key).hash(&mut h);
         let id = h.finish();
+        let slot = (mesh.to_string(), backend.name.clone());
         let cached = self
             .cas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(mesh)
+            .get(&slot)
             .filter(|(cid, _)| *cid == id)
             .map(|(_, c)| c.clone());
-        let ca = match cached {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(ca::Ca::from_pem(&backend.name, &cert, &key)?);
-                self.cas
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(mesh.to_string(), (id, c.clone()));
-                c
-            }
-        };
-        Ok(view::Mtls {
-            backend: backend.name.clone(),
-            permissive: ca::is_permissive(backend),
-            ca_secret: Arc::new(generator::ca_secret(mesh, &ca.cert_pem)),
-            ca,
-            lifetime: ca::dp_cert_lifetime(backend),
-        })
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let c = Arc::new(ca::Ca::from_pem(&backend.name, &cert, &key)?);
+        self.cas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot, (id, c.clone()));
+        Ok(c)
     }
 
     /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
@@ -382,6 +640,10 @@ impl Runtime {
         let prev = self.views().get(mesh).cloned();
         let (view, dataplanes) = self.build_view(mesh).await?;
         let view_built = started.elapsed();
+        if view.broken().is_some() {
+            // Fail closed: every proxy keeps the configuration it has.
+            return Ok(());
+        }
         let by_name: HashMap<&str, &Arc<Resource>> = dataplanes
             .iter()
             .map(|r| (r.meta.name.as_str(), r))
@@ -482,7 +744,7 @@ impl Runtime {
     ) -> Option<Arc<kuma_xds::Resource>> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         mtls.backend.hash(&mut h);
-        mtls.ca_secret.version.hash(&mut h);
+        mtls.ca.cert_pem.hash(&mut h);
         for inbound in dp.inbounds() {
             inbound.tags.hash(&mut h);
         }
@@ -549,10 +811,14 @@ impl Runtime {
         let Spec::Dataplane(dp) = &res.spec else {
             return None;
         };
+        if view.broken().is_some() {
+            // Fail closed: no configuration without the CA mTLS needs.
+            return None;
+        }
         let identity = view
             .mtls()
             .and_then(|m| self.identity_for(node_id, &view.mesh, m, dp));
-        let mtls = view.mtls().is_some() && identity.is_some();
+        let mtls = view.mtls().is_some_and(|m| m.outbound) && identity.is_some();
         let out_key = outbound_key(view, res, dp, mtls);
         let fp = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -667,10 +933,13 @@ impl Runtime {
     }
 
     /// Authenticates and registers the proxy of a new stream; returns its mesh, name, whether
-    /// it registered itself (direct lifecycle), and its stored Dataplane.
+    /// it registered itself (direct lifecycle), and its stored Dataplane. With `hold`, the
+    /// proxy is left out of its peers' endpoints from the moment it is authenticated (before
+    /// its Dataplane is written) until it reports ready.
     async fn register(
         &self,
         info: &StreamInfo,
+        hold: bool,
     ) -> Result<(String, String, bool, Resource), Status> {
         let node_id = info.node.id.as_str();
         let (mesh, name) = parse_node_id(node_id)?;
@@ -696,6 +965,9 @@ impl Runtime {
             };
             tokens::authorize_registration(&self.validator, &info.metadata, &existing, None)
                 .await?;
+            if hold {
+                self.set_ready(&mesh, &name, false);
+            }
             return Ok((mesh, name, false, existing));
         };
         let value: Value = serde_json::from_str(&text).map_err(|e| {
@@ -714,6 +986,9 @@ impl Runtime {
         // would replace (no takeover of another service's name).
         tokens::authorize_registration(&self.validator, &info.metadata, &res, existing.as_ref())
             .await?;
+        if hold {
+            self.set_ready(&mesh, &name, false);
+        }
         if let Some(existing) = &existing
             && self.unchanged(existing, &res)
         {
@@ -814,11 +1089,28 @@ impl Callbacks for XdsCallbacks {
             p.generation += 1;
             p.connecting += 1;
         }
-        let registered = rt.register(info).await;
+        // A starting proxy whose kuma-dp reports readiness joins its peers' endpoints when it
+        // says it is ready; a reconnecting one (it holds a configuration) serves already.
+        let reports = info
+            .node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get("features"))
+            .is_some_and(|v| match &v.kind {
+                Some(Kind::ListValue(l)) => l.values.iter().any(|f| {
+                    matches!(&f.kind, Some(Kind::StringValue(s)) if s == FEATURE_READINESS_REPORTING)
+                }),
+                _ => false,
+            });
+        let hold = reports && !info.resumed;
+        let registered = rt.register(info, hold).await;
         if let Some(p) = rt.proxies().get_mut(&node_id) {
             p.connecting = p.connecting.saturating_sub(1);
         }
         let (mesh, name, direct, res) = registered?;
+        if !hold {
+            rt.set_ready(&mesh, &name, true);
+        }
         {
             let mut proxies = rt.proxies();
             let p = proxies.entry(node_id.clone()).or_insert_with(|| Proxy {
@@ -903,6 +1195,8 @@ impl Callbacks for XdsCallbacks {
         };
         tracing::info!(node_id, stream = info.stream_id, "proxy stream closed");
         if let Some((direct, mesh, name, generation)) = deregister {
+            // Its Envoy is gone: out of its peers' endpoints now, not at deregistration.
+            rt.set_ready(&mesh, &name, false);
             if direct {
                 tokio::spawn(rt.deregister_later(node_id, mesh, name, generation));
             } else {

@@ -77,6 +77,7 @@ impl Api {
             issuer: Arc::new(Issuer::new(manager.clone())),
             validator: Arc::new(Validator::new(manager.clone(), true)),
             localhost_is_admin,
+            mesh_status: Default::default(),
         };
         (
             Self {

@@ -106,13 +106,14 @@ pub fn generate(view: &MeshView, dp: &Dataplane) -> Snapshot {
 
 /// The full snapshot for one proxy.
 pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
-    let mtls = view.mtls().is_some() && proxy.identity.is_some();
+    let mtls = view.mtls().is_some_and(|m| m.outbound) && proxy.identity.is_some();
     let outbound = outbound_resources(view, proxy.dataplane, mtls);
     assemble(view, proxy, &outbound)
 }
 
 /// The snapshot of a proxy from its outbound half (see [`outbound_resources`], which must
-/// have been built with mTLS on exactly when the view has mTLS and the proxy an identity) plus
+/// have been built with mTLS on exactly when the view's mTLS has outbounds on and the proxy
+/// an identity) plus
 /// what depends on the proxy itself: inbound listeners and clusters (with permissions) and
 /// secrets.
 pub fn assemble(view: &MeshView, proxy: &Proxy, outbound: &[Arc<Resource>]) -> Snapshot {

@@ -20,18 +20,27 @@ pub struct MeshView {
     zone: String,
     services: HashMap<String, Service>,
     mtls: Option<Mtls>,
+    /// mTLS is enabled but its CA could not be loaded: no proxy of the mesh gets a new
+    /// configuration from this view (fail closed).
+    broken: Option<String>,
     policies: Vec<(String, MeshTrafficPermission)>,
     fingerprint: std::sync::OnceLock<u64>,
     /// Resources built once per view and shared by every proxy that needs them.
     shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
 }
 
-/// The mesh's enabled mTLS backend, ready to issue identities.
+/// The mesh's mTLS at its current stage (see [`super::transition`]): the backend issuing
+/// identities, what inbounds accept, whether outbounds speak mTLS, and the trusted roots.
 #[derive(Clone)]
 pub struct Mtls {
+    /// The backend issuing identities.
     pub backend: String,
+    /// Inbounds accept plaintext as well.
     pub permissive: bool,
-    /// `mesh_ca:secret:<mesh>`, shared by every proxy.
+    /// Outbound clusters speak mTLS (off during the first stage of turning mTLS on and the
+    /// last ones of turning it off).
+    pub outbound: bool,
+    /// `mesh_ca:secret:<mesh>`, shared by every proxy: the roots of every trusted backend.
     pub ca_secret: Arc<Resource>,
     pub ca: Arc<Ca>,
     pub lifetime: std::time::Duration,
@@ -111,6 +120,7 @@ impl MeshView {
             zone: zone.to_string(),
             services,
             mtls: None,
+            broken: None,
             policies: Vec::new(),
             fingerprint: std::sync::OnceLock::new(),
             shared: std::sync::Mutex::new(HashMap::new()),
@@ -159,6 +169,17 @@ impl MeshView {
         self.mtls.as_ref()
     }
 
+    /// Marks the view unusable: mTLS is enabled and `reason` says why its CA is missing.
+    pub fn with_broken(mut self, reason: String) -> Self {
+        self.broken = Some(reason);
+        self
+    }
+
+    /// Why proxies must keep their last configuration, if they must.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
     /// Policies as `(name, policy)` pairs, sorted by name.
     pub fn policies(&self) -> Vec<(&str, &MeshTrafficPermission)> {
         self.policies.iter().map(|(n, p)| (n.as_str(), p)).collect()
@@ -175,8 +196,10 @@ impl MeshView {
         if let Some(m) = &self.mtls {
             m.backend.hash(&mut h);
             m.permissive.hash(&mut h);
+            m.outbound.hash(&mut h);
             m.ca_secret.version.hash(&mut h);
         }
+        self.broken.is_some().hash(&mut h);
         for (name, p) in &self.policies {
             name.hash(&mut h);
             format!("{p:?}").hash(&mut h);

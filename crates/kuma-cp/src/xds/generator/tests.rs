@@ -117,6 +117,7 @@ impl MtlsMesh {
         let mtls = Mtls {
             backend: "ca-1".into(),
             permissive,
+            outbound: true,
             // Fixed PEM text keeps the golden stable; the generator only places it.
             ca_secret: Arc::new(super::ca_secret("default", "CA-PEM")),
             ca: Arc::new(ca::Ca::from_pem("ca-1", &cert, &key).unwrap()),
