@@ -753,6 +753,18 @@ impl DataplaneProc {
             .map(|c| c["cluster"].clone())
     }
 
+    /// Every counter or gauge whose name matches the regular expression `filter` (Envoy's
+    /// `/stats?filter=`), by name.
+    pub fn stats_matching(&self, filter: &str) -> std::collections::BTreeMap<String, u64> {
+        let body = http("GET", self.admin, &format!("/stats?filter={filter}"), None)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.lines()
+            .filter_map(|l| l.rsplit_once(": "))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect()
+    }
+
     /// Envoy admin `/stats` value of a counter or gauge.
     pub fn stat(&self, name: &str) -> Option<u64> {
         let (_, body) = http("GET", self.admin, &format!("/stats?filter=^{name}$"), None).ok()?;

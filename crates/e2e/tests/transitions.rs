@@ -35,8 +35,11 @@ use serde_json::{Value, json};
 const STEP_LEAD: Duration = Duration::from_millis(500);
 /// Traffic after the change became visible (counted in the step).
 const STEP_TAIL: Duration = Duration::from_secs(2);
-/// A change must be visible on the wire within this long of its API call.
+/// A change must be visible on the wire within this long of its API call (its first effect:
+/// an mTLS change is made in stages, one after the other).
 const VISIBLE_BOUND: Duration = Duration::from_secs(1);
+/// ... and complete (every proxy in its final configuration, none warming) within this long.
+const COMPLETE_BOUND: Duration = Duration::from_secs(5);
 /// How long a step waits for its change before giving up (longer than Envoy's 15 s initial
 /// fetch timeout, so a resource kept warming shows as ~15 s in the figures).
 const VISIBLE_WAIT: Duration = Duration::from_secs(20);
@@ -224,17 +227,19 @@ impl Drop for Load {
 // Steps and their figures
 // ---------------------------------------------------------------------------------------------
 
-/// When a change became visible: how long after its API call, or `None` and what was still
-/// missing when the wait ended.
+/// When a change became visible on the wire (its first effect) and when it was complete
+/// (every proxy in its final configuration, none warming): how long after its API call, or
+/// `None` and what was still missing when the wait ended.
 struct Visible {
-    after: Option<Duration>,
+    first: Option<Duration>,
+    done: Option<Duration>,
     missing: String,
 }
 
 struct Row {
     step: String,
     tallies: Vec<Tally>,
-    visible: Option<Duration>,
+    visible: (Option<Duration>, Option<Duration>),
     /// xDS trouble counters: added in this step, and in total.
     trouble: (u64, u64),
     note: String,
@@ -251,6 +256,26 @@ struct Steps<'a> {
     /// xDS trouble counters of Envoys gone by now, and the total at the end of the last step.
     gone_trouble: u64,
     last_trouble: u64,
+    /// Connection failure counters of every Envoy when the step began ([`FAILURE_STATS`]).
+    failure_stats: BTreeMap<String, u64>,
+}
+
+/// Envoy counters that say why a request failed between the proxies: TLS handshakes refused
+/// or failed on the client side (cluster stats) or on the server side (listener stats; the
+/// openssl probes of these tests, which present no client certificate, count there too),
+/// connections refused, protocol errors.
+const FAILURE_STATS: &str = "(ssl.connection_error|ssl.fail_verify_error|ssl.fail_verify_san|upstream_cx_connect_fail|upstream_cx_connect_timeout|upstream_cx_protocol_error|downstream_cx_protocol_error|no_healthy_upstream)$";
+
+/// [`FAILURE_STATS`] of every Envoy, by `envoy/stat`.
+fn failure_stats(envoys: &[&DataplaneProc]) -> BTreeMap<String, u64> {
+    envoys
+        .iter()
+        .flat_map(|e| {
+            e.stats_matching(FAILURE_STATS)
+                .into_iter()
+                .map(move |(k, v)| (format!("{}/{k}", e.name), v))
+        })
+        .collect()
 }
 
 impl<'a> Steps<'a> {
@@ -263,13 +288,15 @@ impl<'a> Steps<'a> {
             next: None,
             gone_trouble: 0,
             last_trouble: 0,
+            failure_stats: BTreeMap::new(),
         }
     }
 
     /// Starts a step: the client counts into it from now on, for [`STEP_LEAD`] before the
-    /// change is made.
-    fn begin(&mut self) -> usize {
+    /// change is made; the failure counters of `envoys` are noted.
+    fn begin(&mut self, envoys: &[&DataplaneProc]) -> usize {
         let i = self.next.take().unwrap_or_else(|| self.load.begin());
+        self.failure_stats = failure_stats(envoys);
         std::thread::sleep(STEP_LEAD);
         i
     }
@@ -305,6 +332,18 @@ impl<'a> Steps<'a> {
         }
         let added = total.saturating_sub(self.last_trouble);
         self.last_trouble = total;
+        let grown: Vec<String> = failure_stats(envoys)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let d = v.saturating_sub(self.failure_stats.get(&k).copied().unwrap_or(0));
+                (d > 0).then(|| format!("{k} +{d}"))
+            })
+            .collect();
+        let note = if grown.is_empty() {
+            note
+        } else {
+            format!("{note}\n      envoy counters: {}", grown.join(", "))
+        };
         let tallies = self.load.tally(step);
         let scheduled = self.load.scheduled();
         for (k, ((probe, _), t)) in self.load.probes.iter().zip(&tallies).enumerate() {
@@ -327,15 +366,27 @@ impl<'a> Steps<'a> {
                 }
             }
         }
-        match visible.after {
-            None => self.violations.push(format!(
-                "{name}: the change was not visible (with no Envoy warming) within {VISIBLE_WAIT:?}; missing: {}",
+        match (visible.first, visible.done) {
+            (None, _) => self.violations.push(format!(
+                "{name}: the change was not visible within {VISIBLE_WAIT:?}; missing: {}",
                 visible.missing
             )),
-            Some(d) if bound.is_some_and(|b| d > b) => self.violations.push(format!(
-                "{name}: the change took {d:?} to be visible (with no Envoy warming), bound {bound:?}"
+            (Some(_), None) => self.violations.push(format!(
+                "{name}: the change was not complete (with no Envoy warming) within {VISIBLE_WAIT:?}; missing: {}",
+                visible.missing
             )),
-            Some(_) => {}
+            (Some(first), Some(done)) => {
+                if bound.is_some_and(|b| first > b) {
+                    self.violations.push(format!(
+                        "{name}: the change took {first:?} to be visible on the wire, bound {bound:?}"
+                    ));
+                }
+                if bound.is_some() && done > COMPLETE_BOUND {
+                    self.violations.push(format!(
+                        "{name}: the change took {done:?} to be complete (with no Envoy warming), bound {COMPLETE_BOUND:?}"
+                    ));
+                }
+            }
         }
         if added > 0 {
             self.violations.push(format!(
@@ -345,7 +396,7 @@ impl<'a> Steps<'a> {
         let row = Row {
             step: name.to_string(),
             tallies,
-            visible: visible.after,
+            visible: (visible.first, visible.done),
             trouble: (added, total),
             note,
         };
@@ -385,7 +436,7 @@ fn header(probes: &[(&'static str, u16)]) -> String {
     for (p, _) in probes {
         h.push_str(&format!(" | {p:>5} req/fail"));
     }
-    h.push_str(" | visible  | xds trouble +new (total) | answers (http) / notes");
+    h.push_str(" | visible  | complete | xds trouble +new (total) | answers (http) / notes");
     h
 }
 
@@ -394,16 +445,16 @@ fn format_row(r: &Row) -> String {
     for t in &r.tallies {
         s.push_str(&format!(" | {:>9}/{:<4}", t.requests, t.failures));
     }
-    let visible = r
-        .visible
-        .map_or("never".to_string(), |d| format!("{:.3}s", d.as_secs_f64()));
+    let secs =
+        |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("{:.3}s", d.as_secs_f64()));
+    let (visible, complete) = (secs(r.visible.0), secs(r.visible.1));
     let answers: Vec<String> = r
         .tallies
         .first()
         .map(|t| t.answers.iter().map(|(k, v)| format!("{k}:{v}")).collect())
         .unwrap_or_default();
     s.push_str(&format!(
-        " | {visible:<8} | {:>12} ({:>3})      | {} {}",
+        " | {visible:<8} | {complete:<8} | {:>12} ({:>3})      | {} {}",
         r.trouble.0,
         r.trouble.1,
         answers.join(" "),
@@ -422,16 +473,32 @@ fn need(ok: bool, what: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what.to_string()) }
 }
 
-/// Polls `cond` (then that no Envoy of `envoys` is warming) until both hold.
+/// Polls `first` (the change's first effect on the wire) until it holds, then `done` (its
+/// end state) and that no Envoy of `envoys` is warming, until they hold.
 fn visible_after(
     since: Instant,
     envoys: &[&DataplaneProc],
-    mut cond: impl FnMut() -> Result<(), String>,
+    mut first: impl FnMut() -> Result<(), String>,
+    mut done: impl FnMut() -> Result<(), String>,
 ) -> Visible {
-    let mut missing = String::new();
+    let mut v = Visible {
+        first: None,
+        done: None,
+        missing: String::new(),
+    };
     while since.elapsed() < VISIBLE_WAIT {
-        match cond() {
-            Err(m) => missing = m,
+        if v.first.is_none() {
+            match first() {
+                Ok(()) => v.first = Some(since.elapsed()),
+                Err(m) => {
+                    v.missing = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        match done() {
+            Err(m) => v.missing = m,
             Ok(()) => {
                 let warming: Vec<String> = envoys
                     .iter()
@@ -441,20 +508,16 @@ fn visible_after(
                     })
                     .collect();
                 if warming.is_empty() {
-                    return Visible {
-                        after: Some(since.elapsed()),
-                        missing: String::new(),
-                    };
+                    v.done = Some(since.elapsed());
+                    v.missing.clear();
+                    return v;
                 }
-                missing = warming.join(", ");
+                v.missing = warming.join(", ");
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Visible {
-        after: None,
-        missing,
-    }
+    v
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,9 +878,9 @@ fn change_without_a_gap() {
     // Baseline: nothing changes (the client and the bounds on a quiet mesh).
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         load.burst();
-        let v = visible_after(Instant::now(), &envoys, || Ok(()));
+        let v = visible_after(Instant::now(), &envoys, || Ok(()), || Ok(()));
         let note = String::new();
         steps.finish(
             s,
@@ -833,24 +896,31 @@ fn change_without_a_gap() {
     // (a) mTLS on, PERMISSIVE, builtin ca-1 (ca-2 defined too, not enabled).
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let t0 = Instant::now();
         put_mesh(&cp, Some("ca-1"), "PERMISSIVE");
         load.burst();
-        let v = visible_after(t0, &envoys, || {
-            let ca1 = cp.builtin_root("default", "ca-1").ok_or("root of ca-1")?;
-            need(
-                json_has(front.active_cluster("backend"), TLS)
-                    && json_has(front.active_cluster("backend-tcp"), TLS),
-                "frontend clusters with TLS",
-            )?;
-            need(
-                serves_identity(b1.http_in, "backend", &ca1)
-                    && serves_identity(b2.http_in, "backend", &ca1),
-                "backends serving a ca-1 identity",
-            )
-        });
-        let note = "visible: backends serve a ca-1 identity, frontend clusters use TLS".into();
+        let v = visible_after(
+            t0,
+            &envoys,
+            || {
+                let ca1 = cp.builtin_root("default", "ca-1").ok_or("root of ca-1")?;
+                need(
+                    serves_identity(b1.http_in, "backend", &ca1)
+                        && serves_identity(b2.http_in, "backend", &ca1),
+                    "backends serving a ca-1 identity",
+                )
+            },
+            || {
+                need(
+                    json_has(front.active_cluster("backend"), TLS)
+                        && json_has(front.active_cluster("backend-tcp"), TLS),
+                    "frontend clusters with TLS",
+                )
+            },
+        );
+        let note =
+            "visible: backends serve a ca-1 identity; complete: frontend clusters use TLS".into();
         steps.finish(
             s,
             "a mTLS on, PERMISSIVE (ca-1)",
@@ -865,18 +935,23 @@ fn change_without_a_gap() {
     // (b) PERMISSIVE -> STRICT: the inbounds stop admitting plaintext.
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let t0 = Instant::now();
         put_mesh(&cp, Some("ca-1"), "STRICT");
         load.burst();
-        let v = visible_after(t0, &envoys, || {
-            need(
-                [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
-                    .iter()
-                    .all(|p| !answers_200(*p)),
-                "plaintext refused by the backend inbounds",
-            )
-        });
+        let v = visible_after(
+            t0,
+            &envoys,
+            || {
+                need(
+                    [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
+                        .iter()
+                        .all(|p| !answers_200(*p)),
+                    "plaintext refused by the backend inbounds",
+                )
+            },
+            || Ok(()),
+        );
         let note = "visible: plaintext to the 4 backend inbounds refused".into();
         steps.finish(
             s,
@@ -918,7 +993,7 @@ fn change_without_a_gap() {
                     .is_some_and(|ca| pem_contains(&ca, &ca2))
             })
             .count();
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let stop = AtomicBool::new(false);
         let (v, samples) = std::thread::scope(|scope| {
             let sampler = scope.spawn(|| sample_trust(&named, &before, (&ca1, &ca2), &stop));
@@ -926,17 +1001,23 @@ fn change_without_a_gap() {
             let t0 = Instant::now();
             put_mesh(&cp, Some("ca-2"), "STRICT");
             load.burst();
-            let v = visible_after(t0, &envoys, || {
-                need(
-                    serves_identity(b1.http_in, "backend", &ca2)
-                        && serves_identity(b2.http_in, "backend", &ca2),
-                    "backends serving a ca-2 identity",
-                )?;
-                need(
-                    serves_identity(front_in, "frontend", &ca2),
-                    "frontend serving a ca-2 identity",
-                )
-            });
+            let v = visible_after(
+                t0,
+                &envoys,
+                || {
+                    need(
+                        serves_identity(b1.http_in, "backend", &ca2)
+                            && serves_identity(b2.http_in, "backend", &ca2),
+                        "backends serving a ca-2 identity",
+                    )
+                },
+                || {
+                    need(
+                        serves_identity(front_in, "frontend", &ca2),
+                        "frontend serving a ca-2 identity",
+                    )
+                },
+            );
             std::thread::sleep(Duration::from_millis(200));
             stop.store(true, Ordering::Relaxed);
             (v, sampler.join().expect("sampler"))
@@ -959,7 +1040,7 @@ fn change_without_a_gap() {
         }
         let (gaps, unseen) = trust_gaps(&samples, &names);
         let note = format!(
-            "visible: backends and frontend serve ca-2 identities; {} Envoys trusted ca-2 before the switch, {} both roots after; {} secret samples, {} trust gaps",
+            "visible: backends serve ca-2 identities; complete: the frontend too; {} Envoys trusted ca-2 before the switch, {} both roots after; {} secret samples, {} trust gaps",
             trusted_ca2_before,
             both_roots.len(),
             samples.len(),
@@ -998,36 +1079,43 @@ fn change_without_a_gap() {
         ("tcp", "http", HCM, "d2 protocol of backend tcp -> http"),
     ] {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let t0 = Instant::now();
         set_protocol(&cp, "backend-1", "backend", to);
         set_protocol(&cp, "backend-2", "backend", to);
         load.burst();
         let other = if to == "tcp" { HCM } else { TCP_PROXY };
-        let v = visible_after(t0, &envoys, || {
-            let only = |l: Option<Value>| {
-                let text = l.map(|l| l.to_string()).unwrap_or_default();
-                text.contains(tag) && !text.contains(other)
-            };
-            need(
-                only(b1.dp().active_listener(b1.http_in))
-                    && only(b2.dp().active_listener(b2.http_in)),
-                "backend inbounds with the new protocol",
-            )?;
-            need(
-                only(front.active_listener(out_http)),
-                "frontend outbound with the new protocol",
-            )
-        });
-        let note =
-            format!("visible: backend inbounds and frontend outbound carry {to} ({from} before)");
+        let only = |l: Option<Value>| {
+            let text = l.map(|l| l.to_string()).unwrap_or_default();
+            text.contains(tag) && !text.contains(other)
+        };
+        let v = visible_after(
+            t0,
+            &envoys,
+            || {
+                need(
+                    only(b1.dp().active_listener(b1.http_in))
+                        && only(b2.dp().active_listener(b2.http_in)),
+                    "backend inbounds with the new protocol",
+                )
+            },
+            || {
+                need(
+                    only(front.active_listener(out_http)),
+                    "frontend outbound with the new protocol",
+                )
+            },
+        );
+        let note = format!(
+            "visible: backend inbounds carry {to} ({from} before); complete: the frontend outbound too"
+        );
         steps.finish(s, name, (v, bound), &envoys, &both, 0, note);
     }
 
     // (e) A new outbound on the frontend, to `extra`, starts working.
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let t0 = Instant::now();
         edit_dataplane(&cp, "frontend", |dp| {
             dp["networking"]["outbound"]
@@ -1036,10 +1124,15 @@ fn change_without_a_gap() {
                 .push(json!({"port": out_extra, "tags": {"kuma.io/service": "extra"}}));
         });
         load.burst();
-        let v = visible_after(t0, &envoys, || match http_probe(out_extra) {
-            Ok((200, b)) if b == "extra" => Ok(()),
-            other => Err(format!("the new outbound answering: {other:?}")),
-        });
+        let v = visible_after(
+            t0,
+            &envoys,
+            || match http_probe(out_extra) {
+                Ok((200, b)) if b == "extra" => Ok(()),
+                other => Err(format!("the new outbound answering: {other:?}")),
+            },
+            || Ok(()),
+        );
         let note = "visible: the new outbound answers".into();
         steps.finish(
             s,
@@ -1056,7 +1149,7 @@ fn change_without_a_gap() {
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
         assert_eq!(http_probe(c2_out).unwrap().0, 200, "client2 allowed before");
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let t0 = Instant::now();
         // Targets the `backend` inbounds: more specific than `allow-all` (targetRef Mesh). With
         // the same targetRef level the lexicographically first name would win, as in Kuma.
@@ -1072,16 +1165,21 @@ fn change_without_a_gap() {
         load.burst();
         // Both replicas deny: four 403 in a row (round robin over the two).
         let mut denied_in_a_row = 0;
-        let v = visible_after(t0, &envoys, || {
-            match http_probe(c2_out) {
-                Ok((403, _)) => denied_in_a_row += 1,
-                other => {
-                    denied_in_a_row = 0;
-                    return Err(format!("client2 denied: got {other:?}"));
+        let v = visible_after(
+            t0,
+            &envoys,
+            || {
+                match http_probe(c2_out) {
+                    Ok((403, _)) => denied_in_a_row += 1,
+                    other => {
+                        denied_in_a_row = 0;
+                        return Err(format!("client2 denied: got {other:?}"));
+                    }
                 }
-            }
-            need(denied_in_a_row >= 4, "client2 denied 4 times in a row")
-        });
+                need(denied_in_a_row >= 4, "client2 denied 4 times in a row")
+            },
+            || Ok(()),
+        );
         let note = "visible: client2 gets 403 from both replicas".into();
         steps.finish(
             s,
@@ -1097,28 +1195,34 @@ fn change_without_a_gap() {
     // (g) A third replica joins and receives traffic, then leaves (SIGTERM to its kuma-dp).
     let mut b3 = Replica::new("backend-3");
     {
-        let s = steps.begin();
+        let s = steps.begin(&[b1.dp(), b2.dp(), &extra, &front, &client2]);
         let started = Instant::now();
         b3.start(&cp, d);
         DataplaneProc::wait_live(&[b3.dp()]);
         let live = Instant::now();
         load.burst();
         let envoys = [b1.dp(), b2.dp(), b3.dp(), &extra, &front, &client2];
-        let v = visible_after(live, &envoys, || {
-            need(
-                front.healthy_endpoints("backend").contains(&b3.http_addr())
-                    && front
-                        .healthy_endpoints("backend-tcp")
-                        .contains(&b3.tcp_addr()),
-                "backend-3 among the frontend's healthy endpoints",
-            )?;
-            need(
-                load.answers_now("backend-3") > 0,
-                "backend-3 answering both probes",
-            )
-        });
+        let v = visible_after(
+            live,
+            &envoys,
+            || {
+                need(
+                    front.healthy_endpoints("backend").contains(&b3.http_addr())
+                        && front
+                            .healthy_endpoints("backend-tcp")
+                            .contains(&b3.tcp_addr()),
+                    "backend-3 among the frontend's healthy endpoints",
+                )
+            },
+            || {
+                need(
+                    load.answers_now("backend-3") > 0,
+                    "backend-3 answering both probes",
+                )
+            },
+        );
         let note = format!(
-            "visible (from its Envoy LIVE, {:.3}s after kuma-dp start): answers both probes",
+            "from its Envoy LIVE ({:.3}s after kuma-dp start); visible: the frontend's endpoint; complete: answers both probes",
             (live - started).as_secs_f64()
         );
         let expected = ["backend-1", "backend-2", "backend-3"];
@@ -1134,20 +1238,25 @@ fn change_without_a_gap() {
     }
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let gone = b3.dp().xds_trouble().unwrap_or(0);
         let t0 = Instant::now();
         b3.dp().proc.signal_main("TERM");
         load.burst();
-        let v = visible_after(t0, &envoys, || {
-            need(
-                !front.healthy_endpoints("backend").contains(&b3.http_addr())
-                    && !front
-                        .healthy_endpoints("backend-tcp")
-                        .contains(&b3.tcp_addr()),
-                "backend-3 gone from the frontend's healthy endpoints",
-            )
-        });
+        let v = visible_after(
+            t0,
+            &envoys,
+            || {
+                need(
+                    !front.healthy_endpoints("backend").contains(&b3.http_addr())
+                        && !front
+                            .healthy_endpoints("backend-tcp")
+                            .contains(&b3.tcp_addr()),
+                    "backend-3 gone from the frontend's healthy endpoints",
+                )
+            },
+            || Ok(()),
+        );
         let exit = b3.dp_mut().wait_exit(Duration::from_secs(20));
         let note = format!(
             "visible: frontend dropped backend-3; kuma-dp exited {:.3}s after SIGTERM ({exit:?})",
@@ -1170,24 +1279,34 @@ fn change_without_a_gap() {
     // (h) mTLS off.
     {
         let envoys = [b1.dp(), b2.dp(), &extra, &front, &client2];
-        let s = steps.begin();
+        let s = steps.begin(&envoys);
         let t0 = Instant::now();
         put_mesh(&cp, None, "");
         load.burst();
-        let v = visible_after(t0, &envoys, || {
-            need(
-                !json_has(front.active_cluster("backend"), TLS)
-                    && !json_has(front.active_cluster("backend-tcp"), TLS),
-                "frontend clusters without TLS",
-            )?;
-            need(
-                [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
-                    .iter()
-                    .all(|p| answers_200(*p)),
-                "plaintext answered by the backend inbounds",
-            )
-        });
-        let note = "visible: plaintext inbounds, frontend clusters without TLS".into();
+        let v = visible_after(
+            t0,
+            &envoys,
+            || {
+                need(
+                    [b1.http_in, b1.tcp_in, b2.http_in, b2.tcp_in]
+                        .iter()
+                        .all(|p| answers_200(*p)),
+                    "plaintext answered by the backend inbounds",
+                )
+            },
+            || {
+                need(
+                    !json_has(front.active_cluster("backend"), TLS)
+                        && !json_has(front.active_cluster("backend-tcp"), TLS),
+                    "frontend clusters without TLS",
+                )?;
+                need(
+                    served_cert(b1.http_in).is_none() && served_cert(b2.http_in).is_none(),
+                    "backend inbounds without TLS",
+                )
+            },
+        );
+        let note = "visible: plaintext answered by the inbounds; complete: frontend clusters and inbounds without TLS".into();
         steps.finish(s, "h mTLS off", (v, bound), &envoys, &both, 0, note);
     }
     eprintln!("client time at the end: {:.3}s", load.now());
@@ -1226,13 +1345,13 @@ fn rolling_restart_without_failed_requests() {
     let both = ["backend-1", "backend-2"];
     {
         let envoys = [replicas[0].dp(), replicas[1].dp(), &front];
-        let s = steps.begin();
-        let v = visible_after(Instant::now(), &envoys, || Ok(()));
+        let s = steps.begin(&envoys);
+        let v = visible_after(Instant::now(), &envoys, || Ok(()), || Ok(()));
         let bound = Some(VISIBLE_BOUND);
         steps.finish(s, "baseline", (v, bound), &envoys, &both, 0, String::new());
     }
     for i in 0..replicas.len() {
-        let s = steps.begin();
+        let s = steps.begin(&[replicas[0].dp(), replicas[1].dp(), &front]);
         let name = replicas[i].name.clone();
         let gone = replicas[i].dp().xds_trouble().unwrap_or(0);
         let t0 = Instant::now();
@@ -1252,9 +1371,12 @@ fn rolling_restart_without_failed_requests() {
         load.burst();
         let envoys = [replicas[0].dp(), replicas[1].dp(), &front];
         // Visible: the restarted replica answers both probes again.
-        let v = visible_after(started, &envoys, || {
-            need(load.answers_now(&name) > before, "answering again")
-        });
+        let v = visible_after(
+            started,
+            &envoys,
+            || need(load.answers_now(&name) > before, "answering again"),
+            || Ok(()),
+        );
         let note = format!(
             "kuma-dp exited {:.3}s after SIGTERM; restarted Envoy LIVE after {:.3}s; visible = answering again, from the restart",
             exited.as_secs_f64(),
