@@ -985,6 +985,14 @@ fn change_without_a_gap() {
                     .expect("an identity before the switch")
             })
             .collect();
+        let bundles_before: Vec<String> = envoys
+            .iter()
+            .map(|e| {
+                e.sds_pems()
+                    .and_then(|p| p.get("mesh_ca:secret:default").cloned())
+                    .expect("a trust bundle before the switch")
+            })
+            .collect();
         let trusted_ca2_before = envoys
             .iter()
             .filter(|e| {
@@ -1038,11 +1046,62 @@ fn change_without_a_gap() {
                 "c CA switch: once the new identities are served, only {both_roots:?} trust both ca-1 and ca-2"
             ));
         }
+        // Every identity served before or after the switch must verify against every trust
+        // bundle served before or after it, as the bundle is given (a verifier picks the
+        // issuer among the roots by name): a proxy that switched and one that did not yet
+        // must accept each other.
+        let after: Vec<(String, String)> = envoys
+            .iter()
+            .map(|e| {
+                let p = e.sds_pems().unwrap_or_default();
+                let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+                (
+                    get("identity_cert:secret:default"),
+                    get("mesh_ca:secret:default"),
+                )
+            })
+            .collect();
+        let order = |bundle: &str| {
+            let mut roots = [("ca-1", &ca1), ("ca-2", &ca2)]
+                .into_iter()
+                .filter_map(|(n, r)| {
+                    let squash = |s: &str| s.split_whitespace().collect::<String>();
+                    squash(bundle).find(&squash(r)).map(|i| (i, n))
+                })
+                .collect::<Vec<_>>();
+            roots.sort();
+            roots.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        let mut bundles: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (k, b) in bundles_before.iter().enumerate() {
+            bundles.entry(b.clone()).or_default().push("before");
+            bundles.entry(after[k].1.clone()).or_default().push("after");
+        }
+        let mut refused = 0;
+        for (bundle, when) in &bundles {
+            let when_b = if when.contains(&"before") && when.contains(&"after") {
+                "before and after"
+            } else {
+                when[0]
+            };
+            for (k, name) in names.iter().enumerate() {
+                for (leaf, when_l) in [(&before[k], "before"), (&after[k].0, "after")] {
+                    if !signed_by(leaf, bundle) {
+                        refused += 1;
+                        steps.violation(format!(
+                            "c CA switch: the identity {name} served {when_l} the switch does not verify against the trust bundle served {when_b} it (roots in order {:?}): proxies on either side of the switch refuse each other",
+                            order(bundle)
+                        ));
+                    }
+                }
+            }
+        }
         let (gaps, unseen) = trust_gaps(&samples, &names);
         let note = format!(
-            "visible: backends serve ca-2 identities; complete: the frontend too; {} Envoys trusted ca-2 before the switch, {} both roots after; {} secret samples, {} trust gaps",
+            "visible: backends serve ca-2 identities; complete: the frontend too; {} Envoys trusted ca-2 before the switch, {} both roots after; {} (identity, bundle) pairs refused; {} secret samples, {} trust gaps",
             trusted_ca2_before,
             both_roots.len(),
+            refused,
             samples.len(),
             gaps.len()
         );
@@ -1421,8 +1480,11 @@ fn killed_replica_leaves_its_peers_quickly() {
         || (answers_200(out_http) && answers_200(out_tcp)).then_some(()),
     );
     let mut load = Load::start(vec![("http", out_http), ("tcp", out_tcp)]);
-    let step = load.begin();
+    let baseline = load.begin();
     std::thread::sleep(Duration::from_secs(1));
+    let step = load.begin();
+    // The requests of the baseline finish before the kill.
+    let before_kill = load.tally(baseline);
     let b1_admin = b1.dp().admin;
 
     // SIGKILL to kuma-dp and its Envoy: the harness starts kuma-dp in its own process group,
@@ -1458,9 +1520,24 @@ fn killed_replica_leaves_its_peers_quickly() {
         killed.as_secs_f64(),
         dropped.map_or("never (40s)".into(), |d| format!("{:.3}s", d.as_secs_f64()))
     );
+    // Before the kill every request must pass (else the figures after it mean nothing).
+    for ((probe, _), t) in load.probes.iter().zip(&before_kill).take(load.scheduled()) {
+        eprintln!(
+            "  before the kill, {probe}: {} requests, {} failed, answers {:?}, first failures {:?}",
+            t.requests, t.failures, t.answers, t.errors
+        );
+        assert!(t.requests >= MIN_REQUESTS, "the client did not run");
+        assert_eq!(
+            t.failures, 0,
+            "requests failed before the kill: {:?}",
+            t.errors
+        );
+        assert_eq!(t.answers.len(), 2, "both replicas answer before the kill");
+    }
+    // After the kill requests in flight to the killed replica fail: counted, not bounded.
     for ((probe, _), t) in load.probes.iter().zip(&tallies).take(load.scheduled()) {
         eprintln!(
-            "  {probe}: {} requests, {} failed, answers {:?}, first failures {:?}",
+            "  from the kill, {probe}: {} requests, {} failed, answers {:?}, first failures {:?}",
             t.requests, t.failures, t.answers, t.errors
         );
         assert!(t.requests >= MIN_REQUESTS, "the client did not run");
