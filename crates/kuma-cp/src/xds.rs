@@ -510,13 +510,12 @@ impl Runtime {
             let long_ago = Instant::now().checked_sub(MTLS_STAGE_DELAY);
             (target.clone(), long_ago.unwrap_or_else(Instant::now))
         });
-        // A backend no longer listed cannot be loaded: stop relying on it.
-        applied.trusted.retain(|t| names.contains(&t.as_str()));
-        if applied
-            .issuer
-            .as_ref()
-            .is_some_and(|i| !names.contains(&i.as_str()))
-        {
+        // A backend no longer listed stays usable while proxies move off it if its CA was
+        // loaded before (a Mesh that drops `mtls` altogether still goes through the stages);
+        // one that was never loaded here (a CP restart meanwhile) is dropped at once.
+        let usable = |name: &str| names.contains(&name) || self.loaded_ca(mesh, name).is_some();
+        applied.trusted.retain(|t| usable(t));
+        if applied.issuer.as_deref().is_some_and(|i| !usable(i)) {
             applied.issuer.clone_from(&target.issuer);
         }
         // With no proxy of the mesh connected there is no traffic to keep: no stages.
@@ -579,16 +578,25 @@ impl Runtime {
             return Ok(None);
         };
         let find = |name: &str| backends.iter().find(|b| b.name == name);
-        let backend =
-            find(issuer).ok_or_else(|| format!("mTLS backend {issuer} is not defined"))?;
-        let ca = self
-            .load_ca(mesh, backend)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A backend the Mesh no longer lists: the CA loaded while it was (see `mtls_for`).
+        let gone = |name: &str| {
+            self.loaded_ca(mesh, name)
+                .ok_or_else(|| format!("mTLS backend {name} is not defined"))
+        };
+        let (ca, lifetime) = match find(issuer) {
+            Some(b) => (
+                self.load_ca(mesh, b).await.map_err(|e| e.to_string())?,
+                ca::dp_cert_lifetime(b),
+            ),
+            None => (gone(issuer)?, ca::DEFAULT_DP_CERT_LIFETIME),
+        };
         let mut bundle = ca.cert_pem.trim_end().to_string();
         for name in stage.trusted.iter().filter(|n| n.as_str() != issuer) {
-            let Some(b) = find(name) else { continue };
-            match self.load_ca(mesh, b).await {
+            let loaded = match find(name) {
+                Some(b) => self.load_ca(mesh, b).await.map_err(|e| e.to_string()),
+                None => gone(name),
+            };
+            match loaded {
                 Ok(other) => {
                     bundle.push('\n');
                     bundle.push_str(other.cert_pem.trim_end());
@@ -605,8 +613,17 @@ impl Runtime {
             outbound: stage.outbound,
             ca_secret: Arc::new(generator::ca_secret(mesh, &bundle)),
             ca,
-            lifetime: ca::dp_cert_lifetime(backend),
+            lifetime,
         }))
+    }
+
+    /// The CA of a backend as last loaded, if it was.
+    fn loaded_ca(&self, mesh: &str, backend: &str) -> Option<Arc<ca::Ca>> {
+        self.cas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(mesh.to_string(), backend.to_string()))
+            .map(|(_, c)| c.clone())
     }
 
     /// The CA of a backend, parsed once per distinct certificate/key pair.
