@@ -23,6 +23,11 @@
 //! version is. A request with an older nonce is a stale ACK and is not
 //! reported, but its subscription changes are still applied: delta requests
 //! carry changes, not state, so dropping them would lose them.
+//!
+//! Warming (see [`crate::warming`]): a response that adds or changes a cluster or
+//! listener is followed by the subscribed EDS/SDS/RDS resources it depends on,
+//! even unchanged; a name subscribed again after the first request is sent
+//! again even if the client had it (a new watch in Envoy waits for it).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,60 +36,44 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::protocol::{Protocol, Sent};
+use crate::stream::{self, Core, Reply, Sub};
+use crate::warming::Dep;
 use crate::{Callbacks, Snapshot, type_url};
 
 /// Per-type subscription and client-view state.
 #[derive(Debug, Default)]
 struct TypeState {
-    /// Subscribed to everything of the type.
-    wildcard: bool,
-    /// Explicitly subscribed names (without `*`).
-    names: BTreeSet<String>,
+    sub: Sub,
     /// Name → version of what the client has.
     known: HashMap<String, String>,
     /// A response of this type was produced on this stream.
     responded: bool,
-    /// Nonce and `system_version_info` of the last response of this type.
-    last_nonce: Option<String>,
+    /// `system_version_info` of the last response of this type.
     last_version: String,
     /// Version of the last ACKed response ("" before any).
     acked_version: String,
 }
 
 /// The delta state machine of one ADS stream.
+#[derive(Debug)]
 pub struct State {
-    stream_id: u64,
-    callbacks: Arc<dyn Callbacks>,
-    snapshot: Option<Arc<Snapshot>>,
-    nonce: u64,
+    core: Core,
     types: HashMap<String, TypeState>,
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("delta::State")
-            .field("stream_id", &self.stream_id)
-            .field("nonce", &self.nonce)
-            .field("types", &self.types)
-            .finish_non_exhaustive()
-    }
 }
 
 impl State {
     /// A fresh stream: nothing subscribed, no snapshot yet.
     pub fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self {
         Self {
-            stream_id,
-            callbacks,
-            snapshot: None,
-            nonce: 0,
+            core: Core::new(stream_id, callbacks),
             types: HashMap::new(),
         }
     }
 
-    /// Handles one request; returns the response to send, if any.
+    /// Handles one request; returns the responses to send.
     pub fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
         let DeltaDiscoveryRequest {
             type_url,
@@ -97,158 +86,144 @@ impl State {
         } = req;
         if type_url.is_empty() {
             debug!(
-                stream_id = self.stream_id,
+                stream_id = self.core.stream_id,
                 "delta request without type_url ignored"
             );
             return Vec::new();
         }
-        let short = type_url::short(&type_url);
         let first = !self.types.contains_key(&type_url);
         let st = self.types.entry(type_url.clone()).or_default();
-
-        if !response_nonce.is_empty() {
-            match &st.last_nonce {
-                Some(last) if *last == response_nonce => match &error_detail {
-                    Some(err) => {
-                        warn!(
-                            stream_id = self.stream_id, type_url = short, version = %st.last_version,
-                            nonce = %response_nonce, message = %err.message, "NACK"
-                        );
-                        self.callbacks.on_nack(
-                            self.stream_id,
-                            &type_url,
-                            &st.acked_version,
-                            &response_nonce,
-                            &err.message,
-                        );
-                    }
-                    None => {
-                        debug!(
-                            stream_id = self.stream_id, type_url = short, version = %st.last_version,
-                            nonce = %response_nonce, "ACK"
-                        );
-                        st.acked_version.clone_from(&st.last_version);
-                        self.callbacks.on_ack(
-                            self.stream_id,
-                            &type_url,
-                            &st.last_version,
-                            &response_nonce,
-                        );
-                    }
-                },
-                _ => debug!(
-                    stream_id = self.stream_id, type_url = short, nonce = %response_nonce,
-                    "stale ACK/NACK ignored"
-                ),
+        let reply = st.sub.reply(&response_nonce, error_detail.as_ref());
+        let version = match reply {
+            Reply::Ack | Reply::AckAgain => {
+                st.acked_version.clone_from(&st.last_version);
+                &st.last_version
             }
-        }
-
+            _ => &st.acked_version,
+        };
+        self.core
+            .report(&type_url, &reply, version, &response_nonce);
+        // Subscription changes of a stale request are applied all the same: delta requests
+        // carry changes, not state.
         if first {
-            st.wildcard = resource_names_subscribe.is_empty() && !type_url::is_named(&type_url);
+            st.sub.wildcard = resource_names_subscribe.is_empty() && !type_url::is_named(&type_url);
             st.known = initial_resource_versions;
         }
         for name in resource_names_subscribe {
             if name == "*" {
-                st.wildcard = true;
-            } else {
-                st.names.insert(name);
+                st.sub.wildcard = true;
+                continue;
             }
+            // A name subscribed again after the first request: the client (a new watch in
+            // Envoy) waits for it, so it is sent again even if the client had it.
+            if !first {
+                st.known.remove(&name);
+            }
+            st.sub.names.insert(name);
         }
         for name in resource_names_unsubscribe {
             if name == "*" {
-                st.wildcard = false;
-                let names = &st.names;
+                st.sub.wildcard = false;
+                let names = &st.sub.names;
                 st.known.retain(|k, _| names.contains(k));
             } else {
-                st.names.remove(&name);
+                st.sub.names.remove(&name);
                 // Under a wildcard the resource stays subscribed.
-                if !st.wildcard {
+                if !st.sub.wildcard {
                     st.known.remove(&name);
                 }
             }
         }
-        self.respond(&type_url).into_iter().collect()
+        self.push(vec![type_url])
     }
 
-    /// Installs a new snapshot of the node; returns the responses for every
-    /// subscribed type whose resources changed, in push order (SDS, CDS, EDS,
-    /// LDS, RDS, then the rest by type URL).
+    /// Installs a new snapshot of the node; returns the responses for every subscribed
+    /// type whose resources changed, in push order, with the warming follow-ups.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
-        if self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &snapshot))
-        {
+        if !self.core.install(snapshot) {
             return Vec::new();
         }
-        self.snapshot = Some(snapshot);
-        let mut urls: Vec<String> = self.types.keys().cloned().collect();
-        urls.sort_by(|a, b| (type_url::push_rank(a), a).cmp(&(type_url::push_rank(b), b)));
-        urls.iter().filter_map(|u| self.respond(u)).collect()
+        self.push(self.types.keys().cloned().collect())
     }
 
-    /// The response due for one type, if any.
-    fn respond(&mut self, type_url: &str) -> Option<DeltaDiscoveryResponse> {
-        let snap = self.snapshot.clone()?;
-        let st = self.types.get_mut(type_url)?;
-        let all = snap.resources(type_url);
-
-        let mut resources = Vec::new();
-        if let Some(all) = all {
-            let mut add = |r: &crate::Resource| {
-                if st.known.get(&r.name) != Some(&r.version) {
-                    resources.push(WireResource {
-                        name: r.name.clone(),
-                        version: r.version.clone(),
-                        resource: Some(r.body.clone()),
-                        ..Default::default()
-                    });
-                }
-            };
-            if st.wildcard {
-                all.values().for_each(|r| add(r));
-            } else {
-                st.names
-                    .iter()
-                    .filter_map(|n| all.get(n))
-                    .for_each(|r| add(r));
-            }
-        }
-        let mut removed: Vec<String> = st
-            .known
-            .keys()
-            .filter(|k| all.is_none_or(|all| !all.contains_key(*k)))
-            .cloned()
-            .collect();
-        removed.sort();
-
-        if resources.is_empty() && removed.is_empty() && (st.responded || !st.wildcard) {
-            return None;
-        }
-        for r in &resources {
-            st.known.insert(r.name.clone(), r.version.clone());
-        }
-        for k in &removed {
-            st.known.remove(k);
-        }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        let version = snap.version(type_url);
-        st.responded = true;
-        st.last_nonce = Some(nonce.clone());
-        st.last_version.clone_from(&version);
-        Some(DeltaDiscoveryResponse {
-            system_version_info: version,
-            resources,
-            type_url: type_url.to_string(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
+    fn push(&mut self, types: Vec<String>) -> Vec<DeltaDiscoveryResponse> {
+        let (core, states) = (&mut self.core, &mut self.types);
+        stream::push(types, |t, forced, deps| {
+            respond(core, states, t, forced, deps)
         })
     }
 }
 
-impl crate::server::Protocol for State {
+/// The response due for one type, if any: the subscribed resources whose version the
+/// client does not have or that `forced` names, and the names it has that are gone.
+fn respond(
+    core: &mut Core,
+    states: &mut HashMap<String, TypeState>,
+    type_url: &str,
+    forced: Option<&BTreeSet<String>>,
+    deps: &mut Vec<Dep>,
+) -> Option<DeltaDiscoveryResponse> {
+    let snap = core.snapshot.clone()?;
+    let st = states.get_mut(type_url)?;
+    let all = snap.resources(type_url);
+
+    let mut resources = Vec::new();
+    if let Some(all) = all {
+        let mut add = |r: &crate::Resource| {
+            let again = forced.is_some_and(|f| f.contains(&r.name));
+            if again || st.known.get(&r.name) != Some(&r.version) {
+                deps.extend_from_slice(r.deps());
+                resources.push(WireResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                });
+            }
+        };
+        if st.sub.wildcard {
+            all.values().for_each(|r| add(r));
+        } else {
+            st.sub
+                .names
+                .iter()
+                .filter_map(|n| all.get(n))
+                .for_each(|r| add(r));
+        }
+    }
+    let mut removed: Vec<String> = st
+        .known
+        .keys()
+        .filter(|k| all.is_none_or(|all| !all.contains_key(*k)))
+        .cloned()
+        .collect();
+    removed.sort();
+
+    if resources.is_empty() && removed.is_empty() && (st.responded || !st.sub.wildcard) {
+        return None;
+    }
+    for r in &resources {
+        st.known.insert(r.name.clone(), r.version.clone());
+    }
+    for k in &removed {
+        st.known.remove(k);
+    }
+    let nonce = core.next_nonce();
+    let version = snap.version(type_url);
+    st.responded = true;
+    st.sub.last_nonce = Some(nonce.clone());
+    st.last_version.clone_from(&version);
+    Some(DeltaDiscoveryResponse {
+        system_version_info: version,
+        resources,
+        type_url: type_url.to_string(),
+        removed_resources: removed,
+        nonce,
+        ..Default::default()
+    })
+}
+
+impl Protocol for State {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
     const DELTA: bool = true;
@@ -269,8 +244,8 @@ impl crate::server::Protocol for State {
         State::on_snapshot(self, snapshot)
     }
 
-    fn describe(resp: &DeltaDiscoveryResponse) -> crate::server::Sent<'_> {
-        crate::server::Sent {
+    fn describe(resp: &DeltaDiscoveryResponse) -> Sent<'_> {
+        Sent {
             type_url: &resp.type_url,
             version: &resp.system_version_info,
             nonce: &resp.nonce,
@@ -283,7 +258,7 @@ impl crate::server::Protocol for State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{Event, Recorder, snapshot};
+    use crate::test_support::{Event, Recorder, snapshot, warming_snapshot};
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
     fn req(type_url: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
@@ -532,5 +507,72 @@ mod tests {
         let out = s.on_snapshot(base());
         let urls: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(urls, vec![type_url::CLUSTER, type_url::LISTENER]);
+    }
+
+    /// A stream subscribed to CDS, EDS `a`, LDS and SDS `id`/`ca`, everything ACKed.
+    fn warmed(snap: Arc<Snapshot>) -> State {
+        let (mut s, _) = state();
+        s.on_snapshot(snap);
+        for (t, names) in [
+            (type_url::CLUSTER, vec![]),
+            (type_url::ENDPOINT, vec!["a"]),
+            (type_url::LISTENER, vec![]),
+            (type_url::SECRET, vec!["id", "ca"]),
+        ] {
+            let out = s.on_request(req(t, &names, &[], ""));
+            let nonce = out.last().expect("a response").nonce.clone();
+            assert!(s.on_request(req(t, &[], &[], &nonce)).is_empty());
+        }
+        s
+    }
+
+    fn kinds(out: &[DeltaDiscoveryResponse]) -> Vec<&str> {
+        out.iter().map(|r| type_url::short(&r.type_url)).collect()
+    }
+
+    #[test]
+    fn changed_eds_cluster_is_followed_by_its_unchanged_endpoints() {
+        let mut s = warmed(warming_snapshot("v1", false, false));
+        let out = s.on_snapshot(warming_snapshot("v2", false, false));
+        assert_eq!(kinds(&out), vec!["cds", "eds"]);
+        assert_eq!(names(&out[1]), vec!["a"]);
+        assert!(
+            s.on_snapshot(warming_snapshot("v2", false, false))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn changed_cluster_and_listener_are_followed_by_their_secrets() {
+        let mut s = warmed(warming_snapshot("v1", false, true));
+        let out = s.on_snapshot(warming_snapshot("v1", true, true));
+        assert_eq!(kinds(&out), vec!["lds", "sds"]);
+        assert_eq!(names(&out[1]), vec!["ca", "id"]);
+        let out = s.on_snapshot(warming_snapshot("v2", true, true));
+        assert_eq!(kinds(&out), vec!["cds", "eds", "sds"]);
+    }
+
+    #[test]
+    fn name_subscribed_again_is_sent_again() {
+        let mut s = warmed(warming_snapshot("v1", false, false));
+        // The client had `a` and subscribes to it again (a new watch): it gets it.
+        let out = s.on_request(req(type_url::ENDPOINT, &["a"], &[], ""));
+        assert_eq!(kinds(&out), vec!["eds"]);
+        assert_eq!(names(&out[0]), vec!["a"]);
+    }
+
+    #[test]
+    fn reconnect_with_initial_versions_is_not_a_resubscription() {
+        let (mut s, _) = state();
+        let snap = warming_snapshot("v1", false, false);
+        s.on_snapshot(snap.clone());
+        let mut r = req(type_url::ENDPOINT, &["a"], &[], "");
+        let version = snap
+            .get(type_url::ENDPOINT, "a")
+            .expect("a")
+            .version
+            .clone();
+        r.initial_resource_versions = HashMap::from([("a".to_string(), version)]);
+        assert!(s.on_request(r).is_empty(), "the client has it already");
     }
 }

@@ -20,10 +20,13 @@ pub mod callbacks;
 pub mod delta;
 #[cfg(feature = "json")]
 pub mod json;
+mod protocol;
 pub mod server;
 pub mod snapshot;
 pub mod sotw;
+mod stream;
 pub mod type_url;
+pub mod warming;
 
 #[cfg(test)]
 mod test_support;
@@ -33,3 +36,4 @@ pub use cache::SnapshotCache;
 pub use callbacks::{Callbacks, NoopCallbacks, StreamInfo};
 pub use server::Server;
 pub use snapshot::{Resource, Snapshot};
+pub use warming::Dep;

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -31,7 +30,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, debug_span};
 
-use crate::{Callbacks, Snapshot, SnapshotCache, StreamInfo, delta, sotw, type_url};
+use crate::protocol::Protocol;
+use crate::{Callbacks, SnapshotCache, StreamInfo, delta, sotw, type_url};
 
 /// Default bound on the size of one decoded request (4 MiB).
 pub const DEFAULT_MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -39,27 +39,6 @@ pub const DEFAULT_MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// Responses buffered per stream before the stream task waits for the
 /// transport (a burst of one snapshot change is at most one per type).
 const CHANNEL_CAPACITY: usize = 16;
-
-/// A response as the adapter logs and reports it.
-pub(crate) struct Sent<'a> {
-    pub type_url: &'a str,
-    pub version: &'a str,
-    pub nonce: &'a str,
-    pub resources: usize,
-    pub removed: usize,
-}
-
-/// What the adapter needs from a state machine (SotW or delta).
-pub(crate) trait Protocol: Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
-    const DELTA: bool;
-    fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self;
-    fn node(req: &Self::Request) -> Option<&Node>;
-    fn on_request(&mut self, req: Self::Request) -> Vec<Self::Response>;
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
-    fn describe(resp: &Self::Response) -> Sent<'_>;
-}
 
 /// The ADS gRPC service (SotW and delta) serving a [`SnapshotCache`].
 #[derive(Clone)]
@@ -333,6 +312,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use async_trait::async_trait;
+    use envoy_types::pb::envoy::config::core::v3::Node;
 
     use super::*;
 

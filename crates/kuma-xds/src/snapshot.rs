@@ -16,11 +16,13 @@ use std::sync::{Arc, OnceLock};
 
 use envoy_types::pb::google::protobuf::Any;
 
+use crate::warming::{self, Dep};
+
 /// One named resource with a content-hash version.
 ///
 /// Shared via `Arc` between the snapshots of all nodes that see the same
-/// content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// content. Equality is by name, version and body.
+#[derive(Debug, Clone)]
 pub struct Resource {
     /// Resource name (listener name, cluster name, ...), unique per type URL.
     pub name: String,
@@ -28,7 +30,18 @@ pub struct Resource {
     pub version: String,
     /// The packed message; its `type_url` decides which xDS type it serves.
     pub body: Any,
+    /// What it needs to finish warming in Envoy ([`warming::deps`]), decoded on first use
+    /// and then shared by every stream that sends this resource.
+    deps: OnceLock<Vec<Dep>>,
 }
+
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.version == other.version && self.body == other.body
+    }
+}
+
+impl Eq for Resource {}
 
 impl Resource {
     /// Wraps a packed message, computing its content-hash version.
@@ -41,7 +54,14 @@ impl Resource {
             name: name.into(),
             version: h.hex(),
             body,
+            deps: OnceLock::new(),
         }
+    }
+
+    /// The resources Envoy needs after this one before it stops warming (the
+    /// ClusterLoadAssignment of an EDS cluster, referenced SDS secrets and RDS routes).
+    pub fn deps(&self) -> &[Dep] {
+        self.deps.get_or_init(|| warming::deps(&self.body))
     }
 
     /// The type URL of the body.

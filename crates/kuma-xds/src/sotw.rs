@@ -13,7 +13,12 @@
 //!   `error_detail`; neither triggers a resend by itself, so a rejected
 //!   version is never sent again — only new content is;
 //! - a response is due on the first request of a type, when the subscription
-//!   changes, or when the content for the current subscription changes.
+//!   changes, or when the content for the current subscription changes;
+//! - warming (see [`crate::warming`]): a response that adds or changes a
+//!   cluster or listener is followed by the subscribed EDS/SDS/RDS resources it
+//!   depends on, even unchanged; and a named type asked again with the nonce
+//!   it already ACKed (Envoy re-subscribing a name it had, for a new watch) is
+//!   answered again.
 //!   Wildcard types (everything but EDS/RDS/SDS with no names, or `*`) get a
 //!   response even when empty so the client's initial fetch completes; named
 //!   types whose type is absent from the snapshot wait until it appears.
@@ -26,59 +31,44 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::protocol::{Protocol, Sent};
 use crate::snapshot::fingerprint;
+use crate::stream::{self, Core, Reply, Sub};
+use crate::warming::Dep;
 use crate::{Callbacks, Resource, Snapshot, type_url};
 
 /// Per-type subscription and send state.
 #[derive(Debug, Default)]
 struct TypeState {
-    /// Everything of the type, whatever `names` says.
-    wildcard: bool,
-    /// Explicitly requested names (without `*`).
-    names: BTreeSet<String>,
-    /// The subscription changed since the last response: one is due even if
-    /// the content did not change.
+    sub: Sub,
+    /// A response is due even if the content did not change (the subscription changed, or
+    /// the client asked again for what it has).
     dirty: bool,
     /// Fingerprint of the resources last sent; `None` before the first send.
-    sent: Option<String>,
-    /// Nonce of the last response of this type.
-    last_nonce: Option<String>,
+    sent_fp: Option<String>,
+    /// The resources last sent, by name: what the client has.
+    sent: Vec<Arc<Resource>>,
 }
 
 /// The SotW state machine of one ADS stream.
+#[derive(Debug)]
 pub struct State {
-    stream_id: u64,
-    callbacks: Arc<dyn Callbacks>,
-    snapshot: Option<Arc<Snapshot>>,
-    nonce: u64,
+    core: Core,
     types: HashMap<String, TypeState>,
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("sotw::State")
-            .field("stream_id", &self.stream_id)
-            .field("nonce", &self.nonce)
-            .field("types", &self.types)
-            .finish_non_exhaustive()
-    }
 }
 
 impl State {
     /// A fresh stream: nothing subscribed, no snapshot yet.
     pub fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self {
         Self {
-            stream_id,
-            callbacks,
-            snapshot: None,
-            nonce: 0,
+            core: Core::new(stream_id, callbacks),
             types: HashMap::new(),
         }
     }
 
-    /// Handles one request; returns the response to send, if any.
+    /// Handles one request; returns the responses to send.
     pub fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {
         let DiscoveryRequest {
             version_info,
@@ -90,127 +80,102 @@ impl State {
         } = req;
         if type_url.is_empty() {
             debug!(
-                stream_id = self.stream_id,
+                stream_id = self.core.stream_id,
                 "sotw request without type_url ignored"
             );
             return Vec::new();
         }
-        let short = type_url::short(&type_url);
         let first = !self.types.contains_key(&type_url);
         let st = self.types.entry(type_url.clone()).or_default();
-
-        if !response_nonce.is_empty() {
-            match &st.last_nonce {
-                Some(last) if *last == response_nonce => match &error_detail {
-                    Some(err) => {
-                        warn!(
-                            stream_id = self.stream_id, type_url = short, version = %version_info,
-                            nonce = %response_nonce, message = %err.message, "NACK"
-                        );
-                        self.callbacks.on_nack(
-                            self.stream_id,
-                            &type_url,
-                            &version_info,
-                            &response_nonce,
-                            &err.message,
-                        );
-                    }
-                    None => {
-                        debug!(
-                            stream_id = self.stream_id, type_url = short, version = %version_info,
-                            nonce = %response_nonce, "ACK"
-                        );
-                        self.callbacks.on_ack(
-                            self.stream_id,
-                            &type_url,
-                            &version_info,
-                            &response_nonce,
-                        );
-                    }
-                },
-                Some(last) => {
-                    debug!(
-                        stream_id = self.stream_id, type_url = short, nonce = %response_nonce,
-                        expected = %last, "stale request ignored"
-                    );
-                    return Vec::new();
-                }
-                // Nothing sent on this stream yet: a nonce from an earlier
-                // stream (reconnect). Treat it as a fresh request.
-                None => {}
-            }
+        let reply = st.sub.reply(&response_nonce, error_detail.as_ref());
+        self.core
+            .report(&type_url, &reply, &version_info, &response_nonce);
+        match reply {
+            // The client will send its current state again once it has our latest response.
+            Reply::Stale => return Vec::new(),
+            // A named type asked again with what it has: a new watch in Envoy waits for it.
+            Reply::AckAgain if type_url::is_named(&type_url) => st.dirty = true,
+            _ => {}
         }
-
         let wildcard = resource_names.iter().any(|n| n == "*")
             || (resource_names.is_empty() && !type_url::is_named(&type_url));
         let names: BTreeSet<String> = resource_names.into_iter().filter(|n| n != "*").collect();
-        if first || st.wildcard != wildcard || st.names != names {
-            st.wildcard = wildcard;
-            st.names = names;
+        if first || st.sub.wildcard != wildcard || st.sub.names != names {
+            st.sub.wildcard = wildcard;
+            st.sub.names = names;
             st.dirty = true;
         }
-        self.respond(&type_url).into_iter().collect()
+        self.push(vec![type_url])
     }
 
-    /// Installs a new snapshot of the node; returns the responses for every
-    /// subscribed type whose content changed, in push order (SDS, CDS, EDS,
-    /// LDS, RDS, then the rest by type URL).
+    /// Installs a new snapshot of the node; returns the responses for every subscribed
+    /// type whose content changed, in push order, with the warming follow-ups.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
-        if self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &snapshot))
-        {
+        if !self.core.install(snapshot) {
             return Vec::new();
         }
-        self.snapshot = Some(snapshot);
-        let mut urls: Vec<String> = self.types.keys().cloned().collect();
-        urls.sort_by(|a, b| (type_url::push_rank(a), a).cmp(&(type_url::push_rank(b), b)));
-        urls.iter().filter_map(|u| self.respond(u)).collect()
+        self.push(self.types.keys().cloned().collect())
     }
 
-    /// The response due for one type, if any.
-    fn respond(&mut self, type_url: &str) -> Option<DiscoveryResponse> {
-        let snap = self.snapshot.clone()?;
-        let st = self.types.get_mut(type_url)?;
-        let all = snap.resources(type_url);
-        if !st.wildcard && all.is_none() && st.sent.is_none() {
-            // A named type the node has none of: wait until it appears.
-            return None;
-        }
-        let (resources, fp): (Vec<&Arc<Resource>>, String) = if st.wildcard {
-            (
-                all.map(|m| m.values().collect()).unwrap_or_default(),
-                snap.version(type_url),
-            )
-        } else {
-            let subset: Vec<&Arc<Resource>> = match all {
-                Some(all) => st.names.iter().filter_map(|n| all.get(n)).collect(),
-                None => Vec::new(),
-            };
-            let fp = fingerprint(subset.iter().copied());
-            (subset, fp)
-        };
-        if !st.dirty && st.sent.as_deref() == Some(fp.as_str()) {
-            return None;
-        }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        st.dirty = false;
-        st.sent = Some(fp);
-        st.last_nonce = Some(nonce.clone());
-        let resp = DiscoveryResponse {
-            version_info: snap.version(type_url),
-            resources: resources.iter().map(|r| r.body.clone()).collect(),
-            type_url: type_url.to_string(),
-            nonce,
-            ..Default::default()
-        };
-        Some(resp)
+    fn push(&mut self, types: Vec<String>) -> Vec<DiscoveryResponse> {
+        let (core, states) = (&mut self.core, &mut self.types);
+        stream::push(types, |t, forced, deps| {
+            respond(core, states, t, forced, deps)
+        })
     }
 }
 
-impl crate::server::Protocol for State {
+/// The response due for one type, if any: when the subscription changed, the content for
+/// it changed, or `forced` names one of the resources it holds (then the whole subscribed
+/// set goes again: a SotW response is the state of the world for the watches it answers,
+/// and Envoy drops what a watch held when a response leaves it out).
+fn respond(
+    core: &mut Core,
+    states: &mut HashMap<String, TypeState>,
+    type_url: &str,
+    forced: Option<&BTreeSet<String>>,
+    deps: &mut Vec<Dep>,
+) -> Option<DiscoveryResponse> {
+    let snap = core.snapshot.clone()?;
+    let st = states.get_mut(type_url)?;
+    let all = snap.resources(type_url);
+    if !st.sub.wildcard && all.is_none() && st.sent_fp.is_none() {
+        // A named type the node has none of: wait until it appears.
+        return None;
+    }
+    let (resources, fp): (Vec<&Arc<Resource>>, String) = if st.sub.wildcard {
+        (
+            all.map(|m| m.values().collect()).unwrap_or_default(),
+            snap.version(type_url),
+        )
+    } else {
+        let subset: Vec<&Arc<Resource>> = match all {
+            Some(all) => st.sub.names.iter().filter_map(|n| all.get(n)).collect(),
+            None => Vec::new(),
+        };
+        let fp = fingerprint(subset.iter().copied());
+        (subset, fp)
+    };
+    let force = forced.is_some_and(|f| resources.iter().any(|r| f.contains(&r.name)));
+    if !st.dirty && !force && st.sent_fp.as_deref() == Some(fp.as_str()) {
+        return None;
+    }
+    stream::changed_deps(&st.sent, &resources, deps);
+    st.sent = resources.iter().map(|r| Arc::clone(r)).collect();
+    let nonce = core.next_nonce();
+    st.dirty = false;
+    st.sent_fp = Some(fp);
+    st.sub.last_nonce = Some(nonce.clone());
+    Some(DiscoveryResponse {
+        version_info: snap.version(type_url),
+        resources: resources.iter().map(|r| r.body.clone()).collect(),
+        type_url: type_url.to_string(),
+        nonce,
+        ..Default::default()
+    })
+}
+
+impl Protocol for State {
     type Request = DiscoveryRequest;
     type Response = DiscoveryResponse;
     const DELTA: bool = false;
@@ -231,8 +196,8 @@ impl crate::server::Protocol for State {
         State::on_snapshot(self, snapshot)
     }
 
-    fn describe(resp: &DiscoveryResponse) -> crate::server::Sent<'_> {
-        crate::server::Sent {
+    fn describe(resp: &DiscoveryResponse) -> Sent<'_> {
+        Sent {
             type_url: &resp.type_url,
             version: &resp.version_info,
             nonce: &resp.nonce,
@@ -245,7 +210,7 @@ impl crate::server::Protocol for State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{Event, Recorder, any_res, snapshot};
+    use crate::test_support::{Event, Recorder, any_res, snapshot, warming_snapshot};
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
     fn req(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
@@ -498,5 +463,78 @@ mod tests {
         s.on_snapshot(Arc::new(a));
         s.on_request(req(type_url::CLUSTER, &[], "", ""));
         assert!(s.on_snapshot(Arc::new(b)).is_empty());
+    }
+
+    /// A stream subscribed to CDS, EDS `a`, LDS and SDS `id`/`ca`, everything ACKed.
+    fn warmed(snap: Arc<Snapshot>) -> State {
+        let (mut s, _) = state();
+        s.on_snapshot(snap);
+        for (t, names) in [
+            (type_url::CLUSTER, vec![]),
+            (type_url::ENDPOINT, vec!["a"]),
+            (type_url::LISTENER, vec![]),
+            (type_url::SECRET, vec!["id", "ca"]),
+        ] {
+            let out = s.on_request(req(t, &names, "", ""));
+            let last = out.last().expect("a response");
+            let (v, n) = (last.version_info.clone(), last.nonce.clone());
+            assert!(s.on_request(req(t, &names, &v, &n)).is_empty());
+        }
+        s
+    }
+
+    fn kinds(out: &[DiscoveryResponse]) -> Vec<&str> {
+        out.iter().map(|r| type_url::short(&r.type_url)).collect()
+    }
+
+    #[test]
+    fn changed_eds_cluster_is_followed_by_its_unchanged_endpoints() {
+        let mut s = warmed(warming_snapshot("v1", false, false));
+        let out = s.on_snapshot(warming_snapshot("v2", false, false));
+        assert_eq!(kinds(&out), vec!["cds", "eds"]);
+        assert_eq!(names(&out[1]), vec![b"ea1".to_vec()]);
+        // The same content again: nothing to warm, nothing sent.
+        assert!(
+            s.on_snapshot(warming_snapshot("v2", false, false))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn changed_cluster_and_listener_are_followed_by_their_secrets() {
+        let mut s = warmed(warming_snapshot("v1", false, true));
+        // The listener starts using the secrets: SDS follows LDS.
+        let out = s.on_snapshot(warming_snapshot("v1", true, true));
+        assert_eq!(kinds(&out), vec!["lds", "sds"]);
+        assert_eq!(names(&out[1]), vec![b"ca1".to_vec(), b"id1".to_vec()]);
+        // The cluster changes: its endpoints in their slot, then its secrets after it.
+        let out = s.on_snapshot(warming_snapshot("v2", true, true));
+        assert_eq!(kinds(&out), vec!["cds", "eds", "sds"]);
+    }
+
+    #[test]
+    fn dependencies_not_subscribed_are_not_forced() {
+        let (mut s, _) = state();
+        s.on_snapshot(warming_snapshot("v1", false, false));
+        let out = s.on_request(req(type_url::CLUSTER, &[], "", ""));
+        let (v, n) = (out[0].version_info.clone(), out[0].nonce.clone());
+        s.on_request(req(type_url::CLUSTER, &[], &v, &n));
+        // Envoy has not asked for EDS yet (it will, naming `a`): only CDS goes.
+        let out = s.on_snapshot(warming_snapshot("v2", false, false));
+        assert_eq!(kinds(&out), vec!["cds"]);
+    }
+
+    #[test]
+    fn named_type_asked_again_after_its_ack_is_answered_again() {
+        let mut s = warmed(warming_snapshot("v1", false, false));
+        // Envoy re-subscribes the same names with the nonce it ACKed (a new watch on them).
+        let out = s.on_request(req(type_url::ENDPOINT, &["a"], "", "2"));
+        assert_eq!(kinds(&out), vec!["eds"]);
+        assert_eq!(names(&out[0]), vec![b"ea1".to_vec()]);
+        // A wildcard type asked again is not: its content is unchanged.
+        assert!(
+            s.on_request(req(type_url::CLUSTER, &[], "", "1"))
+                .is_empty()
+        );
     }
 }

@@ -63,3 +63,37 @@ pub fn any_res(type_url: &str, name: &str, body: &str) -> Arc<Resource> {
 pub fn snapshot(items: &[(&str, &str, &str)]) -> Arc<Snapshot> {
     Arc::new(items.iter().map(|(t, n, b)| any_res(t, n, b)).collect())
 }
+
+/// A snapshot from packed resources (name, body).
+pub fn packed(items: Vec<(&str, Any)>) -> Arc<Snapshot> {
+    Arc::new(
+        items
+            .into_iter()
+            .map(|(n, b)| Arc::new(Resource::new(n, b)))
+            .collect(),
+    )
+}
+
+/// A resource body of a type with no warming dependencies.
+pub fn plain(type_url: &str, body: &str) -> Any {
+    Any {
+        type_url: type_url.into(),
+        value: body.as_bytes().to_vec(),
+    }
+}
+
+/// A mesh-like snapshot for the warming tests: EDS cluster `a` (mTLS secrets `id`/`ca` when
+/// `tls`, `tag` distinguishing versions), its endpoints, listener `l` (same secrets), and
+/// the secrets.
+pub fn warming_snapshot(cluster_tag: &str, listener_tls: bool, tls: bool) -> Arc<Snapshot> {
+    use crate::type_url;
+    use crate::warming::tests::{eds_cluster, listener};
+    let secrets = tls.then_some(("id", "ca"));
+    packed(vec![
+        ("a", eds_cluster("a", "", cluster_tag, secrets)),
+        ("a", plain(type_url::ENDPOINT, "ea1")),
+        ("l", listener("l", secrets.filter(|_| listener_tls), None)),
+        ("id", plain(type_url::SECRET, "id1")),
+        ("ca", plain(type_url::SECRET, "ca1")),
+    ])
+}
