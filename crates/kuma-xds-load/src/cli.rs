@@ -100,8 +100,9 @@ pub struct LoadArgs {
     /// Incremental xDS (DELTA_GRPC) instead of state of the world.
     #[arg(long)]
     pub delta: bool,
-    /// ADS streams per HTTP/2 connection.
-    #[arg(long, default_value_t = 100)]
+    /// ADS streams per HTTP/2 connection (1: each proxy has its own connection, as each
+    /// Envoy does).
+    #[arg(long, default_value_t = 1)]
     pub streams_per_connection: usize,
     /// Repetitions of the change (endpoint-change, policy-change, ca-change) or of the
     /// reconnect wave (connect).

@@ -1,17 +1,22 @@
 //! The simulated proxies: one task per proxy holding an ADS stream (SotW or delta) that
-//! behaves like Envoy, sharing a few HTTP/2 connections (one per `streams_per_connection`
-//! proxies, TLS with ALPN h2, trusting the CP's CA).
+//! behaves like Envoy, each on its own HTTP/2 connection by default (or sharing one per
+//! `streams_per_connection` proxies; TLS with ALPN h2, trusting the CP's CA).
 //!
 //! Envoy's behaviour reproduced: the first request of the stream carries the node (id
 //! `<mesh>.<name>`, metadata `dataplane.resource` = the Dataplane JSON, as kuma-dp's
 //! bootstrap does) and asks CDS and LDS by wildcard; every received EDS cluster is subscribed
-//! to by name, and so is every SDS secret a cluster or listener references; every response is
-//! ACKed with its version and nonce (NACKed if a resource does not decode). A stream the CP
-//! ends is reopened with capped exponential backoff and jitter; a proxy told to disconnect
-//! drops its stream at once.
+//! to by name, and so is every SDS secret (and RDS route configuration) a cluster or listener
+//! references; every response is ACKed with its version and nonce (NACKed if a resource does
+//! not decode). A stream the CP ends is reopened with capped exponential backoff and jitter;
+//! a proxy told to disconnect drops its stream at once.
 //!
 //! Each proxy keeps its [`Config`] per stream (a new stream starts empty, as a restarted
-//! Envoy does) and a history of arrivals; scenario [`Goal`]s are checked after each response.
+//! Envoy does) and a history of arrivals. Added or changed clusters and listeners warm as in
+//! Envoy (see [`crate::record`]): they become active once their EDS / SDS / RDS dependencies
+//! arrived after them, or when [`record::INIT_FETCH_TIMEOUT`] passes (counted per proxy; the
+//! stream task wakes at the deadline). Scenario [`Goal`]s are checked against the active
+//! configuration after each response and each timeout; a goal met by a timeout is met at the
+//! deadline.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -40,7 +45,7 @@ const HISTORY: usize = 512;
 pub struct Options {
     /// Incremental (delta) xDS instead of state of the world.
     pub delta: bool,
-    /// Streams sharing one HTTP/2 connection.
+    /// Streams sharing one HTTP/2 connection (1: each proxy has its own, as each Envoy does).
     pub streams_per_connection: usize,
 }
 
@@ -101,7 +106,7 @@ impl Proxy {
         st.session += 1;
         st.connected = true;
         st.streams += 1;
-        st.config = Config::default();
+        st.config.reset();
         st.session
     }
 
@@ -115,7 +120,10 @@ impl Proxy {
         }
     }
 
-    /// Applies a response of `session` (dropped when stale); `None` when stale.
+    /// Applies a response of `session` (dropped when stale): warming resources whose
+    /// deadline passed become active first, then `f` stores the response, then the warming
+    /// resources whose dependencies all arrived become active. `None` when stale; else `f`'s
+    /// result and the next warming deadline.
     fn apply<R>(
         &self,
         session: u64,
@@ -123,13 +131,15 @@ impl Proxy {
         version: &str,
         now: Instant,
         f: impl FnOnce(&mut Config) -> R,
-    ) -> Option<R> {
+    ) -> Option<(R, Option<Instant>)> {
         let mut guard = self.state();
         let st = &mut *guard;
         if st.session != session {
             return None;
         }
+        expire(&self.node_id, st, now);
         let r = f(&mut st.config);
+        st.config.promote_ready();
         let t = st
             .config
             .types
@@ -148,11 +158,46 @@ impl Proxy {
         if let Some(g) = st.goal.as_mut() {
             g.evaluate(&st.config, now);
         }
-        Some(r)
+        Some((r, st.config.next_deadline()))
+    }
+
+    /// Warming resources of `session` whose deadline passed by `now` become active; the next
+    /// deadline, or `None` when the session is stale.
+    fn expire(&self, session: u64, now: Instant) -> Option<Option<Instant>> {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        if st.session != session {
+            return None;
+        }
+        expire(&self.node_id, st, now);
+        Some(st.config.next_deadline())
     }
 
     fn nacked(&self) {
         self.state().config.nacks += 1;
+    }
+}
+
+/// Makes active every warming resource whose `init_fetch_timeout` passed by `now`, checking
+/// the goal at each deadline (when a real Envoy would have used the resource).
+fn expire(node: &str, st: &mut State, now: Instant) {
+    if tracing::enabled!(tracing::Level::DEBUG)
+        && st.config.next_deadline().is_some_and(|d| d <= now)
+    {
+        tracing::debug!(node, warming = ?st.config.describe_warming(), "init_fetch_timeout");
+    }
+    while let Some(at) = st.config.expire_next(now) {
+        if let Some(g) = st.goal.as_mut() {
+            g.evaluate(&st.config, at);
+        }
+    }
+}
+
+/// Sleeps until `deadline`, forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -393,7 +438,7 @@ impl Fleet {
             let mut st = self.proxies[i].state();
             st.session += 1;
             st.connected = false;
-            st.config = Config::default();
+            st.config.reset();
         }
         let set = self.expect(&connected, check);
         for &i in &connected {
@@ -484,6 +529,22 @@ impl Fleet {
         for p in &self.proxies {
             p.state().goal = None;
         }
+    }
+
+    /// Warming clusters and listeners that timed out (Envoy's `init_fetch_timeout`), summed
+    /// over every proxy and stream; warmings past their deadline are counted first.
+    pub fn init_fetch_timeouts(&self) -> u64 {
+        let now = Instant::now();
+        self.proxies
+            .iter()
+            .map(|p| {
+                let mut st = p.state();
+                if st.connected {
+                    expire(&p.node_id, &mut st, now);
+                }
+                st.config.init_fetch_timeouts
+            })
+            .sum()
     }
 
     /// Proxies with an open stream.
@@ -684,8 +745,19 @@ async fn sotw(
         .into_inner();
     let mut subs: HashMap<String, Sub> = HashMap::new();
     let mut cache = DecodeCache::default();
+    let mut deadline = None;
     loop {
-        let resp = match responses.message().await {
+        let message = tokio::select! {
+            m = responses.message() => m,
+            () = sleep_until(deadline) => match proxy.expire(session, Instant::now()) {
+                Some(next) => {
+                    deadline = next;
+                    continue;
+                }
+                None => return Ok(got),
+            },
+        };
+        let resp = match message {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(got),
             Err(e) => return Err((got, anyhow::Error::from(e).context("ADS stream"))),
@@ -733,21 +805,30 @@ async fn sotw(
                     cfg.retain(&type_url, &names);
                 }
                 for d in decoded {
-                    cfg.upsert(d);
+                    cfg.upsert(d, now);
                 }
                 if wildcard {
                     cfg.forget_unreferenced();
                 }
-                (cfg.wanted_endpoints(), cfg.wanted_secrets())
+                (
+                    cfg.wanted_endpoints(),
+                    cfg.wanted_secrets(),
+                    cfg.wanted_routes(),
+                )
             },
         );
-        let Some((want_eds, want_sds)) = applied else {
+        let Some(((want_eds, want_sds, want_rds), next)) = applied else {
             // A newer session replaced this stream.
             return Ok(got);
         };
+        deadline = next;
         // Subscription changes first (as Envoy asks for a cluster's endpoints before ACKing
         // the clusters), unless the ACK below carries them.
-        for (t, want) in [(record::EDS, want_eds), (record::SDS, want_sds)] {
+        for (t, want) in [
+            (record::EDS, want_eds),
+            (record::SDS, want_sds),
+            (record::RDS, want_rds),
+        ] {
             let sub = subs.entry(t.to_string()).or_default();
             if sub.names != want && !(want.is_empty() && sub.nonce.is_empty()) {
                 sub.names = want;
@@ -808,8 +889,19 @@ async fn delta(
         })?
         .into_inner();
     let mut subs: HashMap<&'static str, BTreeSet<String>> = HashMap::new();
+    let mut deadline = None;
     loop {
-        let resp = match responses.message().await {
+        let message = tokio::select! {
+            m = responses.message() => m,
+            () = sleep_until(deadline) => match proxy.expire(session, Instant::now()) {
+                Some(next) => {
+                    deadline = next;
+                    continue;
+                }
+                None => return Ok(got),
+            },
+        };
+        let resp = match message {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(got),
             Err(e) => return Err((got, anyhow::Error::from(e).context("delta ADS stream"))),
@@ -854,19 +946,28 @@ async fn delta(
             now,
             |cfg| {
                 for d in decoded {
-                    cfg.upsert(d);
+                    cfg.upsert(d, now);
                 }
                 for name in &resp.removed_resources {
                     cfg.remove(&type_url, name);
                 }
                 cfg.forget_unreferenced();
-                (cfg.wanted_endpoints(), cfg.wanted_secrets())
+                (
+                    cfg.wanted_endpoints(),
+                    cfg.wanted_secrets(),
+                    cfg.wanted_routes(),
+                )
             },
         );
-        let Some((want_eds, want_sds)) = applied else {
+        let Some(((want_eds, want_sds, want_rds), next)) = applied else {
             return Ok(got);
         };
-        for (t, want) in [(record::EDS, want_eds), (record::SDS, want_sds)] {
+        deadline = next;
+        for (t, want) in [
+            (record::EDS, want_eds),
+            (record::SDS, want_sds),
+            (record::RDS, want_rds),
+        ] {
             let have = subs.entry(t).or_default();
             let subscribe: Vec<String> = want.difference(have).cloned().collect();
             let unsubscribe: Vec<String> = have.difference(&want).cloned().collect();
@@ -885,5 +986,42 @@ async fn delta(
             response_nonce: resp.nonce,
             ..Default::default()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{INIT_FETCH_TIMEOUT, ListenerInfo};
+
+    #[test]
+    fn a_goal_met_by_a_warming_timeout_is_met_at_the_deadline() {
+        let t0 = Instant::now();
+        let mut st = State::default();
+        let set = GoalSet::new(1);
+        st.goal = Some(Goal {
+            check: Arc::new(|c: &Config| c.listeners.contains_key("inbound:1")),
+            met: None,
+            set: set.clone(),
+        });
+        let info = ListenerInfo {
+            hash: 1,
+            secrets: vec!["identity_cert:secret:default".into()],
+            routes: vec![],
+            spiffe: BTreeSet::new(),
+        };
+        st.config
+            .upsert(Decoded::Listener("inbound:1".into(), info), t0);
+        st.config.promote_ready();
+        expire("default.a", &mut st, t0 + Duration::from_secs(1));
+        assert_eq!(set.remaining(), 1, "warming, before the deadline");
+        // The stream task wakes late: the goal is still met at the deadline.
+        expire("default.a", &mut st, t0 + Duration::from_secs(40));
+        assert_eq!(set.remaining(), 0);
+        assert_eq!(
+            st.goal.as_ref().and_then(|g| g.met),
+            Some(t0 + INIT_FETCH_TIMEOUT)
+        );
+        assert_eq!(st.config.init_fetch_timeouts, 1);
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! - [`fleet`]: N simulated data plane proxies, each an ADS stream (SotW or delta) over TLS
 //!   that registers its Dataplane through node metadata, subscribes like Envoy (CDS/LDS
-//!   wildcard, then EDS and SDS by name) and ACKs every response; streams share a few HTTP/2
-//!   connections.
-//! - [`record`]: what each proxy holds and when it arrived; goals ("has endpoint X").
+//!   wildcard, then EDS and SDS by name) and ACKs every response; one HTTP/2 connection per
+//!   proxy by default (`streams_per_connection`).
+//! - [`record`]: what each proxy holds and when it arrived; which clusters and listeners are
+//!   active and which are warming (as Envoy: until their EDS/SDS/RDS arrive after them, or the
+//!   15 s `init_fetch_timeout`); goals ("has endpoint X") on the active configuration.
 //! - [`topology`]: services × replicas with a fixed fan-out, and the exact configuration each
 //!   proxy must converge to.
 //! - [`scenario`]: connect/reconnect, endpoint change, policy change, CA change, idle; each

@@ -63,6 +63,9 @@ pub struct Phase {
     pub cp_rss_mib: f64,
     /// CP resident memory after each round, MiB.
     pub cp_rss_mib_rounds: Vec<f64>,
+    /// Warming clusters and listeners that timed out during the phase's rounds (Envoy's
+    /// `init_fetch_timeout`, 15 s): their dependencies never arrived after them.
+    pub init_fetch_timeouts: u64,
     #[serde(skip)]
     times: Vec<Duration>,
 }
@@ -133,6 +136,10 @@ pub struct Report {
     pub cp_end: Option<Sample>,
     /// CPU seconds of this harness over the whole run.
     pub harness_cpu_s: f64,
+    /// Warming clusters and listeners that timed out over the whole run, all proxies (Envoy's
+    /// `cluster.<name>.init_fetch_timeout` / listener warming timeouts): 0 when the CP sends
+    /// every EDS / SDS / RDS resource a changed cluster or listener depends on.
+    pub init_fetch_timeouts: u64,
 }
 
 impl Report {
@@ -155,7 +162,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<36} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<36} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "phase",
             "rounds",
             "proxies",
@@ -164,12 +171,13 @@ impl Report {
             "p90 ms",
             "p99 ms",
             "max ms",
-            "CP cpu s"
+            "CP cpu s",
+            "timeouts"
         );
         for p in &self.phases {
             let _ = writeln!(
                 s,
-                "{:<36} {:>7} {:>8} {:>9.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2}",
+                "{:<36} {:>7} {:>8} {:>9.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9}",
                 p.name,
                 p.rounds,
                 p.proxies,
@@ -178,9 +186,15 @@ impl Report {
                 p.latency.p90_ms,
                 p.latency.p99_ms,
                 p.latency.max_ms,
-                p.cp_cpu_s
+                p.cp_cpu_s,
+                p.init_fetch_timeouts
             );
         }
+        let _ = writeln!(
+            s,
+            "init_fetch_timeouts (warming clusters/listeners whose EDS/SDS/RDS did not arrive within 15 s), all proxies, whole run: {}",
+            self.init_fetch_timeouts
+        );
         if let Some(q) = self.quiesce_s {
             let _ = writeln!(
                 s,

@@ -93,7 +93,7 @@ impl Default for Options {
             replicas: 10,
             fanout: 10,
             delta: false,
-            streams_per_connection: 100,
+            streams_per_connection: 1,
             token_per_proxy: false,
             rounds: 5,
             via: Via::Ads,
@@ -134,6 +134,7 @@ pub async fn run(scenario: Scenario, opts: Options) -> anyhow::Result<Report> {
             run.report.cp_end = run.cp.sample();
             run.report.harness_cpu_s = harness_cpu() - run.harness_cpu0;
             run.report.connections = run.fleet.connections();
+            run.report.init_fetch_timeouts = run.fleet.init_fetch_timeouts();
             Ok(run.report)
         }
         Err(e) => {
@@ -224,6 +225,7 @@ impl Run {
             idle: None,
             cp_end: None,
             harness_cpu_s: 0.0,
+            init_fetch_timeouts: 0,
         };
         Ok(Self {
             opts,
@@ -267,6 +269,7 @@ impl Run {
     async fn connect_all(&mut self) -> anyhow::Result<()> {
         let targets = self.regular();
         let before = self.cp.sample();
+        let timeouts = self.fleet.init_fetch_timeouts();
         let origin = Instant::now();
         let set = self.fleet.expect(&targets, |i| {
             self.complete[self.fleet.proxies[i].member.service].clone()
@@ -285,6 +288,7 @@ impl Run {
         let wall = origin.elapsed();
         let mut phase = Phase::new("connect");
         phase.add_round(times, wall, before, self.cp.sample());
+        phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
         self.report.phases.push(phase);
         self.fleet.clear_goals();
         tokio::time::sleep(self.opts.settle).await;
@@ -305,6 +309,7 @@ impl Run {
         let mut phase = Phase::new("reconnect (all at once)");
         for k in 0..self.opts.rounds {
             let before = self.cp.sample();
+            let timeouts = self.fleet.init_fetch_timeouts();
             let origin = Instant::now();
             let (targets, set) = self
                 .fleet
@@ -322,6 +327,7 @@ impl Run {
                 .with_context(|| format!("reconnect wave {k}"))?;
             let wall = origin.elapsed();
             phase.add_round(times, wall, before, self.cp.sample());
+            phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
             self.fleet.clear_goals();
         }
         self.report.phases.push(phase);
@@ -357,6 +363,7 @@ impl Run {
 
             let set = self.fleet.expect(&targets, |_| endpoints_are(&svc, &grown));
             let before = self.cp.sample();
+            let timeouts = self.fleet.init_fetch_timeouts();
             let origin = Instant::now();
             match self.opts.via {
                 Via::Ads => self.fleet.connect([n + k]),
@@ -365,11 +372,16 @@ impl Run {
             let times = self
                 .fleet
                 .wait(&set, &targets, origin, self.opts.timeout, |_, st| {
-                    format!("{svc}: {:?}", st.config.endpoints.get(&svc))
+                    format!(
+                        "{svc}: {:?}; {}",
+                        st.config.active_endpoints_of(&svc),
+                        st.config.describe_warming().join("; ")
+                    )
                 })
                 .await
                 .with_context(|| format!("round {k}: adding {} to {svc}", member.endpoint))?;
             add.add_round(times, origin.elapsed(), before, self.cp.sample());
+            add.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
 
             if self.opts.via == Via::Ads {
                 self.fleet.disconnect([n + k]);
@@ -378,16 +390,22 @@ impl Run {
             }
             let set = self.fleet.expect(&targets, |_| endpoints_are(&svc, &base));
             let before = self.cp.sample();
+            let timeouts = self.fleet.init_fetch_timeouts();
             let origin = Instant::now();
             self.cp.delete(&path).await?;
             let times = self
                 .fleet
                 .wait(&set, &targets, origin, self.opts.timeout, |_, st| {
-                    format!("{svc}: {:?}", st.config.endpoints.get(&svc))
+                    format!(
+                        "{svc}: {:?}; {}",
+                        st.config.active_endpoints_of(&svc),
+                        st.config.describe_warming().join("; ")
+                    )
                 })
                 .await
                 .with_context(|| format!("round {k}: removing {} from {svc}", member.endpoint))?;
             remove.add_round(times, origin.elapsed(), before, self.cp.sample());
+            remove.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
             self.fleet.clear_goals();
         }
         let name = match self.opts.via {
@@ -425,6 +443,7 @@ impl Run {
                 });
                 let set = self.fleet.expect(&targets, |_| check.clone());
                 let before = self.cp.sample();
+                let timeouts = self.fleet.init_fetch_timeouts();
                 let origin = Instant::now();
                 if present {
                     self.cp.put(&path, &mtp).await?;
@@ -435,8 +454,9 @@ impl Run {
                     .fleet
                     .wait(&set, &targets, origin, self.opts.timeout, |_, st| {
                         format!(
-                            "inbound principals {:?}",
-                            st.config.listener_spiffe("inbound:")
+                            "inbound principals {:?}; {}",
+                            st.config.listener_spiffe("inbound:"),
+                            st.config.describe_warming().join("; ")
                         )
                     })
                     .await
@@ -447,6 +467,7 @@ impl Run {
                         )
                     })?;
                 phase.add_round(times, origin.elapsed(), before, self.cp.sample());
+                phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
             }
             self.fleet.clear_goals();
         }
@@ -472,6 +493,7 @@ impl Run {
             };
             let set = self.fleet.expect(&targets, |_| check.clone());
             let before = self.cp.sample();
+            let timeouts = self.fleet.init_fetch_timeouts();
             let origin = Instant::now();
             self.cp
                 .put(&format!("/meshes/{mesh}"), &mesh_spec(&mesh, backend))
@@ -481,14 +503,16 @@ impl Run {
                 .wait(&set, &targets, origin, self.opts.timeout, |_, st| {
                     let id = st.config.identity_pem().unwrap_or_default();
                     format!(
-                        "mesh CA trusts the new root: {}, identity signed by it: {}",
+                        "mesh CA trusts the new root: {}, identity signed by it: {}; {}",
                         st.config.ca_pem().is_some_and(|ca| trusts(ca, &root)),
-                        crate::record::signed_by(id, &root)
+                        crate::record::signed_by(id, &root),
+                        st.config.describe_warming().join("; ")
                     )
                 })
                 .await
                 .with_context(|| format!("round {k}: switching to {backend}"))?;
             phase.add_round(times, origin.elapsed(), before, self.cp.sample());
+            phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
             self.fleet.clear_goals();
             // Every identity is distinct (one key per proxy).
             let ids: BTreeSet<u64> = targets
@@ -581,7 +605,7 @@ fn change_target(topo: &Topology, k: usize) -> usize {
 fn endpoints_are(service: &str, want: &BTreeSet<String>) -> Check {
     let service = service.to_string();
     let want = want.clone();
-    Arc::new(move |c: &Config| c.endpoints.get(&service) == Some(&want))
+    Arc::new(move |c: &Config| c.active_endpoints_of(&service) == Some(&want))
 }
 
 /// Whether the trust bundle `bundle` (concatenated PEM certificates) holds `root`: during

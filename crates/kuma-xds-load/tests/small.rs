@@ -2,8 +2,9 @@
 //! the debug `kuma-cp`, every scenario, so the harness cannot rot. Each scenario itself waits
 //! for the exact expected configuration of every affected proxy (complete config with exact
 //! endpoint sets and secrets; the added/removed endpoint; the new RBAC principal; a
-//! certificate signed by the new CA) and fails otherwise; these tests assert that it succeeded
-//! and that every affected proxy was counted. No timing is asserted.
+//! certificate signed by the new CA) and fails otherwise; these tests assert that it succeeded,
+//! that every affected proxy was counted and that no cluster or listener stayed warming until
+//! Envoy's 15 s `init_fetch_timeout`. No timing is asserted.
 //!
 //! Needs the binaries: `cargo build --workspace --bins`.
 
@@ -55,10 +56,13 @@ fn options() -> Options {
     o
 }
 
+/// Runs a scenario; also asserts that no warming cluster or listener timed out (the CP sent
+/// every EDS/SDS resource a changed cluster or listener depends on, as Envoy needs).
 async fn run(scenario: Scenario, opts: Options) -> Report {
     match scenario::run(scenario, opts).await {
         Ok(r) => {
             eprintln!("{}", r.table());
+            assert_eq!(r.init_fetch_timeouts, 0, "warming timed out");
             r
         }
         Err(e) => panic!("{e:#}"),
