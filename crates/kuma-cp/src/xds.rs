@@ -7,6 +7,7 @@
 //! Dataplane, or the endpoints/protocol of a service they consume) → `SnapshotCache::set`,
 //! where the engine sends only resources whose content hash changed.
 
+pub mod envoy;
 pub mod generator;
 pub mod inputs;
 pub mod insight;
@@ -603,7 +604,7 @@ impl Runtime {
             backend: issuer.to_string(),
             permissive: stage.inbound != transition::Inbound::Strict,
             outbound: stage.outbound,
-            ca_secret: Arc::new(generator::ca_secret(mesh, &bundle)),
+            ca_secret: Arc::new(envoy::ca_secret(mesh, &bundle)),
             ca,
             lifetime: ca::dp_cert_lifetime(backend),
         }))
@@ -764,7 +765,7 @@ impl Runtime {
                 return self.certs().get(node_id).map(|c| c.secret.clone());
             }
         };
-        let secret = Arc::new(generator::identity_secret(
+        let secret = Arc::new(envoy::identity_secret(
             mesh,
             &issued.cert_pem,
             &issued.key_pem,
