@@ -134,9 +134,6 @@ pub struct Runtime {
     mtls: Mutex<HashMap<String, LoadedMtls>>,
     /// The mTLS stage each mesh's proxies were last given, and since when.
     stages: Mutex<HashMap<String, (Stage, Instant)>>,
-    /// The Mesh version whose builtin CA roots were last made sure of: a deleted root is
-    /// not created again until the Mesh is written (the mesh fails closed meanwhile).
-    roots_ensured: Mutex<HashMap<String, u64>>,
     /// Per mesh: Dataplanes whose proxy does not serve (starting, draining or gone), left
     /// out of every endpoint list.
     not_ready: Mutex<HashMap<String, HashSet<String>>>,
@@ -189,7 +186,6 @@ impl Runtime {
             cas: Mutex::new(HashMap::new()),
             mtls: Mutex::new(HashMap::new()),
             stages: Mutex::new(HashMap::new()),
-            roots_ensured: Mutex::new(HashMap::new()),
             not_ready: Mutex::new(HashMap::new()),
             kick_tx,
             kick_rx: Mutex::new(Some(kick_rx)),
@@ -317,8 +313,9 @@ impl Runtime {
         self.inputs.load_all(&self.manager).await?;
         self.inputs_ready
             .store(true, std::sync::atomic::Ordering::Release);
-        // Every mesh, with or without proxies: builtin CA roots are created at the first
-        // reconcile of a mesh, whatever was written before the subscription.
+        // Every mesh, with or without proxies: its view and mTLS status are current whatever
+        // was written before the subscription. (Builtin CA roots are not created here but on
+        // Mesh writes, by `mesh_setup`: a deleted root keeps the mesh failing closed.)
         let mut known: BTreeSet<String> = self.views().keys().cloned().collect();
         known.extend(self.inputs.mesh_names());
         for mesh in known {
@@ -414,8 +411,7 @@ impl Runtime {
         Ok(())
     }
 
-    /// Builds the view of `mesh` from the store: endpoints, mTLS (creating builtin roots on
-    /// first use) and policies.
+    /// Builds the view of `mesh` from the store: endpoints, mTLS and policies.
     async fn build_view(&self, mesh: &str) -> anyhow::Result<(Arc<MeshView>, Vec<Arc<Resource>>)> {
         if !self.inputs_ready.load(std::sync::atomic::Ordering::Acquire) {
             // Before the first load (a proxy connecting during start-up): read the store.
@@ -483,23 +479,6 @@ impl Runtime {
     ) -> Result<Option<view::Mtls>, String> {
         let mesh = mesh_res.meta.name.as_str();
         let version = mesh_res.meta.version;
-        let ensured = self
-            .roots_ensured
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(mesh)
-            == Some(&version);
-        if !ensured {
-            match ca::ensure_builtin_roots(&self.manager, mesh_res).await {
-                Ok(()) => {
-                    self.roots_ensured
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(mesh.to_string(), version);
-                }
-                Err(e) => tracing::warn!(mesh, error = %e, "creating the builtin CA"),
-            }
-        }
         let backends = spec.mtls.as_ref().map_or(&[][..], |m| &m.backends[..]);
         let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
         let target = Stage::target(
