@@ -223,8 +223,8 @@ impl Ca {
     }
 }
 
-/// Creates the builtin root secrets of every builtin backend of `mesh` that lacks them.
-/// Existing roots are never replaced.
+/// Creates the builtin root secrets of every builtin backend of `mesh` that lacks them (on
+/// every Mesh write, by [`crate::mesh_setup`]). Existing roots are never replaced.
 pub async fn ensure_builtin_roots(manager: &ResourceManager, mesh: &Resource) -> Result<(), Error> {
     let Spec::Mesh(spec) = &mesh.spec else {
         return Ok(());

@@ -9,7 +9,7 @@ use kuma_xds::Resource;
 
 use crate::ca::Ca;
 
-use super::generator::{EndpointAddr, cluster_load_assignment};
+use super::envoy::{EndpointAddr, cluster_load_assignment};
 
 /// Everything about one mesh that proxy generation reads.
 #[derive(Default)]
