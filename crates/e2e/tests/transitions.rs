@@ -1148,26 +1148,33 @@ fn change_without_a_gap() {
             let text = l.map(|l| l.to_string()).unwrap_or_default();
             text.contains(tag) && !text.contains(other)
         };
+        // The CP changes the side that takes both protocols first (HTTP -> TCP: the
+        // frontend's outbound; TCP -> HTTP: the backend inbounds), the other one a stage
+        // (1 s) later: first effect on the wire within 1 s, both sides when complete.
+        let inbounds = || {
+            only(b1.dp().active_listener(b1.http_in)) && only(b2.dp().active_listener(b2.http_in))
+        };
+        let outbound = || only(front.active_listener(out_http));
+        let first = if to == "tcp" {
+            "the frontend outbound"
+        } else {
+            "backend inbounds"
+        };
         let v = visible_after(
             t0,
             &envoys,
             || {
-                need(
-                    only(b1.dp().active_listener(b1.http_in))
-                        && only(b2.dp().active_listener(b2.http_in)),
-                    "backend inbounds with the new protocol",
-                )
+                let changed = if to == "tcp" { outbound() } else { inbounds() };
+                need(changed, &format!("{first} with the new protocol"))
             },
             || {
                 need(
-                    only(front.active_listener(out_http)),
-                    "frontend outbound with the new protocol",
+                    inbounds() && outbound(),
+                    "backend inbounds and the frontend outbound with the new protocol",
                 )
             },
         );
-        let note = format!(
-            "visible: backend inbounds carry {to} ({from} before); complete: the frontend outbound too"
-        );
+        let note = format!("visible: {first} carry {to} ({from} before); complete: both sides");
         steps.finish(s, name, (v, bound), &envoys, &both, 0, note);
     }
 

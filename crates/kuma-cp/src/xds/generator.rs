@@ -277,7 +277,7 @@ fn inbound_resources(
 ) -> Vec<Resource> {
     let ip = inbound.listener_address(net);
     let service = inbound.service().unwrap_or_default();
-    let protocol = inbound.protocol();
+    let protocol = view.inbound_protocol(service, inbound.protocol());
     let cluster_name = format!("localhost:{}", inbound.workload_port());
     let name = format!("inbound:{ip}:{}", inbound.port);
     let route_name = format!("inbound:{service}");

@@ -10,11 +10,11 @@
 //! `build_view`, `reconcile_mesh` (regenerate only proxies whose inputs changed), and
 //! `generate_all` / `generate_for`, which publish snapshots to the cache.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kuma_core::resource::{Dataplane, Resource, ResourceType, Spec};
 use kuma_core::store::{self, EventKind};
@@ -22,7 +22,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::view::MeshView;
-use super::{Runtime, generator, inputs};
+use super::{MTLS_STAGE_DELAY, Runtime, generator, inputs, transition};
+
+/// A service's protocol as its proxies were last given it, and the change under way, if any
+/// (the target and since when).
+type ProtocolStage = (String, Option<(String, Instant)>);
 
 /// Below this many proxies to regenerate, a reconcile generates them on its own task (the
 /// 50-proxy harness tests run the split path).
@@ -37,6 +41,8 @@ pub(super) struct Reconciler {
     /// Meshes to reconcile without a store event (readiness, mTLS stages, CA retries).
     kick_tx: mpsc::UnboundedSender<String>,
     kick_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Per mesh and service: the protocol stage (see [`transition::protocol_sides`]).
+    protocols: Mutex<HashMap<String, HashMap<String, ProtocolStage>>>,
 }
 
 impl Reconciler {
@@ -49,7 +55,58 @@ impl Reconciler {
             epochs: AtomicU64::new(0),
             kick_tx,
             kick_rx: Mutex::new(Some(kick_rx)),
+            protocols: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Stages protocol changes of `mesh`'s services (`declared`: service → protocol of its
+    /// Dataplanes): each change first reaches the side that takes both protocols, and the
+    /// other side `MTLS_STAGE_DELAY` later. Returns the outbound and inbound overrides and
+    /// when the next stage is due. With `idle` (no proxy of the mesh connected), no stages.
+    pub(super) fn stage_protocols(
+        &self,
+        mesh: &str,
+        declared: Vec<(String, String)>,
+        idle: bool,
+    ) -> (
+        HashMap<String, String>,
+        BTreeMap<String, String>,
+        Option<Duration>,
+    ) {
+        let (mut outbound, mut inbound, mut wake) = (HashMap::new(), BTreeMap::new(), None);
+        let mut all = self.protocols.lock().unwrap_or_else(|e| e.into_inner());
+        let stages = all.entry(mesh.to_string()).or_default();
+        stages.retain(|s, _| declared.iter().any(|(d, _)| d == s));
+        for (service, protocol) in declared {
+            let st = stages
+                .entry(service.clone())
+                .or_insert_with(|| (protocol.clone(), None));
+            if idle || st.0 == protocol {
+                *st = (protocol, None);
+                continue;
+            }
+            // A change toward another protocol starts over from what the proxies run.
+            if st.1.as_ref().is_some_and(|(to, _)| *to != protocol) {
+                st.1 = None;
+            }
+            let since =
+                st.1.get_or_insert_with(|| (protocol.clone(), Instant::now()))
+                    .1;
+            let left = MTLS_STAGE_DELAY.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                *st = (protocol, None);
+                continue;
+            }
+            let (out, inb) = transition::protocol_sides(&st.0, &protocol);
+            if out != protocol {
+                outbound.insert(service.clone(), out.to_string());
+            }
+            if inb != protocol {
+                inbound.insert(service.clone(), inb.to_string());
+            }
+            wake = Some(wake.map_or(left, |w: Duration| w.min(left)));
+        }
+        (outbound, inbound, wake)
     }
 
     pub(super) fn views(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<MeshView>>> {
@@ -233,6 +290,14 @@ impl Runtime {
                 }),
             prev.as_deref(),
         );
+        let idle = !self.registry.proxies().values().any(|p| p.mesh == mesh);
+        let (outbound, inbound, wake) =
+            self.reconciler
+                .stage_protocols(mesh, view.protocols(), idle);
+        if let Some(after) = wake {
+            self.reconciler.kick_later(mesh, after);
+        }
+        view = view.with_protocol_stages(outbound, inbound);
         if let Some(mesh_res) = self.reconciler.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
@@ -488,4 +553,40 @@ fn outbound_key(view: &MeshView, res: &Resource, dp: &Dataplane, mtls: bool) -> 
         }
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared(protocol: &str) -> Vec<(String, String)> {
+        vec![("backend".to_string(), protocol.to_string())]
+    }
+
+    fn one(protocol: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("backend".to_string(), protocol.to_string())])
+    }
+
+    #[test]
+    fn protocol_changes_are_staged_side_by_side() {
+        let r = Reconciler::new();
+        let (out, inb, wake) = r.stage_protocols("m", declared("tcp"), false);
+        assert!(out.is_empty() && inb.is_empty() && wake.is_none());
+        // TCP -> HTTP: consumers keep speaking TCP for a stage, inbounds parse HTTP at once.
+        let (out, inb, wake) = r.stage_protocols("m", declared("http"), false);
+        assert_eq!(out.into_iter().collect::<BTreeMap<_, _>>(), one("tcp"));
+        assert!(inb.is_empty());
+        assert!(wake.is_some_and(|w| !w.is_zero() && w <= MTLS_STAGE_DELAY));
+        // Back to TCP before the stage ended: nothing to stage, the proxies still run TCP.
+        let (out, inb, wake) = r.stage_protocols("m", declared("tcp"), false);
+        assert!(out.is_empty() && inb.is_empty() && wake.is_none());
+        // With no proxy connected the change is applied at once; then HTTP -> TCP keeps the
+        // inbounds on HTTP for a stage while consumers switch.
+        let (out, inb, _) = r.stage_protocols("m", declared("http"), true);
+        assert!(out.is_empty() && inb.is_empty());
+        let (out, inb, wake) = r.stage_protocols("m", declared("tcp"), false);
+        assert!(out.is_empty());
+        assert_eq!(inb, one("http"));
+        assert!(wake.is_some());
+    }
 }

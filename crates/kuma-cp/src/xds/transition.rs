@@ -19,6 +19,8 @@
 
 use std::collections::BTreeSet;
 
+use super::generator::is_http;
+
 /// What inbound listeners accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Inbound {
@@ -76,6 +78,21 @@ impl Stage {
     /// Whether proxies get an identity and TLS inbound chains.
     pub fn is_on(&self) -> bool {
         self.inbound != Inbound::Off
+    }
+}
+
+/// What a service's consumers (outbound) and its own inbounds speak while its protocol
+/// changes from `from` to `to` (`(outbound, inbound)`), before the change counts as applied:
+/// the side that can carry both goes first. TCP to HTTP: inbounds start parsing HTTP (the
+/// HTTP/1.1 that consumers still pass through as raw bytes is parsed all the same), then
+/// consumers speak HTTP (HTTP/2 between proxies). HTTP to TCP: consumers stop speaking HTTP/2
+/// to the inbound first (the application's raw HTTP/1.1 still parses), then inbounds pass raw
+/// bytes. Between two HTTP protocols both sides change at once (inbounds take any HTTP).
+pub fn protocol_sides<'a>(from: &'a str, to: &'a str) -> (&'a str, &'a str) {
+    match (is_http(from), is_http(to)) {
+        (false, true) => (from, to),
+        (true, false) => (to, from),
+        _ => (to, to),
     }
 }
 
@@ -203,6 +220,14 @@ mod tests {
         ] {
             assert_hitless(a, b);
         }
+    }
+
+    #[test]
+    fn protocol_changes_start_on_the_side_that_takes_both() {
+        assert_eq!(protocol_sides("tcp", "http"), ("tcp", "http"));
+        assert_eq!(protocol_sides("http", "tcp"), ("tcp", "http"));
+        assert_eq!(protocol_sides("http", "grpc"), ("grpc", "grpc"));
+        assert_eq!(protocol_sides("tcp", "kafka"), ("kafka", "kafka"));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct MeshView {
     /// mTLS is enabled but its CA could not be loaded: no proxy of the mesh gets a new
     /// configuration from this view (fail closed).
     broken: Option<String>,
+    /// Services whose inbounds keep an older protocol while it changes (see
+    /// [`super::transition::protocol_sides`]).
+    inbound_protocols: BTreeMap<String, String>,
     policies: Vec<(String, MeshTrafficPermission)>,
     fingerprint: std::sync::OnceLock<u64>,
     /// Resources built once per view and shared by every proxy that needs them.
@@ -121,6 +124,7 @@ impl MeshView {
             services,
             mtls: None,
             broken: None,
+            inbound_protocols: BTreeMap::new(),
             policies: Vec::new(),
             fingerprint: std::sync::OnceLock::new(),
             shared: std::sync::Mutex::new(HashMap::new()),
@@ -200,11 +204,43 @@ impl MeshView {
             m.ca_secret.version.hash(&mut h);
         }
         self.broken.is_some().hash(&mut h);
+        self.inbound_protocols.hash(&mut h);
         for (name, p) in &self.policies {
             name.hash(&mut h);
             format!("{p:?}").hash(&mut h);
         }
         h.finish()
+    }
+
+    /// Every service with the protocol its Dataplanes declare.
+    pub fn protocols(&self) -> Vec<(String, String)> {
+        self.services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.protocol.clone()))
+            .collect()
+    }
+
+    /// Protocols during changes: what consumers speak to a service (`outbound`) and what its
+    /// inbounds take (`inbound`), where they differ from the declared one.
+    pub fn with_protocol_stages(
+        mut self,
+        outbound: HashMap<String, String>,
+        inbound: BTreeMap<String, String>,
+    ) -> Self {
+        for (service, protocol) in outbound {
+            if let Some(s) = self.services.get_mut(&service) {
+                s.protocol = protocol;
+            }
+        }
+        self.inbound_protocols = inbound;
+        self
+    }
+
+    /// The protocol an inbound of `service` declaring `declared` is generated with.
+    pub fn inbound_protocol<'a>(&'a self, service: &str, declared: &'a str) -> &'a str {
+        self.inbound_protocols
+            .get(service)
+            .map_or(declared, String::as_str)
     }
 
     /// Protocol of a destination service (`tcp` when unknown).
