@@ -10,7 +10,7 @@
 //! stream may start watching before the control plane has set anything.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::watch;
 
@@ -24,6 +24,9 @@ type Slot = watch::Sender<Option<Arc<Snapshot>>>;
 #[derive(Clone, Default)]
 pub struct SnapshotCache {
     nodes: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Per node, the last snapshot a stream of the node had every response of answered
+    /// (ACK or NACK): see [`SnapshotCache::is_applied`].
+    applied: Arc<Mutex<HashMap<String, Weak<Snapshot>>>>,
 }
 
 impl std::fmt::Debug for SnapshotCache {
@@ -61,6 +64,30 @@ impl SnapshotCache {
         }
     }
 
+    /// Whether a stream of the node has had every response caused by the node's latest
+    /// snapshot answered (ACKed, or NACKed: it will not change its mind): the proxy runs what
+    /// the control plane last set for it, or refused it. `false` when the node has no
+    /// snapshot or no stream that got this far.
+    pub fn is_applied(&self, node_id: &str) -> bool {
+        let Some(current) = self.get(node_id) else {
+            return false;
+        };
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node_id)
+            .and_then(Weak::upgrade)
+            .is_some_and(|a| Arc::ptr_eq(&a, &current))
+    }
+
+    /// Records that a stream of the node answered every response of `snapshot`.
+    pub(crate) fn mark_applied(&self, node_id: &str, snapshot: &Arc<Snapshot>) {
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node_id.to_string(), Arc::downgrade(snapshot));
+    }
+
     /// The latest snapshot of a node, if any.
     pub fn get(&self, node_id: &str) -> Option<Arc<Snapshot>> {
         self.lock().get(node_id).and_then(|s| s.borrow().clone())
@@ -74,6 +101,7 @@ impl SnapshotCache {
         if let Some(slot) = nodes.get(node_id) {
             if slot.receiver_count() == 0 {
                 nodes.remove(node_id);
+                self.forget_applied(node_id);
             } else {
                 slot.send_replace(None);
             }
@@ -112,7 +140,15 @@ impl SnapshotCache {
             .is_some_and(|slot| slot.receiver_count() == 0 && slot.borrow().is_none())
         {
             nodes.remove(node_id);
+            self.forget_applied(node_id);
         }
+    }
+
+    fn forget_applied(&self, node_id: &str) {
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(node_id);
     }
 
     #[cfg(test)]

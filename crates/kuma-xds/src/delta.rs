@@ -221,6 +221,10 @@ impl Protocol for State {
         req.node.as_ref()
     }
 
+    fn settled(&self) -> Option<&Arc<Snapshot>> {
+        self.0.settled(|t| &t.sub)
+    }
+
     fn resumed(req: &DeltaDiscoveryRequest) -> bool {
         !req.initial_resource_versions.is_empty()
     }

@@ -27,5 +27,7 @@ pub(crate) trait Protocol: Send + 'static {
     fn resumed(req: &Self::Request) -> bool;
     fn on_request(&mut self, req: Self::Request) -> Vec<Self::Response>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
+    /// The installed snapshot once every response sent has been answered.
+    fn settled(&self) -> Option<&Arc<Snapshot>>;
     fn describe(resp: &Self::Response) -> Sent<'_>;
 }

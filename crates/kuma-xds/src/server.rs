@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, debug_span};
 
 use crate::protocol::Protocol;
-use crate::{Callbacks, SnapshotCache, StreamInfo, delta, sotw, type_url};
+use crate::{Callbacks, Snapshot, SnapshotCache, StreamInfo, delta, sotw, type_url};
 
 /// Default bound on the size of one decoded request (4 MiB).
 pub const DEFAULT_MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -241,12 +241,20 @@ async fn serve<P, S>(
     }
     out.extend(machine.on_request(first));
     let mut watching = true;
+    // The snapshot last recorded as applied (see `SnapshotCache::is_applied`).
+    let mut applied: Option<Arc<Snapshot>> = None;
     loop {
         for resp in out.drain(..) {
             if !send::<P>(callbacks, stream_id, tx, resp).await {
                 debug!("response stream dropped: stream closed");
                 return;
             }
+        }
+        if let Some(snap) = machine.settled()
+            && !applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, snap))
+        {
+            cache.mark_applied(node_id, snap);
+            applied = Some(snap.clone());
         }
         tokio::select! {
             r = requests.next() => match r {
@@ -371,5 +379,52 @@ mod tests {
         let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
         assert!(out.next().await.is_none());
         assert_eq!(closes.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_counts_as_applied_once_every_response_is_answered() {
+        use crate::test_support::any_res;
+        let cache = SnapshotCache::new();
+        let server = Server::new(cache.clone(), Arc::new(Closes::default()));
+        let (tx, rx) = mpsc::channel(4);
+        let requests = ReceiverStream::new(rx).map(Ok::<DiscoveryRequest, Status>);
+        let snapshot =
+            |body: &str| Arc::new(Snapshot::from_iter([any_res(type_url::CLUSTER, "c", body)]));
+        cache.set("n", snapshot("v1"));
+        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
+        tx.send(request("n")).await.unwrap();
+        let resp = out.next().await.expect("a response").expect("not an error");
+        assert!(!cache.is_applied("n"), "sent, not answered yet");
+        let ack = DiscoveryRequest {
+            version_info: resp.version_info.clone(),
+            response_nonce: resp.nonce.clone(),
+            type_url: type_url::CLUSTER.into(),
+            ..Default::default()
+        };
+        tx.send(ack).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !cache.is_applied("n") {
+            assert!(tokio::time::Instant::now() < deadline, "never applied");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // A new snapshot is not applied until its response is answered too.
+        cache.set("n", snapshot("v2"));
+        assert!(!cache.is_applied("n"));
+        let resp = out.next().await.expect("a response").expect("not an error");
+        assert!(!cache.is_applied("n"));
+        let nack = DiscoveryRequest {
+            response_nonce: resp.nonce,
+            type_url: type_url::CLUSTER.into(),
+            error_detail: Some(envoy_types::pb::google::rpc::Status {
+                message: "no".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        tx.send(nack).await.unwrap();
+        while !cache.is_applied("n") {
+            assert!(tokio::time::Instant::now() < deadline, "a NACK answers too");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }

@@ -173,6 +173,10 @@ impl Protocol for State {
         req.node.as_ref()
     }
 
+    fn settled(&self) -> Option<&Arc<Snapshot>> {
+        self.0.settled(|t| &t.sub)
+    }
+
     fn resumed(req: &DiscoveryRequest) -> bool {
         !req.version_info.is_empty()
     }

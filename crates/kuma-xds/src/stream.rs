@@ -33,6 +33,8 @@ pub(crate) struct Sub {
     pub last_nonce: Option<String>,
     /// The last nonce the client ACKed.
     pub acked_nonce: Option<String>,
+    /// The last nonce the client ACKed or NACKed.
+    pub answered_nonce: Option<String>,
 }
 
 /// What the `response_nonce` of a request says.
@@ -60,14 +62,17 @@ impl Sub {
         match &self.last_nonce {
             None => Reply::Fresh,
             Some(last) if last != nonce => Reply::Stale,
-            Some(_) => match error {
-                Some(e) => Reply::Nack(&e.message),
-                None if self.acked_nonce.as_deref() == Some(nonce) => Reply::AckAgain,
-                None => {
-                    self.acked_nonce = Some(nonce.to_string());
-                    Reply::Ack
+            Some(_) => {
+                self.answered_nonce = Some(nonce.to_string());
+                match error {
+                    Some(e) => Reply::Nack(&e.message),
+                    None if self.acked_nonce.as_deref() == Some(nonce) => Reply::AckAgain,
+                    None => {
+                        self.acked_nonce = Some(nonce.to_string());
+                        Reply::Ack
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -177,6 +182,17 @@ impl<T> Machine<T> {
         }
         let types = self.types.keys().cloned().collect();
         self.push(types, respond)
+    }
+
+    /// The snapshot installed, if every response sent on the stream has been answered (ACK
+    /// or NACK): what the client runs, as far as this stream can tell.
+    pub fn settled(&self, sub: impl Fn(&T) -> &Sub) -> Option<&Arc<Snapshot>> {
+        let answered = self
+            .types
+            .values()
+            .map(sub)
+            .all(|s| s.last_nonce.is_none() || s.last_nonce == s.answered_nonce);
+        self.core.snapshot.as_ref().filter(|_| answered)
     }
 
     /// The responses of `types` and their warming follow-ups.

@@ -24,13 +24,25 @@ use super::transition::{self, Stage};
 use super::{Runtime, envoy, view};
 use crate::ca;
 
-/// How long one stage of an mTLS transition is given to reach every proxy before the next
-/// stage is applied (see [`transition`]).
+/// How long one stage of a protocol change is given to reach every proxy before the other
+/// side changes (see [`transition::protocol_sides`]).
 pub const MTLS_STAGE_DELAY: Duration = Duration::from_secs(1);
+
+/// The longest an mTLS stage waits for every connected proxy of the mesh to have applied it
+/// (answered every response of a snapshot generated with it) before the next stage is
+/// applied anyway (a proxy that stopped answering must not hold the mesh back for ever).
+pub const MTLS_STAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// While an mTLS stage waits for the proxies, how often it looks again.
+const STAGE_POLL: Duration = Duration::from_millis(50);
 
 /// While a mesh's CA cannot be loaded, how often loading it is tried again (a `file:` data
 /// source gives no store event when it is fixed).
 const BROKEN_CA_RETRY: Duration = Duration::from_secs(2);
+
+/// The mTLS stage a mesh's proxies were last given, since when, and the epoch of the first
+/// view that carried it.
+type AppliedStage = (Stage, Instant, u64);
 
 /// Per mesh: why its mTLS CA cannot be loaded, if it cannot (shown by the API).
 #[derive(Clone, Default)]
@@ -74,7 +86,7 @@ pub(super) struct Identities {
     /// dropped on any Mesh or Secret event of the mesh (so a rebuild reads no secret).
     mtls: Mutex<HashMap<String, LoadedMtls>>,
     /// The mTLS stage each mesh's proxies were last given, and since when.
-    stages: Mutex<HashMap<String, (Stage, Instant)>>,
+    stages: Mutex<HashMap<String, AppliedStage>>,
     pub(super) status: MeshStatus,
     /// Issued identity per node id.
     certs: Mutex<HashMap<String, IssuedCert>>,
@@ -101,7 +113,7 @@ impl Identities {
         self.mtls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stages(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Stage, Instant)>> {
+    fn stages(&self) -> std::sync::MutexGuard<'_, HashMap<String, AppliedStage>> {
         self.stages.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -127,6 +139,7 @@ impl Runtime {
         &self,
         mesh_res: &Resource,
         spec: &MeshSpec,
+        epoch: u64,
     ) -> Result<Option<view::Mtls>, String> {
         let mesh = mesh_res.meta.name.as_str();
         let version = mesh_res.meta.version;
@@ -137,15 +150,12 @@ impl Runtime {
                 .map(|b| (b.name.as_str(), ca::is_permissive(b))),
             &names,
         );
-        let (mut applied, since) =
-            self.identities
-                .stages()
-                .get(mesh)
-                .cloned()
-                .unwrap_or_else(|| {
-                    let long_ago = Instant::now().checked_sub(MTLS_STAGE_DELAY);
-                    (target.clone(), long_ago.unwrap_or_else(Instant::now))
-                });
+        let (mut applied, since, stage_epoch) = self
+            .identities
+            .stages()
+            .get(mesh)
+            .cloned()
+            .unwrap_or_else(|| (target.clone(), Instant::now(), 0));
         // A backend no longer listed stays usable while proxies move off it if its CA was
         // loaded before (a Mesh that drops `mtls` altogether still goes through the stages);
         // one that was never loaded here (a CP restart meanwhile) is dropped at once.
@@ -156,9 +166,13 @@ impl Runtime {
         }
         // With no proxy of the mesh connected there is no traffic to keep: no stages.
         let idle = !self.registry.proxies().values().any(|p| p.mesh == mesh);
+        // The next stage goes once every connected proxy applied the current one.
         let stage = if idle {
             target.clone()
-        } else if since.elapsed() >= MTLS_STAGE_DELAY {
+        } else if applied == target || self.stage_applied(mesh, stage_epoch) {
+            transition::next(&applied, &target)
+        } else if since.elapsed() >= MTLS_STAGE_TIMEOUT {
+            tracing::warn!(mesh, waited = ?since.elapsed(), "not every proxy applied the current mTLS stage; applying the next one anyway");
             transition::next(&applied, &target)
         } else {
             applied.clone()
@@ -187,20 +201,19 @@ impl Runtime {
                 self.identities
                     .loaded_mtls()
                     .insert(mesh.to_string(), (version, stage.clone(), m.clone()));
-                let since = {
+                {
                     let mut stages = self.identities.stages();
                     let entry = stages
                         .entry(mesh.to_string())
-                        .or_insert_with(|| (stage.clone(), since));
+                        .or_insert_with(|| (stage.clone(), since, epoch));
                     if entry.0 != stage {
                         tracing::info!(mesh, ?stage, "mTLS transition stage");
-                        *entry = (stage.clone(), Instant::now());
+                        *entry = (stage.clone(), Instant::now(), epoch);
                     }
-                    entry.1
-                };
+                }
                 if stage != target {
-                    self.reconciler
-                        .kick_later(mesh, MTLS_STAGE_DELAY.saturating_sub(since.elapsed()));
+                    // Look again soon: the next stage goes once every proxy applied this one.
+                    self.reconciler.kick_later(mesh, STAGE_POLL);
                 }
             }
             Err(reason) => {
@@ -262,6 +275,17 @@ impl Runtime {
             lifetime,
         };
         Ok((Some(mtls), missing))
+    }
+
+    /// Whether every connected proxy of `mesh` runs a configuration generated from a view of
+    /// `epoch` or later and has answered every response of it (see
+    /// `SnapshotCache::is_applied`).
+    fn stage_applied(&self, mesh: &str, epoch: u64) -> bool {
+        self.registry
+            .proxies()
+            .iter()
+            .filter(|(_, p)| p.mesh == mesh && !p.streams.is_empty())
+            .all(|(id, p)| p.epoch >= epoch && self.cache.is_applied(id))
     }
 
     /// The CA of a backend as last loaded, if it was.

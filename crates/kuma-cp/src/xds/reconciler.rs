@@ -301,7 +301,7 @@ impl Runtime {
         if let Some(mesh_res) = self.reconciler.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
-            match self.mtls_for(&mesh_res, spec).await {
+            match self.mtls_for(&mesh_res, spec, epoch).await {
                 Ok(Some(m)) => view = view.with_mtls(m),
                 Ok(None) => {}
                 Err(reason) => view = view.with_broken(reason),
