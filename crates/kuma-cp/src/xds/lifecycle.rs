@@ -240,15 +240,17 @@ impl Runtime {
                 .all(|(k, v)| stored.meta.labels.get(k) == Some(v))
     }
 
-    /// Waits while a deregistration of `node_id` is deleting its resources, so that a proxy
-    /// reconnecting at that moment registers after the delete, not before it.
-    async fn wait_deregistration(&self, node_id: &str) {
+    /// Waits (up to 10 s) while a deregistration of `node_id` is deleting its resources, so
+    /// that a proxy reconnecting at that moment registers after the delete, not before it;
+    /// `false` when the delete is still under way.
+    async fn wait_deregistration(&self, node_id: &str) -> bool {
         for _ in 0..500 {
             if !self.registry.deregistering().contains(node_id) {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        false
     }
 
     async fn deregister_later(
@@ -300,7 +302,13 @@ impl Callbacks for XdsCallbacks {
     async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
         let rt = &self.0;
         let node_id = info.node.id.clone();
-        rt.wait_deregistration(&node_id).await;
+        if !rt.wait_deregistration(&node_id).await {
+            // Registering now would let the pending delete remove the Dataplane of a connected
+            // proxy (seen with a slow store at 10,000 reconnects): the proxy retries.
+            return Err(Status::unavailable(
+                "this proxy is being deregistered; retry",
+            ));
+        }
         if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
             p.generation += 1;
             p.connecting += 1;
