@@ -122,6 +122,15 @@ impl Proc {
         }
     }
 
+    /// Sends a signal to the main process only (kuma-dp, not its Envoy).
+    pub fn signal_main(&self, sig: &str) {
+        if self.pid() != 0 {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &self.pid().to_string()])
+                .status();
+        }
+    }
+
     /// SIGKILL to the group, then reap.
     pub fn kill(&mut self) {
         self.signal("KILL");
@@ -393,6 +402,17 @@ impl ControlPlane {
         String::from_utf8(base64_decode(data)).expect("token text")
     }
 
+    /// The root certificate (PEM) of the builtin CA `backend` of `mesh` (Secret
+    /// `<mesh>.ca-builtin-cert-<backend>`), once the CP made it.
+    pub fn builtin_root(&self, mesh: &str, backend: &str) -> Option<String> {
+        let (code, secret) = self.get(&format!(
+            "/meshes/{mesh}/secrets/{mesh}.ca-builtin-cert-{backend}"
+        ));
+        (code == 200)
+            .then(|| String::from_utf8(base64_decode(secret["data"].as_str()?)).ok())
+            .flatten()
+    }
+
     pub fn cp_address(&self) -> String {
         format!("https://127.0.0.1:{}", self.dp_port)
     }
@@ -637,6 +657,114 @@ impl DataplaneProc {
         eps
     }
 
+    /// Endpoints (`ip:port`) of cluster `name` that Envoy would send traffic to: listed in
+    /// `/clusters` with the health flags `healthy` (an endpoint removed by EDS is not listed;
+    /// one the CP marks unhealthy shows `/failed_eds_health`).
+    pub fn healthy_endpoints(&self, cluster: &str) -> Vec<String> {
+        let prefix = format!("{cluster}::");
+        let mut eps: Vec<String> = self
+            .clusters()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.split_once("::health_flags::"))
+            .filter(|(addr, flags)| addr.contains(':') && flags.trim() == "healthy")
+            .map(|(addr, _)| addr.to_string())
+            .collect();
+        eps.sort();
+        eps.dedup();
+        eps
+    }
+
+    /// The sum of every `*.init_fetch_timeout` and `*.update_rejected` counter of this Envoy:
+    /// xDS subscriptions (LDS, CDS, each cluster's EDS, each SDS secret) that waited for their
+    /// first answer until the initial fetch timeout, or rejected an update. `None` when the
+    /// admin API does not answer.
+    pub fn xds_trouble(&self) -> Option<u64> {
+        let (code, body) = http(
+            "GET",
+            self.admin,
+            "/stats?filter=(init_fetch_timeout|update_rejected)$",
+            None,
+        )
+        .ok()?;
+        // Every Envoy has the LDS and CDS counters: without them the filter matched nothing,
+        // and a sum of nothing would prove nothing.
+        if code != 200
+            || !body.contains("listener_manager.lds.update_rejected")
+            || !body.contains("cluster_manager.cds.init_fetch_timeout")
+        {
+            return None;
+        }
+        Some(
+            body.lines()
+                .filter_map(|l| l.rsplit_once(": "))
+                .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+                .sum(),
+        )
+    }
+
+    /// Clusters plus listeners this Envoy is still warming (a changed cluster waits for its
+    /// endpoints, a listener for its secrets): 0 once every update it got is in use. `None`
+    /// when the admin API does not answer.
+    pub fn warming(&self) -> Option<u64> {
+        Some(
+            self.stat("cluster_manager.warming_clusters")?
+                + self.stat("listener_manager.total_listeners_warming")?,
+        )
+    }
+
+    /// `/config_dump?resource=<resource>` (`dynamic_listeners`, `dynamic_active_clusters`...).
+    pub fn config_dump(&self, resource: &str) -> Option<Value> {
+        let (code, body) = http(
+            "GET",
+            self.admin,
+            &format!("/config_dump?resource={resource}"),
+            None,
+        )
+        .ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// The listener in use on `port` (from the dynamic listeners of the config dump), if
+    /// Envoy has one there that is not warming.
+    pub fn active_listener(&self, port: u16) -> Option<Value> {
+        let dump = self.config_dump("dynamic_listeners")?;
+        let suffix = format!(":{port}");
+        dump["configs"].as_array()?.iter().find_map(|l| {
+            (l["name"].as_str()?.ends_with(&suffix) && l.get("warming_state").is_none())
+                .then(|| l["active_state"]["listener"].clone())
+        })
+    }
+
+    /// The PEM text of every active SDS secret, by name: the certificate chain of a TLS
+    /// certificate (`identity_cert:secret:<mesh>`), the trusted CAs of a validation context
+    /// (`mesh_ca:secret:<mesh>`).
+    pub fn sds_pems(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        sds_pems(self.admin)
+    }
+
+    /// The active (not warming) cluster `name` from the config dump.
+    pub fn active_cluster(&self, name: &str) -> Option<Value> {
+        let dump = self.config_dump("dynamic_active_clusters")?;
+        dump["configs"]
+            .as_array()?
+            .iter()
+            .find(|c| c["cluster"]["name"] == name)
+            .map(|c| c["cluster"].clone())
+    }
+
+    /// Every counter or gauge whose name matches the regular expression `filter` (Envoy's
+    /// `/stats?filter=`), by name.
+    pub fn stats_matching(&self, filter: &str) -> std::collections::BTreeMap<String, u64> {
+        let body = http("GET", self.admin, &format!("/stats?filter={filter}"), None)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.lines()
+            .filter_map(|l| l.rsplit_once(": "))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect()
+    }
+
     /// Envoy admin `/stats` value of a counter or gauge.
     pub fn stat(&self, name: &str) -> Option<u64> {
         let (_, body) = http("GET", self.admin, &format!("/stats?filter=^{name}$"), None).ok()?;
@@ -645,6 +773,41 @@ impl DataplaneProc {
                 .and_then(|v| v.trim().parse().ok())
         })
     }
+}
+
+/// See [`DataplaneProc::sds_pems`]; by the Envoy admin address.
+pub fn sds_pems(admin: SocketAddr) -> Option<std::collections::BTreeMap<String, String>> {
+    let (code, body) = http(
+        "GET",
+        admin,
+        "/config_dump?resource=dynamic_active_secrets",
+        None,
+    )
+    .ok()?;
+    if code != 200 {
+        return None;
+    }
+    let dump: Value = serde_json::from_str(&body).ok()?;
+    let mut out = std::collections::BTreeMap::new();
+    for c in dump["configs"].as_array()? {
+        let secret = &c["secret"];
+        let data = secret["tls_certificate"]["certificate_chain"]["inline_bytes"]
+            .as_str()
+            .or_else(|| secret["validation_context"]["trusted_ca"]["inline_bytes"].as_str());
+        if let (Some(name), Some(data)) = (c["name"].as_str(), data) {
+            out.insert(
+                name.to_string(),
+                String::from_utf8_lossy(&base64_decode(data)).to_string(),
+            );
+        }
+    }
+    Some(out)
+}
+
+/// Whether the PEM bundle `bundle` holds the certificate `pem` (whitespace aside).
+pub fn pem_contains(bundle: &str, pem: &str) -> bool {
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    squash(bundle).contains(&squash(pem))
 }
 
 /// An HTTP/1.1 server answering every request with `name` (a workload).
@@ -743,6 +906,106 @@ pub fn get_via(port: u16) -> anyhow::Result<String> {
         bail!("status {code}: {body}");
     }
     Ok(body.trim().to_string())
+}
+
+/// One HTTP/1.1 GET to `127.0.0.1:port` on a new connection, reading exactly one response
+/// (by its `Content-Length`), so it works whatever carries it: an HTTP connection manager
+/// that honours `Connection: close`, or a `tcp_proxy` to a workload that keeps the connection
+/// open. Returns the status and the body.
+pub fn http_probe(port: u16) -> anyhow::Result<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .context("no status")?
+                .parse()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .context("no Content-Length")?;
+            if buf.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
+                return Ok((status, body.trim().to_string()));
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!(
+                "connection closed after {} bytes: {:?}",
+                buf.len(),
+                String::from_utf8_lossy(&buf)
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The leaf certificate (PEM) the TLS server on `127.0.0.1:port` presents to a client
+/// offering ALPN `kuma` (as mesh traffic does; in PERMISSIVE mode other TLS is passed
+/// through to the workload). `None` when it speaks no TLS.
+pub fn served_cert(port: u16) -> Option<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 5 openssl s_client -alpn kuma -connect 127.0.0.1:{port} </dev/null 2>/dev/null"
+        ))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let begin = text.find("-----BEGIN CERTIFICATE-----")?;
+    let end = text[begin..].find("-----END CERTIFICATE-----")? + begin;
+    Some(format!("{}-----END CERTIFICATE-----\n", &text[begin..end]))
+}
+
+/// Runs `openssl <args>` with `pem` on stdin; its stdout, or `None` when it failed.
+fn openssl_stdin(args: &[&str], pem: &str) -> Option<String> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(pem.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// The subject alternative names of a PEM certificate, as `openssl x509 -ext subjectAltName`
+/// prints them.
+pub fn cert_sans(pem: &str) -> String {
+    openssl_stdin(&["x509", "-noout", "-ext", "subjectAltName"], pem).unwrap_or_default()
+}
+
+/// Whether the PEM certificate `leaf` is signed by the PEM root `root` (`openssl verify`).
+pub fn signed_by(leaf: &str, root: &str) -> bool {
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let root_file = dir.path().join("root.pem");
+    if std::fs::write(&root_file, root).is_err() {
+        return false;
+    }
+    let root_arg = root_file.display().to_string();
+    openssl_stdin(&["verify", "-CAfile", &root_arg], leaf).is_some_and(|o| o.contains("OK"))
 }
 
 /// One TCP exchange through a local outbound; returns the first line.

@@ -1,5 +1,5 @@
 //! The domain core of the mesh: resource types and their wire shapes, validation with field
-//! paths, tag matching, and the store trait with its in-memory backend.
+//! paths, tag matching, the store trait with its in-memory backend, and Go-style durations.
 //!
 //! Invariants:
 //! - IO-free: no sockets, files or runtimes here. The only async pieces are the store trait
@@ -11,6 +11,7 @@
 //! Main types: [`resource::Resource`], [`resource::ResourceType`], [`store::Store`],
 //! [`validate::ValidationError`]; [`policy::from_rules`] for MeshTrafficPermission matching.
 
+pub mod duration;
 pub mod name;
 pub mod policy;
 pub mod resource;

@@ -63,6 +63,8 @@ pub struct State {
     /// Callers on a loopback address without credentials are `mesh-system:admin`
     /// (`apiServer.authn.localhostIsAdmin`).
     pub localhost_is_admin: bool,
+    /// Per-mesh mTLS errors of the xDS runtime (`GET /mesh-insights/{mesh}`).
+    pub mesh_status: crate::xds::MeshStatus,
 }
 
 type Shared = Arc<State>;
@@ -99,6 +101,7 @@ pub fn router(state: State) -> Router {
             "/meshes/{mesh}/dataplanes+insights/{name}",
             get(overview::get_one),
         )
+        .route("/mesh-insights/{mesh}", get(mesh_insight))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))
         .fallback(unknown_path)
@@ -113,6 +116,30 @@ pub fn router(state: State) -> Router {
 
 async fn index(AxState(s): AxState<Shared>) -> Json<Value> {
     Json(s.index.clone())
+}
+
+/// `GET /mesh-insights/{mesh}`: Kuma's MeshInsight, so far with its mTLS part only, plus
+/// `mTLS.error` when the mesh's CA cannot be loaded (its proxies keep their last config).
+async fn mesh_insight(
+    AxState(s): AxState<Shared>,
+    axum::extract::Path(mesh): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let key = kuma_core::resource::ResourceKey::new(ResourceType::Mesh, "", &mesh);
+    let res = s.manager.get(&key).await?;
+    let enabled = match &res.spec {
+        kuma_core::resource::Spec::Mesh(m) => m.enabled_backend().map(|b| b.name.clone()),
+        _ => None,
+    };
+    let mut mtls = json!({});
+    if let Some(b) = enabled {
+        mtls["enabledBackend"] = json!(b);
+    }
+    if let Some(e) = s.mesh_status.mtls_error(&mesh) {
+        mtls["error"] = json!(e);
+    }
+    Ok(Json(
+        json!({"type": "MeshInsight", "name": mesh, "mTLS": mtls}),
+    ))
 }
 
 async fn config(AxState(s): AxState<Shared>) -> Json<Value> {

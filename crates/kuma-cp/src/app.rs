@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::diagnostics::Diagnostics;
 use crate::dp_server::DpServer;
 use crate::manager::{ManagerError, ResourceManager};
+use crate::mesh_setup::{self, MeshSetup};
 use crate::store::{MemoryStore, SqliteStore};
 use crate::tls::Identity;
 use crate::tokens::{self, ADMIN_TOKEN_SECRET, Issuer, Validator};
@@ -108,16 +109,23 @@ impl App {
             }
         };
         let zone = cfg.multizone.zone.name.clone();
-        let manager = Arc::new(ResourceManager::new(store, zone.clone()));
+        // Installed before any write: every Mesh written from now on (the default one
+        // included) gets its signing key and builtin CA roots.
+        let manager = Arc::new(
+            ResourceManager::new(store, zone.clone()).with_mesh_side_effects(Arc::new(MeshSetup)),
+        );
         ensure_defaults(&manager, &zone)
             .await
             .context("creating default resources")?;
+        mesh_setup::ensure_all(&manager)
+            .await
+            .context("setting up the stored meshes (token signing keys, builtin CA roots)")?;
         let issuer = Arc::new(Issuer::new(manager.clone()));
         // Shared by the bootstrap handler, the ADS stream and the API.
         let validator = Arc::new(Validator::new(manager.clone(), cfg.dataplane_auth()));
         ensure_token_defaults(&manager, &issuer, &cfg)
             .await
-            .context("creating token signing keys")?;
+            .context("creating the user token signing key and the admin token")?;
         if !cfg.dataplane_auth() {
             tracing::warn!(
                 "dataplane authentication is OFF (dpServer.authn.dpProxy.type: none): any process that reaches the DP server can register as, and receive the configuration of, any data plane proxy. Use it for development only; set KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE=dpToken in production"
@@ -166,7 +174,7 @@ impl App {
             }),
             validator: validator.clone(),
         };
-        let dp_server = DpServer::new(self.dp, tls, bootstrap, ads);
+        let dp_server = DpServer::new(self.dp, tls, bootstrap, ads, runtime.clone());
 
         let config_json = serde_json::to_value(&cfg)?;
         let api_state = crate::api::State {
@@ -185,6 +193,7 @@ impl App {
             issuer,
             validator: validator.clone(),
             localhost_is_admin: cfg.api_server.authn.localhost_is_admin,
+            mesh_status: runtime.status(),
         };
         let api_router = crate::api::router(api_state);
         let ready = Arc::new(AtomicBool::new(false));
@@ -260,19 +269,13 @@ async fn ensure_defaults(manager: &ResourceManager, zone: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// Signing keys (every Mesh's, in case it was stored before keys existed, and the user token
-/// key) and, with `apiServer.authn.tokens.bootstrapAdminToken`, the GlobalSecret
+/// The user token signing key and, with `apiServer.authn.tokens.bootstrapAdminToken`, the GlobalSecret
 /// `admin-user-token`.
 async fn ensure_token_defaults(
     manager: &ResourceManager,
     issuer: &Issuer,
     cfg: &Config,
 ) -> anyhow::Result<()> {
-    for mesh in manager.list(ResourceType::Mesh, None).await? {
-        tokens::ensure_dataplane_signing_key(manager, &mesh.meta.name)
-            .await
-            .with_context(|| format!("dataplane token signing key of mesh {}", mesh.meta.name))?;
-    }
     tokens::ensure_user_signing_key(manager)
         .await
         .context("user token signing key")?;

@@ -209,6 +209,10 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::seconds(10);
         params.not_after = now + lifetime;
+        // Names the issuing root by its key (the root's subject key identifier): builtin roots
+        // of one mesh share their subject (Kuma's `O=Kuma, OU=Mesh, CN=<mesh>`), so while a
+        // CA switch has proxies trust two of them, a verifier picks the right one by key.
+        params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedIdentity {
             cert_pem: cert.pem(),
@@ -219,8 +223,8 @@ impl Ca {
     }
 }
 
-/// Creates the builtin root secrets of every builtin backend of `mesh` that lacks them.
-/// Existing roots are never replaced.
+/// Creates the builtin root secrets of every builtin backend of `mesh` that lacks them (on
+/// every Mesh write, by [`crate::mesh_setup`]). Existing roots are never replaced.
 pub async fn ensure_builtin_roots(manager: &ResourceManager, mesh: &Resource) -> Result<(), Error> {
     let Spec::Mesh(spec) = &mesh.spec else {
         return Ok(());
@@ -387,5 +391,47 @@ mod tests {
             "{sans:?}"
         );
         assert!(sans.iter().any(|s| s.contains("kuma://team/a")), "{sans:?}");
+    }
+
+    /// Two builtin roots of one mesh have the same subject; an identity names its issuer by
+    /// key, so a verifier trusting both picks the one that signed it.
+    #[test]
+    fn identities_name_their_root_by_key() {
+        use rustls_pki_types::pem::PemObject;
+        use x509_parser::extensions::ParsedExtension;
+        let key_ids = |pem: &str| {
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+            let (mut ski, mut aki) = (None, None);
+            for ext in c.extensions() {
+                match ext.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
+                    ParsedExtension::AuthorityKeyIdentifier(a) => {
+                        aki = a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                    }
+                    _ => {}
+                }
+            }
+            (c.subject().to_string(), ski, aki)
+        };
+        let dp: Dataplane =
+            serde_json::from_value(serde_json::json!({"networking": {"address": "10.0.0.1",
+            "inbound": [{"port": 80, "tags": {"kuma.io/service": "web"}}]}}))
+            .unwrap();
+        let (c1, k1) = generate_root("default", DEFAULT_ROOT_LIFETIME).unwrap();
+        let (c2, k2) = generate_root("default", DEFAULT_ROOT_LIFETIME).unwrap();
+        let (subject1, ski1, _) = key_ids(&c1);
+        let (subject2, ski2, _) = key_ids(&c2);
+        assert_eq!(subject1, subject2, "Kuma's subject, whatever the backend");
+        assert!(ski1.is_some() && ski1 != ski2, "{ski1:?} {ski2:?}");
+        for (cert, key, ski) in [(&c1, &k1, &ski1), (&c2, &k2, &ski2)] {
+            let ca = Ca::from_pem("ca", cert, key).unwrap();
+            let id = ca.issue("default", &dp, Duration::from_secs(60)).unwrap();
+            assert_eq!(
+                &key_ids(&id.cert_pem).2,
+                ski,
+                "the identity's AKI is its root's SKI"
+            );
+        }
     }
 }

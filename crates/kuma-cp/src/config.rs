@@ -387,44 +387,9 @@ impl Config {
     }
 }
 
-/// Go-style durations: `300ms`, `10s`, `5m`, `1h`, `1h30m`, `0`.
+/// Go-style durations: `300ms`, `10s`, `5m`, `1h`, `1h30m`, `0` ([`kuma_core::duration`]).
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        bail!("empty duration");
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            bail!("expected a number in {s:?}");
-        }
-        let n: f64 = rest[..digits].parse().context("number")?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "ns" => n / 1e9,
-            "us" | "µs" => n / 1e6,
-            "ms" => n / 1e3,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "" => bail!("missing unit in {s:?}"),
-            u => bail!("unknown unit {u:?} in {s:?}"),
-        };
-        total += Duration::from_secs_f64(secs);
-    }
-    Ok(total)
+    Ok(kuma_core::duration::parse(s)?)
 }
 
 fn merge(base: &mut Value, overlay: Value) {

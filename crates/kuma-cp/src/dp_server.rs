@@ -1,5 +1,10 @@
-//! The DP server: one TLS listener carrying HTTP/1.1 and HTTP/2, serving `POST /bootstrap`
-//! and gRPC ADS side by side (Kuma's port 5678).
+//! The DP server: one TLS listener carrying HTTP/1.1 and HTTP/2, serving `POST /bootstrap`,
+//! `POST /readiness` and gRPC ADS side by side (Kuma's port 5678).
+//!
+//! `POST /readiness` (`{"mesh", "name", "ready"}`, the dataplane token as a bearer token) is
+//! how kuma-dp says its proxy is live, or is about to stop: the proxy joins or leaves its
+//! peers' endpoints. With dataplane authentication on, an unknown name and a bad token get
+//! the same 401.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +19,82 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kuma_core::resource::{ResourceKey, ResourceType};
+use serde::Deserialize;
+
 use crate::bootstrap::{self, BootstrapState};
+use crate::xds::Runtime;
+
+/// Largest accepted `/readiness` body.
+const MAX_READINESS_BODY: usize = 4 * 1024;
+
+#[derive(Clone)]
+struct ReadinessState {
+    bootstrap: BootstrapState,
+    runtime: Arc<Runtime>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadinessReport {
+    mesh: String,
+    name: String,
+    ready: bool,
+}
+
+async fn readiness(
+    State(st): State<ReadinessState>,
+    headers: HeaderMap,
+    body: Result<Json<ReadinessReport>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let report = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return (e.status(), e.body_text()).into_response(),
+    };
+    let refused = || (StatusCode::UNAUTHORIZED, "invalid dataplane token").into_response();
+    if st.bootstrap.validator.dataplane_auth_enabled() {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        if token.is_empty() {
+            return refused();
+        }
+        let key = ResourceKey::new(ResourceType::Dataplane, &report.mesh, &report.name);
+        let Ok(dataplane) = st.bootstrap.manager.get(&key).await else {
+            return refused();
+        };
+        if let Err(e) = st
+            .bootstrap
+            .validator
+            .validate_dataplane(token, &dataplane)
+            .await
+        {
+            if e.is_transient() {
+                return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response();
+            }
+            return refused();
+        }
+    }
+    if st
+        .runtime
+        .report_readiness(&report.mesh, &report.name, report.ready)
+    {
+        StatusCode::OK.into_response()
+    } else {
+        (
+            StatusCode::CONFLICT,
+            "the proxy has no open ADS stream on this control plane",
+        )
+            .into_response()
+    }
+}
 
 /// Largest accepted `/bootstrap` body.
 pub const MAX_BOOTSTRAP_BODY: usize = 1024 * 1024;
@@ -32,12 +112,21 @@ impl DpServer {
         tls: Arc<rustls::ServerConfig>,
         bootstrap: BootstrapState,
         ads: kuma_xds::Server,
+        runtime: Arc<Runtime>,
     ) -> Self {
         let grpc = tonic::service::Routes::new(ads.into_service()).into_axum_router();
+        let ready = Router::new()
+            .route("/readiness", post(readiness))
+            .layer(DefaultBodyLimit::max(MAX_READINESS_BODY))
+            .with_state(ReadinessState {
+                bootstrap: bootstrap.clone(),
+                runtime,
+            });
         let http = Router::new()
             .route("/bootstrap", post(bootstrap::handler))
             .layer(DefaultBodyLimit::max(MAX_BOOTSTRAP_BODY))
-            .with_state(bootstrap);
+            .with_state(bootstrap)
+            .merge(ready);
         Self {
             listener,
             acceptor: TlsAcceptor::from(tls),

@@ -12,6 +12,7 @@ pub mod dp_server;
 #[cfg(test)]
 mod golden;
 pub mod manager;
+pub mod mesh_setup;
 pub mod store;
 pub mod tls;
 pub mod tokens;

@@ -13,8 +13,9 @@
 //! - A Mesh cannot be deleted while Dataplanes are in it; otherwise the store cascades.
 //! - Upserts are create-or-update with optimistic concurrency, retried a few times on conflict
 //!   so that concurrent writers of the same resource do not fail spuriously.
-//! - Every Mesh write makes sure the mesh has a dataplane token signing key (Secret
-//!   `dataplane-token-signing-key-<mesh>-1` is generated with a new Mesh, see [`crate::tokens`]).
+//! - Every Mesh write runs the installed [`MeshSideEffects`] hook once the Mesh is stored
+//!   (the composition root installs `crate::mesh_setup`: signing key and builtin CA roots).
+//!   This module imports nothing of the crate above it: it knows the hook, not what it does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,16 +56,30 @@ pub enum ManagerError {
     /// The store failed (not found, conflict, unavailable...).
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// The Mesh was written but its dataplane token signing key could not be created; writing
-    /// the Mesh again retries.
-    #[error("could not create the dataplane token signing key of mesh {mesh}: {reason}")]
-    SigningKey { mesh: String, reason: String },
+    /// The Mesh was written but what its write sets up ([`MeshSideEffects`]: its dataplane
+    /// token signing key, its builtin CA roots) failed; writing the Mesh again retries.
+    #[error("mesh {mesh} was written but setting it up failed: {reason}")]
+    MeshSetup { mesh: String, reason: String },
+}
+
+/// What happens after every Mesh write, once the Mesh is stored (installed with
+/// [`ResourceManager::with_mesh_side_effects`]). It gets the manager to write with; an error
+/// fails the write with [`ManagerError::MeshSetup`] (the Mesh stays stored).
+#[async_trait::async_trait]
+pub trait MeshSideEffects: Send + Sync {
+    /// Sets up what the stored `mesh` needs; must be idempotent (it runs on every write).
+    async fn mesh_written(
+        &self,
+        manager: &ResourceManager,
+        mesh: &Resource,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// Applies the write rules on top of a [`Store`].
 pub struct ResourceManager {
     store: Arc<dyn Store>,
     zone: String,
+    mesh_side_effects: Option<Arc<dyn MeshSideEffects>>,
 }
 
 impl ResourceManager {
@@ -73,7 +88,28 @@ impl ResourceManager {
         Self {
             store,
             zone: zone.into(),
+            mesh_side_effects: None,
         }
+    }
+
+    /// Runs `hook` after every Mesh write (see [`MeshSideEffects`]).
+    pub fn with_mesh_side_effects(mut self, hook: Arc<dyn MeshSideEffects>) -> Self {
+        self.mesh_side_effects = Some(hook);
+        self
+    }
+
+    /// Runs the installed [`MeshSideEffects`] for a stored Mesh (every Mesh write does; the
+    /// composition root does for the Meshes stored before start).
+    pub async fn mesh_written(&self, mesh: &Resource) -> Result<(), ManagerError> {
+        let Some(hook) = &self.mesh_side_effects else {
+            return Ok(());
+        };
+        hook.mesh_written(self, mesh)
+            .await
+            .map_err(|e| ManagerError::MeshSetup {
+                mesh: mesh.meta.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The underlying store (for reads and watches that need no rules).
@@ -131,13 +167,7 @@ impl ResourceManager {
             match outcome {
                 Ok(done) => {
                     if rtype == ResourceType::Mesh {
-                        let mesh = &done.0.meta.name;
-                        crate::tokens::ensure_dataplane_signing_key(self, mesh)
-                            .await
-                            .map_err(|e| ManagerError::SigningKey {
-                                mesh: mesh.clone(),
-                                reason: e.to_string(),
-                            })?;
+                        self.mesh_written(&done.0).await?;
                     }
                     return Ok(done);
                 }
@@ -347,32 +377,6 @@ mod tests {
         assert!(!was_created);
         assert_eq!(updated.meta.version, 2);
         assert_eq!(updated.meta.creation_time, created.meta.creation_time);
-    }
-
-    #[tokio::test]
-    async fn mesh_gets_a_signing_key_once() {
-        let m = manager();
-        m.upsert(mesh("default")).await.expect("mesh");
-        let names = |secrets: Vec<Resource>| -> Vec<String> {
-            secrets.into_iter().map(|s| s.meta.name).collect()
-        };
-        let secrets = m
-            .list(ResourceType::Secret, Some("default"))
-            .await
-            .expect("list");
-        assert_eq!(names(secrets), ["dataplane-token-signing-key-default-1"]);
-        // Updating the mesh keeps the key; a mesh whose key was lost gets one again.
-        let key = ResourceKey::new(
-            ResourceType::Secret,
-            "default",
-            "dataplane-token-signing-key-default-1",
-        );
-        let before = m.get(&key).await.expect("key");
-        m.upsert(mesh("default")).await.expect("update");
-        assert_eq!(m.get(&key).await.expect("key"), before);
-        m.delete(&key).await.expect("delete key");
-        m.upsert(mesh("default")).await.expect("update");
-        assert_ne!(m.get(&key).await.expect("new key"), before);
     }
 
     #[tokio::test]

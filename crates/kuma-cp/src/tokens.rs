@@ -421,8 +421,8 @@ impl Issuer {
     }
 }
 
-/// Creates the first dataplane token signing key of `mesh` unless it has one (called by the
-/// [`ResourceManager`] on every Mesh write). Returns whether a key was created.
+/// Creates the first dataplane token signing key of `mesh` unless it has one (on every Mesh
+/// write, by [`crate::mesh_setup`]). Returns whether a key was created.
 pub async fn ensure_dataplane_signing_key(
     manager: &ResourceManager,
     mesh: &str,

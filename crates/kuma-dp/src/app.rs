@@ -266,16 +266,36 @@ async fn bootstrap_and_supervise(
     let mut process = envoy::Process::spawn(binary, &options)?;
     tracing::info!(pid = ?process.pid(), admin = %admin.address(), "Envoy started");
     state.send_replace(readiness::State::Running(admin.clone()));
+    let reporter = tokio::spawn(report_when_live(
+        client.clone(),
+        request.clone(),
+        admin.clone(),
+    ));
 
     tokio::select! {
         status = process.wait() => {
+            reporter.abort();
             let status = status?;
             bail!("Envoy exited unexpectedly: {status}");
         }
         _ = signals.shutdown.cancelled() => {}
     }
+    reporter.abort();
 
     state.send_replace(readiness::State::Terminating);
+    // Out of the peers' endpoints first, while Envoy still serves what they send meanwhile.
+    match client.report_readiness(&request, false).await {
+        Ok(()) => {
+            tracing::info!(wait = %crate::duration::format(DRAIN_PROPAGATION), "told the control plane this proxy is draining");
+            tokio::select! {
+                _ = tokio::time::sleep(DRAIN_PROPAGATION) => {}
+                _ = signals.force.cancelled() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not tell the control plane this proxy is draining")
+        }
+    }
     if let Err(err) = admin.fail_healthcheck().await {
         tracing::warn!(error = %err, "could not tell Envoy to fail health checks");
     }
@@ -290,6 +310,39 @@ async fn bootstrap_and_supervise(
     let status = process.terminate(ENVOY_STOP_GRACE).await?;
     tracing::info!(%status, "Envoy stopped");
     Ok(())
+}
+
+/// How long a stopping proxy keeps serving normally after the control plane took it out of
+/// its peers' endpoints: the time for them to receive and apply the change.
+const DRAIN_PROPAGATION: Duration = Duration::from_millis(500);
+
+/// Polls Envoy until it is live, then tells the control plane (retrying while it cannot).
+async fn report_when_live(
+    client: bootstrap::Client,
+    request: bootstrap::Request,
+    admin: admin::Client,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if admin.is_ready().await.unwrap_or(false) {
+            break;
+        }
+    }
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match client.report_readiness(&request, true).await {
+            Ok(()) => {
+                tracing::info!("Envoy is live; told the control plane");
+                return;
+            }
+            Err(err) => {
+                tracing::info!(error = %err, "could not report readiness, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// The bootstrap request for this configuration.

@@ -177,6 +177,9 @@ enum Attempt {
     Fatal(Error),
 }
 
+/// Bound on one readiness report.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A bootstrap client for one control plane.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -225,6 +228,29 @@ impl Client {
             backoff: cp.retry_backoff,
             max_duration: cp.retry_max_duration,
         })
+    }
+
+    /// Tells the control plane whether the proxy serves (`POST /readiness` on the DP server,
+    /// authenticated with the dataplane token): `true` once Envoy is live, `false` when it
+    /// starts draining, so its peers stop sending it requests before it stops accepting.
+    pub async fn report_readiness(&self, request: &Request, ready: bool) -> Result<(), String> {
+        let mut url = self.url.clone();
+        let path = self.url.path().trim_end_matches("/bootstrap").to_string() + "/readiness";
+        url.set_path(&path);
+        let mut post =
+            self.http.post(url).timeout(READINESS_TIMEOUT).json(
+                &serde_json::json!({"mesh": request.mesh, "name": request.name, "ready": ready}),
+            );
+        if !request.dataplane_token.is_empty() {
+            post = post.bearer_auth(&request.dataplane_token);
+        }
+        let response = post.send().await.map_err(|e| error_chain(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(format!("{status}: {}", body.trim()))
     }
 
     /// The bootstrap URL.

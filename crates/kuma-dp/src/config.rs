@@ -17,6 +17,10 @@ use crate::template;
 pub const FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE: &str = "feature-tcp-accesslog-via-named-pipe";
 /// Feature advertised when delta xDS is requested.
 pub const FEATURE_DELTA_GRPC: &str = "feature-delta-grpc";
+/// Advertised by every kuma-dp of this project: it reports its proxy's readiness to the
+/// control plane (`POST /readiness`), which keeps a starting proxy out of its peers'
+/// endpoints until Envoy is live and takes a stopping one out before Envoy stops.
+pub const FEATURE_READINESS_REPORTING: &str = "feature-readiness-reporting";
 
 /// Envoy's log levels (`--log-level`).
 const ENVOY_LOG_LEVELS: &[&str] = &[
@@ -261,7 +265,10 @@ impl Config {
 
     /// The features advertised to the control plane (bootstrap request and node metadata).
     pub fn features(&self) -> Vec<String> {
-        let mut features = vec![FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE.to_string()];
+        let mut features = vec![
+            FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE.to_string(),
+            FEATURE_READINESS_REPORTING.to_string(),
+        ];
         if self.envoy.delta {
             features.push(FEATURE_DELTA_GRPC.to_string());
         }
@@ -469,11 +476,21 @@ mod tests {
     #[test]
     fn delta_and_features() {
         let cfg = config(&["--name", "n", "--mesh", "m"]).unwrap();
-        assert_eq!(cfg.features(), vec![FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE]);
+        assert_eq!(
+            cfg.features(),
+            vec![
+                FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE,
+                FEATURE_READINESS_REPORTING
+            ]
+        );
         let cfg = config(&["--name", "n", "--mesh", "m", "--xds-delta"]).unwrap();
         assert_eq!(
             cfg.features(),
-            vec![FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE, FEATURE_DELTA_GRPC]
+            vec![
+                FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE,
+                FEATURE_READINESS_REPORTING,
+                FEATURE_DELTA_GRPC
+            ]
         );
         let cfg = config(&[
             "--name",

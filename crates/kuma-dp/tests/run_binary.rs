@@ -192,7 +192,11 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     assert_eq!(request["version"]["envoy"]["version"], "1.38.2");
     assert_eq!(
         request["features"],
-        serde_json::json!(["feature-tcp-accesslog-via-named-pipe", "feature-delta-grpc"])
+        serde_json::json!([
+            "feature-tcp-accesslog-via-named-pipe",
+            "feature-readiness-reporting",
+            "feature-delta-grpc"
+        ])
     );
     let resource: serde_json::Value =
         serde_json::from_str(request["dataplaneResource"].as_str().unwrap()).unwrap();

@@ -486,7 +486,7 @@ impl Run {
             let check: Check = {
                 let root = root.clone();
                 Arc::new(move |c: &Config| {
-                    c.ca_pem().is_some_and(|ca| same_pem(ca, &root))
+                    c.ca_pem().is_some_and(|ca| trusts(ca, &root))
                         && c.identity_pem()
                             .is_some_and(|id| crate::record::signed_by(id, &root))
                 })
@@ -503,8 +503,8 @@ impl Run {
                 .wait(&set, &targets, origin, self.opts.timeout, |_, st| {
                     let id = st.config.identity_pem().unwrap_or_default();
                     format!(
-                        "mesh CA is the new one: {}, identity signed by it: {}; {}",
-                        st.config.ca_pem().is_some_and(|ca| same_pem(ca, &root)),
+                        "mesh CA trusts the new root: {}, identity signed by it: {}; {}",
+                        st.config.ca_pem().is_some_and(|ca| trusts(ca, &root)),
                         crate::record::signed_by(id, &root),
                         st.config.describe_warming().join("; ")
                     )
@@ -608,8 +608,13 @@ fn endpoints_are(service: &str, want: &BTreeSet<String>) -> Check {
     Arc::new(move |c: &Config| c.active_endpoints_of(&service) == Some(&want))
 }
 
-fn same_pem(a: &str, b: &str) -> bool {
-    a.trim() == b.trim()
+/// Whether the trust bundle `bundle` (concatenated PEM certificates) holds `root`: during
+/// and after a CA switch proxies trust every backend the Mesh lists.
+fn trusts(bundle: &str, root: &str) -> bool {
+    let root = root.trim();
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .any(|block| block.trim() == root)
 }
 
 /// The root certificate (PEM) of a builtin backend, once the CP generated it.

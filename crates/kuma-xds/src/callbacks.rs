@@ -28,6 +28,10 @@ pub struct StreamInfo {
     pub delta: bool,
     /// Peer address, when the transport knows it.
     pub remote_addr: Option<SocketAddr>,
+    /// The client already holds a configuration from an earlier stream (SotW: the first
+    /// request carries a `version_info`; delta: `initial_resource_versions`): a proxy that
+    /// reconnects, not one that starts.
+    pub resumed: bool,
 }
 
 /// Hooks called by the ADS server. Every method but `on_stream_open` has a

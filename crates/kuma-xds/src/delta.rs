@@ -39,7 +39,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tracing::debug;
 
 use crate::protocol::{Protocol, Sent};
-use crate::stream::{self, Core, Reply, Sub};
+use crate::stream::{Core, Machine, Reply, Sub};
 use crate::warming::Dep;
 use crate::{Callbacks, Snapshot, type_url};
 
@@ -59,18 +59,12 @@ struct TypeState {
 
 /// The delta state machine of one ADS stream.
 #[derive(Debug)]
-pub struct State {
-    core: Core,
-    types: HashMap<String, TypeState>,
-}
+pub struct State(Machine<TypeState>);
 
 impl State {
     /// A fresh stream: nothing subscribed, no snapshot yet.
     pub fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self {
-        Self {
-            core: Core::new(stream_id, callbacks),
-            types: HashMap::new(),
-        }
+        Self(Machine::new(stream_id, callbacks))
     }
 
     /// Handles one request; returns the responses to send.
@@ -86,13 +80,13 @@ impl State {
         } = req;
         if type_url.is_empty() {
             debug!(
-                stream_id = self.core.stream_id,
+                stream_id = self.0.core.stream_id,
                 "delta request without type_url ignored"
             );
             return Vec::new();
         }
-        let first = !self.types.contains_key(&type_url);
-        let st = self.types.entry(type_url.clone()).or_default();
+        let first = !self.0.types.contains_key(&type_url);
+        let st = self.0.types.entry(type_url.clone()).or_default();
         let reply = st.sub.reply(&response_nonce, error_detail.as_ref());
         let version = match reply {
             Reply::Ack | Reply::AckAgain => {
@@ -101,7 +95,8 @@ impl State {
             }
             _ => &st.acked_version,
         };
-        self.core
+        self.0
+            .core
             .report(&type_url, &reply, version, &response_nonce);
         // Subscription changes of a stale request are applied all the same: delta requests
         // carry changes, not state.
@@ -134,23 +129,13 @@ impl State {
                 }
             }
         }
-        self.push(vec![type_url])
+        self.0.push(vec![type_url], respond)
     }
 
     /// Installs a new snapshot of the node; returns the responses for every subscribed
     /// type whose resources changed, in push order, with the warming follow-ups.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
-        if !self.core.install(snapshot) {
-            return Vec::new();
-        }
-        self.push(self.types.keys().cloned().collect())
-    }
-
-    fn push(&mut self, types: Vec<String>) -> Vec<DeltaDiscoveryResponse> {
-        let (core, states) = (&mut self.core, &mut self.types);
-        stream::push(types, |t, forced, deps| {
-            respond(core, states, t, forced, deps)
-        })
+        self.0.on_snapshot(snapshot, respond)
     }
 }
 
@@ -234,6 +219,10 @@ impl Protocol for State {
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+
+    fn resumed(req: &DeltaDiscoveryRequest) -> bool {
+        !req.initial_resource_versions.is_empty()
     }
 
     fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {

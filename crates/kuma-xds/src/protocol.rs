@@ -23,6 +23,8 @@ pub(crate) trait Protocol: Send + 'static {
     const DELTA: bool;
     fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self;
     fn node(req: &Self::Request) -> Option<&Node>;
+    /// Whether this (first) request shows a client that already holds a configuration.
+    fn resumed(req: &Self::Request) -> bool;
     fn on_request(&mut self, req: Self::Request) -> Vec<Self::Response>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
     fn describe(resp: &Self::Response) -> Sent<'_>;

@@ -196,6 +196,7 @@ where
         metadata: ctx.metadata,
         delta: P::DELTA,
         remote_addr: ctx.remote_addr,
+        resumed: P::resumed(&first),
     };
     if let Err(status) = ctx.callbacks.on_stream_open(&info).await {
         debug!(%status, "stream refused");

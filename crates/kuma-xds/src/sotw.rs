@@ -35,7 +35,7 @@ use tracing::debug;
 
 use crate::protocol::{Protocol, Sent};
 use crate::snapshot::fingerprint;
-use crate::stream::{self, Core, Reply, Sub};
+use crate::stream::{self, Core, Machine, Reply, Sub};
 use crate::warming::Dep;
 use crate::{Callbacks, Resource, Snapshot, type_url};
 
@@ -54,18 +54,12 @@ struct TypeState {
 
 /// The SotW state machine of one ADS stream.
 #[derive(Debug)]
-pub struct State {
-    core: Core,
-    types: HashMap<String, TypeState>,
-}
+pub struct State(Machine<TypeState>);
 
 impl State {
     /// A fresh stream: nothing subscribed, no snapshot yet.
     pub fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self {
-        Self {
-            core: Core::new(stream_id, callbacks),
-            types: HashMap::new(),
-        }
+        Self(Machine::new(stream_id, callbacks))
     }
 
     /// Handles one request; returns the responses to send.
@@ -80,15 +74,16 @@ impl State {
         } = req;
         if type_url.is_empty() {
             debug!(
-                stream_id = self.core.stream_id,
+                stream_id = self.0.core.stream_id,
                 "sotw request without type_url ignored"
             );
             return Vec::new();
         }
-        let first = !self.types.contains_key(&type_url);
-        let st = self.types.entry(type_url.clone()).or_default();
+        let first = !self.0.types.contains_key(&type_url);
+        let st = self.0.types.entry(type_url.clone()).or_default();
         let reply = st.sub.reply(&response_nonce, error_detail.as_ref());
-        self.core
+        self.0
+            .core
             .report(&type_url, &reply, &version_info, &response_nonce);
         match reply {
             // The client will send its current state again once it has our latest response.
@@ -105,23 +100,13 @@ impl State {
             st.sub.names = names;
             st.dirty = true;
         }
-        self.push(vec![type_url])
+        self.0.push(vec![type_url], respond)
     }
 
     /// Installs a new snapshot of the node; returns the responses for every subscribed
     /// type whose content changed, in push order, with the warming follow-ups.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
-        if !self.core.install(snapshot) {
-            return Vec::new();
-        }
-        self.push(self.types.keys().cloned().collect())
-    }
-
-    fn push(&mut self, types: Vec<String>) -> Vec<DiscoveryResponse> {
-        let (core, states) = (&mut self.core, &mut self.types);
-        stream::push(types, |t, forced, deps| {
-            respond(core, states, t, forced, deps)
-        })
+        self.0.on_snapshot(snapshot, respond)
     }
 }
 
@@ -186,6 +171,10 @@ impl Protocol for State {
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+
+    fn resumed(req: &DiscoveryRequest) -> bool {
+        !req.version_info.is_empty()
     }
 
     fn on_request(&mut self, req: DiscoveryRequest) -> Vec<DiscoveryResponse> {

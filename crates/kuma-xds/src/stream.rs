@@ -142,6 +142,52 @@ impl Core {
     }
 }
 
+/// Builds the response due for one type of a stream (see [`push`]): the stream core, the
+/// per-type states, the type URL, the names forced by warming, and where to add the
+/// dependencies of what it adds or changes.
+pub(crate) type Respond<T, R> = fn(
+    &mut Core,
+    &mut HashMap<String, T>,
+    &str,
+    Option<&BTreeSet<String>>,
+    &mut Vec<Dep>,
+) -> Option<R>;
+
+/// A stream's core plus its per-type state `T` (SotW or delta), with what both protocols do
+/// the same way around their own `respond`.
+#[derive(Debug)]
+pub(crate) struct Machine<T> {
+    pub core: Core,
+    pub types: HashMap<String, T>,
+}
+
+impl<T> Machine<T> {
+    pub fn new(stream_id: u64, callbacks: Arc<dyn Callbacks>) -> Self {
+        Self {
+            core: Core::new(stream_id, callbacks),
+            types: HashMap::new(),
+        }
+    }
+
+    /// Installs a snapshot; the responses of every subscribed type, in push order, with the
+    /// warming follow-ups (none when it is the snapshot already installed).
+    pub fn on_snapshot<R>(&mut self, snapshot: Arc<Snapshot>, respond: Respond<T, R>) -> Vec<R> {
+        if !self.core.install(snapshot) {
+            return Vec::new();
+        }
+        let types = self.types.keys().cloned().collect();
+        self.push(types, respond)
+    }
+
+    /// The responses of `types` and their warming follow-ups.
+    pub fn push<R>(&mut self, types: Vec<String>, respond: Respond<T, R>) -> Vec<R> {
+        let (core, states) = (&mut self.core, &mut self.types);
+        push(types, |t, forced, deps| {
+            respond(core, states, t, forced, deps)
+        })
+    }
+}
+
 /// Produces the responses for `types` (in push order), then the follow-ups their warming
 /// dependencies force. `respond(type_url, forced, deps)` builds the response due for one
 /// type, if any, and adds to `deps` the dependencies of the resources it adds or changes.

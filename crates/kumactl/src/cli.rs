@@ -256,22 +256,17 @@ pub struct AddControlPlaneArgs {
     pub auth_conf: Vec<String>,
 }
 
-/// Parses `500ms`, `30s`, `1m`, `2h` or a number of seconds.
+/// Parses a Go-style duration (`500ms`, `30s`, `1m`, `1m30s`, `2h`, see
+/// [`kuma_core::duration`]) or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 1m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Ok(d)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 1m"));
+    }
+    kuma_core::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -135,8 +135,8 @@ impl From<ManagerError> for ApiError {
                 format!("{t} is read-only: only the control plane writes it"),
             ),
             ManagerError::Store(e) => e.into(),
-            e @ ManagerError::SigningKey { .. } => {
-                tracing::warn!(error = %e, "mesh written without its signing key");
+            e @ ManagerError::MeshSetup { .. } => {
+                tracing::warn!(error = %e, "mesh written but not set up");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Internal Server Error",

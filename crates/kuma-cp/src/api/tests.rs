@@ -68,7 +68,10 @@ impl Api {
 
     /// An API with `localhostIsAdmin` as given.
     fn with_settings(localhost_is_admin: bool) -> (Self, Arc<ResourceManager>) {
-        let manager = Arc::new(ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1"));
+        let manager = Arc::new(
+            ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1")
+                .with_mesh_side_effects(Arc::new(crate::mesh_setup::MeshSetup)),
+        );
         let state = State {
             manager: manager.clone(),
             index: json!({"product": "Kuma"}),
@@ -77,6 +80,7 @@ impl Api {
             issuer: Arc::new(Issuer::new(manager.clone())),
             validator: Arc::new(Validator::new(manager.clone(), true)),
             localhost_is_admin,
+            mesh_status: Default::default(),
         };
         (
             Self {

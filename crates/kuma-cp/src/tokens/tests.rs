@@ -19,7 +19,10 @@ struct Env {
 
 /// A manager with meshes `default` (and its signing key) and the user signing key.
 async fn env() -> Env {
-    let manager = Arc::new(ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1"));
+    let manager = Arc::new(
+        ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1")
+            .with_mesh_side_effects(Arc::new(crate::mesh_setup::MeshSetup)),
+    );
     manager
         .upsert(Resource::from_wire(json!({"type": "Mesh", "name": "default"}), None).unwrap())
         .await

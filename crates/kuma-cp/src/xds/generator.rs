@@ -23,13 +23,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, Http2ProtocolOptions,
-    SocketAddress, TrafficDirection, TransportSocket, address,
-    config_source::ConfigSourceSpecifier, data_source, socket_address::PortSpecifier,
-    transport_socket,
-};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
+    AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, TrafficDirection,
+    TransportSocket, config_source::ConfigSourceSpecifier, transport_socket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
@@ -49,10 +44,10 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
-    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    SubjectAltNameMatcher, UpstreamTlsContext,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
-    secret, subject_alt_name_matcher,
+    subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -61,20 +56,16 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     },
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
-use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration};
 use envoy_types::util::pack_any;
 use kuma_core::resource::Dataplane;
 use kuma_core::resource::dataplane::{Inbound, Networking};
 use kuma_xds::{Resource, Snapshot};
 
+use super::envoy::{
+    EndpointAddr, ca_secret_name, identity_secret_name, load_assignment, sanitize, socket_address,
+};
 use super::view::MeshView;
-
-/// One endpoint of a service: where other proxies dial it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EndpointAddr {
-    pub ip: String,
-    pub port: u32,
-}
 
 /// Whether a protocol is carried by the HTTP connection manager.
 pub fn is_http(protocol: &str) -> bool {
@@ -106,13 +97,14 @@ pub fn generate(view: &MeshView, dp: &Dataplane) -> Snapshot {
 
 /// The full snapshot for one proxy.
 pub fn generate_proxy(view: &MeshView, proxy: &Proxy) -> Snapshot {
-    let mtls = view.mtls().is_some() && proxy.identity.is_some();
+    let mtls = view.mtls().is_some_and(|m| m.outbound) && proxy.identity.is_some();
     let outbound = outbound_resources(view, proxy.dataplane, mtls);
     assemble(view, proxy, &outbound)
 }
 
 /// The snapshot of a proxy from its outbound half (see [`outbound_resources`], which must
-/// have been built with mTLS on exactly when the view has mTLS and the proxy an identity) plus
+/// have been built with mTLS on exactly when the view's mTLS has outbounds on and the proxy
+/// an identity) plus
 /// what depends on the proxy itself: inbound listeners and clusters (with permissions) and
 /// secrets.
 pub fn assemble(view: &MeshView, proxy: &Proxy, outbound: &[Arc<Resource>]) -> Snapshot {
@@ -204,50 +196,6 @@ struct Tls<'a> {
     permissive: bool,
 }
 
-/// Name of the SDS secret holding a proxy's identity.
-pub fn identity_secret_name(mesh: &str) -> String {
-    format!("identity_cert:secret:{mesh}")
-}
-
-/// Name of the SDS secret holding the mesh CA.
-pub fn ca_secret_name(mesh: &str) -> String {
-    format!("mesh_ca:secret:{mesh}")
-}
-
-/// The SDS identity secret of a proxy.
-pub fn identity_secret(mesh: &str, cert_pem: &str, key_pem: &str) -> Resource {
-    let secret = Secret {
-        name: identity_secret_name(mesh),
-        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: Some(inline_bytes(cert_pem)),
-            private_key: Some(inline_bytes(key_pem)),
-            ..Default::default()
-        })),
-    };
-    Resource::new(secret.name.clone(), pack_any(secret))
-}
-
-/// The SDS CA secret of a mesh (shared by every proxy of the mesh).
-pub fn ca_secret(mesh: &str, ca_pem: &str) -> Resource {
-    let secret = Secret {
-        name: ca_secret_name(mesh),
-        r#type: Some(secret::Type::ValidationContext(
-            CertificateValidationContext {
-                trusted_ca: Some(inline_bytes(ca_pem)),
-                ..Default::default()
-            },
-        )),
-    };
-    Resource::new(secret.name.clone(), pack_any(secret))
-}
-
-fn inline_bytes(pem: &str) -> DataSource {
-    DataSource {
-        specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
-        ..Default::default()
-    }
-}
-
 fn sds(name: String) -> SdsSecretConfig {
     SdsSecretConfig {
         name,
@@ -329,7 +277,7 @@ fn inbound_resources(
 ) -> Vec<Resource> {
     let ip = inbound.listener_address(net);
     let service = inbound.service().unwrap_or_default();
-    let protocol = inbound.protocol();
+    let protocol = view.inbound_protocol(service, inbound.protocol());
     let cluster_name = format!("localhost:{}", inbound.workload_port());
     let name = format!("inbound:{ip}:{}", inbound.port);
     let route_name = format!("inbound:{service}");
@@ -451,50 +399,6 @@ fn outbound_cluster(service: &str, protocol: &str) -> Cluster {
     }
 }
 
-/// The ClusterLoadAssignment of a service, shared by every proxy of the mesh.
-pub fn cluster_load_assignment(service: &str, endpoints: &[EndpointAddr], zone: &str) -> Resource {
-    Resource::new(
-        service,
-        pack_any(load_assignment(service, endpoints, Some(zone))),
-    )
-}
-
-fn load_assignment(
-    name: &str,
-    endpoints: &[EndpointAddr],
-    zone: Option<&str>,
-) -> ClusterLoadAssignment {
-    let lb_endpoints = endpoints
-        .iter()
-        .map(|e| LbEndpoint {
-            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
-                address: Some(socket_address(&e.ip, e.port)),
-                ..Default::default()
-            })),
-            load_balancing_weight: Some(UInt32Value { value: 1 }),
-            ..Default::default()
-        })
-        .collect::<Vec<_>>();
-    let endpoints = if lb_endpoints.is_empty() {
-        Vec::new()
-    } else {
-        vec![LocalityLbEndpoints {
-            locality: zone.map(|z| envoy_types::pb::envoy::config::core::v3::Locality {
-                zone: z.to_string(),
-                ..Default::default()
-            }),
-            lb_endpoints,
-            load_balancing_weight: Some(UInt32Value { value: 1 }),
-            ..Default::default()
-        }]
-    };
-    ClusterLoadAssignment {
-        cluster_name: name.to_string(),
-        endpoints,
-        ..Default::default()
-    }
-}
-
 fn listener(
     name: &str,
     ip: &str,
@@ -612,28 +516,11 @@ fn ads_source() -> ConfigSource {
     }
 }
 
-fn socket_address(ip: &str, port: u32) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_string(),
-            port_specifier: Some(PortSpecifier::PortValue(port)),
-            ..Default::default()
-        })),
-    }
-}
-
 fn seconds(s: i64) -> Duration {
     Duration {
         seconds: s,
         nanos: 0,
     }
-}
-
-/// `inbound:10.0.0.1:80` → `inbound_10_0_0_1_80` (stat prefixes).
-pub fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use envoy_types::util::pack_any;
 use kuma_core::policy::{Action, Subset};
 use kuma_core::resource::dataplane::SERVICE_TAG;
 
-use super::generator::sanitize;
+use super::envoy::sanitize;
 
 /// Name of the HTTP RBAC filter (first in the inbound HTTP connection manager's filters).
 pub const HTTP_FILTER: &str = "envoy.filters.http.rbac";

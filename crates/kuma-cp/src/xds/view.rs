@@ -9,7 +9,7 @@ use kuma_xds::Resource;
 
 use crate::ca::Ca;
 
-use super::generator::{EndpointAddr, cluster_load_assignment};
+use super::envoy::{EndpointAddr, cluster_load_assignment};
 
 /// Everything about one mesh that proxy generation reads.
 #[derive(Default)]
@@ -20,18 +20,30 @@ pub struct MeshView {
     zone: String,
     services: HashMap<String, Service>,
     mtls: Option<Mtls>,
+    /// mTLS is enabled but its CA could not be loaded: no proxy of the mesh gets a new
+    /// configuration from this view (fail closed).
+    broken: Option<String>,
+    /// Services whose inbounds keep an older protocol while it changes (see
+    /// [`super::transition::protocol_sides`]).
+    inbound_protocols: BTreeMap<String, String>,
     policies: Vec<(String, MeshTrafficPermission)>,
     fingerprint: std::sync::OnceLock<u64>,
     /// Resources built once per view and shared by every proxy that needs them.
     shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
 }
 
-/// The mesh's enabled mTLS backend, ready to issue identities.
+/// The mesh's mTLS at its current stage (see [`super::transition`]): the backend issuing
+/// identities, what inbounds accept, whether outbounds speak mTLS, and the trusted roots.
 #[derive(Clone)]
 pub struct Mtls {
+    /// The backend issuing identities.
     pub backend: String,
+    /// Inbounds accept plaintext as well.
     pub permissive: bool,
-    /// `mesh_ca:secret:<mesh>`, shared by every proxy.
+    /// Outbound clusters speak mTLS (off during the first stage of turning mTLS on and the
+    /// last ones of turning it off).
+    pub outbound: bool,
+    /// `mesh_ca:secret:<mesh>`, shared by every proxy: the roots of every trusted backend.
     pub ca_secret: Arc<Resource>,
     pub ca: Arc<Ca>,
     pub lifetime: std::time::Duration,
@@ -111,6 +123,8 @@ impl MeshView {
             zone: zone.to_string(),
             services,
             mtls: None,
+            broken: None,
+            inbound_protocols: BTreeMap::new(),
             policies: Vec::new(),
             fingerprint: std::sync::OnceLock::new(),
             shared: std::sync::Mutex::new(HashMap::new()),
@@ -159,6 +173,17 @@ impl MeshView {
         self.mtls.as_ref()
     }
 
+    /// Marks the view unusable: mTLS is enabled and `reason` says why its CA is missing.
+    pub fn with_broken(mut self, reason: String) -> Self {
+        self.broken = Some(reason);
+        self
+    }
+
+    /// Why proxies must keep their last configuration, if they must.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
     /// Policies as `(name, policy)` pairs, sorted by name.
     pub fn policies(&self) -> Vec<(&str, &MeshTrafficPermission)> {
         self.policies.iter().map(|(n, p)| (n.as_str(), p)).collect()
@@ -175,13 +200,47 @@ impl MeshView {
         if let Some(m) = &self.mtls {
             m.backend.hash(&mut h);
             m.permissive.hash(&mut h);
+            m.outbound.hash(&mut h);
             m.ca_secret.version.hash(&mut h);
         }
+        self.broken.is_some().hash(&mut h);
+        self.inbound_protocols.hash(&mut h);
         for (name, p) in &self.policies {
             name.hash(&mut h);
             format!("{p:?}").hash(&mut h);
         }
         h.finish()
+    }
+
+    /// Every service with the protocol its Dataplanes declare.
+    pub fn protocols(&self) -> Vec<(String, String)> {
+        self.services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.protocol.clone()))
+            .collect()
+    }
+
+    /// Protocols during changes: what consumers speak to a service (`outbound`) and what its
+    /// inbounds take (`inbound`), where they differ from the declared one.
+    pub fn with_protocol_stages(
+        mut self,
+        outbound: HashMap<String, String>,
+        inbound: BTreeMap<String, String>,
+    ) -> Self {
+        for (service, protocol) in outbound {
+            if let Some(s) = self.services.get_mut(&service) {
+                s.protocol = protocol;
+            }
+        }
+        self.inbound_protocols = inbound;
+        self
+    }
+
+    /// The protocol an inbound of `service` declaring `declared` is generated with.
+    pub fn inbound_protocol<'a>(&'a self, service: &str, declared: &'a str) -> &'a str {
+        self.inbound_protocols
+            .get(service)
+            .map_or(declared, String::as_str)
     }
 
     /// Protocol of a destination service (`tcp` when unknown).

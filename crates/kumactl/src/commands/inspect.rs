@@ -26,10 +26,22 @@ pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
                 let permissions = client
                     .list(ResourceType::MeshTrafficPermission, &name)
                     .await?;
+                // A control plane without MeshInsight (404) simply has no error to show.
+                let mtls_error = client
+                    .get_text(&["mesh-insights", &name], &[])
+                    .await
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| {
+                        v.pointer("/mTLS/error")
+                            .and_then(|e| e.as_str())
+                            .map(str::to_string)
+                    });
                 rows.push(printers::inspect::MeshRow {
                     mesh,
                     overviews,
                     permissions: permissions.len(),
+                    mtls_error,
                 });
             }
             let text = match output {

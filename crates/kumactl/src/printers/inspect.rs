@@ -193,6 +193,8 @@ pub struct MeshRow {
     pub overviews: Vec<Value>,
     /// Number of MeshTrafficPermissions in it.
     pub permissions: usize,
+    /// Why its mTLS CA cannot be loaded (the control plane's MeshInsight), if it cannot.
+    pub mtls_error: Option<String>,
 }
 
 impl MeshRow {
@@ -208,8 +210,17 @@ impl MeshRow {
             .find(|b| b.get("name").and_then(Value::as_str) == Some(enabled))
     }
 
-    /// `builtin/ca-1 (STRICT)`, or `off`.
+    /// `builtin/ca-1 (STRICT)`, or `off`; with `CA ERROR: <reason>` when the CA cannot be
+    /// loaded.
     fn mtls(&self) -> String {
+        let state = self.mtls_state();
+        match &self.mtls_error {
+            Some(e) => format!("{state} CA ERROR: {e}"),
+            None => state,
+        }
+    }
+
+    fn mtls_state(&self) -> String {
         match self.backend() {
             Some(b) => format!(
                 "{}/{} ({})",
@@ -262,6 +273,7 @@ impl MeshRow {
             "mtls": self.mtls(),
             "dataplanes": {"total": self.overviews.len(), "online": self.online(), "withCertificate": self.with_certificate()},
             "meshTrafficPermissions": self.permissions,
+            "mtlsError": self.mtls_error,
         })
     }
 }
@@ -311,11 +323,13 @@ mod mesh_tests {
                     json!({"dataplaneInsight": {"subscriptions": [{"connectTime": "t", "disconnectTime": "u"}]}}),
                 ],
                 permissions: 2,
+                mtls_error: None,
             },
             MeshRow {
                 mesh: json!({"name": "other"}),
                 overviews: vec![],
                 permissions: 0,
+                mtls_error: None,
             },
         ];
         assert_eq!(
@@ -323,6 +337,25 @@ mod mesh_tests {
             "NAME      mTLS                        DPs ONLINE/TOTAL   DPs WITH CERT   TRAFFIC PERMISSIONS\n\
              default   builtin/ca-1 (PERMISSIVE)   1/2                1/2             2\n\
              other     off                         0/0                -               0\n"
+        );
+    }
+
+    #[test]
+    fn inspect_meshes_shows_a_ca_error() {
+        let row = MeshRow {
+            mesh: json!({"name": "default", "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "provided"}]}}),
+            overviews: vec![],
+            permissions: 0,
+            mtls_error: Some("backend ca-1: cannot read conf.cert".into()),
+        };
+        let table = meshes(std::slice::from_ref(&row)).render();
+        assert!(
+            table.contains("provided/ca-1 (STRICT) CA ERROR: backend ca-1: cannot read conf.cert"),
+            "{table}"
+        );
+        assert_eq!(
+            row.to_json()["mtlsError"],
+            "backend ca-1: cannot read conf.cert"
         );
     }
 }

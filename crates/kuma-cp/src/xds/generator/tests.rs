@@ -117,8 +117,9 @@ impl MtlsMesh {
         let mtls = Mtls {
             backend: "ca-1".into(),
             permissive,
+            outbound: true,
             // Fixed PEM text keeps the golden stable; the generator only places it.
-            ca_secret: Arc::new(super::ca_secret("default", "CA-PEM")),
+            ca_secret: Arc::new(crate::xds::envoy::ca_secret("default", "CA-PEM")),
             ca: Arc::new(ca::Ca::from_pem("ca-1", &cert, &key).unwrap()),
             lifetime: ca::DEFAULT_DP_CERT_LIFETIME,
         };
@@ -156,7 +157,7 @@ impl MtlsMesh {
             name: "web-1",
             labels,
             dataplane: &self.proxy,
-            identity: Some(Arc::new(super::identity_secret(
+            identity: Some(Arc::new(crate::xds::envoy::identity_secret(
                 "default", "CERT-PEM", "KEY-PEM",
             ))),
         }

@@ -1,0 +1,465 @@
+//! Proxy lifecycle: which proxies are connected, and whether they serve.
+//!
+//! `Registry` owns the connected proxies (`Proxy`: streams, direct or indirect lifecycle,
+//! what its current snapshot was generated from), the node of each stream, the nodes being
+//! deregistered, and per mesh the Dataplanes whose proxy does not serve (starting, draining or
+//! gone), which every endpoint list leaves out.
+//!
+//! The `Runtime` methods here: registration of a new stream (token check, the Dataplane from
+//! node metadata upserted for the direct lifecycle), readiness ([`Runtime::report_readiness`]
+//! from kuma-dp, reconciling the mesh when it changes), the delayed deregistration of a direct
+//! proxy whose last stream closed, and [`XdsCallbacks`], the engine's callbacks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use kuma_core::resource::{Resource, ResourceKey, ResourceType, Spec};
+use kuma_core::store;
+use kuma_xds::{Callbacks, StreamInfo};
+use serde_json::Value;
+use tonic::Status;
+
+use super::Runtime;
+use crate::manager::ManagerError;
+use crate::tokens;
+
+/// Node metadata `features` entry of a kuma-dp that reports its proxy's readiness
+/// (`POST /readiness` on the DP server): a proxy that starts is left out of its peers'
+/// endpoints until it reports ready.
+pub const FEATURE_READINESS_REPORTING: &str = "feature-readiness-reporting";
+
+/// Node metadata key carrying the Dataplane (direct lifecycle).
+pub const METADATA_RESOURCE: &str = "dataplane.resource";
+
+pub(super) struct Proxy {
+    pub(super) mesh: String,
+    pub(super) name: String,
+    pub(super) streams: HashSet<u64>,
+    /// Registered from node metadata: deleted after its last stream closes.
+    pub(super) direct: bool,
+    /// Hash of the inputs the current snapshot was generated from.
+    pub(super) fingerprint: Option<u64>,
+    /// Epoch of the view the current snapshot was generated from.
+    pub(super) epoch: u64,
+    /// Bumped by every stream open: a deregistration scheduled at an older generation is void.
+    pub(super) generation: u64,
+    /// Streams between their first request and the end of registration.
+    pub(super) connecting: u32,
+    /// Version of the Dataplane the current snapshot was generated from.
+    pub(super) dp_version: Option<u64>,
+    /// Services the proxy has outbounds to.
+    pub(super) consumes: Vec<String>,
+    /// The outbound half of the current snapshot and the hash of its inputs
+    /// ([`outbound_key`]): reused while they are unchanged.
+    pub(super) outbound: Option<(u64, Arc<[Arc<kuma_xds::Resource>]>)>,
+}
+
+/// The connected proxies and their readiness (see the module docs).
+pub(super) struct Registry {
+    proxies: Mutex<HashMap<String, Proxy>>,
+    stream_nodes: Mutex<HashMap<u64, String>>,
+    /// Nodes whose resources are being deleted by a deregistration.
+    deregistering: Mutex<HashSet<String>>,
+    /// Per mesh: Dataplanes whose proxy does not serve (starting, draining or gone), left
+    /// out of every endpoint list.
+    not_ready: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Registry {
+    pub(super) fn new() -> Self {
+        Self {
+            proxies: Mutex::new(HashMap::new()),
+            stream_nodes: Mutex::new(HashMap::new()),
+            deregistering: Mutex::new(HashSet::new()),
+            not_ready: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn proxies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Proxy>> {
+        // Critical sections only touch plain maps; a poisoned lock is still consistent.
+        self.proxies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn stream_nodes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
+        self.stream_nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn deregistering(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.deregistering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn not_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.not_ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The Dataplanes of `mesh` whose proxy does not serve.
+    pub(super) fn not_ready_in(&self, mesh: &str) -> HashSet<String> {
+        self.not_ready().get(mesh).cloned().unwrap_or_default()
+    }
+
+    /// Forgets the readiness record of a deleted Dataplane (created again later, it starts
+    /// with none).
+    pub(super) fn forget_readiness(&self, mesh: &str, name: &str) {
+        if let Some(names) = self.not_ready().get_mut(mesh) {
+            names.remove(name);
+        }
+    }
+
+    /// Records whether a proxy serves; `true` when that changed.
+    fn set_ready(&self, mesh: &str, name: &str, ready: bool) -> bool {
+        let mut not_ready = self.not_ready();
+        if ready {
+            let removed = not_ready.get_mut(mesh).is_some_and(|s| s.remove(name));
+            if not_ready.get(mesh).is_some_and(HashSet::is_empty) {
+                not_ready.remove(mesh);
+            }
+            removed
+        } else {
+            not_ready
+                .entry(mesh.to_string())
+                .or_default()
+                .insert(name.to_string())
+        }
+    }
+}
+
+impl Runtime {
+    /// Puts a proxy in or out of its peers' endpoints (reconciling its mesh when that
+    /// changes).
+    fn set_ready(&self, mesh: &str, name: &str, ready: bool) {
+        if self.registry.set_ready(mesh, name, ready) {
+            tracing::info!(mesh, name, ready, "proxy readiness changed");
+            self.reconciler.kick(mesh);
+        }
+    }
+
+    /// A readiness report of kuma-dp (its token already checked): `ready` once its Envoy is
+    /// live, not ready when it starts draining. `false` when the proxy has no open stream
+    /// here and claims to be ready.
+    pub fn report_readiness(&self, mesh: &str, name: &str, ready: bool) -> bool {
+        let node_id = format!("{mesh}.{name}");
+        let connected = self
+            .registry
+            .proxies()
+            .get(&node_id)
+            .is_some_and(|p| !p.streams.is_empty());
+        if ready && !connected {
+            return false;
+        }
+        self.set_ready(mesh, name, ready);
+        true
+    }
+
+    /// Authenticates and registers the proxy of a new stream; returns its mesh, name, whether
+    /// it registered itself (direct lifecycle), and its stored Dataplane. With `hold`, the
+    /// proxy is left out of its peers' endpoints from the moment it is authenticated (before
+    /// its Dataplane is written) until it reports ready.
+    async fn register(
+        &self,
+        info: &StreamInfo,
+        hold: bool,
+    ) -> Result<(String, String, bool, Resource), Status> {
+        let node_id = info.node.id.as_str();
+        let (mesh, name) = parse_node_id(node_id)?;
+        let metadata = info.node.metadata.as_ref();
+        let embedded = metadata
+            .and_then(|m| m.fields.get(METADATA_RESOURCE))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            });
+        let key = ResourceKey::new(ResourceType::Dataplane, &mesh, &name);
+        let existing = match self.manager.get(&key).await {
+            Ok(r) => Some(r),
+            Err(ManagerError::Store(store::Error::NotFound(_))) => None,
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        let Some(text) = embedded else {
+            // Indirect lifecycle: the Dataplane must already exist.
+            let Some(existing) = existing else {
+                return Err(Status::not_found(format!(
+                    "Dataplane {mesh}/{name} does not exist and the proxy sent none"
+                )));
+            };
+            tokens::authorize_registration(&self.validator, &info.metadata, &existing, None)
+                .await?;
+            if hold {
+                self.set_ready(&mesh, &name, false);
+            }
+            return Ok((mesh, name, false, existing));
+        };
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is not JSON: {e}"))
+        })?;
+        let res = Resource::from_wire(value, Some(ResourceType::Dataplane)).map_err(|e| {
+            Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is invalid: {e}"))
+        })?;
+        if res.meta.mesh != mesh || res.meta.name != name {
+            return Err(Status::permission_denied(format!(
+                "node id {node_id} does not match the Dataplane {}/{} in its metadata",
+                res.meta.mesh, res.meta.name
+            )));
+        }
+        // The token must fit the proxy it registers and, when one exists, the Dataplane it
+        // would replace (no takeover of another service's name).
+        tokens::authorize_registration(&self.validator, &info.metadata, &res, existing.as_ref())
+            .await?;
+        if hold {
+            self.set_ready(&mesh, &name, false);
+        }
+        if let Some(existing) = &existing
+            && self.unchanged(existing, &res)
+        {
+            // A reconnect: nothing to write.
+            return Ok((mesh, name, true, existing.clone()));
+        }
+        match self.manager.upsert(res).await {
+            Ok((stored, _)) => Ok((mesh, name, true, stored)),
+            Err(ManagerError::MeshNotFound(m)) => Err(Status::failed_precondition(format!(
+                "mesh {m} does not exist"
+            ))),
+            Err(ManagerError::Validation(e)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    /// Whether registering `new` would leave `stored` as it is (same spec once the zone tag is
+    /// added, and every label of `new` already there).
+    fn unchanged(&self, stored: &Resource, new: &Resource) -> bool {
+        let mut spec = new.spec.clone();
+        if let Spec::Dataplane(dp) = &mut spec {
+            dp.set_zone_tag(&self.settings.zone);
+        }
+        spec == stored.spec
+            && new
+                .meta
+                .labels
+                .iter()
+                .all(|(k, v)| stored.meta.labels.get(k) == Some(v))
+    }
+
+    /// Waits while a deregistration of `node_id` is deleting its resources, so that a proxy
+    /// reconnecting at that moment registers after the delete, not before it.
+    async fn wait_deregistration(&self, node_id: &str) {
+        for _ in 0..500 {
+            if !self.registry.deregistering().contains(node_id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn deregister_later(
+        self: Arc<Self>,
+        node_id: String,
+        mesh: String,
+        name: String,
+        generation: u64,
+    ) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(self.settings.deregistration_delay) => {}
+        }
+        // Still gone = no stream, none registering, and no stream opened since this one closed.
+        let still_gone = {
+            let mut proxies = self.registry.proxies();
+            match proxies.get(&node_id) {
+                Some(p)
+                    if p.streams.is_empty() && p.connecting == 0 && p.generation == generation =>
+                {
+                    proxies.remove(&node_id);
+                    self.registry.deregistering().insert(node_id.clone());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !still_gone {
+            return;
+        }
+        self.cache.remove(&node_id);
+        for rtype in [ResourceType::Dataplane, ResourceType::DataplaneInsight] {
+            let key = ResourceKey::new(rtype, &mesh, &name);
+            match self.manager.delete_internal(&key).await {
+                Ok(()) | Err(ManagerError::Store(store::Error::NotFound(_))) => {}
+                Err(e) => tracing::warn!(%key, error = %e, "deregistering"),
+            }
+        }
+        self.registry.deregistering().remove(&node_id);
+        tracing::info!(node_id, "dataplane deregistered");
+    }
+}
+
+/// Shared-state handle implementing the engine's callbacks.
+pub struct XdsCallbacks(pub Arc<Runtime>);
+
+#[tonic::async_trait]
+impl Callbacks for XdsCallbacks {
+    async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
+        let rt = &self.0;
+        let node_id = info.node.id.clone();
+        rt.wait_deregistration(&node_id).await;
+        if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
+            p.generation += 1;
+            p.connecting += 1;
+        }
+        // A starting proxy whose kuma-dp reports readiness joins its peers' endpoints when it
+        // says it is ready; a reconnecting one (it holds a configuration) serves already.
+        let reports = info
+            .node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get("features"))
+            .is_some_and(|v| match &v.kind {
+                Some(Kind::ListValue(l)) => l.values.iter().any(|f| {
+                    matches!(&f.kind, Some(Kind::StringValue(s)) if s == FEATURE_READINESS_REPORTING)
+                }),
+                _ => false,
+            });
+        let hold = reports && !info.resumed;
+        let registered = rt.register(info, hold).await;
+        if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
+            p.connecting = p.connecting.saturating_sub(1);
+        }
+        let (mesh, name, direct, res) = registered?;
+        if !hold {
+            rt.set_ready(&mesh, &name, true);
+        }
+        {
+            let mut proxies = rt.registry.proxies();
+            let p = proxies.entry(node_id.clone()).or_insert_with(|| Proxy {
+                mesh: mesh.clone(),
+                name: name.clone(),
+                streams: HashSet::new(),
+                direct,
+                fingerprint: None,
+                epoch: 0,
+                generation: 0,
+                connecting: 0,
+                dp_version: None,
+                consumes: Vec::new(),
+                outbound: None,
+            });
+            p.streams.insert(info.stream_id);
+            p.direct = direct;
+            // A new stream needs a snapshot in the cache even if nothing changed.
+            p.fingerprint = None;
+        }
+        rt.registry
+            .stream_nodes()
+            .insert(info.stream_id, node_id.clone());
+        let metadata = info.node.metadata.as_ref().map(struct_to_json);
+        let version = metadata.as_ref().and_then(|m| m.get("version").cloned());
+        rt.tracker
+            .open(info.stream_id, &mesh, &name, version, metadata);
+        let view = rt
+            .view_of(&mesh)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        rt.generate_for(&node_id, &view, &res);
+        tracing::info!(
+            node_id,
+            stream = info.stream_id,
+            delta = info.delta,
+            "proxy connected"
+        );
+        Ok(())
+    }
+
+    fn on_response_sent(&self, stream_id: u64, type_url: &str, _version: &str, _nonce: &str) {
+        self.0.tracker.sent(stream_id, type_url);
+    }
+
+    fn on_ack(&self, stream_id: u64, type_url: &str, _version: &str, _nonce: &str) {
+        self.0.tracker.acked(stream_id, type_url);
+    }
+
+    fn on_nack(&self, stream_id: u64, type_url: &str, version: &str, _nonce: &str, message: &str) {
+        let node = self
+            .0
+            .registry
+            .stream_nodes()
+            .get(&stream_id)
+            .cloned()
+            .unwrap_or_default();
+        tracing::warn!(
+            node,
+            type_url,
+            version,
+            reason = message,
+            "Envoy rejected a configuration (NACK)"
+        );
+        self.0.tracker.nacked(stream_id, type_url, message);
+    }
+
+    async fn on_stream_closed(&self, info: &StreamInfo) {
+        let rt = self.0.clone();
+        let Some(node_id) = rt.registry.stream_nodes().remove(&info.stream_id) else {
+            return;
+        };
+        rt.tracker.close(info.stream_id);
+        let deregister = {
+            let mut proxies = rt.registry.proxies();
+            match proxies.get_mut(&node_id) {
+                Some(p) => {
+                    p.streams.remove(&info.stream_id);
+                    p.streams
+                        .is_empty()
+                        .then(|| (p.direct, p.mesh.clone(), p.name.clone(), p.generation))
+                }
+                None => None,
+            }
+        };
+        tracing::info!(node_id, stream = info.stream_id, "proxy stream closed");
+        if let Some((direct, mesh, name, generation)) = deregister {
+            // Its Envoy is gone: out of its peers' endpoints now, not at deregistration.
+            rt.set_ready(&mesh, &name, false);
+            if direct {
+                tokio::spawn(rt.deregister_later(node_id, mesh, name, generation));
+            } else {
+                rt.registry
+                    .proxies()
+                    .retain(|id, p| id != &node_id || !p.streams.is_empty());
+                rt.cache.remove(&node_id);
+            }
+        }
+    }
+}
+
+/// `<mesh>.<name>`, split at the first dot.
+pub fn parse_node_id(id: &str) -> Result<(String, String), Status> {
+    match id.split_once('.') {
+        Some((mesh, name)) if !mesh.is_empty() && !name.is_empty() => {
+            Ok((mesh.to_string(), name.to_string()))
+        }
+        _ => Err(Status::invalid_argument(format!(
+            "node id {id:?} must be <mesh>.<name>"
+        ))),
+    }
+}
+
+/// Protobuf `Struct` → JSON (node metadata into the insight).
+pub fn struct_to_json(s: &Struct) -> Value {
+    let mut keys: Vec<&String> = s.fields.keys().collect();
+    keys.sort();
+    Value::Object(
+        keys.into_iter()
+            .map(|k| (k.clone(), pb_value_to_json(&s.fields[k])))
+            .collect(),
+    )
+}
+
+fn pb_value_to_json(v: &PbValue) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(pb_value_to_json).collect()),
+    }
+}
