@@ -464,6 +464,10 @@ impl Fleet {
         for &i in targets {
             let mut guard = self.proxies[i].state();
             let st = &mut *guard;
+            // A warming timeout already due belongs to the configuration before the goal.
+            if st.connected {
+                expire(&self.proxies[i].node_id, st, now);
+            }
             let mut goal = Goal {
                 check: check(i),
                 met: None,
