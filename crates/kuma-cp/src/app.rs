@@ -3,6 +3,7 @@
 //! + ADS), diagnostics and the xDS reconciler until shutdown.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -95,7 +96,11 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let cfg = self.cfg;
         let work_dir = cfg.work_dir();
-        std::fs::create_dir_all(&work_dir)
+        // Owner only when we create it: it holds the store and the DP server's key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&work_dir)
             .with_context(|| format!("creating work dir {}", work_dir.display()))?;
         let store: Arc<dyn Store> = match cfg.store.store_type.as_str() {
             "memory" => Arc::new(MemoryStore::new()),

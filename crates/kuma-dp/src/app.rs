@@ -250,7 +250,8 @@ async fn bootstrap_and_supervise(
     tracing::debug!(sidecar = %response.sidecar_configuration, "received kuma sidecar configuration");
 
     let bootstrap_path = work_dir.join(BOOTSTRAP_FILE);
-    std::fs::write(&bootstrap_path, &response.bootstrap)
+    // It carries the dataplane token: owner only.
+    write_private(&bootstrap_path, response.bootstrap.as_bytes())
         .with_context(|| format!("could not write {bootstrap_path:?}"))?;
     let admin_address = admin::Address::from_bootstrap(&response.bootstrap)
         .context("could not find the Envoy admin address")?;
@@ -310,6 +311,21 @@ async fn bootstrap_and_supervise(
     let status = process.terminate(ENVOY_STOP_GRACE).await?;
     tracing::info!(%status, "Envoy stopped");
     Ok(())
+}
+
+/// Writes `path` readable by its owner only (0600), replacing what was there.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(contents)
 }
 
 /// How long a stopping proxy keeps serving normally after the control plane took it out of
@@ -382,5 +398,32 @@ pub fn bootstrap_request(
         operating_system: "linux".to_string(),
         features: config.features(),
         workdir: work_dir.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_bootstrap_file_is_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(BOOTSTRAP_FILE);
+        std::fs::write(&path, "old, longer content").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_private(&path, b"token").expect("write_private");
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "token");
+        let fresh = dir.path().join("fresh.yaml");
+        write_private(&fresh, b"x").expect("write_private");
+        let mode = std::fs::metadata(&fresh)
+            .expect("file")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -96,6 +96,7 @@ impl Drop for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and its schema.
     pub async fn open(path: &Path) -> Result<Self, Error> {
+        private_file(path)?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -452,6 +453,35 @@ fn map_err(e: sqlx::Error) -> Error {
     }
 }
 
+/// Makes sure the database file exists and is readable by its owner only (0600): it holds
+/// signing keys, CA keys and the admin token. SQLite gives its `-wal` and `-shm` files the mode
+/// of the database file. An existing file with wider permissions is narrowed.
+fn private_file(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unavailable =
+        |e: std::io::Error| Error::Unavailable(format!("cannot prepare {}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(unavailable(e)),
+    }
+    let mode = std::fs::metadata(path)
+        .map_err(unavailable)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the store was readable by others; narrowing it to 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +518,29 @@ mod tests {
 
     /// Writes go to the WAL only; the background task, not a commit, copies them into the
     /// database file within about a second.
+    #[tokio::test]
+    async fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("file").permissions().mode() & 0o777;
+        // A new store: the database, its WAL and shared-memory files are 0600.
+        let path = dir.path().join("kuma.db");
+        let s = SqliteStore::open(&path).await.expect("open");
+        s.create(Resource::new("default", "", Spec::Mesh(Mesh::default())))
+            .await
+            .expect("mesh");
+        for file in ["kuma.db", "kuma.db-wal", "kuma.db-shm"] {
+            assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+        }
+        // An existing database readable by others is narrowed, and keeps its content.
+        drop(s);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let s = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(mode(&path), 0o600);
+        let key = ResourceKey::new(ResourceType::Mesh, "", "default");
+        assert!(s.get(&key).await.is_ok(), "the stored Mesh survived");
+    }
+
     #[tokio::test]
     async fn wal_is_checkpointed_in_the_background() {
         let dir = tempfile::tempdir().expect("tempdir");
