@@ -900,6 +900,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// One GET through a local outbound; returns the body (the serving replica's name).
+/// HTTP status of a GET through a local outbound (0 when the connection failed).
+pub fn status_via(port: u16) -> u16 {
+    http("GET", SocketAddr::from(([127, 0, 0, 1], port)), "/", None).map_or(0, |(c, _)| c)
+}
+
+/// Stores MeshTrafficPermission `name` in mesh `default`: `action` from `from` to `target`.
+pub fn put_mtp(cp: &ControlPlane, name: &str, target: Value, from: Value, action: &str) {
+    let mtp = serde_json::json!({"type": "MeshTrafficPermission", "mesh": "default", "name": name,
+        "spec": {"targetRef": target, "from": [{"targetRef": from, "default": {"action": action}}]}});
+    let (code, body) = cp.put(
+        &format!("/meshes/default/meshtrafficpermissions/{name}"),
+        &mtp,
+    );
+    assert!(code == 200 || code == 201, "{code} {body}");
+}
+
 pub fn get_via(port: u16) -> anyhow::Result<String> {
     let (code, body) = http("GET", SocketAddr::from(([127, 0, 0, 1], port)), "/", None)?;
     if code != 200 {

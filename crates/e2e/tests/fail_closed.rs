@@ -2,7 +2,6 @@
 //! they had (permissions included), new proxies of the mesh get none, the API and kumactl
 //! say why, and the mesh recovers once the CA is fixed.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -48,10 +47,6 @@ fn put_secret(cp: &ControlPlane, name: &str, data: &str) {
     assert!(code == 200 || code == 201, "{code} {body}");
 }
 
-fn status_via(port: u16) -> u16 {
-    http("GET", SocketAddr::from(([127, 0, 0, 1], port)), "/", None).map_or(0, |(c, _)| c)
-}
-
 #[test]
 fn a_ca_that_cannot_be_loaded_keeps_the_last_config_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,11 +60,13 @@ fn a_ca_that_cannot_be_loaded_keeps_the_last_config_and_recovers() {
     let (code, body) = cp.put("/meshes/default", &mesh);
     assert!(code == 200 || code == 201, "{code} {body}");
     // Only the frontend may reach the backend.
-    let mtp = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "frontend-only",
-        "spec": {"targetRef": {"kind": "Mesh"}, "from": [{"targetRef": {"kind": "MeshService",
-            "name": "frontend"}, "default": {"action": "Allow"}}]}});
-    let (code, body) = cp.put("/meshes/default/meshtrafficpermissions/frontend-only", &mtp);
-    assert!(code == 200 || code == 201, "{code} {body}");
+    put_mtp(
+        &cp,
+        "frontend-only",
+        json!({"kind": "Mesh"}),
+        json!({"kind": "MeshService", "name": "frontend"}),
+        "Allow",
+    );
 
     let (web, app) = (Workload::http("backend"), Workload::http("app"));
     let (front_out, intruder_out) = (free_port(), free_port());

@@ -16,22 +16,6 @@ fn set_mtls(cp: &ControlPlane, mode: &str, expiration: &str) {
     assert!(code == 200 || code == 201, "{code} {body}");
 }
 
-fn put_mtp(
-    cp: &ControlPlane,
-    name: &str,
-    target: serde_json::Value,
-    from: serde_json::Value,
-    action: &str,
-) {
-    let mtp = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": name,
-        "spec": {"targetRef": target, "from": [{"targetRef": from, "default": {"action": action}}]}});
-    let (code, body) = cp.put(
-        &format!("/meshes/default/meshtrafficpermissions/{name}"),
-        &mtp,
-    );
-    assert!(code == 200 || code == 201, "{code} {body}");
-}
-
 /// The subject alternative names of the certificate the TLS server on `port` presents, as
 /// `openssl x509 -ext subjectAltName` prints them (empty when it speaks no TLS).
 fn served_sans(port: u16) -> String {
@@ -52,11 +36,6 @@ fn allow_all(cp: &ControlPlane) {
         json!({"kind": "Mesh"}),
         "Allow",
     );
-}
-
-/// HTTP status of a GET through a local outbound (0 when the connection failed).
-fn status_via(port: u16) -> u16 {
-    http("GET", SocketAddr::from(([127, 0, 0, 1], port)), "/", None).map_or(0, |(c, _)| c)
 }
 
 fn wait_status(port: u16, want: u16, what: &str) {

@@ -600,16 +600,6 @@ fn proxy(
     )
 }
 
-fn put_mtp(cp: &ControlPlane, name: &str, (target, from): (Value, Value), action: &str) {
-    let mtp = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": name,
-        "spec": {"targetRef": target, "from": [{"targetRef": from, "default": {"action": action}}]}});
-    let (code, body) = cp.put(
-        &format!("/meshes/default/meshtrafficpermissions/{name}"),
-        &mtp,
-    );
-    assert!(code == 200 || code == 201, "{code} {body}");
-}
-
 /// The Mesh `default`: mTLS off (`None`), or on with the builtin backends `ca-1` (in
 /// `ca1_mode`) and `ca-2` (STRICT), `enabled` selecting one.
 fn put_mesh(cp: &ControlPlane, enabled: Option<&str>, ca1_mode: &str) {
@@ -825,7 +815,7 @@ fn change_without_a_gap() {
     let cp = ControlPlane::start(&d.join("cp"), &[]);
     // In force once mTLS is on (without a permission everything would be denied).
     let mesh = json!({"kind": "Mesh"});
-    put_mtp(&cp, "allow-all", (mesh.clone(), mesh), "Allow");
+    put_mtp(&cp, "allow-all", mesh.clone(), mesh, "Allow");
 
     let mut b1 = Replica::new("backend-1");
     let mut b2 = Replica::new("backend-2");
@@ -1222,10 +1212,8 @@ fn change_without_a_gap() {
         put_mtp(
             &cp,
             "deny-client2",
-            (
-                json!({"kind": "MeshService", "name": "backend"}),
-                json!({"kind": "MeshService", "name": "client2"}),
-            ),
+            json!({"kind": "MeshService", "name": "backend"}),
+            json!({"kind": "MeshService", "name": "client2"}),
             "Deny",
         );
         load.burst();

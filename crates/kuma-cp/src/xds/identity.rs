@@ -140,6 +140,7 @@ impl Runtime {
         mesh_res: &Resource,
         spec: &MeshSpec,
         epoch: u64,
+        idle: bool,
     ) -> Result<Option<view::Mtls>, String> {
         let mesh = mesh_res.meta.name.as_str();
         let version = mesh_res.meta.version;
@@ -164,8 +165,7 @@ impl Runtime {
         if applied.issuer.as_deref().is_some_and(|i| !usable(i)) {
             applied.issuer.clone_from(&target.issuer);
         }
-        // With no proxy of the mesh connected there is no traffic to keep: no stages.
-        let idle = !self.registry.proxies().values().any(|p| p.mesh == mesh);
+        // With no proxy of the mesh connected (`idle`) there is no traffic to keep: no stages.
         // The next stage goes once every connected proxy applied the current one.
         let stage = if idle {
             target.clone()

@@ -290,6 +290,7 @@ impl Runtime {
                 }),
             prev.as_deref(),
         );
+        // No proxy of the mesh connected: no traffic to keep, so no stages (protocol or mTLS).
         let idle = !self.registry.proxies().values().any(|p| p.mesh == mesh);
         let (outbound, inbound, wake) =
             self.reconciler
@@ -301,7 +302,7 @@ impl Runtime {
         if let Some(mesh_res) = self.reconciler.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
-            match self.mtls_for(&mesh_res, spec, epoch).await {
+            match self.mtls_for(&mesh_res, spec, epoch, idle).await {
                 Ok(Some(m)) => view = view.with_mtls(m),
                 Ok(None) => {}
                 Err(reason) => view = view.with_broken(reason),
