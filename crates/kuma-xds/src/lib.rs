@@ -34,6 +34,6 @@ mod test_support;
 pub use async_trait::async_trait;
 pub use cache::SnapshotCache;
 pub use callbacks::{Callbacks, NoopCallbacks, StreamInfo};
-pub use server::Server;
+pub use server::{Admission, Server};
 pub use snapshot::{Resource, Snapshot};
 pub use warming::Dep;

@@ -12,6 +12,11 @@
 //! side is dropped. An empty node id on the first request ends it with
 //! `InvalidArgument`; an error from [`Callbacks::on_stream_open`] with that
 //! status.
+//!
+//! A transport that bounds what a stream may do before it is authenticated
+//! puts an [`Admission`] in the request extensions: the server calls it once
+//! [`Callbacks::on_stream_open`] accepted the stream (the callbacks are where
+//! authentication happens), before anything is sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +44,29 @@ pub const DEFAULT_MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// Responses buffered per stream before the stream task waits for the
 /// transport (a burst of one snapshot change is at most one per type).
 const CHANNEL_CAPACITY: usize = 16;
+
+/// Told once that a stream was accepted by [`Callbacks::on_stream_open`]; a
+/// transport puts it in the HTTP request extensions of the stream (see the
+/// module docs). Cloning shares the hook.
+#[derive(Clone)]
+pub struct Admission(Arc<dyn Fn() + Send + Sync>);
+
+impl Admission {
+    /// An admission calling `admitted` when the stream is accepted.
+    pub fn new(admitted: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(admitted))
+    }
+
+    fn admit(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission").finish_non_exhaustive()
+    }
+}
 
 /// The ADS gRPC service (SotW and delta) serving a [`SnapshotCache`].
 #[derive(Clone)]
@@ -86,6 +114,7 @@ impl Server {
         &self,
         remote_addr: Option<SocketAddr>,
         metadata: MetadataMap,
+        admission: Option<Admission>,
         requests: S,
     ) -> ReceiverStream<Result<P::Response, Status>>
     where
@@ -100,6 +129,7 @@ impl Server {
             callbacks: self.callbacks.clone(),
             metadata,
             remote_addr,
+            admission,
         };
         let span = debug_span!(
             "ads",
@@ -122,10 +152,11 @@ impl AggregatedDiscoveryService for Server {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let remote_addr = request.remote_addr();
-        let (metadata, _, requests) = request.into_parts();
+        let (metadata, extensions, requests) = request.into_parts();
         Ok(Response::new(self.start::<sotw::State, _>(
             remote_addr,
             metadata,
+            extensions.get::<Admission>().cloned(),
             requests,
         )))
     }
@@ -135,10 +166,11 @@ impl AggregatedDiscoveryService for Server {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let remote_addr = request.remote_addr();
-        let (metadata, _, requests) = request.into_parts();
+        let (metadata, extensions, requests) = request.into_parts();
         Ok(Response::new(self.start::<delta::State, _>(
             remote_addr,
             metadata,
+            extensions.get::<Admission>().cloned(),
             requests,
         )))
     }
@@ -151,6 +183,7 @@ struct Ctx {
     callbacks: Arc<dyn Callbacks>,
     metadata: MetadataMap,
     remote_addr: Option<SocketAddr>,
+    admission: Option<Admission>,
 }
 
 type Tx<P> = mpsc::Sender<Result<<P as Protocol>::Response, Status>>;
@@ -202,6 +235,9 @@ where
         debug!(%status, "stream refused");
         let _ = tx.send(Err(status)).await;
         return;
+    }
+    if let Some(admission) = &ctx.admission {
+        admission.admit();
     }
     debug!(remote_addr = ?info.remote_addr, "stream opened");
     serve::<P, S>(
@@ -358,7 +394,7 @@ mod tests {
             Ok(request("n")),
             Err(Status::internal("failed to decode Protobuf message")),
         ]);
-        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
+        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), None, requests);
         // No snapshot: nothing sent; the decode error is returned and ends the stream.
         let status = out
             .next()
@@ -376,9 +412,52 @@ mod tests {
         let closes = Arc::new(Closes::default());
         let server = Server::new(SnapshotCache::new(), closes.clone());
         let requests = futures::stream::iter(Vec::<Result<DiscoveryRequest, Status>>::new());
-        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
+        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), None, requests);
         assert!(out.next().await.is_none());
         assert_eq!(closes.0.load(Ordering::SeqCst), 0);
+    }
+
+    /// Refuses node ids starting with `bad`.
+    struct Picky;
+
+    #[async_trait]
+    impl Callbacks for Picky {
+        async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
+            if info.node.id.starts_with("bad") {
+                return Err(Status::unauthenticated("no"));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_admission_is_told_only_of_an_accepted_stream() {
+        for (id, admitted) in [("good", 1), ("bad", 0), ("", 0)] {
+            let count = Arc::new(AtomicUsize::new(0));
+            let c = count.clone();
+            let admission = Admission::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            let server = Server::new(SnapshotCache::new(), Arc::new(Picky));
+            let (tx, rx) = mpsc::channel(4);
+            let requests = ReceiverStream::new(rx).map(Ok::<DiscoveryRequest, Status>);
+            let mut out =
+                server.start::<sotw::State, _>(None, MetadataMap::new(), Some(admission), requests);
+            tx.send(request(id)).await.unwrap();
+            if admitted == 0 {
+                let status = out.next().await.expect("a status").expect_err("refused");
+                assert_ne!(status.code(), tonic::Code::Ok);
+            } else {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+                while count.load(Ordering::SeqCst) == 0 {
+                    assert!(tokio::time::Instant::now() < deadline, "never admitted");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+            drop(tx);
+            while out.next().await.is_some() {}
+            assert_eq!(count.load(Ordering::SeqCst), admitted, "node {id:?}");
+        }
     }
 
     #[tokio::test]
@@ -391,7 +470,7 @@ mod tests {
         let snapshot =
             |body: &str| Arc::new(Snapshot::from_iter([any_res(type_url::CLUSTER, "c", body)]));
         cache.set("n", snapshot("v1"));
-        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), requests);
+        let mut out = server.start::<sotw::State, _>(None, MetadataMap::new(), None, requests);
         tx.send(request("n")).await.unwrap();
         let resp = out.next().await.expect("a response").expect("not an error");
         assert!(!cache.is_applied("n"), "sent, not answered yet");
