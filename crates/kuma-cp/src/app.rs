@@ -179,7 +179,14 @@ impl App {
             }),
             validator: validator.clone(),
         };
-        let dp_server = DpServer::new(self.dp, tls, bootstrap, ads, runtime.clone());
+        let dp_server = DpServer::new(
+            self.dp,
+            tls,
+            bootstrap,
+            ads,
+            runtime.clone(),
+            cfg.dp_server_limits(),
+        );
 
         let config_json = serde_json::to_value(&cfg)?;
         let api_state = crate::api::State {

@@ -97,6 +97,20 @@ pub struct DpServer {
     pub interface: String,
     pub port: u16,
     pub authn: DpServerAuthn,
+    /// HTTP/1 request headers must arrive within this (Kuma's key).
+    pub read_header_timeout: String,
+    /// A connection with no authenticated stream and no successful request, an ADS stream not
+    /// authenticated, a TLS handshake, and the body of `/bootstrap` or `/readiness` get this
+    /// long (an addition).
+    pub authn_timeout: String,
+    /// Bytes an ADS stream may send before it is authenticated (an addition).
+    pub max_unauthenticated_bytes: u64,
+    /// Open connections in total; 0: no cap (an addition).
+    pub max_connections: u64,
+    /// Open connections per source IP; 0: no cap (an addition).
+    pub max_connections_per_ip: u64,
+    /// HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, an addition).
+    pub max_concurrent_streams: u32,
 }
 
 /// How proxies authenticate to the DP server (`dpServer.authn`).
@@ -217,6 +231,12 @@ impl Default for DpServer {
             interface: "0.0.0.0".into(),
             port: 5678,
             authn: DpServerAuthn::default(),
+            read_header_timeout: "5s".into(),
+            authn_timeout: "10s".into(),
+            max_unauthenticated_bytes: 65_536,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -342,8 +362,30 @@ impl Config {
                 "bootstrapServer.params.xdsConnectTimeout",
                 &self.bootstrap_server.params.xds_connect_timeout,
             ),
+            (
+                "dpServer.readHeaderTimeout",
+                &self.dp_server.read_header_timeout,
+            ),
+            ("dpServer.authnTimeout", &self.dp_server.authn_timeout),
         ] {
             parse_duration(v).with_context(|| format!("{key}: invalid duration {v:?}"))?;
+        }
+        for (key, v) in [
+            (
+                "dpServer.readHeaderTimeout",
+                &self.dp_server.read_header_timeout,
+            ),
+            ("dpServer.authnTimeout", &self.dp_server.authn_timeout),
+        ] {
+            if parse_duration(v)?.is_zero() {
+                bail!("{key}: must be longer than 0");
+            }
+        }
+        if self.dp_server.max_concurrent_streams == 0 {
+            bail!("dpServer.maxConcurrentStreams: must be at least 1");
+        }
+        if self.dp_server.max_unauthenticated_bytes < 1024 {
+            bail!("dpServer.maxUnauthenticatedBytes: must be at least 1024");
         }
         if kuma_core::name::name_problem(&self.multizone.zone.name, false).is_some() {
             bail!("multizone.zone.name: must be a valid DNS-1123 label");
@@ -379,6 +421,20 @@ impl Config {
 
     pub fn debounce(&self) -> Duration {
         parse_duration(&self.xds_server.configuration_debounce).unwrap_or_default()
+    }
+
+    /// The DP server's bounds on connections and on what is accepted before authentication.
+    pub fn dp_server_limits(&self) -> crate::dp_server::Limits {
+        let d = &self.dp_server;
+        crate::dp_server::Limits {
+            read_header_timeout: parse_duration(&d.read_header_timeout).unwrap_or_default(),
+            authn_timeout: parse_duration(&d.authn_timeout).unwrap_or_default(),
+            max_unauthenticated_bytes: usize::try_from(d.max_unauthenticated_bytes)
+                .unwrap_or(usize::MAX),
+            max_connections: usize::try_from(d.max_connections).unwrap_or(usize::MAX),
+            max_connections_per_ip: usize::try_from(d.max_connections_per_ip).unwrap_or(usize::MAX),
+            max_concurrent_streams: d.max_concurrent_streams,
+        }
     }
 
     /// Whether proxies must present a dataplane token (`dpServer.authn.dpProxy.type: dpToken`).
@@ -549,6 +605,60 @@ mod tests {
         assert!(!cfg.dataplane_auth());
         assert!(!cfg.api_server.authn.localhost_is_admin);
         assert!(!cfg.api_server.authn.tokens.bootstrap_admin_token);
+    }
+
+    #[test]
+    fn dp_server_limits_from_env_and_their_checks() {
+        let limits = Config::default().dp_server_limits();
+        assert_eq!(limits.authn_timeout, Duration::from_secs(10));
+        assert_eq!(limits.read_header_timeout, Duration::from_secs(5));
+        assert_eq!(limits.max_unauthenticated_bytes, 65_536);
+        let cfg = Config::load(
+            None,
+            [
+                ("KUMA_DP_SERVER_AUTHN_TIMEOUT", "2s"),
+                ("KUMA_DP_SERVER_READ_HEADER_TIMEOUT", "1s"),
+                ("KUMA_DP_SERVER_MAX_UNAUTHENTICATED_BYTES", "16384"),
+                ("KUMA_DP_SERVER_MAX_CONNECTIONS", "50"),
+                ("KUMA_DP_SERVER_MAX_CONNECTIONS_PER_IP", "0"),
+                ("KUMA_DP_SERVER_MAX_CONCURRENT_STREAMS", "8"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        let limits = cfg.dp_server_limits();
+        assert_eq!(limits.authn_timeout, Duration::from_secs(2));
+        assert_eq!(limits.read_header_timeout, Duration::from_secs(1));
+        assert_eq!(limits.max_unauthenticated_bytes, 16_384);
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_ip),
+            (50, 0)
+        );
+        assert_eq!(limits.max_concurrent_streams, 8);
+        for (k, v, named) in [
+            ("KUMA_DP_SERVER_AUTHN_TIMEOUT", "0", "dpServer.authnTimeout"),
+            (
+                "KUMA_DP_SERVER_READ_HEADER_TIMEOUT",
+                "x",
+                "dpServer.readHeaderTimeout",
+            ),
+            (
+                "KUMA_DP_SERVER_MAX_CONCURRENT_STREAMS",
+                "0",
+                "dpServer.maxConcurrentStreams",
+            ),
+            (
+                "KUMA_DP_SERVER_MAX_UNAUTHENTICATED_BYTES",
+                "10",
+                "dpServer.maxUnauthenticatedBytes",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::load(None, [(k.to_string(), v.to_string())]).unwrap_err()
+            );
+            assert!(err.contains(named), "{k}={v}: {err}");
+        }
     }
 
     #[test]

@@ -5,16 +5,29 @@
 //! how kuma-dp says its proxy is live, or is about to stop: the proxy joins or leaves its
 //! peers' endpoints. With dataplane authentication on, an unknown name and a bad token get
 //! the same 401.
+//!
+//! Nothing is given away before authentication ([`bounds`]): connections are capped in
+//! total and per source IP (over a cap: closed at once); a connection none of whose ADS
+//! streams authenticated and none of whose requests succeeded is closed after
+//! `dpServer.authnTimeout`; an ADS stream may send `dpServer.maxUnauthenticatedBytes` and
+//! must authenticate within that timeout (4 MiB messages only after); HTTP/1 headers must
+//! arrive within `dpServer.readHeaderTimeout` and a body within the timeout; HTTP/2 streams
+//! per connection are capped (`dpServer.maxConcurrentStreams`). An accept error (such as
+//! EMFILE) backs off up to a second and is retried, never ends the server.
+
+pub mod bounds;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use bounds::Limits;
+use bounds::{Caps, Conn, Guarded, Throttle};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +116,7 @@ pub struct DpServer {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
+    limits: Limits,
 }
 
 impl DpServer {
@@ -113,6 +127,7 @@ impl DpServer {
         bootstrap: BootstrapState,
         ads: kuma_xds::Server,
         runtime: Arc<Runtime>,
+        limits: Limits,
     ) -> Self {
         let grpc = tonic::service::Routes::new(ads.into_service()).into_axum_router();
         let ready = Router::new()
@@ -131,31 +146,59 @@ impl DpServer {
             listener,
             acceptor: TlsAcceptor::from(tls),
             router: http.merge(grpc),
+            limits,
         }
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let limits = Arc::new(self.limits);
+        let caps = Caps::new(limits.max_connections, limits.max_connections_per_ip);
         let conns = tokio_util::task::TaskTracker::new();
+        let mut refused = Throttle::new(Duration::from_secs(10));
+        let mut accept_failed = Throttle::new(Duration::from_secs(10));
+        let mut backoff = Duration::ZERO;
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.listener.accept() => match r {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        backoff = Duration::ZERO;
+                        c
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "DP server accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        // Out of file descriptors (EMFILE) and the like: wait for connections
+                        // to close rather than spin; the server carries on.
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        if let Some(n) = accept_failed.hit() {
+                            tracing::warn!(error = %e, failures = n, backoff = ?backoff, "DP server accept failed; retrying");
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => continue,
+                        }
                     }
                 },
             };
+            let permit = match caps.acquire(peer.ip()) {
+                Ok(p) => p,
+                Err(cap) => {
+                    if let Some(n) = refused.hit() {
+                        tracing::warn!(%peer, cap = cap.key(), refused = n, "DP server connection over a cap: closed");
+                    }
+                    drop(tcp);
+                    continue;
+                }
+            };
+            let accepted = tokio::time::Instant::now();
             let _ = tcp.set_nodelay(true);
             let acceptor = self.acceptor.clone();
             let router = self.router.clone();
             let shutdown = shutdown.clone();
+            let limits = limits.clone();
             conns.spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
+                let _permit = permit;
+                let deadline = accepted + limits.authn_timeout;
+                let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -166,22 +209,37 @@ impl DpServer {
                         return;
                     }
                 };
+                let conn = Conn::new();
+                let service = {
+                    let conn = conn.clone();
+                    let limits = limits.clone();
+                    hyper::service::service_fn(move |req| {
+                        guarded(router.clone(), conn.clone(), limits.clone(), req)
+                    })
+                };
                 let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.read_header_timeout);
                 builder
                     .http2()
                     .timer(TokioTimer::new())
                     .keep_alive_interval(Some(Duration::from_secs(15)))
                     .keep_alive_timeout(Duration::from_secs(15))
-                    .max_concurrent_streams(1_000);
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(tls),
-                    TowerToHyperService::new(router),
-                );
+                    .max_concurrent_streams(limits.max_concurrent_streams);
+                let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                 tokio::select! {
-                    r = conn => if let Err(e) = r {
+                    r = served => if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "DP server connection ended");
                     },
                     _ = shutdown.cancelled() => {}
+                    () = conn.cut_off() => {
+                        tracing::debug!(%peer, "DP server connection closed: a bound was broken before authentication");
+                    }
+                    () = conn.expire(deadline, limits.authn_timeout) => {
+                        tracing::debug!(%peer, "DP server connection closed: not authenticated in time");
+                    }
                 }
             });
         }
@@ -189,4 +247,37 @@ impl DpServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
         Ok(())
     }
+}
+
+/// One request of a connection, its body under the bounds of [`bounds`]: an ADS stream
+/// (gRPC) carries the [`kuma_xds::Admission`] that lifts them; any other request admits the
+/// connection when it succeeds.
+async fn guarded(
+    router: Router,
+    conn: Arc<Conn>,
+    limits: Arc<Limits>,
+    req: axum::http::Request<hyper::body::Incoming>,
+) -> Result<Response, std::convert::Infallible> {
+    use tower::ServiceExt;
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let deadline = tokio::time::Instant::now() + limits.authn_timeout;
+    let (mut parts, body) = req.into_parts();
+    if grpc {
+        let (body, admission) =
+            Guarded::stream(body, conn, limits.max_unauthenticated_bytes, deadline);
+        parts.extensions.insert(admission);
+        let req = axum::http::Request::from_parts(parts, axum::body::Body::new(body));
+        return router.oneshot(req).await;
+    }
+    let _busy = conn.busy();
+    let body = Guarded::body(body, conn.clone(), deadline);
+    let req = axum::http::Request::from_parts(parts, axum::body::Body::new(body));
+    let resp = router.oneshot(req).await?;
+    if resp.status().is_success() {
+        conn.admit();
+    }
+    Ok(resp)
 }

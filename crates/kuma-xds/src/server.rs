@@ -57,7 +57,8 @@ impl Admission {
         Self(Arc::new(admitted))
     }
 
-    fn admit(&self) {
+    /// Calls the hook; the server does, once, when the stream is accepted.
+    pub fn admit(&self) {
         (self.0)()
     }
 }
