@@ -336,7 +336,11 @@ impl ControlPlane {
     fn spawn(work_dir: &Path, env: &[(String, String)]) -> Proc {
         std::fs::create_dir_all(work_dir).expect("work dir");
         let mut cmd = Command::new(binary("kuma-cp"));
-        cmd.arg("run").arg("--log-level").arg("info,kuma_xds=debug");
+        // `kuma_cp::dp_server` at debug: the size of each stream's first request, and why a
+        // connection or stream was cut before authentication.
+        cmd.arg("run")
+            .arg("--log-level")
+            .arg("info,kuma_xds=debug,kuma_cp::dp_server=debug");
         for (k, v) in env {
             cmd.env(k, v);
         }

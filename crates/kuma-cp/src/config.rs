@@ -109,6 +109,8 @@ pub struct DpServer {
     pub max_connections: u64,
     /// Open connections per source IP; 0: no cap (an addition).
     pub max_connections_per_ip: u64,
+    /// ADS streams of a connection waiting for authentication at once (an addition).
+    pub max_unauthenticated_streams: u32,
     /// HTTP/2 streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, an addition).
     pub max_concurrent_streams: u32,
 }
@@ -233,9 +235,10 @@ impl Default for DpServer {
             authn: DpServerAuthn::default(),
             read_header_timeout: "5s".into(),
             authn_timeout: "10s".into(),
-            max_unauthenticated_bytes: 65_536,
+            max_unauthenticated_bytes: 262_144,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
+            max_unauthenticated_streams: 4,
             max_concurrent_streams: 100,
         }
     }
@@ -384,6 +387,9 @@ impl Config {
         if self.dp_server.max_concurrent_streams == 0 {
             bail!("dpServer.maxConcurrentStreams: must be at least 1");
         }
+        if self.dp_server.max_unauthenticated_streams == 0 {
+            bail!("dpServer.maxUnauthenticatedStreams: must be at least 1");
+        }
         if self.dp_server.max_unauthenticated_bytes < 1024 {
             bail!("dpServer.maxUnauthenticatedBytes: must be at least 1024");
         }
@@ -433,6 +439,7 @@ impl Config {
                 .unwrap_or(usize::MAX),
             max_connections: usize::try_from(d.max_connections).unwrap_or(usize::MAX),
             max_connections_per_ip: usize::try_from(d.max_connections_per_ip).unwrap_or(usize::MAX),
+            max_unauthenticated_streams: d.max_unauthenticated_streams as usize,
             max_concurrent_streams: d.max_concurrent_streams,
         }
     }
@@ -612,7 +619,7 @@ mod tests {
         let limits = Config::default().dp_server_limits();
         assert_eq!(limits.authn_timeout, Duration::from_secs(10));
         assert_eq!(limits.read_header_timeout, Duration::from_secs(5));
-        assert_eq!(limits.max_unauthenticated_bytes, 65_536);
+        assert_eq!(limits.max_unauthenticated_bytes, 262_144);
         let cfg = Config::load(
             None,
             [
@@ -622,6 +629,7 @@ mod tests {
                 ("KUMA_DP_SERVER_MAX_CONNECTIONS", "50"),
                 ("KUMA_DP_SERVER_MAX_CONNECTIONS_PER_IP", "0"),
                 ("KUMA_DP_SERVER_MAX_CONCURRENT_STREAMS", "8"),
+                ("KUMA_DP_SERVER_MAX_UNAUTHENTICATED_STREAMS", "2"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         )
@@ -635,6 +643,7 @@ mod tests {
             (50, 0)
         );
         assert_eq!(limits.max_concurrent_streams, 8);
+        assert_eq!(limits.max_unauthenticated_streams, 2);
         for (k, v, named) in [
             ("KUMA_DP_SERVER_AUTHN_TIMEOUT", "0", "dpServer.authnTimeout"),
             (

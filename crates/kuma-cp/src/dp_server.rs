@@ -12,7 +12,8 @@
 //! `dpServer.authnTimeout`; an ADS stream may send `dpServer.maxUnauthenticatedBytes` and
 //! must authenticate within that timeout (4 MiB messages only after); HTTP/1 headers must
 //! arrive within `dpServer.readHeaderTimeout` and a body within the timeout; HTTP/2 streams
-//! per connection are capped (`dpServer.maxConcurrentStreams`). An accept error (such as
+//! per connection are capped (`dpServer.maxConcurrentStreams`), and so are those waiting
+//! for authentication until one authenticated (`dpServer.maxUnauthenticatedStreams`). An accept error (such as
 //! EMFILE) backs off up to a second and is retried, never ends the server.
 
 pub mod bounds;
@@ -266,8 +267,17 @@ async fn guarded(
     let deadline = tokio::time::Instant::now() + limits.authn_timeout;
     let (mut parts, body) = req.into_parts();
     if grpc {
+        let Ok(slot) = conn.stream_slot(limits.max_unauthenticated_streams) else {
+            tracing::debug!(
+                "ADS stream refused: too many streams of its connection wait for authentication"
+            );
+            return Ok(tonic::Status::unavailable(
+                "too many streams of this connection wait for authentication",
+            )
+            .into_http());
+        };
         let (body, admission) =
-            Guarded::stream(body, conn, limits.max_unauthenticated_bytes, deadline);
+            Guarded::stream(body, conn, slot, limits.max_unauthenticated_bytes, deadline);
         parts.extensions.insert(admission);
         let req = axum::http::Request::from_parts(parts, axum::body::Body::new(body));
         return router.oneshot(req).await;

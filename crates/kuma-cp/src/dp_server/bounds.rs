@@ -10,8 +10,13 @@
 //!   breaking a bound before the connection is admitted closes it at once ([`Conn::cut`]).
 //! - [`Guarded`]: a request body under those bounds. An ADS stream (gRPC) may send
 //!   [`Limits::max_unauthenticated_bytes`] and must be accepted within
-//!   [`Limits::authn_timeout`]; its [`kuma_xds::Admission`] lifts both. Any other body must
-//!   be complete within the timeout.
+//!   [`Limits::authn_timeout`]; its [`kuma_xds::Admission`] lifts both. The byte limit is
+//!   also a budget of the connection: all its streams together may send that much until one
+//!   of them is accepted, so many streams on one connection do not multiply it. Any other
+//!   body must be complete within the timeout.
+//! - Until a connection is admitted, at most [`Limits::max_unauthenticated_streams`] of its
+//!   ADS streams may wait for authentication at once ([`Conn::stream_slot`]); the server
+//!   refuses more at once.
 //!
 //! Invariants: no lock is held across an `.await`; a permit, a busy mark and a deadline are
 //! released by `Drop`, so a connection or stream that ends in any way gives them back.
@@ -46,6 +51,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections per source IP; 0: no cap (`maxConnectionsPerIp`).
     pub max_connections_per_ip: usize,
+    /// ADS streams of a connection waiting for authentication at once, until one of them
+    /// authenticated (`maxUnauthenticatedStreams`).
+    pub max_unauthenticated_streams: usize,
     /// HTTP/2 streams per connection (`maxConcurrentStreams`).
     pub max_concurrent_streams: u32,
 }
@@ -178,6 +186,10 @@ pub struct Conn {
     admitted: AtomicBool,
     /// Requests being handled and ADS streams whose first request is being authenticated.
     busy: AtomicUsize,
+    /// Bytes its ADS streams sent while the connection was not admitted.
+    unauthenticated: AtomicUsize,
+    /// ADS streams waiting for authentication.
+    waiting: AtomicUsize,
     changed: Notify,
     cut: CancellationToken,
 }
@@ -202,6 +214,20 @@ impl Conn {
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::SeqCst);
         Busy(self.clone())
+    }
+
+    /// A place for one more ADS stream waiting for authentication: `Ok(None)` when the
+    /// connection is admitted (no bound), `Err(())` when `max` streams wait already.
+    #[allow(clippy::result_unit_err)]
+    pub fn stream_slot(self: &Arc<Self>, max: usize) -> Result<Option<StreamSlot>, ()> {
+        if self.is_admitted() {
+            return Ok(None);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= max {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(());
+        }
+        Ok(Some(StreamSlot(self.clone())))
     }
 
     /// A bound was broken: closes the connection unless it is admitted.
@@ -252,6 +278,15 @@ impl Drop for Busy {
     }
 }
 
+/// One ADS stream waiting for authentication ([`Conn::stream_slot`]); given back on drop.
+pub struct StreamSlot(Arc<Conn>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Why a [`Guarded`] body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Violation {
@@ -274,6 +309,8 @@ enum Mode {
         /// Held from the end of the first message until the stream ends (or is accepted):
         /// the connection is not closed while its authentication is under way.
         authenticating: Option<Busy>,
+        /// Its place among the connection's streams waiting for authentication.
+        _slot: Option<StreamSlot>,
     },
     /// A plain request body, bounded in time only.
     Body,
@@ -293,10 +330,12 @@ pub struct Guarded<B> {
 
 impl<B> Guarded<B> {
     /// The body of an ADS stream: `limit` bytes and until `deadline` to be accepted; the
-    /// returned admission (for the request extensions) lifts the bounds.
+    /// returned admission (for the request extensions) lifts the bounds. `slot` is held
+    /// until then.
     pub fn stream(
         inner: B,
         conn: Arc<Conn>,
+        slot: Option<StreamSlot>,
         limit: usize,
         deadline: Instant,
     ) -> (Self, kuma_xds::Admission) {
@@ -318,6 +357,7 @@ impl<B> Guarded<B> {
                 read: 0,
                 prefix: Vec::with_capacity(5),
                 authenticating: None,
+                _slot: slot,
             },
         };
         (body, admission)
@@ -360,6 +400,16 @@ impl<B> Guarded<B> {
         let before = *read;
         *read += data.len();
         if *read > *limit {
+            return Err(Violation::TooLarge(*limit));
+        }
+        if !self.conn.is_admitted()
+            && self
+                .conn
+                .unauthenticated
+                .fetch_add(data.len(), Ordering::SeqCst)
+                + data.len()
+                > *limit
+        {
             return Err(Violation::TooLarge(*limit));
         }
         if prefix.len() < 5 {
@@ -526,7 +576,7 @@ mod tests {
         let conn = Conn::new();
         let (tx, rx) = chan();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (mut body, _admission) = Guarded::stream(rx, conn.clone(), 1024, deadline);
+        let (mut body, _admission) = Guarded::stream(rx, conn.clone(), None, 1024, deadline);
         // Announces 512 bytes, sends them in two parts (within the limit).
         let mut first = grpc_prefix(512);
         first.extend_from_slice(&[0; 100]);
@@ -546,11 +596,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streams_of_a_connection_share_its_pre_authentication_budget() {
+        let conn = Conn::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            let (tx, rx) = chan();
+            let (body, _admission) = Guarded::stream(rx, conn.clone(), None, 1024, deadline);
+            streams.push((tx, body));
+        }
+        // 300 bytes each: within each stream's limit, over the connection's at the fourth.
+        for (i, (tx, body)) in streams.iter_mut().enumerate() {
+            let mut first = grpc_prefix(1000);
+            first.extend_from_slice(&[0; 295]);
+            tx.send(first.into()).await.unwrap();
+            let r = next(body).await.unwrap();
+            assert_eq!(r.is_err(), i == 3, "stream {i}");
+        }
+        assert!(conn.cut.is_cancelled());
+
+        // Once the connection is admitted, only each stream's own limit counts.
+        let conn = Conn::new();
+        conn.admit();
+        for _ in 0..4 {
+            let (tx, rx) = chan();
+            let (mut body, _admission) = Guarded::stream(rx, conn.clone(), None, 1024, deadline);
+            let mut first = grpc_prefix(1000);
+            first.extend_from_slice(&[0; 295]);
+            tx.send(first.into()).await.unwrap();
+            assert!(next(&mut body).await.unwrap().is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_waiting_for_authentication_are_capped_per_connection() {
+        let conn = Conn::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let a = conn.stream_slot(2).unwrap();
+        let b = conn.stream_slot(2).unwrap();
+        assert!(a.is_some() && b.is_some());
+        assert!(conn.stream_slot(2).is_err(), "a third waits while two do");
+        // A stream that ends gives its place back.
+        let (_tx, rx) = chan();
+        let (body, _admission) = Guarded::stream(rx, conn.clone(), a, 1024, deadline);
+        drop(body);
+        let c = conn.stream_slot(2).unwrap();
+        assert!(c.is_some());
+        // An accepted stream admits the connection: no cap any more.
+        let (tx, rx) = chan();
+        let (mut body, admission) = Guarded::stream(rx, conn.clone(), b, 1024, deadline);
+        admission.admit();
+        tx.send(Bytes::from_static(b"x")).await.unwrap();
+        assert!(next(&mut body).await.unwrap().is_ok());
+        assert_eq!(
+            conn.waiting.load(Ordering::SeqCst),
+            1,
+            "its place is given back"
+        );
+        for _ in 0..10 {
+            assert!(conn.stream_slot(2).unwrap().is_none());
+        }
+        drop(c);
+        assert_eq!(conn.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn a_prefix_announcing_more_than_the_limit_fails_at_once() {
         let conn = Conn::new();
         let (tx, rx) = chan();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (mut body, _admission) = Guarded::stream(rx, conn.clone(), 64 * 1024, deadline);
+        let (mut body, _admission) = Guarded::stream(rx, conn.clone(), None, 64 * 1024, deadline);
         tx.send(grpc_prefix(4 * 1024 * 1024).into()).await.unwrap();
         let err = next(&mut body).await.unwrap().unwrap_err();
         assert_eq!(status(err).code(), tonic::Code::ResourceExhausted);
@@ -561,7 +676,7 @@ mod tests {
         let conn = Conn::new();
         let (tx, rx) = chan();
         let deadline = Instant::now() + Duration::from_millis(100);
-        let (mut body, admission) = Guarded::stream(rx, conn.clone(), 1024, deadline);
+        let (mut body, admission) = Guarded::stream(rx, conn.clone(), None, 1024, deadline);
         let mut first = grpc_prefix(10);
         first.extend_from_slice(&[0; 10]);
         tx.send(first.into()).await.unwrap();
@@ -586,7 +701,7 @@ mod tests {
         let conn = Conn::new();
         let (_tx, rx) = chan();
         let deadline = Instant::now() + Duration::from_millis(200);
-        let (mut body, _admission) = Guarded::stream(rx, conn.clone(), 1024, deadline);
+        let (mut body, _admission) = Guarded::stream(rx, conn.clone(), None, 1024, deadline);
         let started = Instant::now();
         let err = next(&mut body).await.unwrap().unwrap_err();
         assert_eq!(status(err).code(), tonic::Code::DeadlineExceeded);
