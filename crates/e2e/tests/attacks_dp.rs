@@ -96,7 +96,7 @@ impl PeakRss {
 /// Prints and bounds the RSS figures of one attack.
 fn report_rss(attack: &str, before: f64, peak: f64, after: f64) {
     eprintln!(
-        "RSS {attack}: before {before:.1} MB, peak {peak:.1} MB (+{:.1}), after {after:.1} MB (+{:.1})",
+        "RSS {attack}: before {before:.1} MB, peak {peak:.1} MB ({:+.1}), after {after:.1} MB ({:+.1})",
         peak - before,
         after - before
     );
@@ -829,6 +829,7 @@ fn out_of_file_descriptors_the_dp_server_backs_off_and_recovers() {
         .expect("running prlimit");
     assert!(st.success(), "prlimit failed");
     let before = rss_mb(pid);
+    let peak = PeakRss::start(pid);
     let rt = rt();
     let outcomes: Vec<bool> = rt.block_on(async {
         // Plain TCP connections: the kernel completes them in the backlog; kuma-cp accepts
@@ -858,6 +859,7 @@ fn out_of_file_descriptors_the_dp_server_backs_off_and_recovers() {
         }
         closed
     });
+    let peak = peak.finish();
     let after = rss_mb(pid);
     eprintln!(
         "{} of {} attacker connections closed by the CP",
@@ -868,17 +870,19 @@ fn out_of_file_descriptors_the_dp_server_backs_off_and_recovers() {
         outcomes.iter().all(|c| *c),
         "an attacker connection stayed open"
     );
-    let warnings = cp
-        .proc
-        .log_text()
-        .matches("DP server accept failed")
-        .count();
+    let log = strip_ansi(&cp.proc.log_text());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DP server accept failed") && l.contains("os error 24")),
+        "the accept failures were not EMFILE"
+    );
+    let warnings = log.matches("DP server accept failed").count();
     eprintln!("accept failures logged: {warnings} lines");
     assert!(
         warnings <= 3,
         "{warnings} accept-failure lines: not rate-limited"
     );
-    report_rss("out of file descriptors", before, before.max(after), after);
+    report_rss("out of file descriptors", before, peak, after);
     assert!(cp.proc.pid() == pid && rss_mb(pid) > 0.0);
     // Recovered: a new proxy connects.
     let web = DataplaneProc::start(

@@ -117,6 +117,19 @@ impl ControlPlane {
             ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
             ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_DIAGNOSTICS_SERVER_PORT".into(), diag_port.to_string()),
+            // The whole simulated fleet connects from 127.0.0.1, and may share connections
+            // (`--streams-per-connection`): no connection caps, and as many streams per
+            // connection as before the DP server had bounds (`--cp-env` overrides these).
+            ("KUMA_DP_SERVER_MAX_CONNECTIONS".into(), "0".into()),
+            ("KUMA_DP_SERVER_MAX_CONNECTIONS_PER_IP".into(), "0".into()),
+            (
+                "KUMA_DP_SERVER_MAX_CONCURRENT_STREAMS".into(),
+                "1000".into(),
+            ),
+            (
+                "KUMA_DP_SERVER_MAX_UNAUTHENTICATED_STREAMS".into(),
+                "1000".into(),
+            ),
         ];
         env.extend(opts.env.iter().cloned());
         let dp_tokens = opts.dp_tokens.unwrap_or_else(|| {
