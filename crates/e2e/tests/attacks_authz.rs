@@ -203,3 +203,27 @@ fn a_local_user_reads_none_of_the_control_planes_secrets() {
     }
     drop(cp);
 }
+
+#[test]
+fn diagnostics_answer_anyone_and_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let admin_token = cp.admin_token();
+    let signing_key = cp.get("/meshes/default/secrets/dataplane-token-signing-key-default-1");
+    let key_data = signing_key.1["data"]
+        .as_str()
+        .expect("signing key data")
+        .to_string();
+    for path in ["/ready", "/healthy", "/metrics"] {
+        let (code, body) = http("GET", cp.diag, path, None).expect("diagnostics");
+        assert_eq!(code, 200, "{path}: {body}");
+        for secret in [
+            admin_token.as_str(),
+            &key_data[..40],
+            "PRIVATE KEY",
+            "BEGIN",
+        ] {
+            assert!(!body.contains(secret), "{path} reveals {secret}: {body}");
+        }
+    }
+}

@@ -695,6 +695,12 @@ async fn access_control() {
         "/meshes/default/dataplanes",
         "/dataplanes",
         "/zones",
+        "/meshes/default/dataplanes/_overview",
+        "/meshes/default/dataplanes+insights",
+        "/mesh-insights/default",
+        "/meshes/default/meshtrafficpermissions",
+        "/config",
+        "/_resources",
     ] {
         let r = api
             .call_as("GET", path, None, Some(REMOTE), Some(&member))
