@@ -1015,6 +1015,12 @@ pub fn cert_sans(pem: &str) -> String {
     openssl_stdin(&["x509", "-noout", "-ext", "subjectAltName"], pem).unwrap_or_default()
 }
 
+/// The serial number of a PEM certificate, as `openssl x509 -serial` prints it (hex).
+pub fn cert_serial(pem: &str) -> Option<String> {
+    let out = openssl_stdin(&["x509", "-noout", "-serial"], pem)?;
+    out.trim().strip_prefix("serial=").map(str::to_string)
+}
+
 /// Whether the PEM certificate `leaf` is signed by the PEM root `root` (`openssl verify`).
 pub fn signed_by(leaf: &str, root: &str) -> bool {
     let Ok(dir) = tempfile::tempdir() else {
@@ -1042,6 +1048,32 @@ pub fn tcp_via(port: u16) -> anyhow::Result<String> {
         bail!("connection closed without data");
     }
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
+/// Whether a TCP exchange through the local outbound `port` is refused the way a denied
+/// connection is: the connect succeeds (the outbound listener is up), then the proxy closes
+/// the connection (EOF or reset) without a byte of answer, within 5 s. A refused connect, a
+/// timeout or an answer are not a denial.
+pub fn tcp_denied(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    ) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(Duration::from_secs(5))).is_err() || s.write_all(b"ping\n").is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
 }
 
 /// Base64 decoded, standard or URL-safe alphabet (secrets' `data`, JWT parts); characters

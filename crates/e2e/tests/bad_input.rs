@@ -14,11 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::*;
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::value::Kind;
-use envoy_types::pb::google::protobuf::{Struct, Value as PbValue};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use prost::bytes::{Buf, BufMut};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,9 +23,11 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+mod support;
+use support::*;
+
 const ADS_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const TWO_MIB: usize = 2 << 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -199,28 +197,6 @@ fn oversized_dataplane(name: &str) -> Vec<u8> {
     let mut dp = dataplane("default", name);
     dp["labels"] = json!({"pad": "x".repeat(TWO_MIB)});
     dp.to_string().into_bytes()
-}
-
-/// A client configuration trusting the CP's generated CA.
-fn tls_config(cp: &ControlPlane, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(cp.ca_file()).expect("reading the CP certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots
-            .add(cert.expect("PEM certificate"))
-            .expect("usable certificate");
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    cfg
 }
 
 /// Pseudo-random bytes (xorshift; deterministic so failures reproduce).
@@ -435,44 +411,6 @@ fn api_put_rejects_bad_input_and_keeps_stored_resources() {
 // 3. POST /bootstrap
 // ---------------------------------------------------------------------------------------------
 
-async fn post_bootstrap(
-    client: &reqwest::Client,
-    cp: &ControlPlane,
-    body: Vec<u8>,
-) -> (u16, String) {
-    // An oversized body is answered (413) before it is read whole; the server then closes, and
-    // under load the client may see that reset while still writing. Retry such transport
-    // errors a few times; an HTTP answer is always returned as it is.
-    let mut last = None;
-    for _ in 0..3 {
-        let sent = client
-            .post(format!("https://127.0.0.1:{}/bootstrap", cp.dp_port))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                return (status, resp.text().await.expect("bootstrap body"));
-            }
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("POST /bootstrap: {:?}", last)
-}
-
-/// An HTTPS client of the DP server (HTTP/1.1), trusting the CP's CA.
-fn bootstrap_client(cp: &ControlPlane) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls_config(cp, &[b"http/1.1"]))
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("HTTPS client")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_rejects_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,10 +483,12 @@ async fn bootstrap_rejects_bad_requests() {
             vec![("dataplaneResource", "cannot parse")],
         ),
         (
+            // The token is checked first, against the mesh's signing keys: a mesh that does
+            // not exist has none, and the answer does not say whether it exists.
             "dataplaneResource in a mesh that does not exist",
             json!({"dataplaneResource": dataplane("nope", "web-2").to_string()}),
-            422,
-            vec![("dataplaneResource.mesh", "nope")],
+            401,
+            vec![("dataplaneToken", "signing key of mesh \"nope\"")],
         ),
         (
             "unsupported proxyType",
@@ -568,14 +508,20 @@ async fn bootstrap_rejects_bad_requests() {
         assert_unchanged(&cp, &before, what);
     }
 
-    // A Dataplane that does not exist (yet): 404 with an empty body, which kuma-dp retries.
+    // A Dataplane that does not exist (yet), asked for with a token that may register it:
+    // 404 with an empty body, which kuma-dp retries.
+    let any_name = cp.token("dataplane", &json!({"mesh": "default"}));
+    let req = json!({"mesh": "default", "name": "ghost", "dataplaneToken": any_name});
+    let (code, body) = post_bootstrap(&client, &cp, req.to_string().into_bytes()).await;
+    assert_eq!((code, body.as_str()), (404, ""), "unknown Dataplane");
+    // With a token bound to another proxy, the name is refused before it is looked up.
     let (code, body) = post_bootstrap(
         &client,
         &cp,
         with_token(json!({"mesh": "default", "name": "ghost"})),
     )
     .await;
-    assert_eq!((code, body.as_str()), (404, ""), "unknown Dataplane");
+    assert_eq!(code, 403, "a token of web-1 for ghost: {body}");
 
     let (code, body) = post_bootstrap(&client, &cp, b"this is not JSON".to_vec()).await;
     assert_eq!(code, 400, "non-JSON body: {body}");
@@ -631,70 +577,6 @@ async fn whole_document_errors_have_a_clean_detail() {
 // ---------------------------------------------------------------------------------------------
 // 4. Garbage on the DP server: TLS, gRPC frames, refused ADS streams
 // ---------------------------------------------------------------------------------------------
-
-/// A gRPC channel to the DP server over TLS (h2 by ALPN), trusting the CP's CA.
-async fn ads_channel(cp: &ControlPlane) -> Channel {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(cp, &[b"h2"])));
-    let addr = SocketAddr::from(([127, 0, 0, 1], cp.dp_port));
-    tonic::transport::Endpoint::from_static("http://127.0.0.1")
-        .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
-                    .map_err(std::io::Error::other)?;
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("connecting to the DP server")
-}
-
-fn discovery_request(node_id: &str, dataplane_resource: Option<&str>) -> DiscoveryRequest {
-    let metadata = dataplane_resource.map(|r| Struct {
-        fields: [(
-            "dataplane.resource".to_string(),
-            PbValue {
-                kind: Some(Kind::StringValue(r.to_string())),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    });
-    DiscoveryRequest {
-        node: Some(Node {
-            id: node_id.into(),
-            metadata,
-            ..Default::default()
-        }),
-        type_url: CLUSTER_TYPE.into(),
-        ..Default::default()
-    }
-}
-
-/// Opens a SotW ADS stream, sends `first` (keeping the request side open) and returns the
-/// server's first response, or the status it ended the stream with.
-async fn ads_first_answer(
-    ch: &Channel,
-    first: DiscoveryRequest,
-) -> Result<Option<DiscoveryResponse>, Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(first).await.expect("queueing the request");
-    let mut client = AggregatedDiscoveryServiceClient::new(ch.clone());
-    let answer = async {
-        let mut responses = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        responses.message().await
-    };
-    let r = tokio::time::timeout(Duration::from_secs(10), answer)
-        .await
-        .expect("an ADS answer within 10s");
-    drop(tx);
-    r
-}
 
 /// Passes gRPC message bytes through untouched, to send frames that are not protobuf.
 #[derive(Debug, Clone, Copy, Default)]
@@ -889,14 +771,14 @@ async fn dp_server_refuses_garbage_and_keeps_serving() {
         ),
     ];
     for (what, req, code) in cases {
-        match ads_first_answer(&ch, req).await {
+        match ads_first_answer(&ch, req, None).await {
             Err(s) => assert_eq!(s.code(), code, "{what}: {s:?}"),
             Ok(r) => panic!("{what}: the stream was not refused: {r:?}"),
         }
         assert_unchanged(&cp, &before, what);
     }
     // Control: on the same connection, a stream for the existing web-1 is served.
-    let first = ads_first_answer(&ch, discovery_request("default.web-1", None))
+    let first = ads_first_answer(&ch, discovery_request("default.web-1", None), None)
         .await
         .expect("web-1 served")
         .expect("a response");

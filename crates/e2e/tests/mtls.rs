@@ -46,8 +46,18 @@ fn wait_status(port: u16, want: u16, what: &str) {
 
 fn wait_tcp(port: u16, ok: bool, what: &str) {
     wait_for(what, Duration::from_secs(20), || {
-        (tcp_via(port).is_ok() == ok).then_some(())
+        let passed = if ok {
+            tcp_via(port).is_ok()
+        } else {
+            tcp_denied(port)
+        };
+        passed.then_some(())
     });
+}
+
+/// The sum of a proxy's RBAC denial counters (`<listener>.rbac.denied`, HTTP and network).
+fn rbac_denied(proxy: &DataplaneProc) -> u64 {
+    proxy.stats_matching("rbac.denied").values().sum()
 }
 
 /// A `web` server proxy and a `client` proxy with an outbound to it, configured.
@@ -114,11 +124,12 @@ fn permissions_open_and_close_http_and_tcp() {
         },
         dir.path(),
     );
-    let _d = DataplaneProc::start(
+    let db_inbound = free_port();
+    let d = DataplaneProc::start(
         &cp,
         &DpSpec {
             name: "db",
-            inbounds: vec![(free_port(), db.port, "db", "tcp")],
+            inbounds: vec![(db_inbound, db.port, "db", "tcp")],
             ..Default::default()
         },
         dir.path(),
@@ -153,9 +164,21 @@ fn permissions_open_and_close_http_and_tcp() {
             .then_some(())
     });
 
-    // mTLS on and no permission: everything is denied.
+    // mTLS on and no permission: everything is denied. db's inbound listener is up, so a
+    // closed connection is its RBAC's doing, and db's Envoy counts it.
+    wait_for(
+        "db's inbound listener active",
+        Duration::from_secs(20),
+        || d.active_listener(db_inbound).map(|_| ()),
+    );
     wait_status(a_web, 403, "HTTP denied (403) without any permission");
-    wait_tcp(a_db, false, "TCP reset without any permission");
+    let denied_before = rbac_denied(&d);
+    wait_tcp(a_db, false, "TCP closed by db without any permission");
+    assert!(
+        rbac_denied(&d) > denied_before,
+        "db's Envoy counted no RBAC denial: {:?}",
+        d.stats_matching("rbac")
+    );
     assert_eq!(status_via(b_web), 403);
 
     // Allow client-a: both its HTTP and TCP traffic pass; client-b is still denied.
@@ -240,17 +263,51 @@ fn server_presents_its_spiffe_identity() {
     assert!(sans.contains("URI:spiffe://default/web"), "{sans}");
     assert!(sans.contains("URI:kuma://version/v1"), "{sans}");
     assert!(!sans.contains("spiffe://default/client"), "{sans}");
-    // Without a client certificate from the mesh CA the server refuses the connection.
+    // Without a client certificate from the mesh CA the server refuses the handshake with
+    // TLS 1.3's "certificate required" alert (116); a client with a certificate of another
+    // CA with "unknown CA" (48).
+    let certificate_required = openssl_request(port, "");
+    assert!(
+        certificate_required.contains("alert certificate required")
+            || certificate_required.contains("alert number 116"),
+        "no 'certificate required' alert for a client without a certificate: {certificate_required}"
+    );
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout key.pem -out cert.pem -subj /CN=intruder -days 1 2>/dev/null",
+            other.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl could not make a certificate");
+    let unknown_ca = openssl_request(
+        port,
+        &format!("-cert {0}/cert.pem -key {0}/key.pem", other.display()),
+    );
+    assert!(
+        unknown_ca.contains("alert unknown ca") || unknown_ca.contains("alert number 48"),
+        "no 'unknown CA' alert for a client certificate of another CA: {unknown_ca}"
+    );
+    for text in [&certificate_required, &unknown_ca] {
+        assert!(!text.contains("HTTP/1.1"), "a request got through: {text}");
+    }
+}
+
+/// Sends one HTTP request over TLS 1.3 (ALPN `kuma`, as mesh traffic) to `port` with
+/// openssl's extra `args`; everything openssl printed.
+fn openssl_request(port: u16, args: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | openssl s_client -quiet -connect 127.0.0.1:{port} 2>&1"))
+        .arg(format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | timeout 10 openssl s_client -tls1_3 -alpn kuma -quiet {args} -connect 127.0.0.1:{port} 2>&1"
+        ))
         .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("200 OK"),
-        "a client without a mesh certificate got through: {text}"
-    );
+        .expect("running openssl");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 #[test]
@@ -294,6 +351,11 @@ fn rotation_and_mode_switch_lose_no_request() {
     let pair = WebAndClient::start(&cp, dir.path());
     let out = pair.out;
     wait_status(out, 200, "traffic allowed");
+    let root = cp
+        .builtin_root("default", "ca-1")
+        .expect("the builtin root");
+    let first = served_cert(pair.inbound).expect("web's inbound presents a certificate");
+    let first_serial = cert_serial(&first).expect("a serial");
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -311,6 +373,22 @@ fn rotation_and_mode_switch_lose_no_request() {
         })
     };
     std::thread::sleep(Duration::from_secs(9));
+    // Rotated (at 80% of 8 s): a fresh handshake gets a new certificate from the same CA.
+    let rotated = served_cert(pair.inbound).expect("web's inbound presents a certificate");
+    let rotated_serial = cert_serial(&rotated).expect("a serial");
+    assert_ne!(
+        rotated_serial, first_serial,
+        "web still presents its first certificate after 9 s of an 8 s lifetime"
+    );
+    assert!(
+        signed_by(&rotated, &root),
+        "the rotated certificate is not from ca-1"
+    );
+    assert!(
+        cert_sans(&rotated).contains("spiffe://default/web"),
+        "{}",
+        cert_sans(&rotated)
+    );
     set_mtls(&cp, "PERMISSIVE", "8s");
     std::thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::Relaxed);

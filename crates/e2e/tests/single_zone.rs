@@ -1,6 +1,8 @@
 //! Single-zone mesh, end to end: real kuma-cp, kuma-dp, Envoy and kumactl on loopback.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::*;
@@ -276,19 +278,53 @@ fn cp_killed_traffic_continues_and_restart_keeps_everything() {
     DataplaneProc::wait_live(&[&_a, &web]);
     let stored_mtp = cp.get("/meshes/default/meshtrafficpermissions/allow-all").1;
 
+    // Requests flow from before the kill, through the CP's death and its restart, to after
+    // the proxies reconnected; every one must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get_via(out) {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    wait_for("requests before the kill", Duration::from_secs(5), || {
+        (count(&ok) >= 20).then_some(())
+    });
+    let at_kill = count(&ok);
     cp.kill();
-    let mut failures = 0;
-    for _ in 0..300 {
-        if get_via(out).is_err() {
-            failures += 1;
-        }
-    }
-    assert_eq!(failures, 0, "requests failed while the CP was down");
-
+    std::thread::sleep(Duration::from_secs(2));
+    let while_down = count(&ok) - at_kill;
     cp.restart();
     wait_for("proxies reconnect", Duration::from_secs(30), || {
         (cp.is_online("default", "web") && cp.is_online("default", "api-1")).then_some(())
     });
+    let at_reconnect = count(&ok);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    eprintln!(
+        "CP kill: {at_kill} ok before, {while_down} while down, {} after reconnect, {} failed",
+        count(&ok) - at_reconnect,
+        count(&failed)
+    );
+    assert_eq!(
+        count(&failed),
+        0,
+        "requests failed around the CP's death and restart"
+    );
+    assert!(
+        while_down >= 20,
+        "too few requests while the CP was down: {while_down}"
+    );
+    assert!(count(&ok) > at_reconnect, "no request after the reconnect");
     let (code, again) = cp.get("/meshes/default/meshtrafficpermissions/allow-all");
     assert_eq!(code, 200);
     assert_eq!(again["spec"], stored_mtp["spec"]);

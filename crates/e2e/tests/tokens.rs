@@ -9,23 +9,15 @@
 //! as an operator would. (The peer-address check itself is unit-tested in `kuma-cp`'s API
 //! tests with a non-loopback `ConnectInfo`.)
 
-use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::*;
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::google::protobuf::value::Kind;
-use envoy_types::pb::google::protobuf::{Struct, Value as PbValue};
 use serde_json::{Value, json};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::Channel;
 
-const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+mod support;
+use support::*;
 
 /// Claims of a JWT (unverified).
 fn claims(token: &str) -> Value {
@@ -118,7 +110,12 @@ fn bootstrap_refuses_missing_and_unacceptable_tokens() {
     // A token signed with another mesh's key.
     let other = kumactl_dp_token(&cp, &["--mesh", "other"]);
     let log = refused(&cp, &spec("b-3", DpToken::Given(other)), dir.path());
-    assert!(log.contains("signature is invalid"), "{log}");
+    assert!(
+        log.contains(
+            "the token signature does not verify with any dataplane token signing key of mesh"
+        ),
+        "{log}"
+    );
 
     // An expired token (valid 1s, plus Kuma's 5s of clock skew allowance).
     let short = kumactl_dp_token(&cp, &["--name", "b-4", "--valid-for", "1s"]);
@@ -223,40 +220,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// A gRPC channel to the DP server (TLS, h2), trusting the CP's CA.
-async fn ads_channel(cp: &ControlPlane) -> Channel {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(cp.ca_file()).expect("reading the CP certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM")).expect("certificate");
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let addr = SocketAddr::from(([127, 0, 0, 1], cp.dp_port));
-    tonic::transport::Endpoint::from_static("http://127.0.0.1")
-        .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
-                    .map_err(std::io::Error::other)?;
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("connecting to the DP server")
-}
-
 /// Opens an ADS stream as a proxy registering `dataplane` with `token` in the `authorization`
 /// metadata (none when empty); the status the CP ends the stream with, or `Ok` if it answered.
 async fn ads_register(
@@ -269,42 +232,11 @@ async fn ads_register(
         dataplane["mesh"].as_str().unwrap(),
         dataplane["name"].as_str().unwrap()
     );
-    let metadata = Struct {
-        fields: [(
-            "dataplane.resource".to_string(),
-            PbValue {
-                kind: Some(Kind::StringValue(dataplane.to_string())),
-            },
-        )]
-        .into_iter()
-        .collect(),
-    };
-    let first = DiscoveryRequest {
-        node: Some(Node {
-            id: node_id,
-            metadata: Some(metadata),
-            ..Default::default()
-        }),
-        type_url: CLUSTER_TYPE.into(),
-        ..Default::default()
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(first).await.expect("queueing the request");
-    let mut client = AggregatedDiscoveryServiceClient::new(ads_channel(cp).await);
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    if !token.is_empty() {
-        req.metadata_mut()
-            .insert("authorization", token.parse().expect("ASCII token"));
-    }
-    let answer = async {
-        let mut responses = client.stream_aggregated_resources(req).await?.into_inner();
-        responses.message().await.map(|_| ())
-    };
-    let r = tokio::time::timeout(Duration::from_secs(10), answer)
+    let first = discovery_request(&node_id, Some(&dataplane.to_string()));
+    let token = (!token.is_empty()).then_some(token);
+    ads_first_answer(&ads_channel(cp).await, first, token)
         .await
-        .expect("an ADS answer within 10s");
-    drop(tx);
-    r
+        .map(|_| ())
 }
 
 #[test]

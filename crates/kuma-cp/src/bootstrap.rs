@@ -4,8 +4,11 @@
 //! loopback, and ADS over TLS to the DP server, trusting the CP's CA.
 //!
 //! With dataplane authentication on (`dpServer.authn.dpProxy.type: dpToken`) the request must
-//! carry a dataplane token (422 with Kuma's message otherwise) that authenticates the
-//! Dataplane (401 for an unacceptable token, 403 for a valid token of another proxy), and, when
+//! carry a dataplane token (422 with Kuma's message otherwise; `dataplaneTokenPath` names a
+//! file on the proxy's host and is never trusted alone) that authenticates the Dataplane (401
+//! for an unacceptable token, 403 for a valid token of another proxy). The token is checked
+//! against the mesh and name of the request before anything is looked up, so an unknown name
+//! or mesh and a bad token get the same answer. When
 //! a Dataplane of that name is already stored, the stored one too (no takeover). This is an
 //! early, readable refusal: the ADS stream is authenticated again, with the token the CP puts
 //! in the Envoy bootstrap (`authorization` initial metadata).
@@ -127,7 +130,9 @@ pub async fn handler(
     }
     let token = req.dataplane_token.trim();
     let auth = st.validator.dataplane_auth_enabled();
-    if auth && token.is_empty() && req.dataplane_token_path.trim().is_empty() {
+    // `dataplaneTokenPath` names a file on the proxy's host: kuma-dp reads it and sends the
+    // token itself; the path alone proves nothing.
+    if auth && token.is_empty() {
         // Kuma answers this one in plain text.
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -176,6 +181,14 @@ pub async fn handler(
                 );
             }
         };
+        if auth
+            && let Err(e) = st
+                .validator
+                .authenticate_dataplane(token, &res.meta.mesh, &res.meta.name)
+                .await
+        {
+            return token_refused(&e, &res.meta.mesh, None);
+        }
         let mesh_key = ResourceKey::new(ResourceType::Mesh, "", &res.meta.mesh);
         match st.manager.get(&mesh_key).await {
             Ok(_) => {}
@@ -216,6 +229,16 @@ pub async fn handler(
                 fields,
             );
         }
+        // Authenticate before the lookup: an unknown name and a bad token get the same
+        // answer.
+        if auth
+            && let Err(e) = st
+                .validator
+                .authenticate_dataplane(token, &req.mesh, &req.name)
+                .await
+        {
+            return token_refused(&e, &req.mesh, None);
+        }
         let key = ResourceKey::new(ResourceType::Dataplane, &req.mesh, &req.name);
         match st.manager.get(&key).await {
             Ok(r) => r,
@@ -234,17 +257,17 @@ pub async fn handler(
             }
         }
     };
-    // A token given only as a path (reloadable tokens) cannot be read here: the ADS stream
-    // checks it.
-    if auth && !token.is_empty() {
+    // The rest of the token's claims (tags, workload, proxy type), and the takeover guard.
+    if auth {
+        let mesh = &dataplane.meta.mesh;
         if let Err(e) = st.validator.validate_dataplane(token, &dataplane).await {
-            return token_refused(&e, None);
+            return token_refused(&e, mesh, None);
         }
         if from_request {
             match st.manager.get(&dataplane.key()).await {
                 Ok(existing) => {
                     if let Err(e) = st.validator.validate_dataplane(token, &existing).await {
-                        return token_refused(&e, Some(&existing));
+                        return token_refused(&e, mesh, Some(&existing));
                     }
                 }
                 Err(ManagerError::Store(store::Error::NotFound(_))) => {}
@@ -292,14 +315,15 @@ pub async fn handler(
     .into_response()
 }
 
-/// The answer to a refused token: 401 when the token is not acceptable, 403 when it is valid
-/// but for another proxy (or cannot take over `existing`), 503 when the store failed.
-fn token_refused(e: &TokenError, existing: Option<&Resource>) -> Response {
+/// The answer to a refused token of a proxy of `mesh`: 401 when the token is not acceptable,
+/// 403 when it is valid but for another proxy (or cannot take over `existing`), 503 when the
+/// store failed. The full reason is logged; the answer does not tell whether the mesh exists.
+fn token_refused(e: &TokenError, mesh: &str, existing: Option<&Resource>) -> Response {
+    tracing::info!(reason = %e, mesh, "bootstrap refused: dataplane token");
     let detail = match existing {
         Some(existing) => tokens::takeover_refusal(existing, e),
-        None => e.to_string(),
+        None => e.public_reason(mesh),
     };
-    tracing::info!(reason = %detail, "bootstrap refused: dataplane token");
     let (status, title) = if e.is_transient() {
         (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable")
     } else if e.is_mismatch() || existing.is_some() {

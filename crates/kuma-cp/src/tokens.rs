@@ -156,6 +156,18 @@ impl TokenError {
     pub fn is_transient(&self) -> bool {
         matches!(self, TokenError::Store(_))
     }
+
+    /// What a proxy is told when its dataplane token for `mesh` is refused. A missing signing
+    /// key and a bad signature read alike, so the answer does not tell whether `mesh` exists
+    /// or which key serials it has; the full reason goes to the control plane's log.
+    pub fn public_reason(&self, mesh: &str) -> String {
+        match self {
+            TokenError::SigningKeyNotFound { .. } | TokenError::BadSignature(_) => format!(
+                "the token signature does not verify with any dataplane token signing key of mesh {mesh:?}"
+            ),
+            e => e.to_string(),
+        }
+    }
 }
 
 /// An API caller.
@@ -481,6 +493,23 @@ impl Validator {
         check_dataplane(&claims, dataplane)
     }
 
+    /// The first check of a proxy's token, made before anything about the proxy is looked
+    /// up: a dataplane token of `mesh` (its signing key, not expired, not revoked) that, when
+    /// it names a proxy, names `name`. An unknown name and a bad token thus get the same
+    /// answer; [`Self::validate_dataplane`] checks the rest against the Dataplane.
+    pub async fn authenticate_dataplane(
+        &self,
+        token: &str,
+        mesh: &str,
+        name: &str,
+    ) -> Result<(), TokenError> {
+        let family = Family::Dataplane {
+            mesh: mesh.to_string(),
+        };
+        let claims: DataplaneClaims = self.verify(token, &family).await?;
+        check_identity(&claims, mesh, name)
+    }
+
     /// The user a user token names, when the token is valid and not revoked.
     pub async fn validate_user(&self, token: &str) -> Result<User, TokenError> {
         let claims: UserClaims = self.verify(token, &Family::User).await?;
@@ -623,6 +652,23 @@ fn dataplane_tags(dp: &kuma_core::resource::Dataplane) -> BTreeMap<String, BTree
     out
 }
 
+/// The name and mesh a token is bound to (when it is) are those of the proxy.
+fn check_identity(claims: &DataplaneClaims, mesh: &str, name: &str) -> Result<(), TokenError> {
+    if !claims.name.is_empty() && claims.name != name {
+        return Err(TokenError::Mismatch(format!(
+            "proxy name from requestor: {name} is different than in token: {}",
+            claims.name
+        )));
+    }
+    if !claims.mesh.is_empty() && claims.mesh != mesh {
+        return Err(TokenError::Mismatch(format!(
+            "proxy mesh from requestor: {mesh} is different than in token: {}",
+            claims.mesh
+        )));
+    }
+    Ok(())
+}
+
 fn check_dataplane(claims: &DataplaneClaims, res: &Resource) -> Result<(), TokenError> {
     let Spec::Dataplane(dp) = &res.spec else {
         return Err(TokenError::Mismatch(format!(
@@ -630,19 +676,7 @@ fn check_dataplane(claims: &DataplaneClaims, res: &Resource) -> Result<(), Token
             res.rtype()
         )));
     };
-    let (name, mesh) = (&res.meta.name, &res.meta.mesh);
-    if !claims.name.is_empty() && claims.name != *name {
-        return Err(TokenError::Mismatch(format!(
-            "proxy name from requestor: {name} is different than in token: {}",
-            claims.name
-        )));
-    }
-    if !claims.mesh.is_empty() && claims.mesh != *mesh {
-        return Err(TokenError::Mismatch(format!(
-            "proxy mesh from requestor: {mesh} is different than in token: {}",
-            claims.mesh
-        )));
-    }
+    check_identity(claims, &res.meta.mesh, &res.meta.name)?;
     if !matches!(claims.proxy_type.as_str(), "" | "dataplane") {
         return Err(TokenError::Mismatch(format!(
             "the token is for proxies of type {}, not for a dataplane",
@@ -695,9 +729,10 @@ pub fn stream_token(metadata: &MetadataMap) -> Result<String, Status> {
     }
 }
 
-/// The gRPC status of a refused token.
-fn grpc_status(e: &TokenError) -> Status {
-    let msg = format!("authentication failed: {e}");
+/// The gRPC status of a refused token of a proxy of `mesh` (the full reason is logged).
+fn grpc_status(e: &TokenError, mesh: &str) -> Status {
+    tracing::info!(reason = %e, mesh, "ADS stream refused: dataplane token");
+    let msg = format!("authentication failed: {}", e.public_reason(mesh));
     if e.is_transient() {
         Status::unavailable(msg)
     } else if e.is_mismatch() {
@@ -724,7 +759,27 @@ pub async fn authenticate_stream(
     validator
         .validate_dataplane(&token, dataplane)
         .await
-        .map_err(|e| grpc_status(&e))
+        .map_err(|e| grpc_status(&e, &dataplane.meta.mesh))
+}
+
+/// The first check of a new ADS stream, before its Dataplane is looked up: a no-op when
+/// dataplane authentication is off; otherwise the stream's token must be a dataplane token of
+/// `mesh` for the proxy `name` ([`Validator::authenticate_dataplane`]), so that an unknown
+/// name and a bad token are refused alike.
+pub async fn authenticate_stream_identity(
+    validator: &Validator,
+    metadata: &MetadataMap,
+    mesh: &str,
+    name: &str,
+) -> Result<(), Status> {
+    if !validator.dataplane_auth_enabled() {
+        return Ok(());
+    }
+    let token = stream_token(metadata)?;
+    validator
+        .authenticate_dataplane(&token, mesh, name)
+        .await
+        .map_err(|e| grpc_status(&e, mesh))
 }
 
 /// Takeover guard: when a Dataplane with the registering proxy's name already exists, the
@@ -742,7 +797,7 @@ pub async fn authorize_takeover(
     }
     match validator.validate_dataplane(token, existing).await {
         Ok(()) => Ok(()),
-        Err(e) if e.is_transient() => Err(grpc_status(&e)),
+        Err(e) if e.is_transient() => Err(grpc_status(&e, &existing.meta.mesh)),
         Err(e) => Err(Status::permission_denied(takeover_refusal(existing, &e))),
     }
 }
@@ -765,7 +820,7 @@ pub async fn authorize_registration(
     validator
         .validate_dataplane(&token, dataplane)
         .await
-        .map_err(|e| grpc_status(&e))?;
+        .map_err(|e| grpc_status(&e, &dataplane.meta.mesh))?;
     match existing {
         Some(existing) => authorize_takeover(validator, &token, existing).await,
         None => Ok(()),

@@ -60,6 +60,20 @@ pub struct CaBackend {
 }
 
 impl Mesh {
+    /// Field paths of the data sources that would make the control plane read a file of its
+    /// own host (`{file: <path>}` anywhere in a backend's `conf`), such as
+    /// `mtls.backends[0].conf.cert.file`.
+    pub fn host_file_sources(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let backends = self.mtls.iter().flat_map(|m| m.backends.iter());
+        for (i, backend) in backends.enumerate() {
+            if let Some(conf) = &backend.conf {
+                collect_file_sources(conf, &format!("mtls.backends[{i}].conf"), &mut out);
+            }
+        }
+        out
+    }
+
     /// The enabled mTLS backend, when mTLS is on.
     pub fn enabled_backend(&self) -> Option<&CaBackend> {
         let mtls = self.mtls.as_ref()?;
@@ -99,5 +113,55 @@ impl Mesh {
             }
         }
         errs.into_result()
+    }
+}
+
+fn collect_file_sources(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                let path = format!("{path}.{k}");
+                if k == "file" && v.is_string() {
+                    out.push(path);
+                } else {
+                    collect_file_sources(v, &path, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_file_sources(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_file_sources_are_found_in_any_backend_conf() {
+        let mesh: Mesh = serde_json::from_value(serde_json::json!({"mtls": {
+        "enabledBackend": "ca-2",
+        "backends": [
+            {"name": "ca-1", "type": "builtin"},
+            {"name": "ca-2", "type": "provided", "conf": {
+                "cert": {"file": "/etc/shadow"},
+                "key": {"secret": "key"}}},
+            {"name": "ca-3", "type": "provided", "conf": {
+                "cert": {"inlineString": "x"},
+                "key": {"file": "/root/key.pem"}}}
+        ]}}))
+        .unwrap();
+        assert_eq!(
+            mesh.host_file_sources(),
+            [
+                "mtls.backends[1].conf.cert.file",
+                "mtls.backends[2].conf.key.file"
+            ]
+        );
+        assert!(Mesh::default().host_file_sources().is_empty());
     }
 }

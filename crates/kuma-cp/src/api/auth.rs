@@ -12,8 +12,9 @@
 //! - anything else → 401.
 //!
 //! Authorization: secrets (Secret, GlobalSecret, single or listed) and `/tokens/*` need the
-//! user or group `mesh-system:admin` (403 otherwise); everything else is open to any
-//! authenticated user.
+//! user or group `mesh-system:admin` (403 otherwise), and so do a Mesh whose CA data sources
+//! read files of the control plane's host (`file:`) and the deletion of a Mesh that owns
+//! Secrets (they would go with it); everything else is open to any authenticated user.
 //!
 //! The peer address comes from [`ConnectInfo`]; a request without it (served without
 //! `into_make_service_with_connect_info`) is never treated as local.
@@ -24,7 +25,8 @@ use axum::extract::{ConnectInfo, Request, State as AxState};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use kuma_core::ResourceType;
+use kuma_core::resource::Spec;
+use kuma_core::{Resource, ResourceType};
 
 use super::{ApiError, Shared};
 use crate::tokens::User;
@@ -96,6 +98,24 @@ pub fn is_admin_type(rtype: ResourceType) -> bool {
 pub fn authorize_type(user: &User, rtype: ResourceType) -> Result<(), ApiError> {
     if is_admin_type(rtype) && !user.is_admin() {
         return Err(denied(user, &format!("access resources of type {rtype}")));
+    }
+    Ok(())
+}
+
+/// 403 unless `user` may store `res` as it is: a Mesh whose CA data sources read files of the
+/// control plane's host (`file:`) would let its writer read any file the control plane can
+/// (keys, tokens), so only admins may write one.
+pub fn authorize_content(user: &User, res: &Resource) -> Result<(), ApiError> {
+    if user.is_admin() {
+        return Ok(());
+    }
+    if let Spec::Mesh(mesh) = &res.spec
+        && let Some(field) = mesh.host_file_sources().first()
+    {
+        return Err(denied(
+            user,
+            &format!("use a data source that reads a file of the control plane's host ({field})"),
+        ));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use kuma_core::validate::Violations;
 use kuma_core::{Resource, ResourceType};
 use serde_json::{Map, Value, json};
 
-use super::auth::authorize_type;
+use super::auth::{authorize_content, authorize_type, require_admin};
 use super::query::ListRequest;
 use super::{ApiError, Shared, State};
 use crate::tokens::User;
@@ -84,6 +84,7 @@ async fn get(s: &State, key: ResourceKey) -> Result<Json<Value>, ApiError> {
 
 async fn put(
     s: &State,
+    user: &User,
     key: ResourceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -132,6 +133,7 @@ async fn put(
             "resource parsing failed without a reason",
         ));
     };
+    authorize_content(user, &res)?;
     let (_, created) = s.manager.upsert(res).await?;
     let status = if created {
         StatusCode::CREATED
@@ -141,7 +143,24 @@ async fn put(
     Ok((status, Json(json!({ "warnings": [] }))))
 }
 
-async fn delete(s: &State, key: ResourceKey) -> Result<Json<Value>, ApiError> {
+async fn delete(s: &State, user: &User, key: ResourceKey) -> Result<Json<Value>, ApiError> {
+    if key.rtype == ResourceType::Mesh && !user.is_admin() {
+        // Deleting a Mesh deletes its Secrets, which only admins may touch.
+        let secrets = s
+            .manager
+            .list(ResourceType::Secret, Some(&key.name))
+            .await?;
+        if !secrets.is_empty() {
+            require_admin(
+                user,
+                &format!(
+                    "delete mesh {:?}: it owns {} Secret(s), which would be deleted with it",
+                    key.name,
+                    secrets.len()
+                ),
+            )?;
+        }
+    }
     s.manager.delete(&key).await?;
     Ok(Json(json!({})))
 }
@@ -188,7 +207,7 @@ pub async fn put_top(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let rtype = rtype_at(&ws, Some(Scope::Global), uri.path(), &user)?;
-    put(&s, ResourceKey::new(rtype, "", name), body).await
+    put(&s, &user, ResourceKey::new(rtype, "", name), body).await
 }
 
 pub async fn delete_top(
@@ -198,7 +217,7 @@ pub async fn delete_top(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
     let rtype = rtype_at(&ws, Some(Scope::Global), uri.path(), &user)?;
-    delete(&s, ResourceKey::new(rtype, "", name)).await
+    delete(&s, &user, ResourceKey::new(rtype, "", name)).await
 }
 
 pub async fn get_in_mesh(
@@ -219,7 +238,7 @@ pub async fn put_in_mesh(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
-    put(&s, ResourceKey::new(rtype, mesh, name), body).await
+    put(&s, &user, ResourceKey::new(rtype, mesh, name), body).await
 }
 
 pub async fn delete_in_mesh(
@@ -229,5 +248,5 @@ pub async fn delete_in_mesh(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
     let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
-    delete(&s, ResourceKey::new(rtype, mesh, name)).await
+    delete(&s, &user, ResourceKey::new(rtype, mesh, name)).await
 }

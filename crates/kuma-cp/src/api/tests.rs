@@ -695,6 +695,12 @@ async fn access_control() {
         "/meshes/default/dataplanes",
         "/dataplanes",
         "/zones",
+        "/meshes/default/dataplanes/_overview",
+        "/meshes/default/dataplanes+insights",
+        "/mesh-insights/default",
+        "/meshes/default/meshtrafficpermissions",
+        "/config",
+        "/_resources",
     ] {
         let r = api
             .call_as("GET", path, None, Some(REMOTE), Some(&member))
@@ -772,6 +778,104 @@ async fn access_control() {
         .call_as("GET", "/who-am-i", None, Some(mapped), None)
         .await;
     assert_eq!(r.body["name"], "mesh-system:admin");
+}
+
+#[tokio::test]
+async fn least_privilege_host_files_and_mesh_cascade() {
+    let (api, manager) = Api::with_manager();
+    crate::tokens::ensure_user_signing_key(&manager)
+        .await
+        .unwrap();
+    let admin = format!(
+        "Bearer {}",
+        user_token(&api, "root", &["mesh-system:admin"]).await
+    );
+    let member = format!("Bearer {}", user_token(&api, "alice", &["team-a"]).await);
+    let as_user = |method: &'static str, path: &'static str, body: Option<Value>, who: &str| {
+        let who = who.to_string();
+        let api = &api;
+        async move {
+            api.call_as(
+                method,
+                path,
+                body.map(|b| Body::from(b.to_string())),
+                Some(REMOTE),
+                Some(&who),
+            )
+            .await
+        }
+    };
+    let provided = |cert: Value| {
+        json!({"type": "Mesh", "name": "files", "mtls": {"enabledBackend": "ca-1", "backends": [
+            {"name": "ca-1", "type": "provided", "conf": {"cert": cert, "key": {"inline": "eA=="}}}]}})
+    };
+
+    // A data source reading a file of the CP's host: admins only, on the field that reads it.
+    let r = as_user(
+        "PUT",
+        "/meshes/files",
+        Some(provided(json!({"file": "/etc/shadow"}))),
+        &member,
+    )
+    .await;
+    r.assert_error(StatusCode::FORBIDDEN);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"alice\"") && detail.contains("mtls.backends[0].conf.cert.file"),
+        "{detail}"
+    );
+    assert_eq!(api.get("/meshes/files").await.status, StatusCode::NOT_FOUND);
+    // The same Mesh with inline data: anyone.
+    let r = as_user(
+        "PUT",
+        "/meshes/files",
+        Some(provided(json!({"inlineString": "x"}))),
+        &member,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Turning it into a file source later is refused too, and leaves it as it was.
+    let before = api.get("/meshes/files").await.body;
+    let r = as_user(
+        "PUT",
+        "/meshes/files",
+        Some(provided(json!({"file": "/etc/shadow"}))),
+        &member,
+    )
+    .await;
+    r.assert_error(StatusCode::FORBIDDEN);
+    assert_eq!(api.get("/meshes/files").await.body, before);
+    let r = as_user(
+        "PUT",
+        "/meshes/files",
+        Some(provided(json!({"file": "/etc/kuma/ca.pem"}))),
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Deleting a Mesh deletes its Secrets (its token signing key at least): admins only.
+    let secrets = || async {
+        manager
+            .list(kuma_core::ResourceType::Secret, Some("files"))
+            .await
+            .unwrap()
+            .len()
+    };
+    let owned = secrets().await;
+    assert!(owned > 0, "the mesh has no secrets to protect");
+    let r = as_user("DELETE", "/meshes/files", None, &member).await;
+    r.assert_error(StatusCode::FORBIDDEN);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("Secret"),
+        "{}",
+        r.body
+    );
+    assert_eq!(api.get("/meshes/files").await.status, StatusCode::OK);
+    assert_eq!(secrets().await, owned, "a refused delete removed secrets");
+    let r = as_user("DELETE", "/meshes/files", None, &admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(secrets().await, 0);
 }
 
 #[tokio::test]

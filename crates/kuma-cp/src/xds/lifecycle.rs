@@ -163,6 +163,9 @@ impl Runtime {
     ) -> Result<(String, String, bool, Resource), Status> {
         let node_id = info.node.id.as_str();
         let (mesh, name) = parse_node_id(node_id)?;
+        // Authenticate before anything is looked up: an unknown name and a bad token get
+        // the same answer.
+        tokens::authenticate_stream_identity(&self.validator, &info.metadata, &mesh, &name).await?;
         let metadata = info.node.metadata.as_ref();
         let embedded = metadata
             .and_then(|m| m.fields.get(METADATA_RESOURCE))
