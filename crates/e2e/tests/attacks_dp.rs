@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+mod support;
+
 /// Default of `dpServer.maxUnauthenticatedBytes`.
 const PRE_AUTH_LIMIT: usize = 256 * 1024;
 /// How much kuma-cp's RSS may grow during an attack.
@@ -109,22 +111,7 @@ fn report_rss(attack: &str, before: f64, peak: f64, after: f64) {
 
 /// A client TLS config trusting the CP's CA, offering `alpn`.
 fn tls_config(cp: &ControlPlane, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(cp.ca_file()).expect("reading the CP certificate");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("PEM")).expect("certificate");
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(cfg)
+    Arc::new(support::tls_config(cp, alpn))
 }
 
 /// A TLS connection to the DP server from the loopback address `source`.
