@@ -892,3 +892,85 @@ async fn wait_until_logged(cp: &ControlPlane, text: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// (vi) With `dpServer.authn.dpProxy.type: none` there is no token: a valid first
+/// DiscoveryRequest (node id parsed, Dataplane registered) authenticates the stream, and it
+/// and its connection outlive the deadline; a stream that sends nothing is still cut at it.
+#[test]
+fn with_authn_none_a_valid_first_request_authenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(
+        &dir.path().join("cp"),
+        &[
+            ("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", "none"),
+            ("KUMA_DP_SERVER_AUTHN_TIMEOUT", "2s"),
+        ],
+    );
+    let deadline = Duration::from_secs(2);
+    let dataplane = json!({
+        "type": "Dataplane", "mesh": "default", "name": "solo",
+        "networking": {"address": "127.0.0.1", "inbound": [{
+            "port": free_port(), "servicePort": free_port(),
+            "tags": {"kuma.io/service": "solo", "kuma.io/protocol": "tcp"}}]}
+    })
+    .to_string();
+    rt().block_on(async {
+        let ch = support::ads_channel(&cp).await;
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(support::discovery_request("default.solo", Some(&dataplane)))
+            .await
+            .unwrap();
+        let mut client = AggregatedDiscoveryServiceClient::new(ch);
+        let mut responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        let first = responses.message().await;
+        assert!(matches!(first, Ok(Some(_))), "not served: {first:?}");
+        // Twice the deadline later, the stream is still open (more responses are fine).
+        let until = tokio::time::Instant::now() + deadline * 2;
+        while let Ok(r) = tokio::time::timeout_at(until, responses.message()).await {
+            assert!(
+                matches!(r, Ok(Some(_))),
+                "the authenticated stream ended: {r:?}"
+            );
+        }
+        drop(tx);
+
+        // A stream that sends nothing, on a connection of its own, is cut at the deadline.
+        let idle = ads_channel_with(
+            cp.dp_port,
+            tls_config(&cp, &[b"h2"]),
+            Ipv4Addr::new(127, 0, 6, 1),
+        )
+        .await;
+        let start = Instant::now();
+        let (_tx, rx) = mpsc::channel::<DiscoveryRequest>(1);
+        let mut client = AggregatedDiscoveryServiceClient::new(idle);
+        let end = match tokio::time::timeout(deadline * 3, async {
+            match client
+                .stream_aggregated_resources(ReceiverStream::new(rx))
+                .await
+            {
+                Err(status) => end_of(&status),
+                Ok(resp) => match resp.into_inner().message().await {
+                    Err(status) => end_of(&status),
+                    Ok(Some(_)) => End::Served,
+                    Ok(None) => End::Other("ended with OK".into()),
+                },
+            }
+        })
+        .await
+        {
+            Ok(end) => end,
+            Err(_) => panic!("an idle stream was not cut with authentication off"),
+        };
+        let took = start.elapsed();
+        assert!(
+            matches!(end, End::Deadline | End::Closed(_)) && took >= deadline,
+            "idle stream ended {end:?} after {took:?}"
+        );
+        eprintln!("authn none: an idle stream cut after {took:?} ({end:?})");
+    });
+}
