@@ -277,7 +277,9 @@ fn end_of(status: &tonic::Status) -> End {
     match status.code() {
         tonic::Code::DeadlineExceeded => End::Deadline,
         tonic::Code::ResourceExhausted => End::TooLarge,
-        tonic::Code::Unavailable if status.message().contains("wait for authentication") => {
+        tonic::Code::Unavailable
+            if status.message().contains("wait for authentication already") =>
+        {
             End::Refused
         }
         _ => {
@@ -306,8 +308,9 @@ fn end_of(status: &tonic::Status) -> End {
 /// connections (connections are what an attacker multiplies: `maxUnauthenticatedStreams`
 /// is 4): the fifth of each connection is refused at once, the others are cut at the
 /// deadline (10 s here, so that all are open together); RSS stays bounded, and a real Envoy
-/// keeps getting configuration meanwhile. Also measures the first DiscoveryRequest of a real
-/// Envoy.
+/// keeps getting configuration meanwhile. Twice, against the same baseline: the second
+/// wave shows that memory is reused, not accumulated. Also measures the first
+/// DiscoveryRequest of a real Envoy.
 #[test]
 fn idle_ads_streams_without_a_token_are_cut_at_the_deadline() {
     const CONNS: usize = 300;
@@ -329,112 +332,116 @@ fn idle_ads_streams_without_a_token_are_cut_at_the_deadline() {
 
     let pid = cp.proc.pid();
     let before = rss_mb(pid);
-    let peak = PeakRss::start(pid);
     let rt = rt();
-    let opened_all = Arc::new(AtomicUsize::new(0));
-    let ends: Vec<(End, Duration, Duration)> = rt.block_on(async {
-        let mut conns = Vec::new();
-        for c in 0..CONNS {
-            let (cp_port, ca) = (cp.dp_port, tls_config(&cp, &[b"h2"]));
-            let opened_all = opened_all.clone();
-            conns.push(tokio::spawn(async move {
-                let conn_start = Instant::now();
-                let source = Ipv4Addr::new(127, 0, 1 + (c / 200) as u8, (c % 200) as u8 + 1);
-                let channel = ads_channel_with(cp_port, ca, source).await;
-                let mut tasks = Vec::new();
-                for _ in 0..STREAMS {
-                    let channel = channel.clone();
-                    let opened_all = opened_all.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let opened = Instant::now();
-                        // Never sends a request; holds the sender so the stream stays open.
-                        let (tx, rx) = mpsc::channel::<DiscoveryRequest>(1);
-                        let mut client = AggregatedDiscoveryServiceClient::new(channel);
-                        let end = match client
-                            .stream_aggregated_resources(ReceiverStream::new(rx))
-                            .await
-                        {
-                            Err(status) => end_of(&status),
-                            Ok(resp) => {
-                                opened_all.fetch_add(1, Ordering::SeqCst);
-                                match resp.into_inner().message().await {
-                                    Err(status) => end_of(&status),
-                                    Ok(Some(_)) => End::Served,
-                                    Ok(None) => End::Other("ended with OK".into()),
+    // Two waves: the second shows whether memory of the first was given back (reused) or
+    // accumulates.
+    for wave in 1..=2 {
+        let peak = PeakRss::start(pid);
+        let opened_all = Arc::new(AtomicUsize::new(0));
+        let ends: Vec<(End, Duration, Duration)> = rt.block_on(async {
+            let mut conns = Vec::new();
+            for c in 0..CONNS {
+                let (cp_port, ca) = (cp.dp_port, tls_config(&cp, &[b"h2"]));
+                let opened_all = opened_all.clone();
+                conns.push(tokio::spawn(async move {
+                    let conn_start = Instant::now();
+                    let source = Ipv4Addr::new(127, 0, 1 + (c / 200) as u8, (c % 200) as u8 + 1);
+                    let channel = ads_channel_with(cp_port, ca, source).await;
+                    let mut tasks = Vec::new();
+                    for _ in 0..STREAMS {
+                        let channel = channel.clone();
+                        let opened_all = opened_all.clone();
+                        tasks.push(tokio::spawn(async move {
+                            let opened = Instant::now();
+                            // Never sends a request; holds the sender so the stream stays open.
+                            let (tx, rx) = mpsc::channel::<DiscoveryRequest>(1);
+                            let mut client = AggregatedDiscoveryServiceClient::new(channel);
+                            let end = match client
+                                .stream_aggregated_resources(ReceiverStream::new(rx))
+                                .await
+                            {
+                                Err(status) => end_of(&status),
+                                Ok(resp) => {
+                                    opened_all.fetch_add(1, Ordering::SeqCst);
+                                    match resp.into_inner().message().await {
+                                        Err(status) => end_of(&status),
+                                        Ok(Some(_)) => End::Served,
+                                        Ok(None) => End::Other("ended with OK".into()),
+                                    }
                                 }
-                            }
-                        };
-                        drop(tx);
-                        (end, opened.elapsed(), conn_start.elapsed())
-                    }));
-                }
-                let mut ends = Vec::new();
-                for t in tasks {
-                    ends.push(t.await.unwrap());
-                }
-                ends
-            }));
-        }
-        let mut ends = Vec::new();
-        for c in conns {
-            let r = tokio::time::timeout(deadline * 3, c).await;
-            ends.extend(
-                r.expect("a stream still open long after the deadline")
-                    .unwrap(),
-            );
-        }
-        ends
-    });
-    let peak = peak.finish();
-    std::thread::sleep(Duration::from_secs(1));
-    let after = rss_mb(pid);
-    let count = |f: fn(&End) -> bool| ends.iter().filter(|(e, _, _)| f(e)).count();
-    let (refused, deadline_ends, closed) = (
-        count(|e| *e == End::Refused),
-        count(|e| *e == End::Deadline),
-        count(|e| matches!(e, End::Closed(_))),
-    );
-    eprintln!(
-        "{} idle streams on {CONNS} connections ({} open at the peak): {refused} refused at once, {deadline_ends} ended DEADLINE_EXCEEDED, {closed} by the connection closing",
-        ends.len(),
-        opened_all.load(Ordering::SeqCst)
-    );
-    assert_eq!(ends.len(), CONNS * STREAMS);
-    assert_eq!(
-        refused, CONNS,
-        "one stream of each connection over the cap of 4"
-    );
-    for (end, since_open, since_conn) in &ends {
-        match end {
-            End::Refused => assert!(
-                *since_open < Duration::from_secs(2),
-                "refused only after {since_open:?}"
-            ),
-            End::Deadline | End::Closed(_) => {
-                // Cut by the stream's deadline or its connection's, not before: the
-                // connection was set up `since_conn - since_open` before the stream.
-                assert!(
-                    *since_conn >= deadline - Duration::from_millis(300),
-                    "cut early, {since_conn:?} after its connection: {end:?}"
-                );
-                assert!(
-                    *since_open <= deadline + Duration::from_secs(3),
-                    "cut late, {since_open:?} after it opened: {end:?}"
+                            };
+                            drop(tx);
+                            (end, opened.elapsed(), conn_start.elapsed())
+                        }));
+                    }
+                    let mut ends = Vec::new();
+                    for t in tasks {
+                        ends.push(t.await.unwrap());
+                    }
+                    ends
+                }));
+            }
+            let mut ends = Vec::new();
+            for c in conns {
+                let r = tokio::time::timeout(deadline * 3, c).await;
+                ends.extend(
+                    r.expect("a stream still open long after the deadline")
+                        .unwrap(),
                 );
             }
-            other => panic!("a stream ended otherwise: {other:?}"),
+            ends
+        });
+        let peak = peak.finish();
+        std::thread::sleep(Duration::from_secs(1));
+        let after = rss_mb(pid);
+        let count = |f: fn(&End) -> bool| ends.iter().filter(|(e, _, _)| f(e)).count();
+        let (refused, deadline_ends, closed) = (
+            count(|e| *e == End::Refused),
+            count(|e| *e == End::Deadline),
+            count(|e| matches!(e, End::Closed(_))),
+        );
+        eprintln!(
+            "wave {wave}: {} idle streams on {CONNS} connections ({} open at the peak): {refused} refused at once, {deadline_ends} ended DEADLINE_EXCEEDED, {closed} by the connection closing",
+            ends.len(),
+            opened_all.load(Ordering::SeqCst)
+        );
+        assert_eq!(ends.len(), CONNS * STREAMS);
+        assert_eq!(
+            refused, CONNS,
+            "one stream of each connection over the cap of 4"
+        );
+        for (end, since_open, since_conn) in &ends {
+            match end {
+                End::Refused => assert!(
+                    *since_open < Duration::from_secs(2),
+                    "refused only after {since_open:?}"
+                ),
+                End::Deadline | End::Closed(_) => {
+                    // Cut by the stream's deadline or its connection's, not before: the
+                    // connection was set up `since_conn - since_open` before the stream.
+                    assert!(
+                        *since_conn >= deadline - Duration::from_millis(300),
+                        "cut early, {since_conn:?} after its connection: {end:?}"
+                    );
+                    assert!(
+                        *since_open <= deadline + Duration::from_secs(3),
+                        "cut late, {since_open:?} after it opened: {end:?}"
+                    );
+                }
+                other => panic!("a stream ended otherwise: {other:?}"),
+            }
         }
+        report_rss(
+            &format!(
+                "{} idle ADS streams on {CONNS} connections, wave {wave}",
+                CONNS * (STREAMS - 1)
+            ),
+            before,
+            peak,
+            after,
+        );
+        still_serves(&cp, &client, wave);
     }
-    report_rss(
-        &format!(
-            "{} idle ADS streams on {CONNS} connections",
-            CONNS * (STREAMS - 1)
-        ),
-        before,
-        peak,
-        after,
-    );
-    still_serves(&cp, &client, 1);
 }
 
 /// A request body fed from a channel.

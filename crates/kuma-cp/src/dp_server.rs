@@ -267,14 +267,12 @@ async fn guarded(
     let deadline = tokio::time::Instant::now() + limits.authn_timeout;
     let (mut parts, body) = req.into_parts();
     if grpc {
-        let Ok(slot) = conn.stream_slot(limits.max_unauthenticated_streams) else {
-            tracing::debug!(
-                "ADS stream refused: too many streams of its connection wait for authentication"
-            );
-            return Ok(tonic::Status::unavailable(
-                "too many streams of this connection wait for authentication",
-            )
-            .into_http());
+        let slot = match conn.stream_slot(limits.max_unauthenticated_streams) {
+            Ok(slot) => slot,
+            Err(v) => {
+                tracing::debug!(reason = %v, "ADS stream refused");
+                return Ok(v.status().into_http());
+            }
         };
         let (body, admission) =
             Guarded::stream(body, conn, slot, limits.max_unauthenticated_bytes, deadline);

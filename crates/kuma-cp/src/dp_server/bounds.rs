@@ -217,15 +217,14 @@ impl Conn {
     }
 
     /// A place for one more ADS stream waiting for authentication: `Ok(None)` when the
-    /// connection is admitted (no bound), `Err(())` when `max` streams wait already.
-    #[allow(clippy::result_unit_err)]
-    pub fn stream_slot(self: &Arc<Self>, max: usize) -> Result<Option<StreamSlot>, ()> {
+    /// connection is admitted (no bound), an error when `max` streams wait already.
+    pub fn stream_slot(self: &Arc<Self>, max: usize) -> Result<Option<StreamSlot>, Violation> {
         if self.is_admitted() {
             return Ok(None);
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= max {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(());
+            return Err(Violation::TooManyStreams(max));
         }
         Ok(Some(StreamSlot(self.clone())))
     }
@@ -296,6 +295,20 @@ pub enum Violation {
     /// The stream was not authenticated, or the body not complete, by the deadline.
     #[error("not authenticated in time")]
     Timeout,
+    /// The connection has this many ADS streams waiting for authentication already.
+    #[error("{0} streams of this connection wait for authentication already")]
+    TooManyStreams(usize),
+}
+
+impl Violation {
+    /// The gRPC status a stream ends with (the one place a violation maps to a status).
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            Violation::TooLarge(_) => tonic::Status::resource_exhausted(self.to_string()),
+            Violation::Timeout => tonic::Status::deadline_exceeded(self.to_string()),
+            Violation::TooManyStreams(_) => tonic::Status::unavailable(self.to_string()),
+        }
+    }
 }
 
 enum Mode {
@@ -378,11 +391,7 @@ impl<B> Guarded<B> {
         self.mode = Mode::Failed;
         self.deadline = None;
         self.conn.cut();
-        let status = match v {
-            Violation::TooLarge(_) => tonic::Status::resource_exhausted(v.to_string()),
-            Violation::Timeout => tonic::Status::deadline_exceeded(v.to_string()),
-        };
-        Poll::Ready(Some(Err(Box::new(status))))
+        Poll::Ready(Some(Err(Box::new(v.status()))))
     }
 
     /// Counts `data` of a stream not accepted yet; a violation if over the limit.
