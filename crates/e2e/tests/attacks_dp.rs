@@ -945,14 +945,15 @@ fn with_authn_none_a_valid_first_request_authenticates() {
         }
         drop(tx);
 
-        // A stream that sends nothing, on a connection of its own, is cut at the deadline.
+        // A stream that sends nothing, on a connection of its own, is cut at the deadline
+        // (counted from accept: measured from before connecting).
+        let start = Instant::now();
         let idle = ads_channel_with(
             cp.dp_port,
             tls_config(&cp, &[b"h2"]),
             Ipv4Addr::new(127, 0, 6, 1),
         )
         .await;
-        let start = Instant::now();
         let (_tx, rx) = mpsc::channel::<DiscoveryRequest>(1);
         let mut client = AggregatedDiscoveryServiceClient::new(idle);
         let end = match tokio::time::timeout(deadline * 3, async {
