@@ -412,8 +412,10 @@ fn idle_ads_streams_without_a_token_are_cut_at_the_deadline() {
         );
         for (end, since_open, since_conn) in &ends {
             match end {
+                // At once = without waiting for the deadline (the CP's two cores are busy
+                // with 300 TLS handshakes meanwhile).
                 End::Refused => assert!(
-                    *since_open < Duration::from_secs(2),
+                    *since_open < deadline / 2,
                     "refused only after {since_open:?}"
                 ),
                 End::Deadline | End::Closed(_) => {

@@ -218,6 +218,9 @@ impl DpServer {
                         guarded(router.clone(), conn.clone(), limits.clone(), req)
                     })
                 };
+                let window = u32::try_from(limits.max_unauthenticated_bytes)
+                    .unwrap_or(u32::MAX)
+                    .max(65_535);
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
                     .http1()
@@ -228,7 +231,12 @@ impl DpServer {
                     .timer(TokioTimer::new())
                     .keep_alive_interval(Some(Duration::from_secs(15)))
                     .keep_alive_timeout(Duration::from_secs(15))
-                    .max_concurrent_streams(limits.max_concurrent_streams);
+                    .max_concurrent_streams(limits.max_concurrent_streams)
+                    // What a client may send that the server has not read yet, per stream and
+                    // per connection: no more than it may send before authenticating (ADS
+                    // requests are small; a 4 MiB one still passes, window by window).
+                    .initial_stream_window_size(window)
+                    .initial_connection_window_size(window);
                 let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                 tokio::select! {
                     r = served => if let Err(e) = r {
