@@ -13,6 +13,7 @@ pub mod dp_server;
 mod golden;
 pub mod manager;
 pub mod mesh_setup;
+pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod tokens;
