@@ -30,7 +30,8 @@ use crate::xds::{self, XdsCallbacks};
 /// A control plane with every listener bound, ready to [`App::run`].
 pub struct App {
     cfg: Config,
-    api: TcpListener,
+    /// `None` when `apiServer.http.enabled` is false.
+    api: Option<TcpListener>,
     /// `None` when `apiServer.https.enabled` is false.
     api_https: Option<TcpListener>,
     dp: TcpListener,
@@ -89,20 +90,22 @@ fn fd_budget(cfg: &Config) -> (Limits, Limits) {
             rlimit_soft().unwrap_or(1024)
         }
     };
-    let listeners = if cfg.api_server.https.enabled { 2 } else { 1 };
+    let listeners =
+        usize::from(cfg.api_server.http.enabled) + usize::from(cfg.api_server.https.enabled);
     let mut caps = vec![diag.max_connections];
     caps.extend(std::iter::repeat_n(api.max_connections, listeners));
     let budget = usize::try_from(soft / 2).unwrap_or(usize::MAX);
     if serve::fit_caps(&mut caps, budget) {
+        // caps = [diagnostics, then one per enabled API listener, all equal].
+        let api_cap = caps.get(1).copied().unwrap_or(api.max_connections);
         tracing::warn!(
-            "the connection caps (apiServer.maxConnections {} per API listener, diagnostics.maxConnections {}) exceed half of the open-file limit {soft}: lowered to {} and {}",
+            "the connection caps (apiServer.maxConnections {} per API listener, diagnostics.maxConnections {}) exceed half of the open-file limit {soft}: lowered to {api_cap} and {}",
             api.max_connections,
             diag.max_connections,
-            caps[1],
             caps[0]
         );
         diag.max_connections = caps[0];
-        api.max_connections = caps[1];
+        api.max_connections = api_cap;
     }
     (api, diag)
 }
@@ -114,12 +117,12 @@ fn rlimit_soft() -> Option<u64> {
 /// Phase one: raise the open-file limit, bind every listener.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let (api_limits, diag_limits) = fd_budget(&cfg);
-    let api = bind(
-        &cfg.api_server.http.interface,
-        cfg.api_server.http.port,
-        "apiServer.http.port",
-    )
-    .await?;
+    let http = &cfg.api_server.http;
+    let api = if http.enabled {
+        Some(bind(&http.interface, http.port, "apiServer.http.port").await?)
+    } else {
+        None
+    };
     let https = &cfg.api_server.https;
     let api_https = if https.enabled {
         Some(bind(&https.interface, https.port, "apiServer.https.port").await?)
@@ -155,10 +158,15 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
 }
 
 impl App {
-    /// The bound addresses (API, DP server, diagnostics).
+    /// The bound addresses (HTTP API, DP server, diagnostics); the API's is `0.0.0.0:0` when
+    /// `apiServer.http.enabled` is false.
     pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
         let a = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-        (a(&self.api), a(&self.dp), a(&self.diag))
+        let api = self
+            .api
+            .as_ref()
+            .map_or_else(|| ([0, 0, 0, 0], 0).into(), a);
+        (api, a(&self.dp), a(&self.diag))
     }
 
     /// The bound address of the HTTPS API, when enabled.
@@ -298,11 +306,11 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
         // The peer address reaches the handlers as `ConnectInfo` on both listeners: it
         // decides whether a caller is local (`localhostIsAdmin`), over HTTPS too, as in Kuma.
-        if cfg.api_server.http.enabled {
+        if let Some(listener) = self.api {
             let server = serve::Server::new(
                 "REST API (HTTP)",
                 "apiServer.maxConnections",
-                self.api,
+                listener,
                 self.api_limits,
             );
             let (router, sd) = (api_router.clone(), shutdown.clone());

@@ -15,7 +15,8 @@
 //! - Accept errors (`EMFILE` when descriptors run out...) never end the loop: it backs off
 //!   (10 ms, doubling up to 1 s) and tries again, so it recovers once descriptors are free.
 //! - Handlers see the peer address as `ConnectInfo<SocketAddr>` (the API's
-//!   `localhostIsAdmin` check), on HTTP and HTTPS alike.
+//!   `localhostIsAdmin` check), on HTTP and HTTPS alike. Each runs in its own task, so a
+//!   connection cut at a deadline never cancels a handler half-way through a write.
 //! - Shutdown: the token stops accepting and asks every connection to end after its current
 //!   request; after [`SHUTDOWN_GRACE`] the remaining ones are dropped.
 //!
@@ -238,7 +239,7 @@ impl Conn {
             inner: stream,
             watch: watch.clone(),
         });
-        let peer = self.peer;
+        let (peer, name) = (self.peer, self.name);
         let router = self.router.clone();
         let svc_watch = watch.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -256,9 +257,18 @@ impl Conn {
                     })
                 });
                 req.extensions_mut().insert(ConnectInfo(peer));
-                let resp = match router.oneshot(req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
+                // The handler runs in its own task: a connection cut at a deadline does not
+                // cancel a write half-way (as in Go, the handler finishes; its answer is lost).
+                let handler = tokio::spawn(router.oneshot(req));
+                let resp = match handler.await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(never)) => match never {},
+                    Err(e) => {
+                        tracing::error!(listener = name, error = %e, "a handler panicked");
+                        let mut r = axum::response::Response::new(Body::empty());
+                        *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        r
+                    }
                 };
                 Ok::<_, Infallible>(resp.map(|inner| ResponseBody {
                     inner,

@@ -16,6 +16,9 @@ use rustls_pki_types::pem::PemObject;
 
 use super::*;
 
+/// Handlers of `/slow` that ran to their end.
+static SLOW_DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn limits() -> Limits {
     Limits {
         read_header_timeout: Duration::from_millis(400),
@@ -34,6 +37,14 @@ fn router() -> Router {
         )
         .route("/echo", post(|body: String| async move { body }))
         .route("/big", get(|| async { vec![b'x'; 32 * 1024 * 1024] }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                SLOW_DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "done"
+            }),
+        )
 }
 
 /// A server on a free loopback port; cancelled (and awaited) on drop of the token.
@@ -175,6 +186,25 @@ async fn a_client_that_reads_nothing_is_cut_at_the_write_deadline() {
         bytes.len() < 32 * 1024 * 1024,
         "the whole response arrived ({} bytes): the connection was not cut",
         bytes.len()
+    );
+}
+
+#[tokio::test]
+async fn a_handler_outliving_the_write_deadline_is_cut_off_but_not_cancelled() {
+    let srv = start(limits(), None).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (bytes, end) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+    assert_cut("slow handler", end - t0, limits().write_timeout);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        SLOW_DONE.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the handler was cancelled with its connection"
     );
 }
 
