@@ -63,8 +63,9 @@ pub struct ApiServer {
     pub http: HttpListener,
     pub https: HttpsListener,
     pub authn: ApiAuthn,
-    /// Kuma's: the request headers (and, on HTTPS, the TLS handshake before them) must
-    /// arrive within this time from the connection's start or the request's first byte.
+    /// Kuma's: the request headers must arrive within this time from the connection's start
+    /// (on HTTPS, from the end of the TLS handshake, itself given this time) or from the
+    /// first byte of a kept-alive request.
     pub read_header_timeout: String,
     /// Kuma's: the whole request, body included, must arrive within this time.
     pub read_timeout: String,
