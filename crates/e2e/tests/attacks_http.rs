@@ -252,7 +252,7 @@ fn connections_over_the_cap_are_closed_at_once_while_ready_and_the_dp_server_ans
         eprintln!("over the cap #{i}: closed after {:?}", end - t0);
         assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
         assert!(
-            end - t0 < Duration::from_millis(500),
+            end - t0 < Duration::from_secs(1),
             "over the cap: closed after {:?}",
             end - t0
         );

@@ -229,7 +229,7 @@ async fn connections_over_the_cap_are_closed_at_once() {
     let t0 = Instant::now();
     let (bytes, end) = read_to_close(&mut extra, Duration::from_secs(5)).await;
     assert!(bytes.is_empty());
-    assert!(end - t0 < Duration::from_millis(300), "{:?}", end - t0);
+    assert!(end - t0 < Duration::from_millis(500), "{:?}", end - t0);
     // A freed slot serves again.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
