@@ -282,16 +282,27 @@ fn dechunk(s: &str) -> String {
 pub struct ControlPlane {
     pub proc: Proc,
     pub api: SocketAddr,
+    /// The HTTPS API (`apiServer.https`), on loopback.
+    pub api_https: SocketAddr,
     pub dp_port: u16,
     pub diag: SocketAddr,
     pub work_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// A command kuma-cp is started under (`prlimit --nofile=...`), or empty.
+    launcher: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts kuma-cp with a sqlite store in `work_dir` and fast test timings.
     pub fn start(work_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_under(&[], work_dir, extra_env)
+    }
+
+    /// [`ControlPlane::start`] with kuma-cp run by `launcher` (a command and its arguments
+    /// that end by running the command after them, such as `prlimit --nofile=128:256 --`).
+    pub fn start_under(launcher: &[&str], work_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let api_https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dp_port = free_port();
         let diag = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut env: Vec<(String, String)> = vec![
@@ -301,6 +312,11 @@ impl ControlPlane {
             ),
             ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_API_SERVER_HTTP_PORT".into(), api.port().to_string()),
+            ("KUMA_API_SERVER_HTTPS_INTERFACE".into(), "127.0.0.1".into()),
+            (
+                "KUMA_API_SERVER_HTTPS_PORT".into(),
+                api_https.port().to_string(),
+            ),
             ("KUMA_DP_SERVER_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
             ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
@@ -320,22 +336,32 @@ impl ControlPlane {
         for (k, v) in extra_env {
             env.push((k.to_string(), v.to_string()));
         }
-        let proc = Self::spawn(work_dir, &env);
+        let launcher: Vec<String> = launcher.iter().map(|s| s.to_string()).collect();
+        let proc = Self::spawn(&launcher, work_dir, &env);
         let cp = Self {
             proc,
             api,
+            api_https,
             dp_port,
             diag,
             work_dir: work_dir.to_path_buf(),
             env,
+            launcher,
         };
         cp.wait_ready();
         cp
     }
 
-    fn spawn(work_dir: &Path, env: &[(String, String)]) -> Proc {
+    fn spawn(launcher: &[String], work_dir: &Path, env: &[(String, String)]) -> Proc {
         std::fs::create_dir_all(work_dir).expect("work dir");
-        let mut cmd = Command::new(binary("kuma-cp"));
+        let mut cmd = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary("kuma-cp"));
+                c
+            }
+            None => Command::new(binary("kuma-cp")),
+        };
         // `kuma_cp::dp_server` at debug: the size of each stream's first request, and why a
         // connection or stream was cut before authentication.
         cmd.arg("run")
@@ -363,7 +389,7 @@ impl ControlPlane {
     /// Starts the CP again on the same ports and work dir.
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Self::spawn(&self.work_dir, &self.env);
+        self.proc = Self::spawn(&self.launcher, &self.work_dir, &self.env);
         self.wait_ready();
     }
 

@@ -868,6 +868,8 @@ fn kuma_cp_failing_start(
         .env("KUMA_GENERAL_WORK_DIR", work_dir)
         .env("KUMA_API_SERVER_HTTP_INTERFACE", "127.0.0.1")
         .env("KUMA_API_SERVER_HTTP_PORT", free_port().to_string())
+        .env("KUMA_API_SERVER_HTTPS_INTERFACE", "127.0.0.1")
+        .env("KUMA_API_SERVER_HTTPS_PORT", free_port().to_string())
         .env("KUMA_DP_SERVER_INTERFACE", "127.0.0.1")
         .env("KUMA_DP_SERVER_PORT", free_port().to_string())
         .env("KUMA_DIAGNOSTICS_INTERFACE", "127.0.0.1")
@@ -905,6 +907,7 @@ fn kuma_cp_exits_naming_a_taken_port_and_its_key() {
     let dir = tempfile::tempdir().unwrap();
     for (key, var) in [
         ("apiServer.http.port", "KUMA_API_SERVER_HTTP_PORT"),
+        ("apiServer.https.port", "KUMA_API_SERVER_HTTPS_PORT"),
         ("dpServer.port", "KUMA_DP_SERVER_PORT"),
         ("diagnostics.serverPort", "KUMA_DIAGNOSTICS_SERVER_PORT"),
     ] {

@@ -1,6 +1,7 @@
-//! The composition root: binds every listener first (a taken port fails start-up naming it),
-//! opens the store, creates the default resources, then runs the API, the DP server (bootstrap
-//! + ADS), diagnostics and the xDS reconciler until shutdown.
+//! The composition root: raises the open-file limit, binds every listener first (a taken port
+//! fails start-up naming it), opens the store, creates the default resources, then runs the
+//! API (HTTP and HTTPS), the DP server (bootstrap + ADS), diagnostics and the xDS reconciler
+//! until shutdown.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -20,6 +21,7 @@ use crate::diagnostics::Diagnostics;
 use crate::dp_server::DpServer;
 use crate::manager::{ManagerError, ResourceManager};
 use crate::mesh_setup::{self, MeshSetup};
+use crate::serve::{self, Limits};
 use crate::store::{MemoryStore, SqliteStore};
 use crate::tls::Identity;
 use crate::tokens::{self, ADMIN_TOKEN_SECRET, Issuer, Validator};
@@ -28,9 +30,16 @@ use crate::xds::{self, XdsCallbacks};
 /// A control plane with every listener bound, ready to [`App::run`].
 pub struct App {
     cfg: Config,
-    api: TcpListener,
+    /// `None` when `apiServer.http.enabled` is false.
+    api: Option<TcpListener>,
+    /// `None` when `apiServer.https.enabled` is false.
+    api_https: Option<TcpListener>,
     dp: TcpListener,
     diag: TcpListener,
+    /// `apiServer.*` limits, caps fitted to the descriptor budget.
+    api_limits: Limits,
+    /// `diagnostics.*` limits, cap fitted to the descriptor budget.
+    diag_limits: Limits,
     instance_id: String,
     hostname: String,
 }
@@ -52,14 +61,74 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Phase one: bind every listener.
+/// Raises the soft open-file limit to the hard one and fits the connection caps of the API
+/// listeners and diagnostics into half of it: the other half stays for the DP server (its
+/// proxies' connections), the store, and everything else, so that filling the API's caps
+/// cannot starve them of descriptors.
+fn fd_budget(cfg: &Config) -> (Limits, Limits) {
+    let mut api = cfg.api_limits();
+    let mut diag = cfg.diagnostics_limits();
+    let soft = match serve::raise_fd_limit() {
+        Ok(l) if l.soft > l.before => {
+            tracing::info!(
+                "RLIMIT_NOFILE: raised the soft open-file limit from {} to the hard limit {}",
+                l.before,
+                l.hard
+            );
+            l.soft
+        }
+        Ok(l) => {
+            tracing::info!(
+                "RLIMIT_NOFILE: the soft open-file limit {} is already the hard limit {}",
+                l.soft,
+                l.hard
+            );
+            l.soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "RLIMIT_NOFILE: cannot raise the open-file limit");
+            rlimit_soft().unwrap_or(1024)
+        }
+    };
+    let listeners =
+        usize::from(cfg.api_server.http.enabled) + usize::from(cfg.api_server.https.enabled);
+    let mut caps = vec![diag.max_connections];
+    caps.extend(std::iter::repeat_n(api.max_connections, listeners));
+    let budget = usize::try_from(soft / 2).unwrap_or(usize::MAX);
+    if serve::fit_caps(&mut caps, budget) {
+        // caps = [diagnostics, then one per enabled API listener, all equal].
+        let api_cap = caps.get(1).copied().unwrap_or(api.max_connections);
+        tracing::warn!(
+            "the connection caps (apiServer.maxConnections {} per API listener, diagnostics.maxConnections {}) exceed half of the open-file limit {soft}: lowered to {api_cap} and {}",
+            api.max_connections,
+            diag.max_connections,
+            caps[0]
+        );
+        diag.max_connections = caps[0];
+        api.max_connections = api_cap;
+    }
+    (api, diag)
+}
+
+fn rlimit_soft() -> Option<u64> {
+    rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+}
+
+/// Phase one: raise the open-file limit, bind every listener.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
-    let api = bind(
-        &cfg.api_server.http.interface,
-        cfg.api_server.http.port,
-        "apiServer.http.port",
-    )
-    .await?;
+    let (api_limits, diag_limits) = fd_budget(&cfg);
+    let http = &cfg.api_server.http;
+    let api = if http.enabled {
+        Some(bind(&http.interface, http.port, "apiServer.http.port").await?)
+    } else {
+        None
+    };
+    let https = &cfg.api_server.https;
+    let api_https = if https.enabled {
+        Some(bind(&https.interface, https.port, "apiServer.https.port").await?)
+    } else {
+        None
+    };
     let dp = bind(
         &cfg.dp_server.interface,
         cfg.dp_server.port,
@@ -78,18 +147,31 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     Ok(App {
         cfg,
         api,
+        api_https,
         dp,
         diag,
+        api_limits,
+        diag_limits,
         instance_id,
         hostname,
     })
 }
 
 impl App {
-    /// The bound addresses (API, DP server, diagnostics).
+    /// The bound addresses (HTTP API, DP server, diagnostics); the API's is `0.0.0.0:0` when
+    /// `apiServer.http.enabled` is false.
     pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
         let a = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-        (a(&self.api), a(&self.dp), a(&self.diag))
+        let api = self
+            .api
+            .as_ref()
+            .map_or_else(|| ([0, 0, 0, 0], 0).into(), a);
+        (api, a(&self.dp), a(&self.diag))
+    }
+
+    /// The bound address of the HTTPS API, when enabled.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.api_https.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Phase two: serve until `shutdown` is cancelled or a part fails.
@@ -145,6 +227,16 @@ impl App {
         )
         .context("loading the DP server certificate")?;
         let tls = identity.server_config()?;
+        let https = &cfg.api_server.https;
+        let api_tls = if https.tls_cert_file.is_empty() {
+            identity.server_config_alpn(&[b"http/1.1"])?
+        } else {
+            Identity::from_files(
+                (&https.tls_cert_file, "apiServer.https.tlsCertFile"),
+                (&https.tls_key_file, "apiServer.https.tlsKeyFile"),
+            )?
+            .server_config_alpn(&[b"http/1.1"])?
+        };
 
         let cache = kuma_xds::SnapshotCache::new();
         let runtime = xds::Runtime::new(
@@ -211,6 +303,7 @@ impl App {
         let ready = Arc::new(AtomicBool::new(false));
         let diagnostics = Diagnostics::new(
             self.diag,
+            self.diag_limits,
             ready.clone(),
             cache.clone(),
             self.instance_id.clone(),
@@ -218,16 +311,33 @@ impl App {
         );
 
         let mut tasks = tokio::task::JoinSet::new();
-        let api_listener = self.api;
-        let sd = shutdown.clone();
-        if cfg.api_server.http.enabled {
+        // The peer address reaches the handlers as `ConnectInfo` on both listeners: it
+        // decides whether a caller is local (`localhostIsAdmin`), over HTTPS too, as in Kuma.
+        if let Some(listener) = self.api {
+            let server = serve::Server::new(
+                "REST API (HTTP)",
+                "apiServer.maxConnections",
+                listener,
+                self.api_limits,
+            );
+            let (router, sd) = (api_router.clone(), shutdown.clone());
             tasks.spawn(async move {
-                // The peer address decides whether a caller is local (`localhostIsAdmin`).
-                let service = api_router.into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(api_listener, service)
-                    .with_graceful_shutdown(sd.cancelled_owned())
-                    .await
-                    .context("REST API server")
+                server.run(router, sd).await;
+                Ok(())
+            });
+        }
+        if let Some(listener) = self.api_https {
+            let server = serve::Server::new(
+                "REST API (HTTPS)",
+                "apiServer.maxConnections",
+                listener,
+                self.api_limits,
+            )
+            .with_tls(api_tls);
+            let (router, sd) = (api_router, shutdown.clone());
+            tasks.spawn(async move {
+                server.run(router, sd).await;
+                Ok(())
             });
         }
         tasks.spawn(dp_server.run(shutdown.clone()));

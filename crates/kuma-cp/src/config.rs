@@ -57,11 +57,38 @@ pub struct Sqlite {
     pub path: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ApiServer {
     pub http: HttpListener,
+    pub https: HttpsListener,
     pub authn: ApiAuthn,
+    /// Kuma's: the request headers must arrive within this time from the connection's start
+    /// (on HTTPS, from the end of the TLS handshake, itself given this time) or from the
+    /// first byte of a kept-alive request.
+    pub read_header_timeout: String,
+    /// Kuma's: the whole request, body included, must arrive within this time.
+    pub read_timeout: String,
+    /// Kuma's: from the end of the request, the response must be written within this time.
+    pub write_timeout: String,
+    /// Kuma's: a kept-alive connection with no request is closed after this time.
+    pub idle_timeout: String,
+    /// Addition: most connections open at once on each API listener (HTTP and HTTPS each);
+    /// more are closed at once.
+    pub max_connections: u64,
+}
+
+/// `apiServer.https`: the API over TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpsListener {
+    pub enabled: bool,
+    pub interface: String,
+    pub port: u16,
+    /// Certificate chain (PEM); empty: the control plane's own certificate (the DP server's).
+    pub tls_cert_file: String,
+    /// Its key (PEM); set together with `tls_cert_file`.
+    pub tls_key_file: String,
 }
 
 /// How API callers authenticate (`apiServer.authn`).
@@ -135,6 +162,13 @@ pub struct DpProxyAuthn {
 pub struct Diagnostics {
     pub interface: String,
     pub server_port: u16,
+    /// Additions (Kuma fixes a 1s header timeout and nothing else): as the `apiServer` keys
+    /// of the same names.
+    pub read_header_timeout: String,
+    pub read_timeout: String,
+    pub write_timeout: String,
+    pub idle_timeout: String,
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -209,6 +243,33 @@ impl Default for HttpListener {
     }
 }
 
+impl Default for ApiServer {
+    fn default() -> Self {
+        Self {
+            http: HttpListener::default(),
+            https: HttpsListener::default(),
+            authn: ApiAuthn::default(),
+            read_header_timeout: "1s".into(),
+            read_timeout: "10s".into(),
+            write_timeout: "30s".into(),
+            idle_timeout: "2m".into(),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Default for HttpsListener {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interface: "0.0.0.0".into(),
+            port: 5682,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+        }
+    }
+}
+
 impl Default for ApiAuthn {
     fn default() -> Self {
         Self {
@@ -257,6 +318,11 @@ impl Default for Diagnostics {
         Self {
             interface: "0.0.0.0".into(),
             server_port: 5680,
+            read_header_timeout: "1s".into(),
+            read_timeout: "10s".into(),
+            write_timeout: "30s".into(),
+            idle_timeout: "2m".into(),
+            max_connections: 128,
         }
     }
 }
@@ -375,13 +441,39 @@ impl Config {
         }
         for (key, v) in [
             (
+                "apiServer.readHeaderTimeout",
+                &self.api_server.read_header_timeout,
+            ),
+            ("apiServer.readTimeout", &self.api_server.read_timeout),
+            ("apiServer.writeTimeout", &self.api_server.write_timeout),
+            ("apiServer.idleTimeout", &self.api_server.idle_timeout),
+            (
+                "diagnostics.readHeaderTimeout",
+                &self.diagnostics.read_header_timeout,
+            ),
+            ("diagnostics.readTimeout", &self.diagnostics.read_timeout),
+            ("diagnostics.writeTimeout", &self.diagnostics.write_timeout),
+            ("diagnostics.idleTimeout", &self.diagnostics.idle_timeout),
+            (
                 "dpServer.readHeaderTimeout",
                 &self.dp_server.read_header_timeout,
             ),
             ("dpServer.authnTimeout", &self.dp_server.authn_timeout),
         ] {
-            if parse_duration(v)?.is_zero() {
-                bail!("{key}: must be longer than 0");
+            let d = parse_duration(v).with_context(|| format!("{key}: invalid duration {v:?}"))?;
+            if d.is_zero() {
+                bail!("{key}: must be greater than 0 (a connection would never be cut)");
+            }
+        }
+        for (key, n) in [
+            ("apiServer.maxConnections", self.api_server.max_connections),
+            (
+                "diagnostics.maxConnections",
+                self.diagnostics.max_connections,
+            ),
+        ] {
+            if n == 0 {
+                bail!("{key}: must be at least 1");
             }
         }
         if self.dp_server.max_concurrent_streams == 0 {
@@ -392,6 +484,12 @@ impl Config {
         }
         if self.dp_server.max_unauthenticated_bytes < 1024 {
             bail!("dpServer.maxUnauthenticatedBytes: must be at least 1024");
+        }
+        let https = &self.api_server.https;
+        if https.tls_cert_file.is_empty() != https.tls_key_file.is_empty() {
+            bail!(
+                "apiServer.https.tlsCertFile and apiServer.https.tlsKeyFile must be set together"
+            );
         }
         if kuma_core::name::name_problem(&self.multizone.zone.name, false).is_some() {
             bail!("multizone.zone.name: must be a valid DNS-1123 label");
@@ -441,6 +539,30 @@ impl Config {
             max_connections_per_ip: usize::try_from(d.max_connections_per_ip).unwrap_or(usize::MAX),
             max_unauthenticated_streams: d.max_unauthenticated_streams as usize,
             max_concurrent_streams: d.max_concurrent_streams,
+        }
+    }
+
+    /// Timeouts and connection cap of the REST API listeners (`apiServer.*`).
+    pub fn api_limits(&self) -> crate::serve::Limits {
+        let a = &self.api_server;
+        crate::serve::Limits {
+            read_header_timeout: parse_duration(&a.read_header_timeout).unwrap_or_default(),
+            read_timeout: parse_duration(&a.read_timeout).unwrap_or_default(),
+            write_timeout: parse_duration(&a.write_timeout).unwrap_or_default(),
+            idle_timeout: parse_duration(&a.idle_timeout).unwrap_or_default(),
+            max_connections: usize::try_from(a.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Timeouts and connection cap of the diagnostics listener (`diagnostics.*`).
+    pub fn diagnostics_limits(&self) -> crate::serve::Limits {
+        let d = &self.diagnostics;
+        crate::serve::Limits {
+            read_header_timeout: parse_duration(&d.read_header_timeout).unwrap_or_default(),
+            read_timeout: parse_duration(&d.read_timeout).unwrap_or_default(),
+            write_timeout: parse_duration(&d.write_timeout).unwrap_or_default(),
+            idle_timeout: parse_duration(&d.idle_timeout).unwrap_or_default(),
+            max_connections: usize::try_from(d.max_connections).unwrap_or(usize::MAX),
         }
     }
 
@@ -612,6 +734,70 @@ mod tests {
         assert!(!cfg.dataplane_auth());
         assert!(!cfg.api_server.authn.localhost_is_admin);
         assert!(!cfg.api_server.authn.tokens.bootstrap_admin_token);
+    }
+
+    #[test]
+    fn serving_keys_from_env_and_their_checks() {
+        let cfg = Config::default();
+        assert!(cfg.api_server.https.enabled);
+        assert_eq!(cfg.api_server.https.port, 5682);
+        assert_eq!(cfg.api_limits().read_header_timeout, Duration::from_secs(1));
+        assert_eq!(cfg.api_limits().idle_timeout, Duration::from_secs(120));
+        assert_eq!(cfg.diagnostics_limits().max_connections, 128);
+        let cfg = Config::load(
+            None,
+            [
+                ("KUMA_API_SERVER_HTTPS_PORT".into(), "6682".into()),
+                ("KUMA_API_SERVER_HTTPS_ENABLED".into(), "false".into()),
+                ("KUMA_API_SERVER_HTTPS_TLS_CERT_FILE".into(), "/c".into()),
+                ("KUMA_API_SERVER_HTTPS_TLS_KEY_FILE".into(), "/k".into()),
+                ("KUMA_API_SERVER_READ_HEADER_TIMEOUT".into(), "250ms".into()),
+                ("KUMA_API_SERVER_MAX_CONNECTIONS".into(), "7".into()),
+                ("KUMA_DIAGNOSTICS_IDLE_TIMEOUT".into(), "3s".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.api_server.https.port, 6682);
+        assert!(!cfg.api_server.https.enabled);
+        assert_eq!(cfg.api_server.https.tls_cert_file, "/c");
+        assert_eq!(cfg.api_server.https.tls_key_file, "/k");
+        assert_eq!(
+            cfg.api_limits().read_header_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(cfg.api_limits().max_connections, 7);
+        assert_eq!(
+            cfg.diagnostics_limits().idle_timeout,
+            Duration::from_secs(3)
+        );
+        for (var, val, key) in [
+            (
+                "KUMA_API_SERVER_IDLE_TIMEOUT",
+                "0s",
+                "apiServer.idleTimeout",
+            ),
+            (
+                "KUMA_API_SERVER_READ_TIMEOUT",
+                "soon",
+                "apiServer.readTimeout",
+            ),
+            (
+                "KUMA_DIAGNOSTICS_MAX_CONNECTIONS",
+                "0",
+                "diagnostics.maxConnections",
+            ),
+            (
+                "KUMA_API_SERVER_HTTPS_TLS_CERT_FILE",
+                "/c",
+                "apiServer.https.tlsKeyFile",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::load(None, [(var.to_string(), val.to_string())]).unwrap_err()
+            );
+            assert!(err.contains(key), "{var}={val}: {err}");
+        }
     }
 
     #[test]

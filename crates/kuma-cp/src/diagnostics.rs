@@ -1,5 +1,6 @@
 //! Diagnostics listener (Kuma's 5680): `/ready` (store reachable), `/healthy`, `/metrics`
-//! (Prometheus text: connected proxies, streams and store health).
+//! (Prometheus text: connected proxies, streams and store health). Served by
+//! [`crate::serve`] with the `diagnostics.*` timeouts and connection cap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use kuma_xds::SnapshotCache;
 
+use crate::serve::{self, Limits};
+
 #[derive(Clone)]
 struct Diag {
     ready: Arc<AtomicBool>,
@@ -22,13 +25,15 @@ struct Diag {
 }
 
 pub struct Diagnostics {
-    listener: TcpListener,
+    server: serve::Server,
     router: Router,
 }
 
 impl Diagnostics {
+    /// `listener` is already bound (two-phase start-up).
     pub fn new(
         listener: TcpListener,
+        limits: Limits,
         ready: Arc<AtomicBool>,
         cache: SnapshotCache,
         instance_id: String,
@@ -44,13 +49,17 @@ impl Diagnostics {
                 instance_id,
                 zone,
             });
-        Self { listener, router }
+        let server = serve::Server::new(
+            "diagnostics",
+            "diagnostics.maxConnections",
+            listener,
+            limits,
+        );
+        Self { server, router }
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        self.server.run(self.router, shutdown).await;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
-//! The control plane (`kuma-cp`): configuration, persistent stores, the REST API, the DP
-//! server (bootstrap + ADS), Envoy configuration generation, insights, and the composition
-//! root [`app::build`].
+//! The control plane (`kuma-cp`): configuration, persistent stores, the REST API (HTTP and
+//! HTTPS, served with diagnostics by [`serve`]: deadlines and connection caps), the DP server
+//! (bootstrap + ADS), Envoy configuration generation, insights, and the composition root
+//! [`app::build`].
 
 pub mod api;
 pub mod app;
@@ -13,6 +14,7 @@ pub mod dp_server;
 mod golden;
 pub mod manager;
 pub mod mesh_setup;
+pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod tokens;

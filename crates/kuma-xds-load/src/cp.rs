@@ -106,6 +106,7 @@ impl ControlPlane {
         let api_port = free_port()?;
         let dp_port = free_port()?;
         let diag_port = free_port()?;
+        let https_port = free_port()?;
         let mut env: Vec<(String, String)> = vec![
             (
                 "KUMA_GENERAL_WORK_DIR".into(),
@@ -113,6 +114,8 @@ impl ControlPlane {
             ),
             ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_API_SERVER_HTTP_PORT".into(), api_port.to_string()),
+            ("KUMA_API_SERVER_HTTPS_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_API_SERVER_HTTPS_PORT".into(), https_port.to_string()),
             ("KUMA_DP_SERVER_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
             ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),

@@ -150,9 +150,26 @@ pub enum GenerateCommand {
     /// Generate a user token for the API (`POST /tokens/user`; admins only) and print it.
     #[command(name = "user-token")]
     UserToken(UserTokenArgs),
-    /// Print a new signing key: an RSA-2048 private key, PEM (PKCS#1). Offline.
+    /// Print a new signing key: an RSA-2048 private key (PKCS#1 PEM), by default base64
+    /// encoded as a Secret's `data`. Offline.
     #[command(name = "signing-key")]
-    SigningKey,
+    SigningKey(SigningKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SigningKeyArgs {
+    /// Format of the signing key.
+    #[arg(long, value_enum, default_value = "pem-base64")]
+    pub format: SigningKeyFormat,
+}
+
+/// `kumactl generate signing-key --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SigningKeyFormat {
+    /// Standard base64 of the PEM text, no trailing newline.
+    PemBase64,
+    /// The PEM text.
+    Pem,
 }
 
 #[derive(Debug, Args)]

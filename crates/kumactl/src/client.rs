@@ -421,10 +421,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| Error::Transport {
-            url: url.to_string(),
-            message: error_chain(&e),
-        })?;
+        let resp = req.send().await.map_err(|e| transport_error(&url, &e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -438,10 +435,48 @@ impl Client {
 }
 
 async fn read_text(url: &Url, resp: reqwest::Response) -> Result<String, Error> {
-    resp.text().await.map_err(|e| Error::Transport {
+    resp.text().await.map_err(|e| transport_error(url, &e))
+}
+
+/// A transport error; a certificate the client does not trust gets a hint to pass its CA.
+fn transport_error(url: &Url, e: &reqwest::Error) -> Error {
+    let mut message = error_chain(e);
+    if url.scheme() == "https" && message.to_ascii_lowercase().contains("certificate") {
+        message.push_str(
+            " (the control plane's certificate is not trusted: add the control plane with --ca-cert-file <CA PEM>, for kuma-cp's generated certificate its work dir's ca.crt, or --skip-verify for development)",
+        );
+    }
+    Error::Transport {
         url: url.to_string(),
-        message: error_chain(&e),
-    })
+        message,
+    }
+}
+
+/// The warning to print before `api`'s user token is sent in clear: over plain `http://` to
+/// a host that is not loopback (`localhost`, 127.0.0.0/8, ::1). `None` when there is no
+/// token, the URL is `https://`, or the host is loopback.
+pub fn cleartext_token_warning(api: &ApiServer) -> Option<String> {
+    let has_token = (api.auth_type == "tokens" && api.auth_conf.contains_key("token"))
+        || api
+            .headers
+            .iter()
+            .any(|h| h.key.eq_ignore_ascii_case("authorization"));
+    let url = Url::parse(&api.url).ok()?;
+    if !has_token || url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return None;
+    }
+    Some(format!(
+        "WARNING: sending the user token over plain HTTP to {host}: anyone on the network path can read and reuse it. Use the control plane's HTTPS API instead (https://{host}:5682, with --ca-cert-file)"
+    ))
 }
 
 /// Path segments of a resource (or of its list when `name` is `None`).
@@ -495,6 +530,37 @@ mod tests {
             "HTTP 502 Bad Gateway (upstream down)"
         );
         assert!(Error::Api(Box::new(ApiError::from_body(404, "{}"))).is_not_found());
+    }
+
+    #[test]
+    fn cleartext_token_warning_only_for_tokens_over_http_to_remote_hosts() {
+        let api = |url: &str, token: bool| {
+            let mut a = ApiServer::at(url);
+            if token {
+                a.auth_type = "tokens".into();
+                a.auth_conf.insert("token".into(), "t".into());
+            }
+            a
+        };
+        for (url, token, warns) in [
+            ("http://10.0.0.5:5681", true, true),
+            ("http://cp.example.com:5681", true, true),
+            ("http://[fd00::2]:5681", true, true),
+            ("http://10.0.0.5:5681", false, false),
+            ("https://10.0.0.5:5682", true, false),
+            ("http://localhost:5681", true, false),
+            ("http://127.0.0.2:5681", true, false),
+            ("http://[::1]:5681", true, false),
+        ] {
+            let w = cleartext_token_warning(&api(url, token));
+            assert_eq!(w.is_some(), warns, "{url} token={token}: {w:?}");
+        }
+        let mut by_header = ApiServer::at("http://10.0.0.5:5681");
+        by_header.headers.push(crate::config::Header {
+            key: "Authorization".into(),
+            value: "Bearer t".into(),
+        });
+        assert!(cleartext_token_warning(&by_header).is_some());
     }
 
     #[test]

@@ -57,9 +57,20 @@ impl Env<'_> {
         Ok(api)
     }
 
-    /// A client of the current control plane.
-    pub fn client(&self) -> Result<Client> {
-        Ok(Client::new(&self.api_server()?, self.timeout)?)
+    /// A client of the current control plane; warns on standard error when it would send a
+    /// user token in clear to a host that is not loopback.
+    pub fn client(&mut self) -> Result<Client> {
+        let api = self.api_server()?;
+        self.client_of(&api)
+    }
+
+    /// A client of `api`, with the same warning.
+    pub fn client_of(&mut self, api: &ApiServer) -> Result<Client> {
+        if let Some(w) = crate::client::cleartext_token_warning(api) {
+            // A warning that cannot be written is not a reason to fail the command.
+            let _ = writeln!(self.err, "{w}");
+        }
+        Ok(Client::new(api, self.timeout)?)
     }
 
     /// `--mesh`, else the context's default mesh, else `default`.

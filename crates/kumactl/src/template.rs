@@ -18,19 +18,55 @@ pub enum Error {
     Missing(Vec<String>),
 }
 
-/// Parses `key=value` flags (split at the first `=`; later flags win).
+/// Parses `--var` flags as Kuma's kumactl does (a string-to-string flag): a flag with one `=`
+/// is one `key=value` whose value may hold commas (`a=1,2`); a flag with more than one `=` is a
+/// comma-separated list of `key=value` pairs (`a=1,b=2`; each pair split at its first `=`, so
+/// base64 padding survives; a `"`-quoted field may hold commas). Later flags win.
 pub fn parse_vars<S: AsRef<str>>(flags: &[S]) -> Result<BTreeMap<String, String>, Error> {
     let mut vars = BTreeMap::new();
     for f in flags {
         let f = f.as_ref();
-        match f.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                vars.insert(k.trim().to_string(), v.to_string());
+        let pairs = if f.matches('=').count() > 1 {
+            csv_fields(f)
+        } else {
+            vec![f.to_string()]
+        };
+        for pair in pairs {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    vars.insert(k.trim().to_string(), v.trim_matches('"').to_string());
+                }
+                _ => return Err(Error::BadVar(pair)),
             }
-            _ => return Err(Error::BadVar(f.to_string())),
         }
     }
     Ok(vars)
+}
+
+/// The fields of one CSV record: split at commas outside `"` quotes, quotes removed (`""`
+/// inside quotes is a literal quote).
+fn csv_fields(record: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = record.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                if let Some(f) = fields.last_mut() {
+                    f.push('"');
+                }
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    fields
 }
 
 /// Replaces every placeholder of `text` with its value.
@@ -114,6 +150,32 @@ mod tests {
 
     #[test]
     fn bad_var_flag() {
+        // Kuma's string-to-string flag: the comma form, commas inside a single value,
+        // base64 padding, quotes.
+        let vars = parse_vars(&[
+            "a=1,b=2",
+            "c=1,2",
+            "key=VEVTVA==",
+            "q=\"x\"",
+            "d=\"1,2\",e=3",
+        ])
+        .unwrap();
+        let want = [
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "1,2"),
+            ("key", "VEVTVA=="),
+            ("q", "x"),
+            ("d", "1,2"),
+            ("e", "3"),
+        ];
+        for (k, v) in want {
+            assert_eq!(vars[k], v, "{k}");
+        }
+        assert_eq!(
+            parse_vars(&["a=1,nokey,b=2"]).unwrap_err(),
+            Error::BadVar("nokey".into())
+        );
         assert!(parse_vars(&["novalue"]).is_err());
         assert!(parse_vars(&["=x"]).is_err());
         assert_eq!(parse_vars(&["k="]).unwrap()["k"], "");

@@ -1,6 +1,7 @@
 //! Runs the `kumactl` binary against a fake REST API (axum on 127.0.0.1:0) and checks the
 //! requests it sends, what it prints and its exit codes.
 
+use base64::Engine as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -209,6 +210,20 @@ async fn apply_puts_each_document_in_order() {
     let dir = fake.dir.path().join("dir").display().to_string();
     let out = fake.run(&["apply", "-f", &dir, "--var", "name=dp-1"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let lines: Vec<&str> = printed
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "resource type=\"Mesh\" mesh=\"\" name=\"demo\"",
+            "resource type=\"Dataplane\" mesh=\"default\" name=\"dp-1\""
+        ],
+        "{}",
+        stdout(&out)
+    );
     let seen = fake.take_log();
     let calls: Vec<(&str, &str)> = seen
         .iter()
@@ -234,7 +249,12 @@ async fn apply_puts_each_document_in_order() {
         )
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stderr(&out), "WARNING: field x is deprecated\n");
+    assert_eq!(stderr(&out), "Warning: field x is deprecated\n");
+    assert!(
+        stdout(&out).starts_with("resource type=\"Mesh\" mesh=\"\" name=\"warn\" "),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(fake.take_log()[0].uri, "/meshes/warn");
 }
 
@@ -583,7 +603,24 @@ async fn generate_tokens_and_signing_key() {
     );
     fake.take_log();
 
+    // Kuma's default format: the PEM text base64 encoded, no newline (a Secret's `data`).
     let out = fake.run_raw(&["generate", "signing-key"], None).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let encoded = stdout(&out);
+    assert!(!encoded.ends_with('\n'), "{encoded}");
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&encoded)
+            .expect("base64"),
+    )
+    .unwrap();
+    assert!(
+        decoded.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"),
+        "{decoded}"
+    );
+    let out = fake
+        .run_raw(&["generate", "signing-key", "--format", "pem"], None)
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let pem = stdout(&out);
     assert!(

@@ -104,12 +104,30 @@ impl Api {
         peer: Option<SocketAddr>,
         authorization: Option<&str>,
     ) -> Reply {
+        self.call_with(method, uri, body, peer, authorization, &[])
+            .await
+    }
+
+    /// [`Self::call_as`] with extra request headers (`Host: localhost:5681` unless given).
+    async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Body>,
+        peer: Option<SocketAddr>,
+        authorization: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .header("host", "cp.local:5681")
-            .header("origin", "https://evil.example")
             .header("content-type", "application/json");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", "localhost:5681");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(a) = authorization {
             req = req.header("authorization", a);
         }
@@ -318,7 +336,7 @@ async fn list_paging_and_filters() {
     assert_eq!(names, [json!("dp-0"), json!("dp-1")]);
     assert_eq!(
         page.body["next"],
-        "http://cp.local:5681/meshes/default/dataplanes?size=2&offset=2"
+        "http://localhost:5681/meshes/default/dataplanes?size=2&offset=2"
     );
     let last = api.get("/meshes/default/dataplanes?size=2&offset=4").await;
     assert_eq!(last.body["items"].as_array().expect("items").len(), 1);
@@ -756,11 +774,39 @@ async fn access_control() {
         "a refused write stored a secret"
     );
 
+    // A loopback peer is admin only for a direct local request (Kuma's check): not for a
+    // page of another origin in a browser of this host, a DNS-rebound name, or a reverse
+    // proxy on this host forwarding a remote caller.
+    let evil = ("origin", "https://evil.example");
+    for headers in [
+        &[evil][..],
+        &[("host", "rebound.example:5681")],
+        &[("sec-fetch-site", "cross-site")],
+        &[("x-forwarded-for", "203.0.113.9")],
+    ] {
+        let r = api
+            .call_with("GET", "/meshes", None, Some(LOCAL), None, headers)
+            .await;
+        r.assert_error(StatusCode::UNAUTHORIZED);
+    }
+    let same_origin = [
+        ("host", "127.0.0.1:5681"),
+        ("origin", "http://127.0.0.1:5681"),
+    ];
+    let r = api
+        .call_with("GET", "/who-am-i", None, Some(LOCAL), None, &same_origin)
+        .await;
+    assert_eq!(r.body["name"], "mesh-system:admin", "{}", r.body);
+
     // No CORS headers, whoever asks.
     for r in [
-        api.get("/meshes").await,
-        api.call_as("GET", "/", None, Some(REMOTE), None).await,
-        api.call_as("OPTIONS", "/meshes", None, Some(LOCAL), None)
+        api.call_with("GET", "/meshes", None, Some(LOCAL), None, &[evil])
+            .await,
+        api.call_with("GET", "/meshes", None, Some(LOCAL), Some(&admin), &[evil])
+            .await,
+        api.call_with("GET", "/", None, Some(REMOTE), None, &[evil])
+            .await,
+        api.call_with("OPTIONS", "/meshes", None, Some(LOCAL), None, &[evil])
             .await,
     ] {
         assert!(

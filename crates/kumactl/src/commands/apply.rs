@@ -54,11 +54,24 @@ pub async fn run(env: &mut Env<'_>, args: ApplyArgs) -> Result<()> {
             .put(p.rtype, &p.mesh, &p.name, &p.document)
             .await
             .with_context(|| format!("cannot apply {} {:?}", p.rtype, p.name))?;
+        write_out(env.out, &applied_line(p, outcome.created))?;
         for w in outcome.warnings {
-            write_out(env.err, &format!("WARNING: {w}\n"))?;
+            write_out(env.err, &format!("Warning: {w}\n"))?;
         }
     }
     Ok(())
+}
+
+/// Kuma's line for an applied document: `resource type="Dataplane" mesh="default" name="web-1"
+/// Created` (or `Updated`); global types show `mesh=""`.
+fn applied_line(p: &Prepared, created: bool) -> String {
+    let outcome = if created { "Created" } else { "Updated" };
+    format!(
+        "resource type={:?} mesh={:?} name={:?} {outcome}\n",
+        p.rtype.to_string(),
+        p.mesh,
+        p.name
+    )
 }
 
 /// Reads one `-f` argument: `-` (stdin), an http(s) URL, a directory (its `*.yaml`, `*.yml`
@@ -255,6 +268,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "no resources found in in.yaml");
+    }
+
+    #[test]
+    fn applied_lines_as_kuma_prints_them() {
+        let text = "type: Mesh\nname: demo\n---\ntype: Dataplane\nmesh: demo\nname: dp-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 80\n    servicePort: 9090\n    tags:\n      kuma.io/service: web\n";
+        let got = prepare(&input(text), &BTreeMap::new()).unwrap();
+        assert_eq!(
+            applied_line(&got[0], true),
+            "resource type=\"Mesh\" mesh=\"\" name=\"demo\" Created\n"
+        );
+        assert_eq!(
+            applied_line(&got[1], false),
+            "resource type=\"Dataplane\" mesh=\"demo\" name=\"dp-1\" Updated\n"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{Env, write_out};
 use crate::cli::{AddControlPlaneArgs, ConfigCommand, ControlPlanesCommand};
-use crate::client::Client;
 use crate::config::{ApiServer, ControlPlane, Coordinates, Header};
 use crate::printers::table::Table;
 
@@ -64,6 +63,9 @@ async fn add(env: &mut Env<'_>, args: AddControlPlaneArgs) -> Result<()> {
     if args.name.trim().is_empty() {
         bail!("--name cannot be empty");
     }
+    if args.client_cert_file.is_some() != args.client_key_file.is_some() {
+        bail!("both --client-cert-file and --client-key-file need to be specified");
+    }
     let api = ApiServer {
         url: args.address.trim_end_matches('/').to_string(),
         ca_cert_file: args.ca_cert_file.unwrap_or_default(),
@@ -89,7 +91,7 @@ async fn add(env: &mut Env<'_>, args: AddControlPlaneArgs) -> Result<()> {
         // Fail before contacting the server, with the same message the config gives.
         return Err(crate::config::Error::AlreadyExists(args.name).into());
     }
-    let client = Client::new(&api, env.timeout)?;
+    let client = env.client_of(&api)?;
     client.index().await.with_context(|| {
         format!(
             "could not connect to the Control Plane API Server at {}",

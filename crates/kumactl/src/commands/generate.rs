@@ -11,7 +11,7 @@ use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use serde_json::json;
 
 use super::{Env, write_out};
-use crate::cli::{DataplaneTokenArgs, GenerateCommand, UserTokenArgs};
+use crate::cli::{DataplaneTokenArgs, GenerateCommand, SigningKeyFormat, UserTokenArgs};
 
 /// Size of generated signing keys, in bits (as Kuma's).
 const SIGNING_KEY_BITS: usize = 2048;
@@ -20,9 +20,9 @@ pub async fn run(env: &mut Env<'_>, what: GenerateCommand) -> Result<()> {
     match what {
         GenerateCommand::DataplaneToken(args) => dataplane_token(env, args).await,
         GenerateCommand::UserToken(args) => user_token(env, args).await,
-        GenerateCommand::SigningKey => {
+        GenerateCommand::SigningKey(args) => {
             let pem = signing_key()?;
-            write_out(env.out, &pem)
+            write_out(env.out, &format_signing_key(&pem, args.format))
         }
     }
 }
@@ -90,6 +90,17 @@ async fn user_token(env: &mut Env<'_>, args: UserTokenArgs) -> Result<()> {
     write_out(env.out, token.trim_end())
 }
 
+/// The key as `--format` asks: the PEM text, or (Kuma's default) its standard base64 without a
+/// trailing newline, ready for a Secret's `data` (`kumactl apply --var key=$(kumactl generate
+/// signing-key)` with `data: {{ key }}`).
+pub fn format_signing_key(pem: &str, format: SigningKeyFormat) -> String {
+    use base64::Engine as _;
+    match format {
+        SigningKeyFormat::Pem => pem.to_string(),
+        SigningKeyFormat::PemBase64 => base64::engine::general_purpose::STANDARD.encode(pem),
+    }
+}
+
 /// A new RSA-2048 private key, PKCS#1 PEM.
 pub fn signing_key() -> Result<String> {
     let key = rsa::PrivateKey::new(&mut getrandom::SysRng, SIGNING_KEY_BITS)
@@ -103,6 +114,18 @@ pub fn signing_key() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signing_key_formats() {
+        assert_eq!(
+            format_signing_key("TEST", SigningKeyFormat::PemBase64),
+            "VEVTVA=="
+        );
+        assert_eq!(
+            format_signing_key("TEST\n", SigningKeyFormat::Pem),
+            "TEST\n"
+        );
+    }
 
     #[test]
     fn tags() {
