@@ -40,6 +40,8 @@ pub struct App {
     api_limits: Limits,
     /// `diagnostics.*` limits, cap fitted to the descriptor budget.
     diag_limits: Limits,
+    /// `dpServer.*` limits, connection cap fitted to the descriptor budget.
+    dp_limits: crate::dp_server::Limits,
     instance_id: String,
     hostname: String,
 }
@@ -64,8 +66,9 @@ pub fn hostname() -> String {
 /// Raises the soft open-file limit to the hard one and fits the connection caps of the API
 /// listeners and diagnostics into half of it: the other half stays for the DP server (its
 /// proxies' connections), the store, and everything else, so that filling the API's caps
-/// cannot starve them of descriptors.
-fn fd_budget(cfg: &Config) -> (Limits, Limits) {
+/// cannot starve them of descriptors. The DP server's cap is fitted into what the others'
+/// caps leave, less a reserve.
+fn fd_budget(cfg: &Config) -> (Limits, Limits, crate::dp_server::Limits) {
     let mut api = cfg.api_limits();
     let mut diag = cfg.diagnostics_limits();
     let soft = match serve::raise_fd_limit() {
@@ -107,7 +110,19 @@ fn fd_budget(cfg: &Config) -> (Limits, Limits) {
         diag.max_connections = caps[0];
         api.max_connections = api_cap;
     }
-    (api, diag)
+    // The DP server gets what the other listeners' caps leave.
+    let others = diag.max_connections + api.max_connections * listeners;
+    let mut dp = cfg.dp_server_limits();
+    if let Some(cap) =
+        crate::dp_server::bounds::fit_to_descriptors(dp.max_connections, soft, others)
+    {
+        tracing::warn!(
+            "dpServer.maxConnections {} (0: no cap) exceeds what the open-file limit {soft} leaves after the API's and diagnostics' caps ({others}): lowered to {cap}",
+            dp.max_connections
+        );
+        dp.max_connections = cap;
+    }
+    (api, diag, dp)
 }
 
 fn rlimit_soft() -> Option<u64> {
@@ -116,7 +131,7 @@ fn rlimit_soft() -> Option<u64> {
 
 /// Phase one: raise the open-file limit, bind every listener.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
-    let (api_limits, diag_limits) = fd_budget(&cfg);
+    let (api_limits, diag_limits, dp_limits) = fd_budget(&cfg);
     let http = &cfg.api_server.http;
     let api = if http.enabled {
         Some(bind(&http.interface, http.port, "apiServer.http.port").await?)
@@ -152,6 +167,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         diag,
         api_limits,
         diag_limits,
+        dp_limits,
         instance_id,
         hostname,
     })
@@ -277,7 +293,7 @@ impl App {
             bootstrap,
             ads,
             runtime.clone(),
-            cfg.dp_server_limits(),
+            self.dp_limits.clone(),
         );
 
         let config_json = serde_json::to_value(&cfg)?;

@@ -58,6 +58,21 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
 }
 
+/// Descriptors kept for everything but connections (the store, listeners, files).
+const FD_RESERVE: u64 = 64;
+
+/// The connection cap to use instead of `max_connections` (0: no cap) when it does not fit
+/// what is left of the open-file limit `soft` once the other listeners' caps (`others`)
+/// and a reserve are taken; `None` when it fits. Over its cap a connection is closed at
+/// once, which is better than the accept errors of a process out of descriptors.
+pub fn fit_to_descriptors(max_connections: usize, soft: u64, others: usize) -> Option<usize> {
+    let budget = soft
+        .saturating_sub(u64::try_from(others).unwrap_or(u64::MAX))
+        .saturating_sub(FD_RESERVE);
+    let budget = usize::try_from(budget).unwrap_or(usize::MAX).max(1);
+    (max_connections == 0 || max_connections > budget).then_some(budget)
+}
+
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -568,6 +583,21 @@ mod tests {
         assert_eq!(none.open(a), (1000, 1000));
         drop(all);
         assert_eq!(none.open(a), (0, 0));
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_descriptors() {
+        // Plenty of descriptors: the configured cap stands.
+        assert_eq!(fit_to_descriptors(10_000, 20_000, 2_176), None);
+        // 1024, half of it taken by the API and diagnostics: the rest less the reserve.
+        assert_eq!(fit_to_descriptors(10_000, 1024, 512), Some(448));
+        assert_eq!(
+            fit_to_descriptors(0, 1024, 512),
+            Some(448),
+            "no cap is capped too"
+        );
+        assert_eq!(fit_to_descriptors(100, 1024, 512), None);
+        assert_eq!(fit_to_descriptors(10, 16, 8), Some(1), "never 0");
     }
 
     #[tokio::test]
