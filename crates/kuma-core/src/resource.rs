@@ -253,6 +253,14 @@ impl Spec {
         })
     }
 
+    /// The deprecation warnings Kuma returns when this spec is stored (PUT `warnings`).
+    pub fn deprecations(&self) -> Vec<String> {
+        match self {
+            Spec::MeshTrafficPermission(s) => s.deprecations(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Validates the body; paths are relative to where the spec sits on the wire.
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
@@ -281,6 +289,9 @@ pub struct Resource {
     pub meta: Meta,
     pub spec: Spec,
 }
+
+/// The mesh a new-style resource without `mesh` belongs to.
+pub const DEFAULT_MESH: &str = "default";
 
 /// Fields that belong to the metadata on the wire, never to an old-style spec.
 const META_FIELDS: [&str; 7] = [
@@ -421,6 +432,11 @@ impl Resource {
             errs.add("name", p);
         }
         let mesh = match rtype.scope() {
+            // New-style types default a missing (or null) `mesh` to `default`, as Kuma's
+            // schema defaulting does.
+            Scope::Mesh if rtype.is_new_style() && obj.get("mesh").is_none_or(Value::is_null) => {
+                DEFAULT_MESH.to_string()
+            }
             Scope::Mesh => {
                 let mesh = string_field(&obj, "mesh", &mut errs);
                 if let Some(p) = name::name_problem(&mesh, false) {
@@ -465,7 +481,19 @@ impl Resource {
             }
         };
         let spec_value = if rtype.is_new_style() {
-            let spec = obj.remove("spec").unwrap_or(Value::Object(Map::new()));
+            let spec = obj.remove("spec");
+            // The type's schema first; when it fails, Kuma reports only its errors.
+            let schema = match rtype {
+                ResourceType::MeshTrafficPermission => policy::check_schema(spec.as_ref()),
+                _ => Ok(()),
+            };
+            if let Err(e) = schema {
+                errs.extend("", e);
+                return Err(errs
+                    .into_result()
+                    .expect_err("a schema violation was recorded"));
+            }
+            let spec = spec.unwrap_or(Value::Object(Map::new()));
             for k in obj.keys() {
                 if !META_FIELDS.contains(&k.as_str()) && k != "status" {
                     errs.add(k, "unknown field");
