@@ -509,3 +509,122 @@ fn invalid_rules_documents_are_refused_by_api_and_kumactl() {
         "kumactl shows no warning: {err}"
     );
 }
+
+/// One HTTP/1.1 GET over mesh TLS (ALPN `kuma`) to `port`, sending SNI `sni` and presenting
+/// the client certificate `dir/client.pem`; the HTTP status, 0 when none came back.
+fn tls_get_with_sni(dir: &std::path::Path, port: u16, sni: &str) -> u16 {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -quiet -alpn kuma -servername {sni} -cert {d}/client.pem -key {d}/client.key -connect 127.0.0.1:{port} 2>/dev/null",
+            d = dir.display()
+        ))
+        .output()
+        .expect("running openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("HTTP/1.1 "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `listener` (config dump JSON) has the TLS inspector listener filter.
+fn has_tls_inspector(listener: &Value) -> bool {
+    listener["listener_filters"].as_array().is_some_and(|fs| {
+        fs.iter()
+            .any(|f| f["name"] == "envoy.filters.listener.tls_inspector")
+    })
+}
+
+/// An `sni` match on real Envoy: the TLS inspector is added to the (STRICT, otherwise
+/// inspector-less) inbound listener and the server name the client sent decides, ANDed with
+/// its SPIFFE ID; Envoy ACKs it.
+#[test]
+fn sni_match_decides_on_the_client_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    set_strict_mtls(&cp);
+    let web = Workload::http("web");
+    let inbound = free_port();
+    let w = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web",
+            inbounds: vec![(inbound, web.port, "web", "http")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    // A client certificate of the mesh CA for `sni-client`, made with openssl.
+    let root = wait_for("the builtin root", Duration::from_secs(10), || {
+        cp.builtin_root("default", "ca-1")
+    });
+    let (code, key) = cp.get("/meshes/default/secrets/default.ca-builtin-key-ca-1");
+    assert_eq!(code, 200, "{key}");
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), root).unwrap();
+    std::fs::write(
+        d.join("ca.key"),
+        base64_decode(key["data"].as_str().expect("key data")),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=URI:spiffe://default/sni-client\nextendedKeyUsage=clientAuth,serverAuth\nkeyUsage=critical,digitalSignature,keyAgreement\n",
+    )
+    .unwrap();
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -e; cd {}; openssl ecparam -name prime256v1 -genkey -noout -out client.key; \
+             openssl req -new -key client.key -subj /CN=sni-client -out client.csr; \
+             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+               -extfile ext.cnf -out client.pem 2>/dev/null",
+            d.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "openssl could not issue the client certificate"
+    );
+    wait_for("web's inbound active", Duration::from_secs(20), || {
+        w.active_listener(inbound).map(|_| ())
+    });
+    assert!(
+        !has_tls_inspector(&w.active_listener(inbound).unwrap()),
+        "a STRICT inbound without SNI rules has no TLS inspector"
+    );
+
+    put_rules(
+        &cp,
+        "sni-web",
+        json!([{"default": {"allow": [{
+            "spiffeID": {"type": "Prefix", "value": "spiffe://default/sni-client"},
+            "sni": {"type": "Exact", "value": "web.example.com"}}]}}]),
+    );
+    wait_for(
+        "web's inbound with the SNI matcher",
+        Duration::from_secs(20),
+        || {
+            w.active_listener(inbound)
+                .is_some_and(|l| l.to_string().contains("web.example.com"))
+                .then_some(())
+        },
+    );
+    assert!(
+        has_tls_inspector(&w.active_listener(inbound).unwrap()),
+        "no TLS inspector for the SNI match"
+    );
+    wait_for("the right SNI allowed", Duration::from_secs(20), || {
+        (tls_get_with_sni(d, inbound, "web.example.com") == 200).then_some(())
+    });
+    assert_eq!(tls_get_with_sni(d, inbound, "other.example.com"), 403);
+    assert_eq!(tls_get_with_sni(d, inbound, "web.example.com"), 200);
+    assert_eq!(
+        w.xds_trouble(),
+        Some(0),
+        "{:?}",
+        w.stats_matching("update_rejected$")
+    );
+}
