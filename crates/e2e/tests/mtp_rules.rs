@@ -80,7 +80,8 @@ fn listener_has(proxy: &DataplaneProc, port: u16, needle: &str) -> bool {
     })
 }
 
-/// Counts failed HTTP requests through a local outbound while running, one every 20 ms.
+/// Counts HTTP requests through a local outbound while running, one every 20 ms: `ok` those
+/// answered with the expected status, `failed` the others.
 struct Probe {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -90,13 +91,17 @@ struct Probe {
 
 impl Probe {
     fn start(port: u16) -> Self {
+        Self::expecting(port, 200)
+    }
+
+    fn expecting(port: u16, want: u16) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let thread = {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if status_via(port) == 200 {
+                    if status_via(port) == want {
                         ok.fetch_add(1, Ordering::Relaxed)
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed)
@@ -223,6 +228,8 @@ fn rules_deny_closes_what_from_opened_and_allows_reopen() {
 
     // 3. A `rules` deny matching the client closes it, HTTP and TCP, although another policy
     //    allows it (every deny comes first); web's and db's Envoys count the denials.
+    // The intruder, denied all along, must get no request through meanwhile.
+    let intruder_probe = Probe::expecting(i_web, 403);
     let (web_denied, db_denied) = (rbac_denied(&w), rbac_denied(&d));
     put_rules(
         &cp,
@@ -253,6 +260,14 @@ fn rules_deny_closes_what_from_opened_and_allows_reopen() {
     wait_status(c_web, 200, "client re-opened by the rules allow (HTTP)");
     wait_tcp(c_db, true, "client re-opened by the rules allow (TCP)");
     assert_eq!(status_via(i_web), 403, "the intruder must stay denied");
+    std::thread::sleep(Duration::from_secs(1));
+    let (denied, passed) = intruder_probe.finish();
+    eprintln!("intruder while the deny came and went: {denied} denied, {passed} not");
+    assert!(denied > 20, "too few intruder probes: {denied}");
+    assert_eq!(
+        passed, 0,
+        "an intruder request got through while the deny came and went"
+    );
 
     // 5. mtp.md §5.4 on real Envoy: a classic certificate carries several URI SANs, which
     //    Envoy's UriSanInput joins with ',', so an Exact on the intruder's SPIFFE ID never
