@@ -476,6 +476,36 @@ fn invalid_rules_documents_are_refused_by_api_and_kumactl() {
         assert_eq!(code, 404, "case {i} stored by kumactl");
     }
 
+    // Kuma's fixtures put_mtp_00 / put_mtp_01: a type error inside the spec, and another
+    // type in the body than the URL's.
+    let (code, body) = cp.put(
+        "/meshes/default/meshtrafficpermissions/p0",
+        &json!({"type": "MeshTrafficPermission", "name": "p0", "spec": {
+            "targetRef": {"kind": "Mesh", "name": 5},
+            "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}}),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        invalid_parameters(&body),
+        vec![(
+            "spec.targetRef.name".to_string(),
+            "in body must be of type string: \"number\"".to_string()
+        )]
+    );
+    let (code, body) = cp.put(
+        "/meshes/default/meshtrafficpermissions/p1",
+        &json!({"type": "Dataplane", "name": "p1", "spec": {
+            "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}}),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        invalid_parameters(&body),
+        vec![(
+            String::new(),
+            "type in body should be one of [MeshTrafficPermission]".to_string()
+        )]
+    );
+
     // A policy without `mesh` is in mesh `default`: accepted there by the API and kumactl,
     // refused under another mesh's URL.
     let doc = json!({"type": "MeshTrafficPermission", "name": "no-mesh", "spec": {

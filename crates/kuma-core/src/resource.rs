@@ -389,6 +389,16 @@ impl Resource {
         let Value::Object(mut obj) = value else {
             return Err(ValidationError::single("", "must be an object"));
         };
+        // A new-style type (the request's, else the document's) is checked against its
+        // schema first, as Kuma does; when that fails, Kuma reports only the schema's errors.
+        let schema_type = expected.or_else(|| {
+            obj.get("type")
+                .and_then(Value::as_str)
+                .and_then(ResourceType::from_name)
+        });
+        if schema_type == Some(ResourceType::MeshTrafficPermission) {
+            policy::check_document_schema(&obj)?;
+        }
         let mut errs = Violations::new();
         let rtype = match obj.get("type") {
             Some(Value::String(t)) => match ResourceType::from_name(t) {
@@ -481,19 +491,7 @@ impl Resource {
             }
         };
         let spec_value = if rtype.is_new_style() {
-            let spec = obj.remove("spec");
-            // The type's schema first; when it fails, Kuma reports only its errors.
-            let schema = match rtype {
-                ResourceType::MeshTrafficPermission => policy::check_schema(spec.as_ref()),
-                _ => Ok(()),
-            };
-            if let Err(e) = schema {
-                errs.extend("", e);
-                return Err(errs
-                    .into_result()
-                    .expect_err("a schema violation was recorded"));
-            }
-            let spec = spec.unwrap_or(Value::Object(Map::new()));
+            let spec = obj.remove("spec").unwrap_or(Value::Object(Map::new()));
             for k in obj.keys() {
                 if !META_FIELDS.contains(&k.as_str()) && k != "status" {
                     errs.add(k, "unknown field");

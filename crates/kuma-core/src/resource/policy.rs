@@ -695,19 +695,54 @@ const SPEC: Schema = Schema::Obj {
     values: None,
 };
 
-/// Checks a MeshTrafficPermission document's `spec` (`None` = absent) against Kuma's
-/// schema. Violations carry absolute fields the way Kuma reports schema errors: the
-/// kube-openapi message is split at its first space; when the first word starts with
+/// The whole document (Kuma's `MeshTrafficPermissionItem`); `mesh` is defaulted before the
+/// check (a missing or null `mesh` is mesh `default`), so it is only checked when set.
+const DOCUMENT: Schema = Schema::Obj {
+    props: &[
+        ("creationTime", STR),
+        ("kri", STR),
+        ("labels", STR_MAP),
+        ("mesh", STR),
+        ("modificationTime", STR),
+        ("name", STR),
+        ("spec", SPEC),
+        ("type", Schema::Str(Some(&["MeshTrafficPermission"]))),
+    ],
+    required: &["type", "name", "spec"],
+    values: None,
+};
+
+/// Checks a whole MeshTrafficPermission document against Kuma's schema (kube-openapi with
+/// the document at the root path `""`). Violations carry fields the way Kuma reports
+/// schema errors: the message is split at its first space; when the first word starts with
 /// `spec.` it is the field and the rest the message (`spec.targetRef.kind`: `in body should
-/// be one of [Mesh ...]`), otherwise the field is empty and the message whole (`spec in
-/// body must be of type object: "string"`). Properties are visited in name order, required
-/// ones reported after them.
-pub fn check_schema(spec: Option<&Value>) -> Result<(), ValidationError> {
-    let mut raw = Vec::new();
-    match spec {
-        None => raw.push(".spec in body is required".to_string()),
-        Some(v) => check(&SPEC, "spec", v, &mut raw),
+/// be one of [Mesh ...]`), otherwise the field is empty and the message whole (`type in body
+/// should be one of [MeshTrafficPermission]`, `spec in body must be of type object:
+/// "string"`, and a missing root property `.name in body is required`, with the dot
+/// kube-openapi puts after the empty root path). Properties are visited in name order,
+/// required ones after them (Kuma's order is Go map order, i.e. random).
+pub fn check_document_schema(doc: &serde_json::Map<String, Value>) -> Result<(), ValidationError> {
+    let mut doc = doc.clone();
+    if doc.get("mesh").is_some_and(Value::is_null) {
+        doc.remove("mesh");
     }
+    check_at(&DOCUMENT, "", &Value::Object(doc))
+}
+
+/// [`check_document_schema`] for a `spec` alone (`None` = absent).
+pub fn check_schema(spec: Option<&Value>) -> Result<(), ValidationError> {
+    let mut doc = serde_json::Map::new();
+    doc.insert("type".into(), Value::String("MeshTrafficPermission".into()));
+    doc.insert("name".into(), Value::String("x".into()));
+    if let Some(spec) = spec {
+        doc.insert("spec".into(), spec.clone());
+    }
+    check_document_schema(&doc)
+}
+
+fn check_at(schema: &Schema, root: &str, v: &Value) -> Result<(), ValidationError> {
+    let mut raw = Vec::new();
+    check(schema, root, v, &mut raw);
     let violations: Vec<Violation> = raw
         .into_iter()
         .map(|e| match e.split_once(' ') {
@@ -738,6 +773,15 @@ fn json_type(v: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+/// `parent.child` in kube-openapi's way: a property of the root is just its name.
+fn child(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}.{name}")
     }
 }
 
@@ -778,13 +822,13 @@ fn check(schema: &Schema, path: &str, v: &Value, out: &mut Vec<String>) {
             if let Some(vs) = values {
                 for (k, val) in obj {
                     if !props.iter().any(|(p, _)| p == k) {
-                        check(vs, &format!("{path}.{k}"), val, out);
+                        check(vs, &child(path, k), val, out);
                     }
                 }
             }
             for (name, prop) in props.iter() {
                 if let Some(val) = obj.get(*name) {
-                    check(prop, &format!("{path}.{name}"), val, out);
+                    check(prop, &child(path, name), val, out);
                 }
             }
             for name in required.iter() {
@@ -800,7 +844,7 @@ fn check(schema: &Schema, path: &str, v: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{Resource, Spec};
+    use crate::resource::{Resource, ResourceType, Spec};
     use serde_json::json;
 
     /// The spec in YAML, decoded and checked by the Go validator alone (as Kuma's
@@ -1090,6 +1134,55 @@ mod tests {
                 .value,
             "spiffe://default"
         );
+    }
+
+    #[test]
+    fn document_schema_at_the_root() {
+        let spec = json!({"rules": [{"default": {"allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default"}}]}}]});
+        let errors = |doc: Value, expected: Option<ResourceType>| -> Vec<(String, String)> {
+            Resource::from_wire(doc, expected)
+                .err()
+                .map(|e| {
+                    e.violations
+                        .into_iter()
+                        .map(|v| (v.field, v.message))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // The request's type decides the schema: another type in the body is not in its enum.
+        assert_eq!(
+            errors(
+                json!({"type": "Dataplane", "name": "x", "spec": spec}),
+                Some(ResourceType::MeshTrafficPermission)
+            ),
+            pairs(&[("", "type in body should be one of [MeshTrafficPermission]")])
+        );
+        assert_eq!(
+            errors(json!({"type": "MeshTrafficPermission", "spec": spec}), None),
+            pairs(&[("", ".name in body is required")])
+        );
+        assert_eq!(
+            errors(
+                json!({"name": 7, "labels": {"team": 1}, "mesh": false}),
+                Some(ResourceType::MeshTrafficPermission)
+            ),
+            pairs(&[
+                ("", "labels.team in body must be of type string: \"number\""),
+                ("", "mesh in body must be of type string: \"boolean\""),
+                ("", "name in body must be of type string: \"number\""),
+                ("", ".type in body is required"),
+                ("", ".spec in body is required"),
+            ])
+        );
+        // A null mesh is defaulted like a missing one; server-managed fields are accepted.
+        let r = Resource::from_wire(
+            json!({"type": "MeshTrafficPermission", "name": "x", "mesh": null, "spec": spec,
+                   "creationTime": "0001-01-01T00:00:00Z", "kri": "kri_mtp_default_z__x_"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.meta.mesh, "default");
     }
 
     #[test]
