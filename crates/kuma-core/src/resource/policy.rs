@@ -4,8 +4,8 @@
 //! A MeshTrafficPermission document goes through three steps, as in Kuma 2.14
 //! (`pkg/core/resources/model/rest/unmarshaller.go`, the policy's `rest.yaml` and
 //! `validator.go`):
-//! 1. [`check_schema`]: the OpenAPI schema of `spec` (types, enums, required fields), with
-//!    kube-openapi's messages (`spec.rules[0].default.allow[0].spiffeID.value in body is
+//! 1. [`check_document_schema`]: the OpenAPI schema of the document (types, enums, required
+//!    fields; `spec` in full), with kube-openapi's messages (`spec.rules[0].default.allow[0].spiffeID.value in body is
 //!    required`, `... in body should be one of [Exact Prefix]`, `... in body must be of type
 //!    string: "number"`). Unknown fields pass (the schema never forbids them). If it reports
 //!    anything, the next steps do not run.
