@@ -556,12 +556,13 @@ fn invalid_rules_documents_are_refused_by_api_and_kumactl() {
 }
 
 /// One HTTP/1.1 GET over mesh TLS (ALPN `kuma`) to `port`, sending SNI `sni` and presenting
-/// the client certificate `dir/client.pem`; the HTTP status, 0 when none came back.
-fn tls_get_with_sni(dir: &std::path::Path, port: u16, sni: &str) -> u16 {
+/// the client certificate `dir/<cert>.pem` ([`issue_client_cert`]); the HTTP status, 0 when
+/// none came back.
+fn tls_get(dir: &std::path::Path, cert: &str, port: u16, sni: &str) -> u16 {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -quiet -alpn kuma -servername {sni} -cert {d}/client.pem -key {d}/client.key -connect 127.0.0.1:{port} 2>/dev/null",
+            "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -quiet -alpn kuma -servername {sni} -cert {d}/{cert}.pem -key {d}/{cert}.key -connect 127.0.0.1:{port} 2>/dev/null",
             d = dir.display()
         ))
         .output()
@@ -600,39 +601,9 @@ fn sni_match_decides_on_the_client_hello() {
         },
         dir.path(),
     );
-    // A client certificate of the mesh CA for `sni-client`, made with openssl.
-    let root = wait_for("the builtin root", Duration::from_secs(10), || {
-        cp.builtin_root("default", "ca-1")
-    });
-    let (code, key) = cp.get("/meshes/default/secrets/default.ca-builtin-key-ca-1");
-    assert_eq!(code, 200, "{key}");
     let d = dir.path();
-    std::fs::write(d.join("ca.pem"), root).unwrap();
-    std::fs::write(
-        d.join("ca.key"),
-        base64_decode(key["data"].as_str().expect("key data")),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=URI:spiffe://default/sni-client\nextendedKeyUsage=clientAuth,serverAuth\nkeyUsage=critical,digitalSignature,keyAgreement\n",
-    )
-    .unwrap();
-    let st = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "set -e; cd {}; openssl ecparam -name prime256v1 -genkey -noout -out client.key; \
-             openssl req -new -key client.key -subj /CN=sni-client -out client.csr; \
-             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-               -extfile ext.cnf -out client.pem 2>/dev/null",
-            d.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "openssl could not issue the client certificate"
-    );
+    write_mesh_ca(&cp, d);
+    issue_client_cert(d, "client", &["spiffe://default/sni-client"]);
     wait_for("web's inbound active", Duration::from_secs(20), || {
         w.active_listener(inbound).map(|_| ())
     });
@@ -662,10 +633,123 @@ fn sni_match_decides_on_the_client_hello() {
         "no TLS inspector for the SNI match"
     );
     wait_for("the right SNI allowed", Duration::from_secs(20), || {
-        (tls_get_with_sni(d, inbound, "web.example.com") == 200).then_some(())
+        (tls_get(d, "client", inbound, "web.example.com") == 200).then_some(())
     });
-    assert_eq!(tls_get_with_sni(d, inbound, "other.example.com"), 403);
-    assert_eq!(tls_get_with_sni(d, inbound, "web.example.com"), 200);
+    assert_eq!(tls_get(d, "client", inbound, "other.example.com"), 403);
+    assert_eq!(tls_get(d, "client", inbound, "web.example.com"), 200);
+    assert_eq!(
+        w.xds_trouble(),
+        Some(0),
+        "{:?}",
+        w.stats_matching("update_rejected$")
+    );
+}
+
+/// Writes the mesh's builtin root certificate and key (`ca-1`) to `dir/ca.pem` and
+/// `dir/ca.key`, to issue test client certificates with.
+fn write_mesh_ca(cp: &ControlPlane, dir: &std::path::Path) {
+    let root = wait_for("the builtin root", Duration::from_secs(10), || {
+        cp.builtin_root("default", "ca-1")
+    });
+    let (code, key) = cp.get("/meshes/default/secrets/default.ca-builtin-key-ca-1");
+    assert_eq!(code, 200, "{key}");
+    std::fs::write(dir.join("ca.pem"), root).unwrap();
+    std::fs::write(
+        dir.join("ca.key"),
+        base64_decode(key["data"].as_str().expect("key data")),
+    )
+    .unwrap();
+}
+
+/// Issues `dir/<name>.pem` (and `.key`) from the mesh CA of [`write_mesh_ca`] with exactly
+/// these URI SANs, in this order.
+fn issue_client_cert(dir: &std::path::Path, name: &str, uris: &[&str]) {
+    let sans: Vec<String> = uris.iter().map(|u| format!("URI:{u}")).collect();
+    std::fs::write(
+        dir.join(format!("{name}.cnf")),
+        format!(
+            "subjectAltName={}\nextendedKeyUsage=clientAuth,serverAuth\nkeyUsage=critical,digitalSignature,keyAgreement\n",
+            sans.join(",")
+        ),
+    )
+    .unwrap();
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -e; cd {}; openssl ecparam -name prime256v1 -genkey -noout -out {name}.key; \
+             openssl req -new -key {name}.key -subj /CN={name} -out {name}.csr; \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+               -extfile {name}.cnf -out {name}.pem 2>/dev/null",
+            dir.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl could not issue certificate {name}");
+    let text = cert_sans(&std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap());
+    for u in uris {
+        assert!(text.contains(u), "{name} lacks {u}: {text}");
+    }
+}
+
+/// mtp.md §5.4 on real Envoy, with certificates whose URI SANs we choose: Envoy's
+/// `UriSanInput` is all URI SANs joined with ','. An Exact on a single-SAN certificate
+/// matches; with two SANs neither an Exact on the first nor a Prefix on the second matches,
+/// a Prefix on the first does.
+#[test]
+fn uri_san_input_is_the_joined_uri_sans() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    set_strict_mtls(&cp);
+    let web = Workload::http("web");
+    let inbound = free_port();
+    let w = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web",
+            inbounds: vec![(inbound, web.port, "web", "http")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    let d = dir.path();
+    write_mesh_ca(&cp, d);
+    issue_client_cert(d, "solo", &["spiffe://default/solo"]);
+    issue_client_cert(
+        d,
+        "pair",
+        &["spiffe://default/first", "spiffe://default/second"],
+    );
+    put_rules(
+        &cp,
+        "exact-and-second",
+        json!([{"default": {"allow": [
+            spiffe("Exact", "spiffe://default/solo"),
+            spiffe("Exact", "spiffe://default/first"),
+            spiffe("Prefix", "spiffe://default/second")]}}]),
+    );
+    wait_for(
+        "the single-SAN Exact allowed",
+        Duration::from_secs(20),
+        || (tls_get(d, "solo", inbound, "web") == 200).then_some(()),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            tls_get(d, "pair", inbound, "web"),
+            403,
+            "a two-SAN certificate matched an Exact on its first or a Prefix on its second SAN"
+        );
+    }
+    put_rules(
+        &cp,
+        "prefix-first",
+        json!([{"default": {"allow": [spiffe("Prefix", "spiffe://default/first")]}}]),
+    );
+    wait_for(
+        "the Prefix on the first SAN allowed",
+        Duration::from_secs(20),
+        || (tls_get(d, "pair", inbound, "web") == 200).then_some(()),
+    );
+    assert_eq!(tls_get(d, "solo", inbound, "web"), 200);
     assert_eq!(
         w.xds_trouble(),
         Some(0),
