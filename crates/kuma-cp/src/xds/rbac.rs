@@ -250,21 +250,23 @@ pub fn matchers(mesh: &str, zone: &str, rules: &[InboundRule]) -> (Matcher, Opti
         field_matcher(matches, &kri(r), rbac::Action::Allow)
     });
     let enforced = matcher(deny.chain(allow).collect());
-    let shadow: Vec<FieldMatcher> = rules
+    // As Kuma: a shadow matcher as soon as an entry has `allowWithShadowDeny` (even empty).
+    let with_shadow: Vec<&InboundRule> = rules
         .iter()
         .filter(|r| r.conf.allow_with_shadow_deny.is_some())
-        .filter_map(|r| {
-            field_matcher(
-                r.conf.allow_with_shadow_deny().iter(),
-                &kri(r),
-                rbac::Action::Deny,
-            )
-        })
         .collect();
-    let any_shadow = rules
-        .iter()
-        .any(|r| r.conf.allow_with_shadow_deny.is_some());
-    (enforced, any_shadow.then(|| matcher(shadow)))
+    let shadow = (!with_shadow.is_empty()).then(|| {
+        matcher(
+            with_shadow
+                .iter()
+                .filter_map(|r| {
+                    let matches = r.conf.allow_with_shadow_deny().iter();
+                    field_matcher(matches, &kri(r), rbac::Action::Deny)
+                })
+                .collect(),
+        )
+    });
+    (enforced, shadow)
 }
 
 /// A matcher over `field_matchers` (first match wins) denying everything else.
