@@ -23,6 +23,8 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/network/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+    "envoy/extensions/matching/common_inputs/ssl/v3/ssl_inputs.proto",
+    "envoy/extensions/matching/common_inputs/network/v3/network_inputs.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/transport_sockets/tls/v3/secret.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",

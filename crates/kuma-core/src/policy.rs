@@ -13,13 +13,16 @@
 //!   none (and is therefore denied by the RBAC built from these rules);
 //! - the order is deterministic: most positive tags first, then enumeration order.
 //!
-//! Main items: [`selects`], [`from_rules`], [`Subset`], [`Tag`], [`Action`].
+//! The `rules` form is not partitioned: [`inbound_rules`] lists the entries of the policies
+//! selecting an inbound, and the RBAC matcher evaluates them (denies first).
+//!
+//! Main items: [`selects`], [`from_rules`], [`inbound_rules`], [`Subset`], [`Tag`], [`Action`].
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::resource::dataplane::{Inbound, SERVICE_TAG};
-use crate::resource::policy::{MeshTrafficPermission, TargetRef};
+use crate::resource::policy::{MeshTrafficPermission, RuleConf, TargetRef};
 
 /// Tag-selector value matching any value of a present tag (top-level `MeshSubset` tags).
 const MATCH_ALL: &str = "*";
@@ -213,6 +216,46 @@ pub fn from_rules(
     rules
 }
 
+/// One `rules[]` entry of a policy selecting an inbound: the policy's name and the entry's
+/// conf (its deny / allow / allowWithShadowDeny matches).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InboundRule<'a> {
+    /// Name of the MeshTrafficPermission the entry comes from.
+    pub policy: &'a str,
+    pub conf: &'a RuleConf,
+}
+
+/// The `rules[]` entries of every policy that uses the `rules` form and selects `inbound`
+/// ([`selects`]), flattened in Kuma's order (`inbound.BuildRules`): policies from least to
+/// most specific, as for [`from_rules`] (kind rank, then Dataplane specificity, then name
+/// descending), each policy's entries in declaration order. Nothing is merged: the RBAC
+/// matcher puts every deny before every allow, so the order only names the matchers.
+///
+/// Empty when no `rules` policy selects the inbound: then the legacy `from` form applies
+/// (Kuma never mixes the two on one inbound).
+pub fn inbound_rules<'a>(
+    policies: &[(&'a str, &'a MeshTrafficPermission)],
+    dp_name: &str,
+    dp_labels: &BTreeMap<String, String>,
+    inbound: &Inbound,
+) -> Vec<InboundRule<'a>> {
+    let mut selected: Vec<&(&'a str, &'a MeshTrafficPermission)> = policies
+        .iter()
+        .filter(|(_, p)| p.has_rules())
+        .filter(|(_, p)| selects(p.target_ref.as_ref(), dp_name, dp_labels, inbound))
+        .collect();
+    selected.sort_by(|a, b| compare_policies(a, b));
+    selected
+        .into_iter()
+        .flat_map(|&(name, p)| {
+            p.rules.iter().flatten().map(move |r| InboundRule {
+                policy: name,
+                conf: &r.default,
+            })
+        })
+        .collect()
+}
+
 /// One `from[]` item: the client tags it requires (all positive) and its action.
 struct Item {
     tags: BTreeMap<String, String>,
@@ -395,6 +438,10 @@ mod tests {
         m
     }
 
+    fn unvalidated(v: serde_json::Value) -> MeshTrafficPermission {
+        serde_json::from_value(v).unwrap()
+    }
+
     fn inbound(port: u32, tags: &[(&str, &str)]) -> Inbound {
         Inbound {
             port,
@@ -444,6 +491,43 @@ mod tests {
     fn allow_all() -> MeshTrafficPermission {
         mtp(json!({"targetRef": {"kind": "Mesh"},
             "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}))
+    }
+
+    #[test]
+    fn inbound_rules_of_rules_policies_in_kumas_order() {
+        let rules = |v: serde_json::Value| -> MeshTrafficPermission {
+            mtp(json!({"targetRef": v, "rules": [
+                {"default": {"deny": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default/a"}}]}},
+                {"default": {"allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default"}}]}}]}))
+        };
+        let mesh_b = rules(json!({"kind": "Mesh"}));
+        let mesh_a = rules(json!({"kind": "Mesh"}));
+        let by_name = rules(json!({"kind": "Dataplane", "name": "dp-1"}));
+        let other = rules(json!({"kind": "MeshService", "name": "other"}));
+        let legacy = allow_all();
+        let policies = [
+            ("z-dp", &by_name),
+            ("a-mesh", &mesh_a),
+            ("legacy", &legacy),
+            ("b-mesh", &mesh_b),
+            ("other", &other),
+        ];
+        let got = inbound_rules(&policies, "dp-1", &BTreeMap::new(), &backend());
+        let names: Vec<_> = got.iter().map(|r| r.policy).collect();
+        // Least specific first; equal kinds by name descending; two entries each; the
+        // `from` policy and the one selecting another service left out.
+        assert_eq!(
+            names,
+            vec!["b-mesh", "b-mesh", "a-mesh", "a-mesh", "z-dp", "z-dp"]
+        );
+        assert_eq!(got[0].conf.deny().len(), 1);
+        assert_eq!(got[1].conf.allow().len(), 1);
+        // Only `from` policies: no rules, the legacy form applies.
+        assert!(
+            inbound_rules(&[("legacy", &legacy)], "dp-1", &BTreeMap::new(), &backend()).is_empty()
+        );
+        // And from_rules ignores the `rules` policies.
+        assert!(rules_for(&[("a-mesh", &mesh_a)], &backend()).is_empty());
     }
 
     #[test]
@@ -527,8 +611,9 @@ mod tests {
         // The top-level MeshSubset does not select an inbound of another team.
         let other = inbound(81, &[("kuma.io/service", "backend"), ("team", "edge")]);
         assert!(rules_for(&[("team", &p)], &other).is_empty());
-        // `*` selects any value of a present tag.
-        let star = mtp(
+        // `*` selects any value of a present tag (Kuma's validation refuses it in a
+        // top-level MeshSubset, but MeshServiceSubset takes it).
+        let star = unvalidated(
             json!({"targetRef": {"kind": "MeshSubset", "tags": {"team": "*"}},
             "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}),
         );

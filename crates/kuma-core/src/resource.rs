@@ -253,6 +253,14 @@ impl Spec {
         })
     }
 
+    /// The deprecation warnings Kuma returns when this spec is stored (PUT `warnings`).
+    pub fn deprecations(&self) -> Vec<String> {
+        match self {
+            Spec::MeshTrafficPermission(s) => s.deprecations(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Validates the body; paths are relative to where the spec sits on the wire.
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
@@ -281,6 +289,9 @@ pub struct Resource {
     pub meta: Meta,
     pub spec: Spec,
 }
+
+/// The mesh a new-style resource without `mesh` belongs to.
+pub const DEFAULT_MESH: &str = "default";
 
 /// Fields that belong to the metadata on the wire, never to an old-style spec.
 const META_FIELDS: [&str; 7] = [
@@ -378,6 +389,16 @@ impl Resource {
         let Value::Object(mut obj) = value else {
             return Err(ValidationError::single("", "must be an object"));
         };
+        // A new-style type (the request's, else the document's) is checked against its
+        // schema first, as Kuma does; when that fails, Kuma reports only the schema's errors.
+        let schema_type = expected.or_else(|| {
+            obj.get("type")
+                .and_then(Value::as_str)
+                .and_then(ResourceType::from_name)
+        });
+        if schema_type == Some(ResourceType::MeshTrafficPermission) {
+            policy::check_document_schema(&obj)?;
+        }
         let mut errs = Violations::new();
         let rtype = match obj.get("type") {
             Some(Value::String(t)) => match ResourceType::from_name(t) {
@@ -421,6 +442,11 @@ impl Resource {
             errs.add("name", p);
         }
         let mesh = match rtype.scope() {
+            // New-style types default a missing (or null) `mesh` to `default`, as Kuma's
+            // schema defaulting does.
+            Scope::Mesh if rtype.is_new_style() && obj.get("mesh").is_none_or(Value::is_null) => {
+                DEFAULT_MESH.to_string()
+            }
             Scope::Mesh => {
                 let mesh = string_field(&obj, "mesh", &mut errs);
                 if let Some(p) = name::name_problem(&mesh, false) {

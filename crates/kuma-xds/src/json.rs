@@ -9,7 +9,8 @@
 //!
 //! Only the types compiled into the descriptor set by `build.rs` are known: listener,
 //! cluster, endpoint, route, the TLS/HTTP inspector and original_dst listener filters, the HTTP
-//! connection manager, tcp_proxy, router, RBAC, TLS and secrets, upstream HTTP protocol
+//! connection manager, tcp_proxy, router, RBAC (with its matcher inputs: URI SAN, server
+//! name), TLS and secrets, upstream HTTP protocol
 //! options, file access log, and their imports. A resource of another type is an
 //! [`Error::UnknownType`]; a nested `Any` of another type an [`Error::Serialize`].
 

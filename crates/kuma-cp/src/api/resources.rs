@@ -105,9 +105,18 @@ async fn put(
             ),
         );
     }
+    // A new-style resource without `mesh` belongs to mesh `default` (Kuma's schema default),
+    // so under another mesh's URL it mismatches.
+    let body_mesh = match value.get("mesh") {
+        None | Some(Value::Null) if key.rtype.is_new_style() => {
+            Some(kuma_core::resource::DEFAULT_MESH)
+        }
+        Some(Value::String(m)) => Some(m.as_str()),
+        _ => None,
+    };
     if key.rtype.scope() == Scope::Mesh
-        && let Some(Value::String(m)) = value.get("mesh")
-        && *m != key.mesh
+        && let Some(m) = body_mesh
+        && m != key.mesh
     {
         errs.add(
             "mesh",
@@ -134,13 +143,14 @@ async fn put(
         ));
     };
     authorize_content(user, &res)?;
+    let deprecations = res.spec.deprecations();
     let (_, created) = s.manager.upsert(res).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "warnings": [] }))))
+    Ok((status, Json(json!({ "warnings": deprecations }))))
 }
 
 async fn delete(s: &State, user: &User, key: ResourceKey) -> Result<Json<Value>, ApiError> {

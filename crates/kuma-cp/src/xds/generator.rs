@@ -296,22 +296,44 @@ fn inbound_resources(
     let chains = match tls {
         None => vec![plain()],
         Some(tls) => {
-            // Permissions apply to mesh (mTLS) traffic only, as in Kuma.
-            let rules =
-                kuma_core::policy::from_rules(&view.policies(), proxy.name, proxy.labels, inbound);
+            // Permissions apply to mesh (mTLS) traffic only, as in Kuma. A `rules` policy
+            // selecting the inbound puts it on the matcher path; otherwise the `from` form.
+            let policies = view.policies();
+            let inbound_rules =
+                kuma_core::policy::inbound_rules(&policies, proxy.name, proxy.labels, inbound);
+            let (http_rbac, tcp_rbac) = if inbound_rules.is_empty() {
+                let rules =
+                    kuma_core::policy::from_rules(&policies, proxy.name, proxy.labels, inbound);
+                (
+                    super::rbac::http_filter(tls.mesh, &rules),
+                    super::rbac::network_filter(tls.mesh, &name, &rules),
+                )
+            } else {
+                if super::rbac::has_sni_match(&inbound_rules) {
+                    listener_filters.push(tls_inspector());
+                }
+                (
+                    super::rbac::http_matcher_filter(tls.mesh, view.zone(), &inbound_rules),
+                    super::rbac::network_matcher_filter(
+                        tls.mesh,
+                        view.zone(),
+                        &name,
+                        &inbound_rules,
+                    ),
+                )
+            };
             let filters = if is_http(protocol) {
-                let rbac = super::rbac::http_filter(tls.mesh, &rules);
                 vec![network_filter(
                     &name,
                     &cluster_name,
                     protocol,
                     &route_name,
                     service,
-                    Some(rbac),
+                    Some(http_rbac),
                 )]
             } else {
                 vec![
-                    super::rbac::network_filter(tls.mesh, &format!("{}.", sanitize(&name)), &rules),
+                    tcp_rbac,
                     network_filter(&name, &cluster_name, protocol, &route_name, service, None),
                 ]
             };
@@ -321,13 +343,9 @@ fn inbound_resources(
                 ..Default::default()
             };
             if tls.permissive {
-                listener_filters.push(ListenerFilter {
-                    name: "envoy.filters.listener.tls_inspector".into(),
-                    config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
-                        TlsInspector::default(),
-                    ))),
-                    ..Default::default()
-                });
+                if listener_filters.is_empty() {
+                    listener_filters.push(tls_inspector());
+                }
                 mesh_chain.filter_chain_match = Some(FilterChainMatch {
                     transport_protocol: "tls".into(),
                     application_protocols: vec!["kuma".into()],
@@ -381,6 +399,18 @@ fn inbound_resources(
         Resource::new(cluster_name, pack_any(cluster)),
         Resource::new(name, pack_any(listener)),
     ]
+}
+
+/// The TLS inspector listener filter (SNI and ALPN of the ClientHello for filter chain
+/// matching and RBAC `sni` matches).
+fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+            TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
 }
 
 fn outbound_cluster(service: &str, protocol: &str) -> Cluster {

@@ -15,10 +15,28 @@
 //! `k=v` → `kuma://k/v`, all `exact`; a negated tag is wrapped in `not_id`, several tags in
 //! `and_ids`, no tag is `any: true`.
 //!
+//! The `rules` form (Kuma's `RBACConfigurer`, mtp.md §5.2) instead gets the RBAC `matcher`
+//! tree (`xds.type.matcher.v3`), built from [`InboundRule`]s by [`matchers`]:
+//! - one field matcher per rule entry with a non-empty `deny` (OR over its matches; action
+//!   DENY named after the entry's policy KRI), for **all** entries first, so a deny wins over
+//!   any allow whatever its policy;
+//! - then one per entry with `allow` ∪ `allowWithShadowDeny` (action ALLOW);
+//! - `on_no_match`: DENY `default`;
+//! - a `shadow_matcher` when an entry has `allowWithShadowDeny`: those matches → DENY (the
+//!   policy KRI), anything else → DENY `default` (as Kuma: only the policy id differs).
+//!
+//! A match is a `spiffeID` predicate on the client certificate's URI SANs
+//! (`envoy.matching.inputs.uri_san`: Envoy joins all URI SANs with `,`, so with Kuma's
+//! classic certificates, which carry several, an `Exact` never matches and a `Prefix` matches
+//! the first SAN), an `sni` predicate on the TLS server name
+//! (`envoy.matching.inputs.server_name`, needs the TLS inspector: [`has_sni_match`]), or both
+//! (AND). A match with neither is skipped, and so is a field matcher left without any.
+//!
 //! Invariant: output depends only on the inputs' order (no hash-map iteration reaches a
 //! repeated field; the one protobuf map holds at most one entry), so versions are stable.
 
 use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
+use envoy_types::pb::envoy::config::rbac::v3::Action as RbacAction;
 use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as Rules, permission, principal, rbac,
 };
@@ -27,10 +45,26 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpFilter, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+use envoy_types::pb::envoy::extensions::matching::common_inputs::network::v3::ServerNameInput;
+use envoy_types::pb::envoy::extensions::matching::common_inputs::ssl::v3::UriSanInput;
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
+use envoy_types::pb::xds::r#type::matcher::v3::{
+    Matcher, StringMatcher as XdsStringMatcher,
+    matcher::{
+        MatcherList, MatcherType, OnMatch,
+        matcher_list::{
+            FieldMatcher, Predicate,
+            predicate::{MatchType, PredicateList, SinglePredicate, single_predicate},
+        },
+        on_match,
+    },
+    string_matcher::MatchPattern as XdsPattern,
+};
 use envoy_types::util::pack_any;
-use kuma_core::policy::{Action, Subset};
+use kuma_core::policy::{Action, InboundRule, Subset};
 use kuma_core::resource::dataplane::SERVICE_TAG;
+use kuma_core::resource::policy::Match;
 
 use super::envoy::sanitize;
 
@@ -142,6 +176,193 @@ fn authenticated_exact(name: String) -> Principal {
     }
 }
 
+/// Name of the RBAC action extension in a matcher's `on_match`.
+pub const ACTION_EXTENSION: &str = "envoy.filters.rbac.action";
+/// Input of a `spiffeID` match: the client certificate's URI SANs.
+pub const URI_SAN_INPUT: &str = "envoy.matching.inputs.uri_san";
+/// Input of an `sni` match: the server name of the TLS ClientHello.
+pub const SERVER_NAME_INPUT: &str = "envoy.matching.inputs.server_name";
+/// The action name of requests no rule matched.
+pub const DEFAULT_ACTION: &str = "default";
+
+/// The KRI Kuma names a policy's matcher actions with: `kri_mtp_<mesh>_<zone>__<name>_`
+/// (no namespace in Universal).
+pub fn policy_kri(mesh: &str, zone: &str, policy: &str) -> String {
+    format!("kri_mtp_{mesh}_{zone}__{policy}_")
+}
+
+/// `envoy.filters.http.rbac` with the matcher of the `rules` of one HTTP inbound.
+pub fn http_matcher_filter(mesh: &str, zone: &str, rules: &[InboundRule]) -> HttpFilter {
+    let (matcher, shadow_matcher) = matchers(mesh, zone, rules);
+    HttpFilter {
+        name: HTTP_FILTER.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(HttpRbac {
+            matcher: Some(matcher),
+            shadow_matcher,
+            ..Default::default()
+        }))),
+        ..Default::default()
+    }
+}
+
+/// `envoy.filters.network.rbac` with the matcher of the `rules` of one TCP inbound listener
+/// (stat prefix as [`network_filter`]'s).
+pub fn network_matcher_filter(
+    mesh: &str,
+    zone: &str,
+    listener_name: &str,
+    rules: &[InboundRule],
+) -> Filter {
+    let (matcher, shadow_matcher) = matchers(mesh, zone, rules);
+    Filter {
+        name: NETWORK_FILTER.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(NetworkRbac {
+            stat_prefix: format!("{}.", sanitize(listener_name.trim_end_matches('.'))),
+            matcher: Some(matcher),
+            shadow_matcher,
+            ..Default::default()
+        }))),
+    }
+}
+
+/// Whether some rule matches on SNI (the listener then needs the TLS inspector).
+pub fn has_sni_match(rules: &[InboundRule]) -> bool {
+    rules.iter().any(|r| {
+        [
+            r.conf.deny(),
+            r.conf.allow(),
+            r.conf.allow_with_shadow_deny(),
+        ]
+        .iter()
+        .any(|ms| ms.iter().any(|m| m.sni.is_some()))
+    })
+}
+
+/// The enforced matcher and the shadow matcher (`None` when no entry has
+/// `allowWithShadowDeny`) of the `rules` entries selecting one inbound, in their order.
+pub fn matchers(mesh: &str, zone: &str, rules: &[InboundRule]) -> (Matcher, Option<Matcher>) {
+    let kri = |r: &InboundRule| policy_kri(mesh, zone, r.policy);
+    let deny = rules
+        .iter()
+        .filter_map(|r| field_matcher(r.conf.deny().iter(), &kri(r), rbac::Action::Deny));
+    let allow = rules.iter().filter_map(|r| {
+        let matches = r.conf.allow().iter().chain(r.conf.allow_with_shadow_deny());
+        field_matcher(matches, &kri(r), rbac::Action::Allow)
+    });
+    let enforced = matcher(deny.chain(allow).collect());
+    // As Kuma: a shadow matcher as soon as an entry has `allowWithShadowDeny` (even empty).
+    let with_shadow: Vec<&InboundRule> = rules
+        .iter()
+        .filter(|r| r.conf.allow_with_shadow_deny.is_some())
+        .collect();
+    let shadow = (!with_shadow.is_empty()).then(|| {
+        matcher(
+            with_shadow
+                .iter()
+                .filter_map(|r| {
+                    let matches = r.conf.allow_with_shadow_deny().iter();
+                    field_matcher(matches, &kri(r), rbac::Action::Deny)
+                })
+                .collect(),
+        )
+    });
+    (enforced, shadow)
+}
+
+/// A matcher over `field_matchers` (first match wins) denying everything else.
+fn matcher(field_matchers: Vec<FieldMatcher>) -> Matcher {
+    Matcher {
+        matcher_type: (!field_matchers.is_empty()).then_some(MatcherType::MatcherList(
+            MatcherList {
+                matchers: field_matchers,
+            },
+        )),
+        on_no_match: Some(Box::new(rbac_action(DEFAULT_ACTION, rbac::Action::Deny))),
+    }
+}
+
+fn rbac_action(name: &str, action: rbac::Action) -> OnMatch {
+    OnMatch {
+        on_match: Some(on_match::OnMatch::Action(TypedExtensionConfig {
+            name: ACTION_EXTENSION.into(),
+            typed_config: Some(pack_any(RbacAction {
+                name: name.to_string(),
+                action: action as i32,
+            })),
+        })),
+        ..Default::default()
+    }
+}
+
+/// One field matcher: OR over `matches` (a single one unwrapped) → `action` named `name`;
+/// `None` when no match has anything to match on.
+fn field_matcher<'a>(
+    matches: impl Iterator<Item = &'a Match>,
+    name: &str,
+    action: rbac::Action,
+) -> Option<FieldMatcher> {
+    let mut predicates: Vec<Predicate> = matches.filter_map(match_predicate).collect();
+    let predicate = match predicates.len() {
+        0 => return None,
+        1 => predicates.remove(0),
+        _ => Predicate {
+            match_type: Some(MatchType::OrMatcher(PredicateList {
+                predicate: predicates,
+            })),
+        },
+    };
+    Some(FieldMatcher {
+        predicate: Some(predicate),
+        on_match: Some(rbac_action(name, action)),
+    })
+}
+
+/// The predicate of one match: its spiffeID, its sni, or both ANDed; `None` for neither.
+fn match_predicate(m: &Match) -> Option<Predicate> {
+    let mut parts = Vec::new();
+    if let Some(id) = &m.spiffe_id {
+        let pattern = if id.is_prefix() {
+            XdsPattern::Prefix(id.value.clone())
+        } else {
+            XdsPattern::Exact(id.value.clone())
+        };
+        parts.push(single(URI_SAN_INPUT, pack_any(UriSanInput {}), pattern));
+    }
+    if let Some(sni) = &m.sni {
+        parts.push(single(
+            SERVER_NAME_INPUT,
+            pack_any(ServerNameInput {}),
+            XdsPattern::Exact(sni.value.clone()),
+        ));
+    }
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(Predicate {
+            match_type: Some(MatchType::AndMatcher(PredicateList { predicate: parts })),
+        }),
+    }
+}
+
+fn single(
+    input: &str,
+    typed_config: envoy_types::pb::google::protobuf::Any,
+    pattern: XdsPattern,
+) -> Predicate {
+    Predicate {
+        match_type: Some(MatchType::SinglePredicate(SinglePredicate {
+            input: Some(TypedExtensionConfig {
+                name: input.into(),
+                typed_config: Some(typed_config),
+            }),
+            matcher: Some(single_predicate::Matcher::ValueMatch(XdsStringMatcher {
+                match_pattern: Some(pattern),
+                ..Default::default()
+            })),
+        })),
+    }
+}
+
 /// `action` with the single policy [`POLICY`] over `principals`, or no policy when empty
 /// (Envoy rejects a policy without principals).
 fn single_policy(action: rbac::Action, principals: Vec<Principal>) -> Rules {
@@ -172,6 +393,7 @@ mod tests {
 
     use envoy_types::pb::envoy::config::listener::v3::Listener;
     use envoy_types::pb::google::protobuf::Any;
+    use kuma_core::policy::InboundRule;
     use kuma_core::policy::{Tag, from_rules};
     use kuma_core::resource::dataplane::Inbound;
     use kuma_core::resource::policy::MeshTrafficPermission;
@@ -695,6 +917,356 @@ mod tests {
         assert!(
             !out.status.success() && said.contains("Principals"),
             "envoy accepted an RBAC policy without principals: {said}"
+        );
+    }
+
+    // ---- the `rules` form: matcher tree ----
+
+    /// The inbound rules of `policies` (`(name, spec)`) for the `backend` inbound.
+    fn inbound_rules_of(policies: &[(&str, Value)]) -> (Vec<MeshTrafficPermission>, Vec<String>) {
+        let specs = policies.iter().map(|(_, v)| mtp(v.clone())).collect();
+        let names = policies.iter().map(|(n, _)| n.to_string()).collect();
+        (specs, names)
+    }
+
+    fn with_rules<T>(policies: &[(&str, Value)], f: impl FnOnce(&[InboundRule]) -> T) -> T {
+        let (specs, names) = inbound_rules_of(policies);
+        let named: Vec<(&str, &MeshTrafficPermission)> =
+            names.iter().map(String::as_str).zip(specs.iter()).collect();
+        let rules = kuma_core::policy::inbound_rules(&named, "dp-1", &BTreeMap::new(), &backend());
+        f(&rules)
+    }
+
+    fn rules_policy(list: &str, matches: Value) -> Value {
+        json!({"targetRef": {"kind": "Mesh"}, "rules": [{"default": {list: matches}}]})
+    }
+
+    fn spiffe(t: &str, v: &str) -> Value {
+        json!({"spiffeID": {"type": t, "value": v}})
+    }
+
+    /// `(name, action)` of a matcher's `on_match` / `on_no_match`.
+    fn action_of(m: &OnMatch) -> (String, i32) {
+        let Some(on_match::OnMatch::Action(ext)) = &m.on_match else {
+            panic!("not an action: {m:?}")
+        };
+        assert_eq!(ext.name, ACTION_EXTENSION);
+        let any = ext.typed_config.as_ref().unwrap();
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/envoy.config.rbac.v3.Action"
+        );
+        let a = RbacAction::decode(any.value.as_slice()).unwrap();
+        (a.name, a.action)
+    }
+
+    /// Envoy's evaluation of a predicate for a client presenting `uri_sans` (Envoy's
+    /// `UriSanInput` gives them joined with `,`) and SNI `sni`.
+    fn eval_predicate(p: &Predicate, uri_sans: &[&str], sni: &str) -> bool {
+        match p.match_type.as_ref().expect("a predicate with a match") {
+            MatchType::SinglePredicate(sp) => {
+                let input = sp.input.as_ref().unwrap();
+                let value = match input.name.as_str() {
+                    URI_SAN_INPUT => {
+                        assert_eq!(
+                            input.typed_config.as_ref().unwrap().type_url,
+                            "type.googleapis.com/envoy.extensions.matching.common_inputs.ssl.v3.UriSanInput"
+                        );
+                        uri_sans.join(",")
+                    }
+                    SERVER_NAME_INPUT => {
+                        assert_eq!(
+                            input.typed_config.as_ref().unwrap().type_url,
+                            "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.ServerNameInput"
+                        );
+                        sni.to_string()
+                    }
+                    other => panic!("unexpected input {other}"),
+                };
+                let Some(single_predicate::Matcher::ValueMatch(m)) = &sp.matcher else {
+                    panic!("no value match")
+                };
+                match m.match_pattern.as_ref().unwrap() {
+                    XdsPattern::Exact(e) => value == *e,
+                    XdsPattern::Prefix(e) => value.starts_with(e.as_str()),
+                    other => panic!("unexpected pattern {other:?}"),
+                }
+            }
+            MatchType::OrMatcher(l) => l.predicate.iter().any(|p| eval_predicate(p, uri_sans, sni)),
+            MatchType::AndMatcher(l) => {
+                l.predicate.iter().all(|p| eval_predicate(p, uri_sans, sni))
+            }
+            MatchType::NotMatcher(p) => !eval_predicate(p, uri_sans, sni),
+        }
+    }
+
+    /// The action of the first field matcher matching, else `on_no_match`.
+    fn decide(m: &Matcher, uri_sans: &[&str], sni: &str) -> (String, i32) {
+        if let Some(MatcherType::MatcherList(list)) = &m.matcher_type {
+            for fm in &list.matchers {
+                if eval_predicate(fm.predicate.as_ref().unwrap(), uri_sans, sni) {
+                    return action_of(fm.on_match.as_ref().unwrap());
+                }
+            }
+        }
+        action_of(m.on_no_match.as_ref().unwrap())
+    }
+
+    const DENY: i32 = rbac::Action::Deny as i32;
+    const ALLOW: i32 = rbac::Action::Allow as i32;
+
+    #[test]
+    fn every_deny_comes_before_any_allow() {
+        // A broad allow in the least specific policy, a deny in a more specific one, and a
+        // policy with both: the matcher lists the two denies, then the two allows.
+        let policies = [
+            (
+                "allow-all",
+                rules_policy("allow", json!([spiffe("Prefix", "spiffe://default")])),
+            ),
+            (
+                "web-rules",
+                json!({"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [{"default": {
+                    "deny": [spiffe("Prefix", "spiffe://default/client")],
+                    "allow": [spiffe("Prefix", "spiffe://default/client-b")]}}]}),
+            ),
+        ];
+        with_rules(&policies, |rules| {
+            let (m, shadow) = matchers("default", "zone-1", rules);
+            assert!(shadow.is_none());
+            let Some(MatcherType::MatcherList(list)) = &m.matcher_type else {
+                panic!("no matcher list")
+            };
+            let actions: Vec<_> = list
+                .matchers
+                .iter()
+                .map(|fm| action_of(fm.on_match.as_ref().unwrap()))
+                .collect();
+            assert_eq!(
+                actions,
+                vec![
+                    ("kri_mtp_default_zone-1__web-rules_".to_string(), DENY),
+                    ("kri_mtp_default_zone-1__allow-all_".to_string(), ALLOW),
+                    ("kri_mtp_default_zone-1__web-rules_".to_string(), ALLOW),
+                ]
+            );
+            assert_eq!(
+                action_of(m.on_no_match.as_ref().unwrap()),
+                ("default".to_string(), DENY)
+            );
+            // A deny wins even over a more specific allow (client-b is under the deny's
+            // prefix); other clients of the mesh pass; other meshes and no SAN are denied.
+            let client = ["spiffe://default/client", "kuma://kuma.io/service/client"];
+            assert_eq!(decide(&m, &client, "").1, DENY);
+            assert_eq!(decide(&m, &["spiffe://default/client-b"], "").1, DENY);
+            assert_eq!(decide(&m, &["spiffe://default/web"], "").1, ALLOW);
+            assert_eq!(decide(&m, &["spiffe://other/web"], "").1, DENY);
+            assert_eq!(decide(&m, &[], "").1, DENY);
+        });
+    }
+
+    #[test]
+    fn exact_never_matches_a_classic_certificate_prefix_does() {
+        // Kuma's classic certificates carry several URI SANs, which Envoy's UriSanInput
+        // joins with ','; an Exact on the SPIFFE ID therefore never matches them.
+        let classic = [
+            "spiffe://default/client",
+            "kuma://kuma.io/service/client",
+            "kuma://kuma.io/zone/zone-1",
+        ];
+        let exact = [(
+            "exact",
+            rules_policy("allow", json!([spiffe("Exact", "spiffe://default/client")])),
+        )];
+        with_rules(&exact, |rules| {
+            let (m, _) = matchers("default", "z", rules);
+            assert_eq!(decide(&m, &classic, "").1, DENY);
+            assert_eq!(decide(&m, &["spiffe://default/client"], "").1, ALLOW);
+        });
+        let prefix = [(
+            "prefix",
+            rules_policy(
+                "allow",
+                json!([spiffe("Prefix", "spiffe://default/client")]),
+            ),
+        )];
+        with_rules(&prefix, |rules| {
+            let (m, _) = matchers("default", "z", rules);
+            assert_eq!(decide(&m, &classic, "").1, ALLOW);
+        });
+    }
+
+    #[test]
+    fn predicates_single_or_and_and_skip_empty_matches() {
+        let policies = [(
+            "p",
+            rules_policy(
+                "allow",
+                json!([
+                    spiffe("Exact", "spiffe://default/a"),
+                    {},
+                    {"spiffeID": {"type": "Prefix", "value": "spiffe://default/b"},
+                     "sni": {"type": "Exact", "value": "b.example.com"}}
+                ]),
+            ),
+        )];
+        with_rules(&policies, |rules| {
+            assert!(has_sni_match(rules));
+            let (m, _) = matchers("default", "z", rules);
+            let Some(MatcherType::MatcherList(list)) = &m.matcher_type else {
+                panic!()
+            };
+            assert_eq!(list.matchers.len(), 1);
+            let Some(MatchType::OrMatcher(or)) =
+                &list.matchers[0].predicate.as_ref().unwrap().match_type
+            else {
+                panic!("several matches are ORed")
+            };
+            assert_eq!(or.predicate.len(), 2, "the empty match is skipped");
+            assert!(matches!(
+                or.predicate[0].match_type,
+                Some(MatchType::SinglePredicate(_))
+            ));
+            let Some(MatchType::AndMatcher(and)) = &or.predicate[1].match_type else {
+                panic!("spiffeID and sni are ANDed")
+            };
+            assert_eq!(and.predicate.len(), 2);
+            assert_eq!(
+                decide(&m, &["spiffe://default/b1"], "b.example.com").1,
+                ALLOW
+            );
+            assert_eq!(
+                decide(&m, &["spiffe://default/b1"], "c.example.com").1,
+                DENY
+            );
+            assert_eq!(decide(&m, &["spiffe://default/a"], "").1, ALLOW);
+        });
+        // A list of only empty matches gives no field matcher at all.
+        let empty = [("p", rules_policy("deny", json!([{}])))];
+        with_rules(&empty, |rules| {
+            assert!(!has_sni_match(rules));
+            let (m, _) = matchers("default", "z", rules);
+            assert!(m.matcher_type.is_none());
+            assert_eq!(action_of(m.on_no_match.as_ref().unwrap()).1, DENY);
+        });
+    }
+
+    #[test]
+    fn allow_with_shadow_deny_passes_and_is_shadow_denied() {
+        let policies = [(
+            "shadow",
+            json!({"rules": [{"default": {
+                "allow": [spiffe("Prefix", "spiffe://default/a")],
+                "allowWithShadowDeny": [spiffe("Prefix", "spiffe://default/b")]}}]}),
+        )];
+        with_rules(&policies, |rules| {
+            let (m, shadow) = matchers("default", "z", rules);
+            let shadow = shadow.expect("a shadow matcher");
+            assert_eq!(decide(&m, &["spiffe://default/b"], "").1, ALLOW);
+            assert_eq!(decide(&m, &["spiffe://default/a"], "").1, ALLOW);
+            assert_eq!(
+                decide(&shadow, &["spiffe://default/b"], ""),
+                ("kri_mtp_default_z__shadow_".to_string(), DENY)
+            );
+            assert_eq!(
+                decide(&shadow, &["spiffe://default/a"], ""),
+                ("default".to_string(), DENY)
+            );
+            let cfg = decode_http(&http_matcher_filter("default", "z", rules));
+            assert!(cfg.rules.is_none() && cfg.shadow_rules.is_none());
+            assert_eq!(cfg.matcher.as_ref(), Some(&m));
+            assert_eq!(cfg.shadow_matcher.as_ref(), Some(&shadow));
+            let net = decode_network(&network_matcher_filter(
+                "default",
+                "z",
+                "inbound:10.0.0.1:80",
+                rules,
+            ));
+            assert_eq!(net.stat_prefix, "inbound_10_0_0_1_80.");
+            assert_eq!(net.matcher.as_ref(), Some(&m));
+        });
+    }
+
+    /// The matcher filters, rendered as Envoy JSON, are accepted by real Envoy in an HTTP
+    /// connection manager and as a network filter, with a TLS inspector for SNI; an empty
+    /// predicate (what Kuma would emit for a list of `{}` matches) is not.
+    #[test]
+    fn envoy_validates_the_rules_matchers() {
+        let policies = [
+            (
+                "allow-all",
+                rules_policy("allow", json!([spiffe("Prefix", "spiffe://default")])),
+            ),
+            (
+                "mixed",
+                json!({"rules": [{"default": {
+                    "deny": [spiffe("Prefix", "spiffe://default/client"), spiffe("Exact", "spiffe://default/x")],
+                    "allowWithShadowDeny": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"},
+                                             "sni": {"type": "Exact", "value": "web.example.com"}}]}}]}),
+            ),
+        ];
+        let (http_rbac, tcp_rbac) = with_rules(&policies, |rules| {
+            (
+                http_matcher_filter("default", "zone-1", rules),
+                network_matcher_filter("default", "zone-1", "inbound:127.0.0.1:10011", rules),
+            )
+        });
+        let Some(http_filter::ConfigType::TypedConfig(http_any)) = http_rbac.config_type else {
+            panic!()
+        };
+        let Some(filter::ConfigType::TypedConfig(tcp_any)) = tcp_rbac.config_type else {
+            panic!()
+        };
+        let (http_json, tcp_json) = (any_json(http_any), any_json(tcp_any));
+        assert!(
+            http_json
+                .to_string()
+                .contains("envoy.matching.inputs.uri_san"),
+            "{http_json:#}"
+        );
+        assert!(http_json["shadow_matcher"].is_object(), "{http_json:#}");
+        let tcp_listener = |port: u16, rbac: Value| {
+            json!({
+                "name": format!("inbound:127.0.0.1:{port}"),
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+                "filter_chains": [{"filters": [
+                    {"name": NETWORK_FILTER, "typed_config": rbac},
+                    {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": "tcp", "cluster": "backend"}}]}]
+            })
+        };
+        let http_listener = json!({
+            "name": "inbound:127.0.0.1:10012",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10012}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "http",
+                "route_config": {"virtual_hosts": [{"name": "b", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+                "http_filters": [
+                    {"name": HTTP_FILTER, "typed_config": http_json},
+                    {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]
+        });
+        let good = bootstrap(vec![tcp_listener(10011, tcp_json.clone()), http_listener]);
+        let out = validate(&good);
+        assert!(
+            out.status.success(),
+            "envoy rejected the RBAC matchers:\n{}\n{}\nconfig: {good:#}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Control: an empty predicate is refused, so the check above is not vacuous.
+        let mut broken = tcp_json;
+        broken["matcher"]["matcher_list"]["matchers"][0]["predicate"] = json!({});
+        let out = validate(&bootstrap(vec![tcp_listener(10013, broken)]));
+        assert!(
+            !out.status.success(),
+            "envoy accepted a matcher with an empty predicate: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

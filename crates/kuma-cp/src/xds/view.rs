@@ -169,6 +169,11 @@ impl MeshView {
         self
     }
 
+    /// The local zone (policy KRIs name it).
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
     pub fn mtls(&self) -> Option<&Mtls> {
         self.mtls.as_ref()
     }

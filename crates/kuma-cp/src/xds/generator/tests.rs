@@ -209,3 +209,90 @@ fn mtls_strict_with_permissions() {
 fn mtls_permissive_with_permissions() {
     check_mtls("mtls-permissive", true);
 }
+
+/// A `rules` policy selecting the HTTP inbound puts it on the RBAC matcher (every deny first,
+/// allow then allowWithShadowDeny, shadow matcher) with a TLS inspector for its SNI match;
+/// the TCP inbound, selected by no `rules` policy, keeps the `from` principals.
+#[test]
+fn mtls_rules_matcher_on_the_selected_inbound_only() {
+    let mut mesh = MtlsMesh::new(false);
+    mesh.policies.push(rules_policy());
+    let labels = BTreeMap::new();
+    let snap = super::generate_proxy(&mesh.view(mesh.policies.len()), &mesh.proxy(&labels));
+    let text = rendered(&snap);
+    let http = listener(&text, "inbound:10.0.0.1:8080").to_string();
+    assert!(
+        http.contains("on_no_match") && http.contains("\"shadow_matcher\""),
+        "{http}"
+    );
+    assert!(
+        http.contains("kri_mtp_default_zone-1__web-rules_"),
+        "{http}"
+    );
+    assert!(
+        http.contains("envoy.filters.listener.tls_inspector"),
+        "{http}"
+    );
+    assert!(!http.contains("principal_name"), "{http}");
+    let tcp = listener(&text, "inbound:10.0.0.1:9090").to_string();
+    assert!(!tcp.contains("on_no_match"), "{tcp}");
+    assert!(tcp.contains("\"principals\""), "{tcp}");
+    assert!(!tcp.contains("tls_inspector"), "{tcp}");
+    assert_golden("generator/mtls-rules.golden.json", &text);
+}
+
+/// PERMISSIVE with an SNI rule: one TLS inspector, the matcher only on the mesh (TLS) chain;
+/// the plaintext and passthrough chains stay open, as in Kuma.
+#[test]
+fn mtls_permissive_rules_one_tls_inspector_and_matcher_on_the_mesh_chain() {
+    let mut mesh = MtlsMesh::new(true);
+    mesh.policies.push(rules_policy());
+    let labels = BTreeMap::new();
+    let snap = super::generate_proxy(&mesh.view(mesh.policies.len()), &mesh.proxy(&labels));
+    let http = listener(&rendered(&snap), "inbound:10.0.0.1:8080");
+    assert_eq!(
+        http["listener_filters"].as_array().unwrap().len(),
+        1,
+        "{http}"
+    );
+    let chains = http["filter_chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 3, "{http}");
+    let with_matcher: Vec<bool> = chains
+        .iter()
+        .map(|c| c.to_string().contains("on_no_match"))
+        .collect();
+    let tls: Vec<bool> = chains
+        .iter()
+        .map(|c| c.get("transport_socket").is_some())
+        .collect();
+    assert_eq!(with_matcher, tls, "{http}");
+    assert_eq!(tls.iter().filter(|t| **t).count(), 1, "{http}");
+}
+
+/// `web-rules`: a `rules` policy on service `web` with a deny, an allow and an
+/// allowWithShadowDeny that matches on SNI.
+fn rules_policy() -> (String, MeshTrafficPermission) {
+    (
+        "web-rules".to_string(),
+        serde_json::from_value(json!({"targetRef": {"kind": "MeshService", "name": "web"},
+            "rules": [{"default": {
+                "deny": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default/legacy"}}],
+                "allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default"}}],
+                "allowWithShadowDeny": [{"spiffeID": {"type": "Exact", "value": "spiffe://default/web"},
+                                         "sni": {"type": "Exact", "value": "web.example.com"}}]}}]}))
+        .unwrap(),
+    )
+}
+
+/// The resource named `name` in a rendered snapshot.
+fn listener(text: &str, name: &str) -> Value {
+    let json: Value = serde_json::from_str(text).unwrap();
+    json.as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_array())
+        .flatten()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
