@@ -54,6 +54,8 @@ pub fn hostname() -> String {
 
 /// Phase one: bind every listener.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
+    // Process-wide, like Kuma's `AllowedMTLSBackends`: read by every Mesh validation.
+    kuma_core::resource::mesh::set_allowed_mtls_backends(cfg.experimental.allowed_mtls_backends);
     let api = bind(
         &cfg.api_server.http.interface,
         cfg.api_server.http.port,

@@ -117,6 +117,9 @@ impl ControlPlane {
             ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
             ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_DIAGNOSTICS_SERVER_PORT".into(), diag_port.to_string()),
+            // The Mesh lists two CA backends (the ca-change scenario switches between them):
+            // beyond Kuma's one, allowed explicitly.
+            ("KUMA_EXPERIMENTAL_ALLOWED_MTLS_BACKENDS".into(), "2".into()),
         ];
         env.extend(opts.env.iter().cloned());
         let dp_tokens = opts.dp_tokens.unwrap_or_else(|| {
