@@ -614,3 +614,26 @@ fn prometheus_defaults() {
     m.apply_defaults();
     assert_eq!(m, once);
 }
+
+#[test]
+fn resource_deprecations_use_the_display_name() {
+    let wire = |v: serde_json::Value| crate::Resource::from_wire(v, None).expect("valid");
+    let dotted = wire(json!({"type": "Mesh", "name": "aa.a"}));
+    assert_eq!(dotted.deprecations(), dotted_warning("Mesh", "aa.a"));
+    let labelled =
+        wire(json!({"type": "Mesh", "name": "aa.a", "labels": {"kuma.io/display-name": "fine"}}));
+    assert!(labelled.deprecations().is_empty());
+    let zone = wire(json!({"type": "Zone", "name": "zone.1"}));
+    assert_eq!(zone.deprecations(), dotted_warning("Zone", "zone.1"));
+    assert!(
+        wire(json!({"type": "Secret", "mesh": "default", "name": "a.b"}))
+            .deprecations()
+            .is_empty()
+    );
+}
+
+fn dotted_warning(kind: &str, name: &str) -> Vec<String> {
+    vec![format!(
+        "Invalid {kind} resource name: '{name}'. It does not conform to the DNS format (RFC 1035). This is deprecated. Errors: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+    )]
+}
