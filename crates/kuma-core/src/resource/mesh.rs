@@ -254,6 +254,40 @@ impl Mesh {
         }
     }
 
+    /// Paths of the fields Kuma's decoder does not know (and ignores) inside the sections
+    /// kept as JSON (`logging.backends[0].nmae`, `mtls.backends[0].dpCert.rotaion`), for the
+    /// PUT response's warnings. Backend `conf` objects are free-form (protobuf `Struct`) and
+    /// not looked into; fields of the typed parts (top level, `mtls`, its backends) are not
+    /// listed here.
+    pub fn unknown_fields(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let sections = [
+            ("logging", &self.logging, &shape::LOGGING),
+            ("tracing", &self.tracing, &shape::TRACING),
+            ("metrics", &self.metrics, &shape::METRICS),
+            ("constraints", &self.constraints, &shape::CONSTRAINTS),
+            ("routing", &self.routing, &shape::ROUTING),
+            ("networking", &self.networking, &shape::NETWORKING),
+            ("meshServices", &self.mesh_services, &shape::MESH_SERVICES),
+        ];
+        for (path, v, s) in sections {
+            if let Some(v) = v {
+                shape::unknown(v, s, path, &mut out);
+            }
+        }
+        let backends = self.mtls.iter().flat_map(|m| m.backends.iter());
+        for (i, b) in backends.enumerate() {
+            let p = format!("mtls.backends[{i}]");
+            if let Some(v) = &b.dp_cert {
+                shape::unknown(v, &shape::DP_CERT, &format!("{p}.dpCert"), &mut out);
+            }
+            if let Some(v) = &b.root_chain {
+                shape::unknown(v, &shape::ROOT_CHAIN, &format!("{p}.rootChain"), &mut out);
+            }
+        }
+        out
+    }
+
     /// Kuma's `Mesh.Validate()`: every problem of the spec, in Kuma's order.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut errs = Violations::new();
@@ -916,6 +950,89 @@ fn collect_file_sources(v: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The field names of the sections kept as JSON (Kuma's protobuf messages), to name the
+/// unknown ones.
+mod shape {
+    use serde_json::Value;
+
+    /// What a JSON value may hold.
+    pub enum Shape {
+        /// A scalar, a map of scalars or a free-form object: nothing to look into.
+        Leaf,
+        /// A list of one shape.
+        List(&'static Shape),
+        /// An object with these fields.
+        Obj(&'static [(&'static str, Shape)]),
+    }
+
+    use Shape::{Leaf, List, Obj};
+
+    const BACKEND: Shape = Obj(&[("name", Leaf), ("type", Leaf), ("conf", Leaf)]);
+    pub const LOGGING: Shape = Obj(&[
+        ("defaultBackend", Leaf),
+        (
+            "backends",
+            List(&Obj(&[
+                ("name", Leaf),
+                ("format", Leaf),
+                ("type", Leaf),
+                ("conf", Leaf),
+            ])),
+        ),
+    ]);
+    pub const TRACING: Shape = Obj(&[
+        ("defaultBackend", Leaf),
+        (
+            "backends",
+            List(&Obj(&[
+                ("name", Leaf),
+                ("sampling", Leaf),
+                ("type", Leaf),
+                ("conf", Leaf),
+            ])),
+        ),
+    ]);
+    pub const METRICS: Shape = Obj(&[("enabledBackend", Leaf), ("backends", List(&BACKEND))]);
+    const RULES: Shape = List(&Obj(&[("tags", Leaf)]));
+    pub const CONSTRAINTS: Shape = Obj(&[(
+        "dataplaneProxy",
+        Obj(&[("requirements", RULES), ("restrictions", RULES)]),
+    )]);
+    pub const ROUTING: Shape = Obj(&[
+        ("localityAwareLoadBalancing", Leaf),
+        ("zoneEgress", Leaf),
+        ("defaultForbidMeshExternalServiceAccess", Leaf),
+    ]);
+    pub const NETWORKING: Shape = Obj(&[("outbound", Obj(&[("passthrough", Leaf)]))]);
+    pub const MESH_SERVICES: Shape = Obj(&[("mode", Leaf)]);
+    pub const DP_CERT: Shape = Obj(&[
+        ("rotation", Obj(&[("expiration", Leaf)])),
+        ("requestTimeout", Leaf),
+    ]);
+    pub const ROOT_CHAIN: Shape = Obj(&[("requestTimeout", Leaf)]);
+
+    /// Pushes the path of every field of `v` (at `path`) that `shape` does not have.
+    pub fn unknown(v: &Value, shape: &Shape, path: &str, out: &mut Vec<String>) {
+        match (shape, v) {
+            (Obj(fields), Value::Object(m)) => {
+                for (k, v) in m {
+                    let p = format!("{path}.{k}");
+                    match fields.iter().find(|(name, _)| name == k) {
+                        Some((_, s)) => unknown(v, s, &p, out),
+                        None => out.push(p),
+                    }
+                }
+            }
+            (List(s), Value::Array(items)) => {
+                for (i, v) in items.iter().enumerate() {
+                    unknown(v, s, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Typed views of the sections kept as JSON, mirroring Kuma's protobuf messages: field
 /// names as in Kuma's protobuf (camelCase there), unknown fields ignored,
 /// `null` as the zero value.
@@ -926,6 +1043,24 @@ mod view {
     use serde_json::{Map, Value};
 
     use super::null_default as nd;
+
+    /// A protobuf `uint32` as Go's decoder reads it: a JSON number or a quoted one, `null`
+    /// as 0.
+    pub fn uint32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let v = Value::deserialize(d)?;
+        let n = match &v {
+            Value::Null => return Ok(0),
+            Value::Number(n) => n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            }),
+            Value::String(s) => s.parse::<u64>().ok(),
+            _ => None,
+        };
+        n.and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid value for uint32: {v}")))
+    }
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -1002,7 +1137,7 @@ mod view {
     pub struct Datadog {
         #[serde(default, deserialize_with = "nd")]
         pub address: String,
-        #[serde(default, deserialize_with = "nd")]
+        #[serde(default, deserialize_with = "uint32")]
         pub port: u32,
         #[serde(default, deserialize_with = "nd")]
         #[allow(dead_code)] // decoded for its type only
@@ -1032,7 +1167,7 @@ mod view {
     #[serde(rename_all = "camelCase")]
     #[allow(dead_code)] // port, path, tags: decoded for their types only
     pub struct Prometheus {
-        #[serde(default, deserialize_with = "nd")]
+        #[serde(default, deserialize_with = "uint32")]
         pub port: u32,
         #[serde(default, deserialize_with = "nd")]
         pub path: String,
@@ -1054,7 +1189,7 @@ mod view {
     pub struct Aggregate {
         #[serde(default, deserialize_with = "nd")]
         pub name: String,
-        #[serde(default, deserialize_with = "nd")]
+        #[serde(default, deserialize_with = "uint32")]
         pub port: u32,
         #[serde(default, deserialize_with = "nd")]
         pub path: String,
@@ -1244,8 +1379,8 @@ mod view {
     #[derive(Debug, Default, Deserialize)]
     #[allow(dead_code)] // decoded for its type only
     pub struct CaCert {
-        #[serde(default, rename = "RSAbits")]
-        pub rsa_bits: Option<u32>,
+        #[serde(default, deserialize_with = "uint32", rename = "RSAbits")]
+        pub rsa_bits: u32,
         #[serde(default, deserialize_with = "nd")]
         pub expiration: String,
     }

@@ -637,3 +637,26 @@ fn dotted_warning(kind: &str, name: &str) -> Vec<String> {
         "Invalid {kind} resource name: '{name}'. It does not conform to the DNS format (RFC 1035). This is deprecated. Errors: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
     )]
 }
+
+#[test]
+fn unknown_fields_of_the_json_sections_are_named() {
+    let m = mesh(
+        "logging: {backends: [{name: a, tpye: file, conf: {path: /x, whatever: 1}}], extra: 1}\nrouting: {zoneEgres: true}\nmtls: {backends: [{name: b, type: builtin, dpCert: {rotaion: {expiration: 1d}}}]}\nconstraints: {dataplaneProxy: {requirements: [{tags: {a: b}, tag: {}}]}}",
+    );
+    assert_eq!(
+        m.unknown_fields(),
+        [
+            "logging.backends[0].tpye",
+            "logging.extra",
+            "constraints.dataplaneProxy.requirements[0].tag",
+            "routing.zoneEgres",
+            "mtls.backends[0].dpCert.rotaion",
+        ]
+    );
+    let full = mesh(&FULL.replace("TLS_PLACEHOLDER", "tls: {mode: providedTLS}"));
+    assert!(
+        full.unknown_fields().is_empty(),
+        "{:?}",
+        full.unknown_fields()
+    );
+}
