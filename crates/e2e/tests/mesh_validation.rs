@@ -417,12 +417,13 @@ mtls:
     // Kuma ignores unknown fields (and does not store them).
     let (code, body) = cp.put(
         "/meshes/unknown",
-        &json!({"type": "Mesh", "name": "unknown", "mtls": {"foo": 1}, "bar": "x"}),
+        &json!({"type": "Mesh", "name": "unknown", "mtls": {"foo": 1}, "bar": "x",
+            "routing": {"zoneEgres": true, "localityAwareLoadBalancing": true}}),
     );
     assert_eq!(code, 201, "unknown fields: {body:#}");
     assert_eq!(
         spec_of(&cp.get("/meshes/unknown").1),
-        json!({"mtls": {}}),
+        json!({"mtls": {}, "routing": {"localityAwareLoadBalancing": true}}),
         "unknown fields are not stored"
     );
 }

@@ -13,7 +13,8 @@
 //! - A Mesh cannot be deleted while Dataplanes are in it; otherwise the store cascades.
 //! - A user cannot delete a Secret an mTLS backend of its Mesh uses (Kuma's rule).
 //! - A Mesh gets Kuma's defaults before it is validated and stored
-//!   ([`kuma_core::resource::Mesh::apply_defaults`]: Prometheus backend settings).
+//!   ([`kuma_core::resource::Mesh::apply_defaults`]: Prometheus backend settings), without
+//!   the fields Kuma does not know ([`kuma_core::resource::Mesh::drop_unknown_fields`]).
 //! - Kuma's Mesh manager checks run before a Mesh is stored ([`ResourceManager::check_mesh`]):
 //!   on create a name of at most 63 characters; on update no change of `enabledBackend` while
 //!   mTLS stays on; each mTLS backend needs an installed CA plugin (`builtin`, `provided`;
@@ -167,6 +168,7 @@ impl ResourceManager {
         }
         self.stamp(&mut res);
         if let Spec::Mesh(mesh) = &mut res.spec {
+            mesh.drop_unknown_fields();
             mesh.apply_defaults();
         }
         res.spec.validate()?;

@@ -288,6 +288,33 @@ impl Mesh {
         out
     }
 
+    /// Drops what [`Mesh::unknown_fields`] names, as Kuma does by decoding into protobuf: an
+    /// unknown field is not stored.
+    pub fn drop_unknown_fields(&mut self) {
+        let sections = [
+            (&mut self.logging, &shape::LOGGING),
+            (&mut self.tracing, &shape::TRACING),
+            (&mut self.metrics, &shape::METRICS),
+            (&mut self.constraints, &shape::CONSTRAINTS),
+            (&mut self.routing, &shape::ROUTING),
+            (&mut self.networking, &shape::NETWORKING),
+            (&mut self.mesh_services, &shape::MESH_SERVICES),
+        ];
+        for (v, s) in sections {
+            if let Some(v) = v {
+                shape::drop_unknown(v, s);
+            }
+        }
+        for b in self.mtls.iter_mut().flat_map(|m| m.backends.iter_mut()) {
+            if let Some(v) = &mut b.dp_cert {
+                shape::drop_unknown(v, &shape::DP_CERT);
+            }
+            if let Some(v) = &mut b.root_chain {
+                shape::drop_unknown(v, &shape::ROOT_CHAIN);
+            }
+        }
+    }
+
     /// Kuma's `Mesh.Validate()`: every problem of the spec, in Kuma's order.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut errs = Violations::new();
@@ -1010,6 +1037,27 @@ mod shape {
         ("requestTimeout", Leaf),
     ]);
     pub const ROOT_CHAIN: Shape = Obj(&[("requestTimeout", Leaf)]);
+
+    /// Removes every field of `v` that `shape` does not have.
+    pub fn drop_unknown(v: &mut Value, shape: &Shape) {
+        match (shape, v) {
+            (Obj(fields), Value::Object(m)) => {
+                m.retain(|k, v| match fields.iter().find(|(name, _)| name == k) {
+                    Some((_, s)) => {
+                        drop_unknown(v, s);
+                        true
+                    }
+                    None => false,
+                });
+            }
+            (List(s), Value::Array(items)) => {
+                for v in items {
+                    drop_unknown(v, s);
+                }
+            }
+            _ => {}
+        }
+    }
 
     /// Pushes the path of every field of `v` (at `path`) that `shape` does not have.
     pub fn unknown(v: &Value, shape: &Shape, path: &str, out: &mut Vec<String>) {

@@ -653,10 +653,24 @@ fn unknown_fields_of_the_json_sections_are_named() {
             "mtls.backends[0].dpCert.rotaion",
         ]
     );
-    let full = mesh(&FULL.replace("TLS_PLACEHOLDER", "tls: {mode: providedTLS}"));
+    let mut dropped = m.clone();
+    dropped.drop_unknown_fields();
+    assert!(dropped.unknown_fields().is_empty());
+    assert_eq!(
+        dropped.logging,
+        Some(json!({"backends": [{"name": "a", "conf": {"path": "/x", "whatever": 1}}]}))
+    );
+    assert_eq!(dropped.routing, Some(json!({})));
+    let mut full = mesh(&FULL.replace("TLS_PLACEHOLDER", "tls: {mode: providedTLS}"));
     assert!(
         full.unknown_fields().is_empty(),
         "{:?}",
         full.unknown_fields()
+    );
+    let before = full.clone();
+    full.drop_unknown_fields();
+    assert_eq!(
+        full, before,
+        "a Mesh without unknown fields is kept as it is"
     );
 }
