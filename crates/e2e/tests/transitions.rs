@@ -812,7 +812,12 @@ fn trust_gaps(samples: &[TrustSample], names: &[String]) -> (Vec<String>, Vec<St
 fn change_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cp = ControlPlane::start(&d.join("cp"), &[]);
+    // Two backends and a switch between them while mTLS is on: beyond Kuma (which allows one
+    // backend and no CA change while mTLS is on), enabled for this test.
+    let cp = ControlPlane::start(
+        &d.join("cp"),
+        &[("KUMA_EXPERIMENTAL_ALLOWED_MTLS_BACKENDS", "2")],
+    );
     // In force once mTLS is on (without a permission everything would be denied).
     let mesh = json!({"kind": "Mesh"});
     put_mtp(&cp, "allow-all", mesh.clone(), mesh, "Allow");

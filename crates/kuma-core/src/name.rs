@@ -11,9 +11,19 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// A DNS-1123 subdomain: dot-separated labels, at most 253 chars.
+/// A DNS-1123 subdomain as Kuma checks resource names: dot-separated labels of
+/// `[a-z0-9-]` starting and ending with an alphanumeric, at most 253 chars in all (Kuma puts
+/// no 63-character limit on each label; its Mesh manager limits Mesh names to 63).
 pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// Why `name` cannot name a resource, or `None` when it can. Meshes (and other names that
@@ -78,6 +88,9 @@ mod tests {
         assert!(name_problem("default", false).is_none());
         assert!(name_problem("my.mesh", false).is_some());
         assert!(name_problem("dp.1", true).is_none());
+        // Kuma limits whole names (253), not their labels.
+        assert!(is_dns_subdomain(&"a".repeat(64)));
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
     }
 
     #[test]

@@ -438,7 +438,9 @@ impl Resource {
                 .expect_err("a type violation was recorded"));
         };
         let name = string_field(&obj, "name", &mut errs);
-        if let Some(p) = name::name_problem(&name, rtype != ResourceType::Mesh) {
+        // Mesh names with dots are accepted, as Kuma does (with a deprecation warning:
+        // `mesh::name_deprecation`).
+        if let Some(p) = name::name_problem(&name, true) {
             errs.add("name", p);
         }
         let mesh = match rtype.scope() {
@@ -531,6 +533,23 @@ impl Resource {
         let docs: Vec<Value> = serde_saphyr::from_multiple(text)
             .map_err(|e| ValidationError::single("", format!("cannot parse YAML/JSON: {e}")))?;
         Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    }
+}
+
+impl Resource {
+    /// Kuma's deprecation warnings about this resource, for the PUT response's `warnings`:
+    /// a Mesh or Zone whose (display) name is not an RFC 1035 label.
+    pub fn deprecations(&self) -> Vec<String> {
+        let name = self
+            .meta
+            .labels
+            .get("kuma.io/display-name")
+            .unwrap_or(&self.meta.name);
+        match &self.spec {
+            Spec::Mesh(m) => m.warnings(name),
+            Spec::Zone(z) => z.warnings(name),
+            spec => spec.deprecations(),
+        }
     }
 }
 

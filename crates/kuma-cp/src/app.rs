@@ -131,6 +131,8 @@ fn rlimit_soft() -> Option<u64> {
 
 /// Phase one: raise the open-file limit, bind every listener.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
+    // Process-wide, like Kuma's `AllowedMTLSBackends`: read by every Mesh validation.
+    kuma_core::resource::mesh::set_allowed_mtls_backends(cfg.experimental.allowed_mtls_backends);
     let (api_limits, diag_limits, dp_limits) = fd_budget(&cfg);
     let http = &cfg.api_server.http;
     let api = if http.enabled {

@@ -9,6 +9,10 @@
 //!   service of the proxy plus `kuma://<tag>/<value>` for every inbound tag, server+client
 //!   auth, lifetime from `dpCert.rotation.expiration` (default 24h).
 //!
+//! - Before a Mesh is written, [`validate_backend`] is Kuma's CA plugin check of each backend
+//!   (builtin: the root's secret name; provided: data sources chosen, the pair loads, and
+//!   every certificate of the chain may sign: CA, `keyCertSign`, no `keyAgreement`).
+//!
 //! Keys are ECDSA P-256 (Kuma uses RSA-2048): equally supported by Envoy, and far cheaper to
 //! generate for thousands of proxies. Provided CAs may use RSA or ECDSA keys (PKCS#8).
 
@@ -16,9 +20,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine;
-use kuma_core::resource::mesh::CaBackend;
+use kuma_core::resource::mesh::{self, CaBackend};
 use kuma_core::resource::{Dataplane, Resource, ResourceKey, ResourceType, SecretData, Spec};
 use kuma_core::store;
+use kuma_core::validate::Violation;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -85,23 +90,7 @@ pub fn builtin_secret_names(mesh: &str, backend: &str) -> (String, String) {
 
 /// Kuma's duration syntax: one integer and one unit of `y w d h m s ms`, or `0`.
 pub fn parse_kuma_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = s[..split].parse().ok()?;
-    let secs = match &s[split..] {
-        "ms" => return Some(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
-        "y" => n * 365 * 86400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    mesh::parse_kuma_duration(s.trim())
 }
 
 /// `dpCert.rotation.expiration` of a backend, default 24h.
@@ -318,6 +307,113 @@ async fn secret_text(
         backend: backend.into(),
         reason: format!("secret {name} is not PEM text"),
     })
+}
+
+/// Kuma's CA plugin check (`ValidateBackend`) of `backend`, an mTLS backend of the Mesh
+/// `mesh_name` about to be written; paths are relative to the backend's `conf`.
+pub async fn validate_backend(
+    manager: &ResourceManager,
+    mesh_name: &str,
+    backend: &CaBackend,
+) -> Vec<Violation> {
+    match backend.backend_type.as_str() {
+        "builtin" => mesh::builtin_backend_problems(mesh_name, backend),
+        "provided" => {
+            let problems = mesh::provided_conf_problems(backend);
+            if !problems.is_empty() {
+                return problems;
+            }
+            match load_pems(manager, mesh_name, backend).await {
+                Ok((cert, key)) => pair_problems(&cert, &key),
+                Err(e) => {
+                    let reason = match e {
+                        Error::Config { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    ["cert", "key"]
+                        .into_iter()
+                        .map(|field| Violation {
+                            field: field.into(),
+                            message: format!("could not load data: {reason}"),
+                        })
+                        .collect()
+                }
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Kuma's provided CA certificate rules: the PEMs are a key pair, and every certificate of
+/// the chain is a CA allowed to sign certificates and not to agree keys (X509-SVID).
+fn pair_problems(cert_pem: &str, key_pem: &str) -> Vec<Violation> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let not_pair = |reason: String| {
+        vec![Violation {
+            field: "cert".into(),
+            message: format!("not a valid TLS key pair: {reason}"),
+        }]
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        match CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect() {
+            Ok(chain) => chain,
+            Err(e) => return not_pair(format!("tls: failed to parse certificate PEM data: {e}")),
+        };
+    if chain.is_empty() {
+        return not_pair("tls: failed to find any PEM data in certificate input".into());
+    }
+    let key = match KeyPair::from_pem(key_pem) {
+        Ok(k) => k,
+        Err(e) => return not_pair(format!("tls: failed to parse private key: {e}")),
+    };
+    let mut out = Vec::new();
+    for (k, der) in chain.iter().enumerate() {
+        let field = format!("cert[{k}]");
+        let cert = match x509_parser::parse_x509_certificate(der.as_ref()) {
+            Ok((_, c)) => c,
+            Err(e) => {
+                if k == 0 {
+                    return not_pair(format!("x509: {e}"));
+                }
+                out.push(Violation {
+                    field,
+                    message: format!("not a valid x509 certificate: {e}"),
+                });
+                return out;
+            }
+        };
+        let cert_key: &[u8] = &cert.tbs_certificate.subject_pki.subject_public_key.data;
+        if k == 0 && cert_key != key.public_key_raw() {
+            return not_pair("tls: private key does not match public key".into());
+        }
+        let is_ca = matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
+        if !is_ca {
+            out.push(Violation {
+                field: field.clone(),
+                message: "basic constraint 'CA' must be set to 'true' (see X509-SVID: 4.1. Basic Constraints)".into(),
+            });
+        }
+        let (cert_sign, key_agreement) = match cert.key_usage() {
+            Ok(Some(u)) => (u.value.key_cert_sign(), u.value.key_agreement()),
+            _ => (false, false),
+        };
+        if !cert_sign {
+            out.push(Violation {
+                field: field.clone(),
+                message:
+                    "key usage extension 'keyCertSign' must be set (see X509-SVID: 4.3. Key Usage)"
+                        .into(),
+            });
+        }
+        if key_agreement {
+            out.push(Violation {
+                field,
+                message: "key usage extension 'keyAgreement' must NOT be set (see X509-SVID: Appendix A. X.509 Field Reference)".into(),
+            });
+        }
+    }
+    out
 }
 
 /// A Kuma DataSource: `{secret: name}`, `{inline: base64}`, `{inlineString: text}`, `{file: path}`.

@@ -33,6 +33,7 @@ pub struct Config {
     pub bootstrap_server: BootstrapServer,
     pub xds_server: XdsServer,
     pub multizone: Multizone,
+    pub experimental: Experimental,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -195,6 +196,23 @@ pub struct XdsServer {
     pub configuration_debounce: String,
 }
 
+/// Behaviour beyond Kuma's, off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Experimental {
+    /// How many mTLS backends a Mesh may list (Kuma: 1). Above 1, `enabledBackend` may also
+    /// change while mTLS is on: the CA switch of `xds::transition`.
+    pub allowed_mtls_backends: usize,
+}
+
+impl Default for Experimental {
+    fn default() -> Self {
+        Self {
+            allowed_mtls_backends: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Multizone {
@@ -220,6 +238,7 @@ impl Default for Config {
             bootstrap_server: BootstrapServer::default(),
             xds_server: XdsServer::default(),
             multizone: Multizone::default(),
+            experimental: Experimental::default(),
         }
     }
 }
@@ -490,6 +509,9 @@ impl Config {
             bail!(
                 "apiServer.https.tlsCertFile and apiServer.https.tlsKeyFile must be set together"
             );
+        }
+        if self.experimental.allowed_mtls_backends == 0 {
+            bail!("experimental.allowedMtlsBackends: must be at least 1");
         }
         if kuma_core::name::name_problem(&self.multizone.zone.name, false).is_some() {
             bail!("multizone.zone.name: must be a valid DNS-1123 label");

@@ -11,6 +11,16 @@
 //! - Read-only types ([`ResourceType::is_read_only`]) are refused by [`ResourceManager::upsert`]
 //!   and [`ResourceManager::delete`]; the control plane writes them with the `_internal` calls.
 //! - A Mesh cannot be deleted while Dataplanes are in it; otherwise the store cascades.
+//! - A user cannot delete a Secret an mTLS backend of its Mesh uses (Kuma's rule).
+//! - A Mesh gets Kuma's defaults before it is validated and stored
+//!   ([`kuma_core::resource::Mesh::apply_defaults`]: Prometheus backend settings), without
+//!   the fields Kuma does not know ([`kuma_core::resource::Mesh::drop_unknown_fields`]).
+//! - Kuma's Mesh manager checks run before a Mesh is stored ([`ResourceManager::check_mesh`]):
+//!   on create a name of at most 63 characters; on update no change of `enabledBackend` while
+//!   mTLS stays on; each mTLS backend needs an installed CA plugin (`builtin`, `provided`;
+//!   the first unknown type ends the check) and, unless `mtls.skipValidation`, passes the
+//!   plugin's own check ([`MeshSideEffects::validate_ca_backend`], re-rooted at
+//!   `mtls.backends[i].conf`).
 //! - Upserts are create-or-update with optimistic concurrency, retried a few times on conflict
 //!   so that concurrent writers of the same resource do not fail spuriously.
 //! - Every Mesh write runs the installed [`MeshSideEffects`] hook once the Mesh is stored
@@ -20,9 +30,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kuma_core::resource::mesh::{CA_BACKEND_TYPES, CaBackend};
 use kuma_core::resource::{ResourceKey, ResourceType, Scope};
 use kuma_core::store::{self, Store};
-use kuma_core::validate::{ValidationError, Violations};
+use kuma_core::validate::{ValidationError, Violation, Violations};
 use kuma_core::{Resource, Spec};
 
 /// Label naming where a resource was created (`zone` here).
@@ -73,6 +84,18 @@ pub trait MeshSideEffects: Send + Sync {
         manager: &ResourceManager,
         mesh: &Resource,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Kuma's CA plugin check (`ValidateBackend`) of `backend`, an mTLS backend of a Mesh
+    /// named `mesh` about to be written, whose type has a plugin. Problems have paths relative
+    /// to the backend's `conf`; an `Err` is a failure to check, reported at `mtls.backends`.
+    async fn validate_ca_backend(
+        &self,
+        _manager: &ResourceManager,
+        _mesh: &str,
+        _backend: &CaBackend,
+    ) -> Result<Vec<Violation>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Applies the write rules on top of a [`Store`].
@@ -144,6 +167,10 @@ impl ResourceManager {
             self.ensure_mesh(&res.meta.mesh).await?;
         }
         self.stamp(&mut res);
+        if let Spec::Mesh(mesh) = &mut res.spec {
+            mesh.drop_unknown_fields();
+            mesh.apply_defaults();
+        }
         res.spec.validate()?;
         let key = res.key();
         let mut attempt = 0;
@@ -151,6 +178,7 @@ impl ResourceManager {
             attempt += 1;
             let outcome = match self.store.get(&key).await {
                 Err(store::Error::NotFound(_)) => {
+                    self.check_mesh(&res, None).await?;
                     let mut new = res.clone();
                     new.meta.version = 0;
                     self.store.create(new).await.map(|r| (r, true))
@@ -158,6 +186,7 @@ impl ResourceManager {
                 Err(e) => return Err(e.into()),
                 Ok(current) => {
                     check_immutable_labels(&current, &res)?;
+                    self.check_mesh(&res, Some(&current)).await?;
                     let mut next = res.clone();
                     next.meta.version = current.meta.version;
                     next.meta.creation_time = current.meta.creation_time;
@@ -205,7 +234,37 @@ impl ResourceManager {
         if key.rtype.is_read_only() {
             return Err(ManagerError::ReadOnly(key.rtype));
         }
+        if key.rtype == ResourceType::Secret {
+            self.check_secret_not_in_use(key).await?;
+        }
         self.delete_internal(key).await
+    }
+
+    /// Kuma's Secret delete rule: a Secret an mTLS backend of its Mesh uses (a builtin
+    /// backend's root, a provided backend's `secret` data source) cannot be deleted.
+    async fn check_secret_not_in_use(&self, key: &ResourceKey) -> Result<(), ManagerError> {
+        let mesh_key = ResourceKey::new(ResourceType::Mesh, "", &key.mesh);
+        let mesh = match self.store.get(&mesh_key).await {
+            Ok(m) => m,
+            Err(store::Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let Spec::Mesh(spec) = &mesh.spec else {
+            return Ok(());
+        };
+        let mut errs = Violations::new();
+        for b in spec.mtls.iter().flat_map(|m| m.backends.iter()) {
+            if b.used_secrets(&key.mesh).contains(&key.name) {
+                errs.add(
+                    "name",
+                    format!(
+                        "The secret {:?} that you are trying to remove is currently in use in Mesh {:?} in mTLS backend {:?}. Please remove the reference from the {:?} backend before removing the secret.",
+                        key.name, key.mesh, b.name, b.name
+                    ),
+                );
+            }
+        }
+        Ok(errs.into_result()?)
     }
 
     /// [`Self::delete`] for the control plane's own writes: no read-only check.
@@ -217,11 +276,8 @@ impl ResourceManager {
                 .await?;
             if !dps.is_empty() {
                 return Err(ValidationError::single(
-                    "name",
-                    format!(
-                        "unable to delete mesh, there are still some dataplanes attached ({} of them); delete them first",
-                        dps.len()
-                    ),
+                    "mesh",
+                    "unable to delete mesh, there are still some dataplanes attached",
                 )
                 .into());
             }
@@ -242,6 +298,61 @@ impl ResourceManager {
         mesh: Option<&str>,
     ) -> Result<Vec<Resource>, ManagerError> {
         Ok(self.store.list(rtype, mesh).await?)
+    }
+
+    /// Kuma's Mesh manager checks of `res` (when it is a Mesh) before it is stored over
+    /// `previous` (`None`: created). Every problem is reported, except that the first mTLS
+    /// backend of an unknown type ends the backend checks, as in Kuma.
+    pub async fn check_mesh(
+        &self,
+        res: &Resource,
+        previous: Option<&Resource>,
+    ) -> Result<(), ValidationError> {
+        let Spec::Mesh(mesh) = &res.spec else {
+            return Ok(());
+        };
+        let mut errs = Violations::new();
+        match previous.map(|p| &p.spec) {
+            None => {
+                if res.meta.name.len() > 63 {
+                    errs.add("name", "cannot be longer than 63 characters");
+                }
+            }
+            Some(Spec::Mesh(prev)) => {
+                if let Some(v) = mesh.ca_change_problem(prev) {
+                    errs.add(v.field, v.message);
+                }
+            }
+            Some(_) => {}
+        }
+        let backends = mesh.mtls.iter().flat_map(|m| m.backends.iter());
+        let skip_plugin = mesh.mtls.as_ref().is_some_and(|m| m.skip_validation);
+        for (i, backend) in backends.enumerate() {
+            if !CA_BACKEND_TYPES.contains(&backend.backend_type.as_str()) {
+                errs.add(
+                    format!("mtls.backends[{i}].type"),
+                    "could not find installed plugin for this type",
+                );
+                break;
+            }
+            let Some(hook) = self.mesh_side_effects.as_ref().filter(|_| !skip_plugin) else {
+                continue;
+            };
+            match hook
+                .validate_ca_backend(self, &res.meta.name, backend)
+                .await
+            {
+                Ok(violations) if violations.is_empty() => {}
+                Ok(violations) => {
+                    errs.extend(
+                        &format!("mtls.backends[{i}].conf"),
+                        ValidationError { violations },
+                    );
+                }
+                Err(e) => errs.add("mtls.backends", e.to_string()),
+            }
+        }
+        errs.into_result()
     }
 
     async fn ensure_mesh(&self, mesh: &str) -> Result<(), ManagerError> {
@@ -451,13 +562,145 @@ mod tests {
         let Err(ManagerError::Validation(e)) = m.delete(&key).await else {
             panic!("expected refusal")
         };
-        assert_eq!(e.violations[0].field, "name");
+        assert_eq!(e.violations[0].field, "mesh");
+        assert_eq!(
+            e.violations[0].message,
+            "unable to delete mesh, there are still some dataplanes attached"
+        );
         m.delete(&dp("default", "dp-1").key()).await.expect("dp");
         m.delete(&key).await.expect("mesh");
         assert!(matches!(
             m.get(&key).await,
             Err(ManagerError::Store(store::Error::NotFound(_)))
         ));
+    }
+
+    fn violations(r: Result<(Resource, bool), ManagerError>) -> Vec<(String, String)> {
+        match r {
+            Err(ManagerError::Validation(e)) => e
+                .violations
+                .into_iter()
+                .map(|v| (v.field, v.message))
+                .collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(f, m)| (f.to_string(), m.to_string()))
+            .collect()
+    }
+
+    /// Kuma's Mesh manager test cases (name length on create, CA plugin type, CA change on
+    /// update), and the store left as it was.
+    #[tokio::test]
+    async fn kuma_mesh_manager_checks() {
+        let m = manager();
+        let long = "a".repeat(64);
+        assert_eq!(
+            violations(m.upsert(mesh(&long)).await),
+            pairs(&[("name", "cannot be longer than 63 characters")])
+        );
+        m.upsert(mesh(&"a".repeat(63)))
+            .await
+            .expect("63 characters");
+        let bulitin = wire(
+            json!({"type": "Mesh", "name": "m", "mtls": {"enabledBackend": "ca-1",
+            "backends": [{"name": "ca-1", "type": "bulitin"}]}}),
+        );
+        assert_eq!(
+            violations(m.upsert(bulitin).await),
+            pairs(&[(
+                "mtls.backends[0].type",
+                "could not find installed plugin for this type"
+            )])
+        );
+        assert!(m.list(ResourceType::Mesh, None).await.unwrap().len() == 1);
+
+        let on = |b: &str| {
+            wire(
+                json!({"type": "Mesh", "name": "m", "mtls": {"enabledBackend": b,
+                "backends": [{"name": b, "type": "builtin"}]}}),
+            )
+        };
+        m.upsert(on("ca-1")).await.expect("mTLS on");
+        let key = on("ca-1").key();
+        let before = m.get(&key).await.unwrap();
+        assert_eq!(
+            violations(m.upsert(on("ca-2")).await),
+            pairs(&[(
+                "mtls.enabledBackend",
+                "Changing CA when mTLS is enabled is forbidden. Disable mTLS first and then change the CA"
+            )])
+        );
+        assert_eq!(
+            m.get(&key).await.unwrap(),
+            before,
+            "a refused update changed the Mesh"
+        );
+        // Kuma's way: off, then on with the other CA.
+        m.upsert(wire(json!({"type": "Mesh", "name": "m", "mtls": {
+            "backends": [{"name": "ca-1", "type": "builtin"}]}})))
+            .await
+            .expect("mTLS off");
+        m.upsert(on("ca-2")).await.expect("mTLS on with another CA");
+    }
+
+    #[tokio::test]
+    async fn mesh_defaults_are_stored() {
+        let m = manager();
+        let (stored, _) = m
+            .upsert(wire(json!({"type": "Mesh", "name": "m", "metrics": {
+                "backends": [{"name": "prom", "type": "prometheus"}]}})))
+            .await
+            .expect("mesh");
+        let Spec::Mesh(spec) = &stored.spec else {
+            panic!("not a mesh")
+        };
+        assert_eq!(
+            spec.metrics,
+            Some(
+                json!({"backends": [{"name": "prom", "type": "prometheus", "conf": {
+                "tls": {}, "port": 5670, "path": "/metrics",
+                "tags": {"kuma.io/service": "dataplane-metrics"}}}]})
+            )
+        );
+    }
+
+    /// Kuma's Secret rule: a Secret used by an mTLS backend of its Mesh is not deleted.
+    #[tokio::test]
+    async fn secrets_in_use_are_not_deleted() {
+        let m = manager();
+        m.upsert(wire(
+            json!({"type": "Mesh", "name": "default", "mtls": {"enabledBackend": "ca-1",
+            "skipValidation": true, "backends": [{"name": "ca-1", "type": "provided",
+            "conf": {"cert": {"secret": "cert"}, "key": {"inlineString": "k"}}}]}}),
+        ))
+        .await
+        .expect("mesh");
+        let secret = |name: &str| {
+            wire(json!({"type": "Secret", "mesh": "default", "name": name, "data": "eA=="}))
+        };
+        m.upsert(secret("cert")).await.expect("secret");
+        m.upsert(secret("other")).await.expect("secret");
+        let Err(ManagerError::Validation(e)) = m.delete(&secret("cert").key()).await else {
+            panic!("a secret in use was deleted")
+        };
+        assert_eq!(
+            e.violations,
+            [Violation {
+                field: "name".into(),
+                message: "The secret \"cert\" that you are trying to remove is currently in use in Mesh \"default\" in mTLS backend \"ca-1\". Please remove the reference from the \"ca-1\" backend before removing the secret.".into()
+            }]
+        );
+        m.delete(&secret("other").key())
+            .await
+            .expect("unused secret");
+        m.upsert(mesh("default")).await.expect("mTLS off");
+        m.delete(&secret("cert").key())
+            .await
+            .expect("no longer used");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

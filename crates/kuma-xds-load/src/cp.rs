@@ -133,6 +133,9 @@ impl ControlPlane {
                 "KUMA_DP_SERVER_MAX_UNAUTHENTICATED_STREAMS".into(),
                 "1000".into(),
             ),
+            // The Mesh lists two CA backends (the ca-change scenario switches between them):
+            // beyond Kuma's one, allowed explicitly.
+            ("KUMA_EXPERIMENTAL_ALLOWED_MTLS_BACKENDS".into(), "2".into()),
         ];
         env.extend(opts.env.iter().cloned());
         let dp_tokens = opts.dp_tokens.unwrap_or_else(|| {

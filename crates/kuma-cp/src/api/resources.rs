@@ -143,14 +143,14 @@ async fn put(
         ));
     };
     authorize_content(user, &res)?;
-    let deprecations = res.spec.deprecations();
+    let warnings = res.deprecations();
     let (_, created) = s.manager.upsert(res).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "warnings": deprecations }))))
+    Ok((status, Json(json!({ "warnings": warnings }))))
 }
 
 async fn delete(s: &State, user: &User, key: ResourceKey) -> Result<Json<Value>, ApiError> {
