@@ -8,7 +8,7 @@ use crate::validate::{ValidationError, Violations};
 
 /// Mesh spec (old-style: inline on the wire).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Mesh {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<Mtls>,
@@ -32,7 +32,7 @@ pub struct Mesh {
 
 /// `mtls` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Mtls {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub enabled_backend: String,
@@ -44,7 +44,7 @@ pub struct Mtls {
 
 /// One CA backend (`builtin` or `provided`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct CaBackend {
     pub name: String,
     #[serde(rename = "type")]

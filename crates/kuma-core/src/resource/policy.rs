@@ -10,7 +10,7 @@ use crate::validate::{ValidationError, Violations};
 
 /// Reference to what a policy selects (proxies, clients or destinations).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +85,7 @@ impl TargetRef {
 
 /// MeshTrafficPermission spec (new-style: under `spec` on the wire).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct MeshTrafficPermission {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<TargetRef>,
@@ -97,14 +97,14 @@ pub struct MeshTrafficPermission {
 
 /// One `from[]` item: which clients, and what to do with them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct From {
     pub target_ref: TargetRef,
     pub default: Conf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Conf {
     #[serde(default)]
     pub action: String,

@@ -7,7 +7,6 @@ use crate::validate::ValidationError;
 
 /// Body of `Secret` and `GlobalSecret`: `data` is base64 (protobuf `BytesValue`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SecretData {
     #[serde(default)]
     pub data: String,

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 /// Zone spec: `enabled` (absent = true).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Zone {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
