@@ -520,6 +520,12 @@ impl Resource {
                 warnings.extend(unknown);
                 Some(spec)
             }
+            // New-style types: Kuma's schema check reports these as violations of the
+            // resource (`Resource is not valid`), not as a document that does not decode.
+            Err(e) if rtype.is_new_style() => {
+                invalid.extend("", e);
+                None
+            }
             Err(e) => {
                 malformed.extend("", e);
                 None
@@ -532,11 +538,12 @@ impl Resource {
             });
         }
         let Some(spec) = spec else {
-            // Invariant: a spec that did not decode recorded a problem, returned above.
-            return Err(DecodeError::Malformed {
-                rtype: Some(rtype),
-                errors: ValidationError::single(spec_prefix, "does not decode"),
-            });
+            // Invariant: a spec that did not decode recorded its problems in `invalid`.
+            return Err(DecodeError::Invalid(
+                invalid
+                    .into_result()
+                    .expect_err("the spec's decode errors were recorded"),
+            ));
         };
         if let Err(e) = spec.validate() {
             invalid.extend(spec_prefix, e);
@@ -715,6 +722,14 @@ mod tests {
             err.violations().violations[0].field,
             "networking.inbound[0].tags[\"v\"]"
         );
+        // New-style types: a wrong type in `spec` is a violation, as Kuma's schema says.
+        let wire = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "p",
+            "spec": {"targetRef": {"kind": "Mesh", "name": 2}}});
+        let err = Resource::decode(wire, None).unwrap_err();
+        let DecodeError::Invalid(e) = &err else {
+            panic!("not a validation error: {err}");
+        };
+        assert_eq!(e.violations[0].field, "spec.targetRef.name");
     }
 
     #[test]
