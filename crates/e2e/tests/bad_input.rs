@@ -746,11 +746,8 @@ async fn dp_server_refuses_garbage_and_keeps_serving() {
     let ch = ads_channel(&cp).await;
     let mut web_b = dataplane("default", "web-b");
     web_b["networking"]["inbound"][0]["port"] = json!(10005);
-    let mut dup = dataplane("default", "web-c");
-    dup["networking"]["inbound"]
-        .as_array_mut()
-        .unwrap()
-        .push(dataplane("default", "web-c")["networking"]["inbound"][0].clone());
+    let mut invalid = dataplane("default", "web-c");
+    invalid["networking"]["inbound"][0]["port"] = json!(0);
     let cases: Vec<(&str, DiscoveryRequest, Code)> = vec![
         (
             "node id without a dot",
@@ -779,7 +776,7 @@ async fn dp_server_refuses_garbage_and_keeps_serving() {
         ),
         (
             "metadata dataplane.resource that is invalid",
-            discovery_request("default.web-c", Some(&dup.to_string())),
+            discovery_request("default.web-c", Some(&invalid.to_string())),
             Code::InvalidArgument,
         ),
     ];
