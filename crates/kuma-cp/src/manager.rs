@@ -140,11 +140,23 @@ impl ResourceManager {
 
     async fn write(&self, mut res: Resource) -> Result<(Resource, bool), ManagerError> {
         let rtype = res.rtype();
-        if rtype.scope() == Scope::Mesh {
-            self.ensure_mesh(&res.meta.mesh).await?;
-        }
+        let mesh = if rtype.scope() == Scope::Mesh {
+            Some(self.ensure_mesh(&res.meta.mesh).await?)
+        } else {
+            None
+        };
         self.stamp(&mut res);
         res.spec.validate()?;
+        if let (Spec::Dataplane(dp), Some(mesh)) = (&res.spec, &mesh) {
+            // Kuma answers a refused membership with a 500; a 400 naming the tag set is
+            // what it is: the request is wrong, not the server.
+            let wire = mesh.to_wire();
+            if let Some((field, message)) =
+                dp.membership_problem(&res.meta.mesh, wire.get("constraints"))
+            {
+                return Err(ValidationError::single(field, message).into());
+            }
+        }
         let key = res.key();
         let mut attempt = 0;
         loop {
@@ -244,13 +256,14 @@ impl ResourceManager {
         Ok(self.store.list(rtype, mesh).await?)
     }
 
-    async fn ensure_mesh(&self, mesh: &str) -> Result<(), ManagerError> {
+    /// The Mesh `mesh`, which must exist.
+    async fn ensure_mesh(&self, mesh: &str) -> Result<Resource, ManagerError> {
         match self
             .store
             .get(&ResourceKey::new(ResourceType::Mesh, "", mesh))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(m) => Ok(m),
             Err(store::Error::NotFound(_)) => Err(ManagerError::MeshNotFound(mesh.to_string())),
             Err(e) => Err(e.into()),
         }
@@ -395,6 +408,32 @@ mod tests {
             panic!("not a dataplane")
         };
         assert_eq!(d.inbounds()[0].tags[ZONE_TAG], "zone-1");
+    }
+
+    #[tokio::test]
+    async fn mesh_constraints_decide_membership() {
+        let m = manager();
+        m.upsert(wire(json!({"type": "Mesh", "name": "strict",
+            "constraints": {"dataplaneProxy": {"requirements": [{"tags": {"kuma.io/service": "api"}}]}}})))
+            .await
+            .expect("mesh");
+        let Err(ManagerError::Validation(e)) = m.upsert(dp("strict", "dp-1")).await else {
+            panic!("a web proxy joined a mesh that requires api")
+        };
+        assert_eq!(e.violations[0].field, "networking.inbound[0].tags");
+        assert!(
+            e.violations[0]
+                .message
+                .starts_with("dataplane cannot be a member of mesh \"strict\" because its tags \"kuma.io/service=web kuma.io/zone=zone-1\" does not fulfill"),
+            "{e}"
+        );
+        let mut api = dp("strict", "dp-2");
+        if let Spec::Dataplane(d) = &mut api.spec {
+            d.networking.as_mut().expect("networking").inbound[0]
+                .tags
+                .insert("kuma.io/service".into(), "api".into());
+        }
+        m.upsert(api).await.expect("an api proxy joins");
     }
 
     #[tokio::test]

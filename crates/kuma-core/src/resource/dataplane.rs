@@ -498,6 +498,79 @@ impl Dataplane {
         }
     }
 
+    /// Kuma's mesh membership check against the Mesh's `constraints` (its wire JSON): every
+    /// tag set of the proxy (the gateway's tags, or each inbound's) must match one of
+    /// `dataplaneProxy.requirements` when there are any, and none of `restrictions` (a
+    /// constraint matches when each of its tags has the proxy's value, `*` = any non-empty
+    /// value). The first problem, as `(field, message)` with Kuma's message.
+    pub fn membership_problem(
+        &self,
+        mesh: &str,
+        constraints: Option<&Value>,
+    ) -> Option<(String, String)> {
+        let proxy = constraints?.get("dataplaneProxy")?;
+        let rules = |key: &str| -> Vec<BTreeMap<String, String>> {
+            proxy
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    r.get("tags")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .collect()
+        };
+        let (requirements, restrictions) = (rules("requirements"), rules("restrictions"));
+        let matches = |rule: &BTreeMap<String, String>, tags: &BTreeMap<String, String>| {
+            rule.iter().all(|(k, want)| {
+                let have = tags.get(k).map_or("", String::as_str);
+                (want == "*" && !have.is_empty()) || want == have
+            })
+        };
+        let show = |tags: &BTreeMap<String, String>| {
+            tags.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let tag_sets: Vec<(String, &BTreeMap<String, String>)> = match self.gateway() {
+            Some(gw) => vec![("networking.gateway.tags".into(), &gw.tags)],
+            None => self
+                .inbounds()
+                .iter()
+                .enumerate()
+                .map(|(i, inb)| (format!("networking.inbound[{i}].tags"), &inb.tags))
+                .collect(),
+        };
+        for (field, tags) in tag_sets {
+            if !requirements.is_empty() && !requirements.iter().any(|r| matches(r, tags)) {
+                return Some((
+                    field,
+                    format!(
+                        "dataplane cannot be a member of mesh {mesh:?} because its tags {:?} does not fulfill any requirements defined on the Mesh",
+                        show(tags)
+                    ),
+                ));
+            }
+            if let Some(r) = restrictions.iter().find(|r| matches(r, tags)) {
+                return Some((
+                    field,
+                    format!(
+                        "dataplane cannot be a member of mesh {mesh:?} because its tags {:?} matches restricted tags {:?} defined on the Mesh",
+                        show(tags),
+                        show(r)
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
     /// Kuma's `Dataplane.Validate()`: every violation, in Kuma's order.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut errs = Violations::new();

@@ -827,3 +827,32 @@ fn round_trips_through_the_wire_shape() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(serde_json::to_value(&dp).unwrap(), input);
 }
+
+#[test]
+fn mesh_constraints() {
+    let dp = |v: Value| wire::decode_spec::<Dataplane>(v, "").unwrap().0;
+    let web = dp(net(json!({"inbound": [
+        {"port": 80, "tags": {"kuma.io/service": "web", "env": "prod"}},
+        {"port": 81, "tags": {"kuma.io/service": "web", "env": "dev"}}]})));
+    let constraints = json!({"dataplaneProxy": {
+        "requirements": [{"tags": {"kuma.io/service": "*"}}],
+        "restrictions": [{"tags": {"env": "dev"}}]}});
+    assert_eq!(
+        web.membership_problem("default", Some(&constraints)),
+        Some((
+            "networking.inbound[1].tags".to_string(),
+            "dataplane cannot be a member of mesh \"default\" because its tags \"env=dev kuma.io/service=web\" matches restricted tags \"env=dev\" defined on the Mesh".to_string()
+        ))
+    );
+    let required = json!({"dataplaneProxy": {"requirements": [{"tags": {"team": "core"}}]}});
+    assert_eq!(
+        web.membership_problem("m", Some(&required)).map(|(_, m)| m),
+        Some("dataplane cannot be a member of mesh \"m\" because its tags \"env=prod kuma.io/service=web\" does not fulfill any requirements defined on the Mesh".to_string())
+    );
+    let gateway = dp(net(
+        json!({"gateway": {"tags": {"kuma.io/service": "edge", "team": "core"}}}),
+    ));
+    assert_eq!(gateway.membership_problem("m", Some(&required)), None);
+    assert_eq!(web.membership_problem("m", None), None);
+    assert_eq!(web.membership_problem("m", Some(&json!({}))), None);
+}
