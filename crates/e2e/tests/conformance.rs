@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use e2e::*;
 use serde_json::{Value, json};
@@ -384,5 +386,93 @@ fn documents_are_accepted_and_rejected_as_kuma_does() {
             .flat_map(|(owner, list)| list.iter().map(move |l| format!("[{owner}] {l}")))
             .collect::<Vec<_>>()
             .join("\n\n")
+    );
+}
+
+/// Starts kuma-dp with the Dataplane `yaml` (mesh `default`, `name`), a generated token and
+/// Envoy's admin on `admin_port`.
+fn start_kuma_dp(cp: &ControlPlane, name: &str, yaml: &str, dir: &Path) -> Proc {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("writing the dataplane file");
+    let token = dir.join(format!("{name}.token"));
+    std::fs::write(&token, cp.dataplane_token("default", name)).expect("writing the token");
+    let mut cmd = Command::new(binary("kuma-dp"));
+    cmd.arg("run")
+        .arg("--cp-address")
+        .arg(cp.cp_address())
+        .arg("--ca-cert-file")
+        .arg(cp.ca_file())
+        .arg("--dataplane-file")
+        .arg(&file)
+        .arg("--dataplane-token-file")
+        .arg(&token)
+        .arg("--binary-path")
+        .arg(envoy())
+        .arg("--drain-time")
+        .arg("1s")
+        .arg("--readiness-port")
+        .arg(free_port().to_string())
+        .arg("--envoy-log-level")
+        .arg("warning")
+        .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+    Proc::spawn(
+        &format!("kuma-dp {name}"),
+        cmd,
+        dir.join(format!("dp-{name}.log")),
+    )
+    .expect("start kuma-dp")
+}
+
+/// Dataplanes Kuma accepts and this control plane used to refuse (an inbound without tags, a
+/// proxy without inbounds, an unknown field in the proxy's own Dataplane) get their
+/// configuration on real Envoy, and the tag-less inbound carries traffic to its workload.
+#[test]
+fn dataplanes_kuma_accepts_run_on_envoy() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cp = ControlPlane::start(&tmp.path().join("cp"), &[]);
+    let workload = Workload::http("tagless-workload");
+    let (inbound, admin_a, admin_b) = (free_port(), free_port(), free_port());
+    let tagless = format!(
+        "type: Dataplane\nmesh: default\nname: tagless\nnetworking:\n  address: 127.0.0.1\n  futureField: {{x: 1}}\n  admin:\n    port: {admin_a}\n  inbound:\n  - port: {inbound}\n    servicePort: {}\n    serviceAddress: 127.0.0.1\n",
+        workload.port
+    );
+    let no_inbound = format!(
+        "type: Dataplane\nmesh: default\nname: no-inbound\nnetworking:\n  address: 127.0.0.1\n  admin:\n    port: {admin_b}\n"
+    );
+    let _a = start_kuma_dp(&cp, "tagless", &tagless, tmp.path());
+    let _b = start_kuma_dp(&cp, "no-inbound", &no_inbound, tmp.path());
+    for (name, admin) in [("tagless", admin_a), ("no-inbound", admin_b)] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+        wait_for(&format!("{name} LIVE"), Duration::from_secs(30), || {
+            matches!(http("GET", addr, "/ready", None), Ok((200, b)) if b.contains("LIVE"))
+                .then_some(())
+        });
+        wait_for(&format!("{name} online"), Duration::from_secs(10), || {
+            cp.is_online("default", name).then_some(())
+        });
+    }
+    let body = wait_for(
+        "traffic through the tag-less inbound",
+        Duration::from_secs(10),
+        // A TCP inbound (no protocol tag) to a workload that keeps its connection open.
+        || http_probe(inbound).ok().filter(|(code, _)| *code == 200),
+    );
+    assert_eq!(body.1.trim(), "tagless-workload");
+    // The unknown field was ignored (and logged), not stored.
+    let (code, stored) = cp.get("/meshes/default/dataplanes/tagless");
+    assert_eq!(code, 200, "{stored}");
+    assert!(
+        stored["networking"].get("futureField").is_none(),
+        "{stored}"
+    );
+    assert!(
+        stored["networking"]["inbound"][0].get("tags").is_none(),
+        "{stored}"
+    );
+    let log = cp.proc.log_text();
+    assert!(
+        log.contains("unknown field \\\"futureField\\\" at networking")
+            || log.contains("unknown field \"futureField\" at networking"),
+        "the control plane did not name the unknown field:\n{log}"
     );
 }

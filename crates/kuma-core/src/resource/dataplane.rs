@@ -396,12 +396,12 @@ impl Inbound {
         self.tags.get(SERVICE_TAG).map(String::as_str)
     }
 
-    /// `kuma.io/protocol` (else the `protocol` field), `tcp` when neither is set.
+    /// The `protocol` field, else the `kuma.io/protocol` tag (Kuma's fallback order), `tcp`
+    /// when neither is set.
     pub fn protocol(&self) -> &str {
-        self.tags
-            .get(PROTOCOL_TAG)
-            .or(self.protocol.as_ref())
-            .map_or("tcp", String::as_str)
+        non_empty(&self.protocol)
+            .or(self.tags.get(PROTOCOL_TAG).map(String::as_str))
+            .unwrap_or("tcp")
     }
 
     /// IP Envoy binds for this inbound.
