@@ -283,7 +283,7 @@ impl ResourceManager {
             } else if *m != res.meta.mesh {
                 errs.add(
                     format!("labels[\"{MESH_LABEL}\"]"),
-                    format!("must be equal to the resource mesh {:?}", res.meta.mesh),
+                    format!("{MESH_LABEL} label must not differ from mesh set on resource"),
                 );
             }
         }
@@ -294,7 +294,7 @@ impl ResourceManager {
         {
             errs.add(
                 format!("labels[\"{ZONE_LABEL}\"]"),
-                format!("must be equal to the local zone {:?}", self.zone),
+                format!("{ZONE_LABEL} label should have {} value", self.zone),
             );
         }
         errs.into_result()
