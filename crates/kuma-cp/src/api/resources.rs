@@ -125,8 +125,13 @@ pub fn decode_put(key: &ResourceKey, body: &[u8]) -> Result<Decoded, ApiError> {
     if body_str("name") != key.name {
         url.add("name", "name from the URL has to be the same as in body");
     }
-    let mesh_mismatch = key.rtype.scope() == Scope::Mesh && body_str("mesh") != key.mesh;
-    let decoded = Resource::decode(value.clone(), Some(key.rtype));
+    // New-style types default `mesh` to `default` (Kuma's schema default).
+    let body_mesh = match value.get("mesh") {
+        None | Some(Value::Null) if key.rtype.is_new_style() => "default",
+        _ => body_str("mesh"),
+    };
+    let mesh_mismatch = key.rtype.scope() == Scope::Mesh && body_mesh != key.mesh;
+    let decoded = Resource::decode(value, Some(key.rtype));
     let mut rest = match decoded {
         Ok(d) if url.is_empty() && !mesh_mismatch => return Ok(d),
         Ok(_) => Vec::new(),
