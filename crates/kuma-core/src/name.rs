@@ -81,6 +81,25 @@ fn is_rfc1123_subdomain(s: &str) -> bool {
     })
 }
 
+/// Kubernetes `IsDNS1035Label` messages (`[a-z]([-a-z0-9]*[a-z0-9])?`, at most 63
+/// characters); empty when `s` is one.
+pub fn dns1035_label_problems(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.len() > 63 {
+        out.push("must be no more than 63 characters".to_string());
+    }
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-';
+    if !ok {
+        out.push("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string());
+    }
+    out
+}
+
 const QUALIFIED_NAME_FMT: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 
 /// Kubernetes `IsQualifiedName` messages for a label key (Kuma validates labels with it).
@@ -215,6 +234,9 @@ mod tests {
             label_value_problems("^*bar")[0].starts_with("a valid label must be an empty string")
         );
         assert!(label_value_problems("").is_empty());
+        assert!(dns1035_label_problems("web-1").is_empty());
+        assert_eq!(dns1035_label_problems("1web").len(), 1);
+        assert_eq!(dns1035_label_problems(&"a".repeat(64)).len(), 1);
     }
 
     #[test]

@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use kuma_core::resource::{DecodeError, Decoded, ResourceKey, Scope};
 use kuma_core::validate::Violations;
-use kuma_core::{Resource, ResourceType};
+use kuma_core::{Resource, ResourceType, store};
 use serde_json::{Map, Value, json};
 
 use super::auth::{authorize_content, authorize_type, require_admin};
 use super::query::ListRequest;
 use super::{ApiError, Shared, State};
+use crate::manager::ManagerError;
 use crate::tokens::User;
 
 /// The type at `ws` if `user` may access it; 404 for no such type, 403 for a type the user
@@ -94,6 +95,7 @@ async fn put(
     let body = body.map_err(|r| ApiError::body(&r))?;
     let Decoded { resource, warnings } = decode_put(&key, &body)?;
     authorize_content(user, &resource)?;
+    check_workload_label(s, &key, &resource).await?;
     let (_, created) = s.manager.upsert(resource).await?;
     let status = if created {
         StatusCode::CREATED
@@ -102,6 +104,42 @@ async fn put(
     };
     Ok((status, Json(success_body(&warnings))))
 }
+
+/// Kuma (Universal zone): a new Dataplane's `kuma.io/workload` label, when set, must be a
+/// DNS-1035 label (an update is not checked).
+async fn check_workload_label(
+    s: &State,
+    key: &ResourceKey,
+    resource: &Resource,
+) -> Result<(), ApiError> {
+    let Some(workload) = resource
+        .meta
+        .labels
+        .get(WORKLOAD_LABEL)
+        .filter(|w| !w.is_empty())
+    else {
+        return Ok(());
+    };
+    let problems = kuma_core::name::dns1035_label_problems(workload);
+    if key.rtype != ResourceType::Dataplane || problems.is_empty() {
+        return Ok(());
+    }
+    match s.manager.get(key).await {
+        Err(ManagerError::Store(store::Error::NotFound(_))) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid workload label",
+            format!(
+                "labels[{WORKLOAD_LABEL:?}]: must be a valid DNS-1035 label (at most 63 characters, matching regex [a-z]([-a-z0-9]*[a-z0-9])?): {}",
+                problems.join("; ")
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Label naming the workload of a Dataplane.
+const WORKLOAD_LABEL: &str = "kuma.io/workload";
 
 /// Kuma's `PUT` success body: `{}`, or `{"warnings": [...]}` when there are any (unknown
 /// fields, which Kuma ignores silently and we name; deprecations).

@@ -255,6 +255,31 @@ async fn unknown_fields_are_accepted_dropped_and_named() {
 }
 
 #[tokio::test]
+async fn a_new_dataplanes_workload_label_is_a_dns_1035_label() {
+    let api = Api::with_mesh().await;
+    let mut doc = dp("dp-1", 8080, "web");
+    doc["labels"] = json!({"kuma.io/workload": "Web_1"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["title"], "Invalid workload label");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("labels[\"kuma.io/workload\"]: must be a valid DNS-1035 label (at most 63 characters, matching regex [a-z]([-a-z0-9]*[a-z0-9])?): a DNS-1035 label must consist of"),
+        "{}",
+        r.body
+    );
+    doc["labels"] = json!({"kuma.io/workload": "web-1"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Kuma checks it on create only.
+    doc["labels"] = json!({"kuma.io/workload": "Web_1"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
 async fn decode_errors_are_bad_requests_naming_every_field() {
     let api = Api::with_mesh().await;
     let mut doc = dp("dp-1", 8080, "web");
