@@ -192,13 +192,32 @@ pub struct Gateway {
     pub gateway_type: Option<GatewayType>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Decoded from its name or its protobuf number (`0`, `1`), as jsonpb does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum GatewayType {
     #[default]
     #[serde(rename = "DELEGATED")]
     Delegated,
     #[serde(rename = "BUILTIN")]
     Builtin,
+}
+
+impl<'de> Deserialize<'de> for GatewayType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let name = proto_enum(
+            d,
+            "kuma.mesh.v1alpha1.Dataplane.Networking.Gateway.GatewayType",
+            &["DELEGATED", "BUILTIN"],
+        )?;
+        match name.as_deref() {
+            Some("BUILTIN") => Ok(Self::Builtin),
+            Some(_) => Ok(Self::Delegated),
+            None => Err(D::Error::custom(
+                "invalid type: null, expected a gateway type",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -768,6 +768,13 @@ fn decoding_follows_protobuf_json() {
         .as_ref()
         .unwrap();
     assert_eq!(tp.redirect_port_inbound, 15006);
+    // Enums by number, as jsonpb reads them.
+    let (gw, _) = wire::decode_spec::<Dataplane>(
+        json!({"networking": {"address": "10.0.0.1", "gateway": {"type": 1, "tags": svc("gw")}}}),
+        "",
+    )
+    .unwrap();
+    assert!(gw.gateway().unwrap().is_builtin());
     assert_eq!(
         warnings,
         [
