@@ -266,6 +266,12 @@ impl Spec {
         }
     }
 
+    /// The deprecation warnings Kuma returns when this spec is stored (PUT `warnings`); none
+    /// yet for the types here.
+    pub fn deprecations(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Validates the body; paths are relative to where the spec sits on the wire.
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
@@ -285,6 +291,9 @@ pub struct Resource {
     pub meta: Meta,
     pub spec: Spec,
 }
+
+/// The mesh a new-style resource without `mesh` belongs to.
+pub const DEFAULT_MESH: &str = "default";
 
 /// Fields that belong to the metadata on the wire, never to an old-style spec.
 const META_FIELDS: [&str; 7] = [
@@ -443,6 +452,11 @@ impl Resource {
         };
         let name = meta_string(&obj, "name", &mut malformed);
         let mesh = match rtype.scope() {
+            // New-style types default a missing (or null) `mesh` to `default`, as Kuma's
+            // schema defaulting does.
+            Scope::Mesh if rtype.is_new_style() && obj.get("mesh").is_none_or(Value::is_null) => {
+                DEFAULT_MESH.to_string()
+            }
             Scope::Mesh => meta_string(&obj, "mesh", &mut malformed),
             Scope::Global => {
                 if obj.get("mesh").is_some_and(|m| !m.is_null()) {
@@ -551,14 +565,8 @@ impl Resource {
         invalid.into_result().map_err(DecodeError::Invalid)?;
         let mut resource = Resource::new(name, mesh, spec);
         resource.meta.labels = labels;
-        warnings.extend(resource.deprecations());
+        warnings.extend(resource.spec.deprecations());
         Ok(Decoded { resource, warnings })
-    }
-
-    /// Kuma's deprecation warnings about an accepted resource, returned with it by `PUT`
-    /// (none yet for the types here).
-    pub fn deprecations(&self) -> Vec<String> {
-        Vec::new()
     }
 
     /// Parses one or more YAML or JSON documents (`---` separated) into wire values.
@@ -730,6 +738,22 @@ mod tests {
             panic!("not a validation error: {err}");
         };
         assert_eq!(e.violations[0].field, "spec.targetRef.name");
+    }
+
+    #[test]
+    fn new_style_mesh_defaults_to_default() {
+        let wire = json!({"type": "MeshTrafficPermission", "name": "p",
+            "spec": {"targetRef": {"kind": "Mesh"},
+                "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}});
+        let d = Resource::decode(wire, None).unwrap();
+        assert_eq!(d.resource.meta.mesh, "default");
+        // Old-style types have no default.
+        let err = Resource::decode(
+            json!({"type": "Dataplane", "name": "dp", "networking": {"address": "10.0.0.1"}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.violations().violations[0].field, "mesh");
     }
 
     #[test]

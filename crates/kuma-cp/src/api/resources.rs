@@ -165,7 +165,7 @@ pub fn decode_put(key: &ResourceKey, body: &[u8]) -> Result<Decoded, ApiError> {
     }
     // New-style types default `mesh` to `default` (Kuma's schema default).
     let body_mesh = match value.get("mesh") {
-        None | Some(Value::Null) if key.rtype.is_new_style() => "default",
+        None | Some(Value::Null) if key.rtype.is_new_style() => kuma_core::resource::DEFAULT_MESH,
         _ => body_str("mesh"),
     };
     let mesh_mismatch = key.rtype.scope() == Scope::Mesh && body_mesh != key.mesh;
