@@ -674,7 +674,7 @@ mod tests {
         // New-style: unknown keys next to `spec` and inside it.
         let wire = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "p", "x": 1,
             "spec": {"targetRef": {"kind": "Mesh"}, "y": 2,
-                "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}});
+                "rules": [{"default": {"allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default"}}]}}]}});
         let d = Resource::decode(wire, None).unwrap();
         assert_eq!(
             d.warnings,
