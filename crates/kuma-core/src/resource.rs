@@ -498,15 +498,9 @@ impl Resource {
             }
         };
         // Kuma's `ValidateMeta`, after the labels.
+        // Mesh names with dots are accepted, as Kuma does (with a deprecation warning).
         if let Some(p) = name::meta_name_problem(&name) {
             invalid.add("name", p);
-        } else if rtype == ResourceType::Mesh && name.contains('.') {
-            // Kuma accepts dotted Mesh names with a deprecation warning; here node ids are
-            // `<mesh>.<name>`, so a dot in a Mesh name is refused until they can carry one.
-            invalid.add(
-                "name",
-                "dots are not supported in Mesh names (node ids are <mesh>.<name>)",
-            );
         }
         if rtype.scope() == Scope::Mesh
             && let Some(p) = name::meta_mesh_problem(&mesh)
@@ -565,7 +559,7 @@ impl Resource {
         invalid.into_result().map_err(DecodeError::Invalid)?;
         let mut resource = Resource::new(name, mesh, spec);
         resource.meta.labels = labels;
-        warnings.extend(resource.spec.deprecations());
+        warnings.extend(resource.deprecations());
         Ok(Decoded { resource, warnings })
     }
 
@@ -574,6 +568,14 @@ impl Resource {
         let docs: Vec<Value> = serde_saphyr::from_multiple(text)
             .map_err(|e| ValidationError::single("", format!("cannot parse YAML/JSON: {e}")))?;
         Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    }
+}
+
+impl Resource {
+    /// Kuma's deprecation warnings about this resource, for the PUT response's `warnings`
+    /// (after the unknown fields in [`Decoded::warnings`]).
+    pub fn deprecations(&self) -> Vec<String> {
+        self.spec.deprecations()
     }
 }
 
