@@ -140,24 +140,13 @@ impl ResourceManager {
 
     async fn write(&self, mut res: Resource) -> Result<(Resource, bool), ManagerError> {
         let rtype = res.rtype();
-        let mesh = if rtype.scope() == Scope::Mesh {
-            Some(self.ensure_mesh(&res.meta.mesh).await?)
-        } else {
-            None
-        };
+        if rtype.scope() == Scope::Mesh {
+            self.ensure_mesh(&res.meta.mesh).await?;
+        }
         self.stamp(&mut res);
         res.spec.validate()?;
-        if let (Spec::Dataplane(dp), Some(mesh)) = (&res.spec, &mesh) {
-            // Kuma answers a refused membership with a 500; a 400 naming the tag set is
-            // what it is: the request is wrong, not the server.
-            let wire = mesh.to_wire();
-            if let Some((field, message)) =
-                dp.membership_problem(&res.meta.mesh, wire.get("constraints"))
-            {
-                return Err(ValidationError::single(field, message).into());
-            }
-        }
         let key = res.key();
+        self.check_membership(&res).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -256,14 +245,13 @@ impl ResourceManager {
         Ok(self.store.list(rtype, mesh).await?)
     }
 
-    /// The Mesh `mesh`, which must exist.
-    async fn ensure_mesh(&self, mesh: &str) -> Result<Resource, ManagerError> {
+    async fn ensure_mesh(&self, mesh: &str) -> Result<(), ManagerError> {
         match self
             .store
             .get(&ResourceKey::new(ResourceType::Mesh, "", mesh))
             .await
         {
-            Ok(m) => Ok(m),
+            Ok(_) => Ok(()),
             Err(store::Error::NotFound(_)) => Err(ManagerError::MeshNotFound(mesh.to_string())),
             Err(e) => Err(e.into()),
         }
@@ -298,6 +286,24 @@ impl ResourceManager {
             );
         }
         errs.into_result()
+    }
+
+    /// Kuma's mesh membership rule: a Dataplane's tag sets must fit the `constraints` of its
+    /// Mesh. Kuma answers a refused membership with a 500; a 400 naming the tag set is what
+    /// it is: the request is wrong, not the server.
+    async fn check_membership(&self, res: &Resource) -> Result<(), ManagerError> {
+        let Spec::Dataplane(dp) = &res.spec else {
+            return Ok(());
+        };
+        let mesh = self
+            .store
+            .get(&ResourceKey::new(ResourceType::Mesh, "", &res.meta.mesh))
+            .await?;
+        let wire = mesh.to_wire();
+        match dp.membership_problem(&res.meta.mesh, wire.get("constraints")) {
+            Some((field, message)) => Err(ValidationError::single(field, message).into()),
+            None => Ok(()),
+        }
     }
 
     /// Adds the system labels and the Dataplane zone tag.
