@@ -53,39 +53,39 @@ fn dataplane(mesh: &str, name: &str) -> Value {
 
 /// Invalid Dataplanes: (what, document, expected field, expected words of the reason).
 fn bad_dataplanes() -> Vec<(&'static str, Value, &'static str, &'static str)> {
-    let mut unknown = dataplane("default", "web-2");
-    unknown["networking"]["inbound"][0]["bogus"] = json!(true);
+    let mut number_tag = dataplane("default", "web-2");
+    number_tag["networking"]["inbound"][0]["tags"]["version"] = json!(1);
     let mut no_service = dataplane("default", "web-2");
     no_service["networking"]["inbound"][0]["tags"] = json!({"kuma.io/protocol": "http"});
-    let mut duplicate = dataplane("default", "web-2");
-    duplicate["networking"]["inbound"]
+    let mut bad_address = dataplane("default", "web-2");
+    bad_address["networking"]["inbound"]
         .as_array_mut()
         .expect("inbound is a list")
-        .push(json!({"port": 10001, "servicePort": 8081, "tags": {"kuma.io/service": "web"}}));
+        .push(json!({"port": 10002, "address": "not-an-ip", "tags": {"kuma.io/service": "web"}}));
     vec![
         (
-            "unknown field",
-            unknown,
-            "networking.inbound[0].bogus",
-            "unknown field",
+            "tag value that is a number",
+            number_tag,
+            "networking.inbound[0].tags[\"version\"]",
+            "invalid type",
         ),
         (
             "no kuma.io/service tag",
             no_service,
-            "networking.inbound[0].tags",
-            "kuma.io/service",
+            "networking.inbound[0].tags[\"kuma.io/service\"]",
+            "tag has to exist",
         ),
         (
-            "duplicate inbound port",
-            duplicate,
-            "networking.inbound[1].port",
-            "duplicate inbound port",
+            "inbound address that is not an IP",
+            bad_address,
+            "networking.inbound[1].address",
+            "address has to be valid IP address",
         ),
         (
-            "name that is not a DNS label",
+            "name that is not an RFC 1123 subdomain",
             dataplane("default", "Bad_Name"),
             "name",
-            "DNS-1123",
+            "RFC 1123",
         ),
         (
             "mesh that does not exist",
@@ -246,13 +246,17 @@ fn kumactl_apply_rejects_bad_input_and_stores_nothing() {
             vec!["malformed.json", "cannot parse YAML/JSON"],
         ),
         (
-            "unknown-field.yaml",
+            // YAML reads an unquoted 1 as a number, and a tag value is a string.
+            "number-tag.yaml",
             dp_yaml(
                 "default",
                 "web-2",
-                "  - port: 10002\n    servicePort: 8080\n    bogus: true\n    tags:\n      kuma.io/service: web\n",
+                "  - port: 10002\n    servicePort: 8080\n    tags:\n      kuma.io/service: web\n      version: 1\n",
             ),
-            vec!["* networking.inbound[0].bogus: ", "unknown field"],
+            vec![
+                "* networking.inbound[0].tags[\"version\"]: ",
+                "invalid type",
+            ],
         ),
         (
             "no-service.yaml",
@@ -261,23 +265,29 @@ fn kumactl_apply_rejects_bad_input_and_stores_nothing() {
                 "web-2",
                 "  - port: 10002\n    servicePort: 8080\n    tags:\n      kuma.io/protocol: http\n",
             ),
-            vec!["* networking.inbound[0].tags: ", "kuma.io/service"],
+            vec![
+                "* networking.inbound[0].tags[\"kuma.io/service\"]: ",
+                "tag has to exist",
+            ],
         ),
         (
-            "duplicate-port.yaml",
+            "bad-address.yaml",
             dp_yaml(
                 "default",
                 "web-2",
                 &format!(
-                    "{INBOUND}  - port: 10002\n    servicePort: 8081\n    tags:\n      kuma.io/service: web\n"
+                    "{INBOUND}  - port: 10003\n    address: not-an-ip\n    tags:\n      kuma.io/service: web\n"
                 ),
             ),
-            vec!["* networking.inbound[1].port: ", "duplicate inbound port"],
+            vec![
+                "* networking.inbound[1].address: ",
+                "address has to be valid IP address",
+            ],
         ),
         (
             "bad-name.yaml",
             dp_yaml("default", "Bad_Name", INBOUND),
-            vec!["* name: ", "DNS-1123"],
+            vec!["* name: ", "RFC 1123"],
         ),
         (
             "unknown-mesh.yaml",
@@ -291,7 +301,7 @@ fn kumactl_apply_rejects_bad_input_and_stores_nothing() {
                 dp_yaml("default", "web-3", INBOUND),
                 dp_yaml("default", "Bad_Name", INBOUND)
             ),
-            vec!["multi.yaml: document 2", "* name: ", "DNS-1123"],
+            vec!["multi.yaml: document 2", "* name: ", "RFC 1123"],
         ),
     ];
     for (file, content, expected) in &cases {
@@ -356,7 +366,7 @@ fn api_put_rejects_bad_input_and_keeps_stored_resources() {
         &json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "web-2", "spec": {}}),
     );
     assert_eq!(code, 400, "type mismatch: {body:#}");
-    assert_error_body("type mismatch", &body, 400, Some(("type", "Dataplane")));
+    assert_error_body("type mismatch", &body, 400, Some(("type", "URL")));
     assert_unchanged(&cp, &before, "URL/body mismatch");
 
     // Not JSON.
@@ -370,7 +380,10 @@ fn api_put_rejects_bad_input_and_keeps_stored_resources() {
     assert_eq!(code, 400, "malformed JSON: {body:#}");
     assert_error_body("malformed JSON", &body, 400, None);
     assert!(
-        body["detail"].as_str().unwrap().contains("JSON"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid Dataplane object: "),
         "{body:#}"
     );
     assert_unchanged(&cp, &before, "malformed JSON");
@@ -437,10 +450,10 @@ async fn bootstrap_rejects_bad_requests() {
     assert!(body.contains("\"bootstrap\""), "{body}");
 
     let mut no_service = dataplane("default", "web-2");
-    no_service["networking"]["inbound"][0]["tags"] = json!({});
+    no_service["networking"]["inbound"][0]["tags"] = json!({"app": "web"});
     no_service["name"] = json!("Bad_Name");
-    let mut unknown = dataplane("default", "web-2");
-    unknown["networking"]["inbound"][0]["bogus"] = json!(1);
+    let mut number_tag = dataplane("default", "web-2");
+    number_tag["networking"]["inbound"][0]["tags"]["version"] = json!(1);
     // (what, body, status, expected (field, reason) entries)
     let cases = vec![
         (
@@ -460,20 +473,20 @@ async fn bootstrap_rejects_bad_requests() {
             json!({"dataplaneResource": no_service.to_string()}),
             422,
             vec![
-                ("dataplaneResource.name", "DNS-1123"),
+                ("dataplaneResource.name", "RFC 1123"),
                 (
-                    "dataplaneResource.networking.inbound[0].tags",
-                    "kuma.io/service",
+                    "dataplaneResource.networking.inbound[0].tags[\"kuma.io/service\"]",
+                    "tag has to exist",
                 ),
             ],
         ),
         (
-            "dataplaneResource with an unknown field",
-            json!({"dataplaneResource": unknown.to_string()}),
+            "dataplaneResource with a tag value that is a number",
+            json!({"dataplaneResource": number_tag.to_string()}),
             422,
             vec![(
-                "dataplaneResource.networking.inbound[0].bogus",
-                "unknown field",
+                "dataplaneResource.networking.inbound[0].tags[\"version\"]",
+                "invalid type",
             )],
         ),
         (
@@ -733,11 +746,8 @@ async fn dp_server_refuses_garbage_and_keeps_serving() {
     let ch = ads_channel(&cp).await;
     let mut web_b = dataplane("default", "web-b");
     web_b["networking"]["inbound"][0]["port"] = json!(10005);
-    let mut dup = dataplane("default", "web-c");
-    dup["networking"]["inbound"]
-        .as_array_mut()
-        .unwrap()
-        .push(dataplane("default", "web-c")["networking"]["inbound"][0].clone());
+    let mut invalid = dataplane("default", "web-c");
+    invalid["networking"]["inbound"][0]["port"] = json!(0);
     let cases: Vec<(&str, DiscoveryRequest, Code)> = vec![
         (
             "node id without a dot",
@@ -766,7 +776,7 @@ async fn dp_server_refuses_garbage_and_keeps_serving() {
         ),
         (
             "metadata dataplane.resource that is invalid",
-            discovery_request("default.web-c", Some(&dup.to_string())),
+            discovery_request("default.web-c", Some(&invalid.to_string())),
             Code::InvalidArgument,
         ),
     ];

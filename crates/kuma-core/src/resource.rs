@@ -2,20 +2,21 @@
 //! and YAML (old-style types carry their spec fields inline next to the metadata; new-style
 //! policy types carry them under `spec`).
 //!
-//! [`Resource::from_wire`] is the one entry point for untrusted input: it parses, rejects
-//! unknown fields, and validates, reporting every problem with its field path.
+//! [`Resource::decode`] is the one entry point for untrusted input: it decodes like Kuma
+//! (unknown fields ignored, each named in a warning; see [`wire`]), and validates, reporting
+//! every problem with its field path.
 
 pub mod dataplane;
 pub mod insight;
 pub mod mesh;
 pub mod policy;
 pub mod secret;
+pub mod wire;
 pub mod zone;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::name;
@@ -241,16 +242,28 @@ impl Spec {
         v.unwrap_or(Value::Null)
     }
 
-    fn from_json(rtype: ResourceType, v: Value) -> Result<Self, ValidationError> {
-        Ok(match rtype {
-            ResourceType::Mesh => Spec::Mesh(parse_typed(v)?),
-            ResourceType::Dataplane => Spec::Dataplane(parse_typed(v)?),
-            ResourceType::DataplaneInsight => Spec::DataplaneInsight(parse_typed(v)?),
-            ResourceType::MeshTrafficPermission => Spec::MeshTrafficPermission(parse_typed(v)?),
-            ResourceType::Secret => Spec::Secret(parse_typed(v)?),
-            ResourceType::GlobalSecret => Spec::GlobalSecret(parse_typed(v)?),
-            ResourceType::Zone => Spec::Zone(parse_typed(v)?),
-        })
+    /// Decodes a spec (see [`wire::decode_spec`]): the spec and a warning per unknown field.
+    fn decode(
+        rtype: ResourceType,
+        v: Value,
+        prefix: &str,
+    ) -> Result<(Self, Vec<String>), ValidationError> {
+        fn typed<T: serde::de::DeserializeOwned>(
+            v: Value,
+            prefix: &str,
+            wrap: fn(T) -> Spec,
+        ) -> Result<(Spec, Vec<String>), ValidationError> {
+            wire::decode_spec(v, prefix).map(|(t, w)| (wrap(t), w))
+        }
+        match rtype {
+            ResourceType::Mesh => typed(v, prefix, Spec::Mesh),
+            ResourceType::Dataplane => typed(v, prefix, Spec::Dataplane),
+            ResourceType::DataplaneInsight => typed(v, prefix, Spec::DataplaneInsight),
+            ResourceType::MeshTrafficPermission => typed(v, prefix, Spec::MeshTrafficPermission),
+            ResourceType::Secret => typed(v, prefix, Spec::Secret),
+            ResourceType::GlobalSecret => typed(v, prefix, Spec::GlobalSecret),
+            ResourceType::Zone => typed(v, prefix, Spec::Zone),
+        }
     }
 
     /// The deprecation warnings Kuma returns when this spec is stored (PUT `warnings`).
@@ -272,15 +285,6 @@ impl Spec {
             Spec::Zone(_) => Ok(()),
         }
     }
-}
-
-/// Parses a typed value, turning serde's first error into a violation at the failing path.
-fn parse_typed<T: DeserializeOwned>(v: Value) -> Result<T, ValidationError> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        ValidationError::single(field, e.inner().to_string())
-    })
 }
 
 /// A resource: metadata plus a typed spec.
@@ -379,15 +383,32 @@ impl Resource {
         Value::Object(m)
     }
 
-    /// Parses and validates untrusted wire input. `expected` (from the URL or the CLI) must
-    /// match `type` when given. Server-managed fields (`creationTime`, `modificationTime`,
-    /// `kri`) are accepted and ignored.
+    /// Parses and validates untrusted wire input, dropping the warnings: for input the
+    /// control plane wrote itself (the store) and tests. See [`Resource::decode`].
     pub fn from_wire(
         value: Value,
         expected: Option<ResourceType>,
     ) -> Result<Self, ValidationError> {
+        Self::decode(value, expected)
+            .map(|d| d.resource)
+            .map_err(ValidationError::from)
+    }
+
+    /// The one entry point for untrusted wire input (REST `PUT`, `kumactl apply`, the
+    /// bootstrap's `dataplaneResource`, ADS node metadata): decodes like Kuma (unknown fields
+    /// ignored, `null` = absent), names every unknown field in a warning, and validates.
+    ///
+    /// `expected` (from the URL, or the only type the caller takes) is the type the document
+    /// is decoded as; a different `type` in the body is a violation. Server-managed fields
+    /// (`creationTime`, `modificationTime`, `kri`) are accepted and ignored.
+    ///
+    /// Violations are in Kuma's order: `type`, `name`, `mesh`, `labels`, then the spec's.
+    pub fn decode(value: Value, expected: Option<ResourceType>) -> Result<Decoded, DecodeError> {
         let Value::Object(mut obj) = value else {
-            return Err(ValidationError::single("", "must be an object"));
+            return Err(DecodeError::Malformed {
+                rtype: expected,
+                errors: ValidationError::single("", "must be an object"),
+            });
         };
         // A new-style type (the request's, else the document's) is checked against its
         // schema first, as Kuma does; when that fails, Kuma reports only the schema's errors.
@@ -397,71 +418,63 @@ impl Resource {
                 .and_then(ResourceType::from_name)
         });
         if schema_type == Some(ResourceType::MeshTrafficPermission) {
-            policy::check_document_schema(&obj)?;
+            policy::check_document_schema(&obj).map_err(DecodeError::Invalid)?;
         }
-        let mut errs = Violations::new();
-        let rtype = match obj.get("type") {
-            Some(Value::String(t)) => match ResourceType::from_name(t) {
-                Some(rt) => Some(rt),
-                None => {
-                    errs.add("type", format!("unknown resource type {t:?}"));
-                    None
-                }
-            },
+        let mut malformed = Violations::new();
+        let mut invalid = Violations::new();
+        let mut warnings = Vec::new();
+        let body_type = match obj.get("type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(t.clone()),
             Some(_) => {
-                errs.add("type", "must be a string");
+                malformed.add("type", "must be a string");
                 None
             }
-            None => match expected {
-                Some(e) => Some(e),
-                None => {
-                    errs.add("type", "cannot be empty");
-                    None
+        };
+        let rtype = match (expected, &body_type) {
+            (Some(e), Some(t)) => {
+                if t != e.name() {
+                    invalid.add("type", "type from the URL has to be the same as in body");
                 }
-            },
+                Some(e)
+            }
+            (Some(e), None) => Some(e),
+            (None, Some(t)) => {
+                let rt = ResourceType::from_name(t);
+                if rt.is_none() {
+                    malformed.add("type", format!("invalid resource type {t:?}"));
+                }
+                rt
+            }
+            (None, None) => {
+                if malformed.is_empty() {
+                    malformed.add("type", "invalid resource type \"\"");
+                }
+                None
+            }
         };
-        if let (Some(rt), Some(e)) = (rtype, expected)
-            && rt != e
-        {
-            errs.add(
-                "type",
-                format!(
-                    "must be {} to match the request, got {}",
-                    e.name(),
-                    rt.name()
-                ),
-            );
-        }
         let Some(rtype) = rtype else {
-            return Err(errs
-                .into_result()
-                .expect_err("a type violation was recorded"));
+            // Invariant: every arm that yields no type records a problem in `malformed`.
+            return Err(DecodeError::Malformed {
+                rtype: None,
+                errors: malformed
+                    .into_result()
+                    .expect_err("a type problem was recorded"),
+            });
         };
-        let name = string_field(&obj, "name", &mut errs);
-        // Mesh names with dots are accepted, as Kuma does (with a deprecation warning:
-        // `mesh::name_deprecation`).
-        if let Some(p) = name::name_problem(&name, true) {
-            errs.add("name", p);
-        }
+        let name = meta_string(&obj, "name", &mut malformed);
         let mesh = match rtype.scope() {
             // New-style types default a missing (or null) `mesh` to `default`, as Kuma's
             // schema defaulting does.
             Scope::Mesh if rtype.is_new_style() && obj.get("mesh").is_none_or(Value::is_null) => {
                 DEFAULT_MESH.to_string()
             }
-            Scope::Mesh => {
-                let mesh = string_field(&obj, "mesh", &mut errs);
-                if let Some(p) = name::name_problem(&mesh, false) {
-                    errs.add("mesh", p);
-                }
-                mesh
-            }
+            Scope::Mesh => meta_string(&obj, "mesh", &mut malformed),
             Scope::Global => {
-                if obj.contains_key("mesh") {
-                    errs.add(
-                        "mesh",
-                        format!("must not be set: {} is not mesh-scoped", rtype),
-                    );
+                if obj.get("mesh").is_some_and(|m| !m.is_null()) {
+                    warnings.push(format!(
+                        "field \"mesh\" ignored: {rtype} is not mesh-scoped"
+                    ));
                 }
                 String::new()
             }
@@ -471,61 +484,95 @@ impl Resource {
             Some(Value::Object(l)) => {
                 let mut out = BTreeMap::new();
                 for (k, v) in l {
-                    let field = format!("labels[\"{k}\"]");
-                    if !name::is_label_key(k) {
-                        errs.add(&field, "key must be a valid label key (qualified name)");
-                    }
                     match v {
                         Value::String(s) => {
-                            if !name::is_label_value(s) {
-                                errs.add(&field, "value must be a valid label value");
-                            }
                             out.insert(k.clone(), s.clone());
                         }
-                        _ => errs.add(&field, "value must be a string"),
+                        Value::Null => {
+                            out.insert(k.clone(), String::new());
+                        }
+                        _ => malformed.add(format!("labels[{k:?}]"), "must be a string"),
+                    }
+                }
+                for (k, v) in &out {
+                    for p in name::label_key_problems(k) {
+                        invalid.add(format!("labels[{k:?}]"), p);
+                    }
+                    for p in name::label_value_problems(v) {
+                        invalid.add(format!("labels[{k:?}]"), p);
                     }
                 }
                 out
             }
             Some(_) => {
-                errs.add("labels", "must be an object of strings");
+                malformed.add("labels", "must be an object of strings");
                 BTreeMap::new()
             }
         };
-        let spec_value = if rtype.is_new_style() {
+        // Kuma's `ValidateMeta`, after the labels.
+        // Mesh names with dots are accepted, as Kuma does (with a deprecation warning).
+        if let Some(p) = name::meta_name_problem(&name) {
+            invalid.add("name", p);
+        }
+        if rtype.scope() == Scope::Mesh
+            && let Some(p) = name::meta_mesh_problem(&mesh)
+        {
+            invalid.add("mesh", p);
+        }
+        let (spec_value, spec_prefix) = if rtype.is_new_style() {
             let spec = obj.remove("spec").unwrap_or(Value::Object(Map::new()));
             for k in obj.keys() {
                 if !META_FIELDS.contains(&k.as_str()) && k != "status" {
-                    errs.add(k, "unknown field");
+                    warnings.push(format!("unknown field {k:?}: ignored"));
                 }
             }
-            spec
+            (spec, "spec")
         } else {
             for f in META_FIELDS {
-                obj.remove(f);
+                obj.shift_remove(f);
             }
-            Value::Object(obj)
+            let mut spec = Value::Object(obj);
+            wire::normalize_nulls(&mut spec);
+            (spec, "")
         };
-        let spec_prefix = if rtype.is_new_style() { "spec" } else { "" };
-        let spec = match Spec::from_json(rtype, spec_value) {
-            Ok(spec) => {
-                if let Err(e) = spec.validate() {
-                    errs.extend(spec_prefix, e);
-                }
+        let spec = match Spec::decode(rtype, spec_value, spec_prefix) {
+            Ok((spec, unknown)) => {
+                warnings.extend(unknown);
                 Some(spec)
             }
+            // New-style types: Kuma's schema check reports these as violations of the
+            // resource (`Resource is not valid`), not as a document that does not decode.
+            Err(e) if rtype.is_new_style() => {
+                invalid.extend("", e);
+                None
+            }
             Err(e) => {
-                errs.extend(spec_prefix, e);
+                malformed.extend("", e);
                 None
             }
         };
-        errs.into_result()?;
+        if let Err(errors) = malformed.into_result() {
+            return Err(DecodeError::Malformed {
+                rtype: Some(rtype),
+                errors,
+            });
+        }
         let Some(spec) = spec else {
-            return Err(ValidationError::single(spec_prefix, "invalid"));
+            // Invariant: a spec that did not decode recorded its problems in `invalid`.
+            return Err(DecodeError::Invalid(
+                invalid
+                    .into_result()
+                    .expect_err("the spec's decode errors were recorded"),
+            ));
         };
-        let mut res = Resource::new(name, mesh, spec);
-        res.meta.labels = labels;
-        Ok(res)
+        if let Err(e) = spec.validate() {
+            invalid.extend(spec_prefix, e);
+        }
+        invalid.into_result().map_err(DecodeError::Invalid)?;
+        let mut resource = Resource::new(name, mesh, spec);
+        resource.meta.labels = labels;
+        warnings.extend(resource.deprecations());
+        Ok(Decoded { resource, warnings })
     }
 
     /// Parses one or more YAML or JSON documents (`---` separated) into wire values.
@@ -537,8 +584,9 @@ impl Resource {
 }
 
 impl Resource {
-    /// Kuma's deprecation warnings about this resource, for the PUT response's `warnings`:
-    /// a Mesh or Zone whose (display) name is not an RFC 1035 label.
+    /// Kuma's deprecation warnings about this resource, for the PUT response's `warnings`
+    /// (after the unknown fields in [`Decoded::warnings`]).
+    /// A Mesh or Zone whose (display) name is not an RFC 1035 label gets Kuma's note too.
     pub fn deprecations(&self) -> Vec<String> {
         let name = self
             .meta
@@ -553,14 +601,58 @@ impl Resource {
     }
 }
 
-fn string_field(obj: &Map<String, Value>, field: &str, errs: &mut Violations) -> String {
+/// A metadata string (`name`, `mesh`); absent or `null` reads as `""`.
+fn meta_string(obj: &Map<String, Value>, field: &str, malformed: &mut Violations) -> String {
     match obj.get(field) {
         Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
         Some(_) => {
-            errs.add(field, "must be a string");
+            malformed.add(field, "must be a string");
             String::new()
         }
-        None => String::new(),
+    }
+}
+
+/// A decoded document: the resource and the warnings about its input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub resource: Resource,
+    /// In document order: each unknown field (ignored, as Kuma does, but named), then Kuma's
+    /// deprecation warnings. `PUT` returns them; `kumactl apply` prints them.
+    pub warnings: Vec<String>,
+}
+
+/// Why a document was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// The document does not decode: not an object, an unknown type, a value of the wrong
+    /// JSON type, an unknown enum name, a bad duration. Kuma answers these with `400 Bad
+    /// Request`, `invalid <Type> object: "<first error>"`; every field is named here.
+    #[error("invalid {} object: {errors}", .rtype.map_or("resource", ResourceType::name))]
+    Malformed {
+        /// The type it was decoded as, when known.
+        rtype: Option<ResourceType>,
+        errors: ValidationError,
+    },
+    /// It decodes but breaks the type's rules (Kuma: `Resource is not valid`).
+    #[error(transparent)]
+    Invalid(ValidationError),
+}
+
+impl DecodeError {
+    /// The offending fields.
+    pub fn violations(&self) -> &ValidationError {
+        match self {
+            DecodeError::Malformed { errors, .. } | DecodeError::Invalid(errors) => errors,
+        }
+    }
+}
+
+impl From<DecodeError> for ValidationError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Malformed { errors, .. } | DecodeError::Invalid(errors) => errors,
+        }
     }
 }
 
@@ -586,24 +678,119 @@ mod tests {
     }
 
     #[test]
-    fn unknown_field_has_path() {
-        let wire = json!({"type": "Dataplane", "mesh": "default", "name": "dp-1",
+    fn unknown_fields_are_ignored_and_named() {
+        let wire = json!({"type": "Dataplane", "mesh": "default", "name": "dp-1", "top": 1,
             "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"kuma.io/service": "a"}, "bogus": 1}]}});
-        let err = Resource::from_wire(wire, None).unwrap_err();
-        assert_eq!(err.violations.len(), 1, "{err}");
-        assert_eq!(err.violations[0].field, "networking.inbound[0].bogus");
-        assert!(err.violations[0].message.contains("bogus"), "{err}");
+        let d = Resource::decode(wire, None).unwrap();
+        assert_eq!(
+            d.warnings,
+            [
+                "unknown field \"top\": ignored",
+                "unknown field \"bogus\" at networking.inbound[0]: ignored"
+            ]
+        );
+        let out = d.resource.to_wire();
+        assert!(out.get("top").is_none(), "{out}");
+        assert!(
+            out["networking"]["inbound"][0].get("bogus").is_none(),
+            "{out}"
+        );
+        // New-style: unknown keys next to `spec` and inside it.
+        let wire = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "p", "x": 1,
+            "spec": {"targetRef": {"kind": "Mesh"}, "y": 2,
+                "rules": [{"default": {"allow": [{"spiffeID": {"type": "Prefix", "value": "spiffe://default"}}]}}]}});
+        let d = Resource::decode(wire, None).unwrap();
+        assert_eq!(
+            d.warnings,
+            [
+                "unknown field \"x\": ignored",
+                "unknown field \"y\" at spec: ignored"
+            ]
+        );
     }
 
     #[test]
-    fn reports_every_problem() {
+    fn reports_every_problem_in_kumas_order() {
         let wire = json!({"type": "Dataplane", "mesh": "Bad Mesh", "name": "Bad_Name",
-            "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {}}]}});
-        let err = Resource::from_wire(wire, None).unwrap_err();
+            "labels": {"a/b/c": "x"},
+            "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"version": "1"}}]}});
+        let err = Resource::decode(wire, None).unwrap_err();
+        let DecodeError::Invalid(err) = err else {
+            panic!("not a validation error: {err}");
+        };
         let fields: Vec<_> = err.violations.iter().map(|v| v.field.as_str()).collect();
-        assert!(fields.contains(&"name"), "{fields:?}");
-        assert!(fields.contains(&"mesh"), "{fields:?}");
-        assert!(fields.contains(&"networking.inbound[0].tags"), "{fields:?}");
+        assert_eq!(
+            fields,
+            [
+                "labels[\"a/b/c\"]",
+                "name",
+                "mesh",
+                "networking.inbound[0].tags[\"kuma.io/service\"]"
+            ]
+        );
+    }
+
+    #[test]
+    fn decode_errors_name_every_field() {
+        let wire = json!({"type": "Dataplane", "mesh": "default", "name": 4,
+            "networking": {"address": "10.0.0.1", "inbound": 0}});
+        let err = Resource::decode(wire, Some(ResourceType::Dataplane)).unwrap_err();
+        let DecodeError::Malformed { rtype, errors } = &err else {
+            panic!("not a decode error: {err}");
+        };
+        assert_eq!(*rtype, Some(ResourceType::Dataplane));
+        let fields: Vec<_> = errors.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["name", "networking.inbound"]);
+        assert!(
+            err.to_string().starts_with("invalid Dataplane object: "),
+            "{err}"
+        );
+        // `null` is "absent", as in protobuf JSON; in a tag map it is "".
+        let wire = json!({"type": "Dataplane", "mesh": "default", "name": "dp", "probes": null,
+            "networking": {"address": "10.0.0.1", "admin": null,
+                "inbound": [{"port": 80, "tags": {"kuma.io/service": "a", "v": null}}]}});
+        let err = Resource::decode(wire, None).unwrap_err();
+        assert_eq!(
+            err.violations().violations[0].field,
+            "networking.inbound[0].tags[\"v\"]"
+        );
+        // New-style types: a wrong type in `spec` is a violation, as Kuma's schema says.
+        let wire = json!({"type": "MeshTrafficPermission", "mesh": "default", "name": "p",
+            "spec": {"targetRef": {"kind": "Mesh", "name": 2}}});
+        let err = Resource::decode(wire, None).unwrap_err();
+        let DecodeError::Invalid(e) = &err else {
+            panic!("not a validation error: {err}");
+        };
+        assert_eq!(e.violations[0].field, "spec.targetRef.name");
+    }
+
+    #[test]
+    fn new_style_mesh_defaults_to_default() {
+        let wire = json!({"type": "MeshTrafficPermission", "name": "p",
+            "spec": {"targetRef": {"kind": "Mesh"},
+                "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": "Allow"}}]}});
+        let d = Resource::decode(wire, None).unwrap();
+        assert_eq!(d.resource.meta.mesh, "default");
+        // Old-style types have no default.
+        let err = Resource::decode(
+            json!({"type": "Dataplane", "name": "dp", "networking": {"address": "10.0.0.1"}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.violations().violations[0].field, "mesh");
+    }
+
+    #[test]
+    fn unknown_type_without_expectation() {
+        let err = Resource::decode(json!({"type": "Foo", "name": "x"}), None).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::Malformed { rtype: None, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.violations().violations[0].message,
+            "invalid resource type \"Foo\""
+        );
     }
 
     #[test]
@@ -614,6 +801,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.violations[0].field, "type");
+        assert_eq!(
+            err.violations[0].message,
+            "type from the URL has to be the same as in body"
+        );
     }
 
     #[test]

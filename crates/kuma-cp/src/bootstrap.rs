@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use kuma_core::resource::{Resource, ResourceKey, ResourceType, Spec};
 use kuma_core::store;
+use kuma_core::validate::ValidationError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -165,9 +166,17 @@ pub async fn handler(
                 );
             }
         };
-        let res = match Resource::from_wire(value, Some(ResourceType::Dataplane)) {
-            Ok(r) => r,
+        let res = match Resource::decode(value, Some(ResourceType::Dataplane)) {
+            Ok(d) => {
+                // Unknown fields are ignored, as Kuma does (and as a PUT does), and named.
+                for w in &d.warnings {
+                    tracing::warn!(mesh = %d.resource.meta.mesh, name = %d.resource.meta.name,
+                        "dataplaneResource: {w}");
+                }
+                d.resource
+            }
             Err(e) => {
+                let e = ValidationError::from(e);
                 let fields = e
                     .violations
                     .iter()

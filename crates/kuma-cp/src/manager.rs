@@ -173,6 +173,7 @@ impl ResourceManager {
         }
         res.spec.validate()?;
         let key = res.key();
+        self.check_membership(&res).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -381,7 +382,7 @@ impl ResourceManager {
             } else if *m != res.meta.mesh {
                 errs.add(
                     format!("labels[\"{MESH_LABEL}\"]"),
-                    format!("must be equal to the resource mesh {:?}", res.meta.mesh),
+                    format!("{MESH_LABEL} label must not differ from mesh set on resource"),
                 );
             }
         }
@@ -392,10 +393,28 @@ impl ResourceManager {
         {
             errs.add(
                 format!("labels[\"{ZONE_LABEL}\"]"),
-                format!("must be equal to the local zone {:?}", self.zone),
+                format!("{ZONE_LABEL} label should have {} value", self.zone),
             );
         }
         errs.into_result()
+    }
+
+    /// Kuma's mesh membership rule: a Dataplane's tag sets must fit the `constraints` of its
+    /// Mesh. Kuma answers a refused membership with a 500; a 400 naming the tag set is what
+    /// it is: the request is wrong, not the server.
+    async fn check_membership(&self, res: &Resource) -> Result<(), ManagerError> {
+        let Spec::Dataplane(dp) = &res.spec else {
+            return Ok(());
+        };
+        let mesh = self
+            .store
+            .get(&ResourceKey::new(ResourceType::Mesh, "", &res.meta.mesh))
+            .await?;
+        let wire = mesh.to_wire();
+        match dp.membership_problem(&res.meta.mesh, wire.get("constraints")) {
+            Some((field, message)) => Err(ValidationError::single(field, message).into()),
+            None => Ok(()),
+        }
     }
 
     /// Adds the system labels and the Dataplane zone tag.
@@ -506,6 +525,32 @@ mod tests {
             panic!("not a dataplane")
         };
         assert_eq!(d.inbounds()[0].tags[ZONE_TAG], "zone-1");
+    }
+
+    #[tokio::test]
+    async fn mesh_constraints_decide_membership() {
+        let m = manager();
+        m.upsert(wire(json!({"type": "Mesh", "name": "strict",
+            "constraints": {"dataplaneProxy": {"requirements": [{"tags": {"kuma.io/service": "api"}}]}}})))
+            .await
+            .expect("mesh");
+        let Err(ManagerError::Validation(e)) = m.upsert(dp("strict", "dp-1")).await else {
+            panic!("a web proxy joined a mesh that requires api")
+        };
+        assert_eq!(e.violations[0].field, "networking.inbound[0].tags");
+        assert!(
+            e.violations[0]
+                .message
+                .starts_with("dataplane cannot be a member of mesh \"strict\" because its tags \"kuma.io/service=web kuma.io/zone=zone-1\" does not fulfill"),
+            "{e}"
+        );
+        let mut api = dp("strict", "dp-2");
+        if let Spec::Dataplane(d) = &mut api.spec {
+            d.networking.as_mut().expect("networking").inbound[0]
+                .tags
+                .insert("kuma.io/service".into(), "api".into());
+        }
+        m.upsert(api).await.expect("an api proxy joins");
     }
 
     #[tokio::test]

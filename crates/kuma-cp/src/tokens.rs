@@ -639,15 +639,8 @@ fn dataplane_tags(dp: &kuma_core::resource::Dataplane) -> BTreeMap<String, BTree
             out.entry(k.clone()).or_default().insert(v.clone());
         }
     }
-    let gateway_tags = dp
-        .networking()
-        .and_then(|n| n.gateway.as_ref())
-        .and_then(|g| g.get("tags"))
-        .and_then(serde_json::Value::as_object);
-    for (k, v) in gateway_tags.into_iter().flatten() {
-        if let Some(v) = v.as_str() {
-            out.entry(k.clone()).or_default().insert(v.to_string());
-        }
+    for (k, v) in dp.gateway().into_iter().flat_map(|g| &g.tags) {
+        out.entry(k.clone()).or_default().insert(v.clone());
     }
     out
 }

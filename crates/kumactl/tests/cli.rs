@@ -264,7 +264,7 @@ async fn apply_validates_locally_before_sending() {
     let good = fake.write("good.yaml", "type: Mesh\nname: demo\n");
     let bad = fake.write(
         "bad.yaml",
-        "type: Dataplane\nmesh: default\nname: dp-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 80\n    tags: {}\n",
+        "type: Dataplane\nmesh: default\nname: dp-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 0\n    tags: {app: web}\n",
     );
     let out = fake.run(&["apply", "-f", &good, "-f", &bad]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -276,10 +276,13 @@ async fn apply_validates_locally_before_sending() {
     );
     // Every problem is listed.
     assert!(
-        err.contains("\n* networking.inbound[0].servicePort: "),
+        err.contains("\n* networking.inbound[0].port: port must be in the range [1, 65535]"),
         "{err}"
     );
-    assert!(err.contains("\n* networking.inbound[0].tags: "), "{err}");
+    assert!(
+        err.contains("\n* networking.inbound[0].tags[\"kuma.io/service\"]: tag has to exist"),
+        "{err}"
+    );
     assert!(fake.take_log().is_empty(), "nothing may be sent");
 
     // Unknown template variable.

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// Insight spec (old-style: inline on the wire).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct DataplaneInsight {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<DiscoverySubscription>,
@@ -27,7 +27,7 @@ impl DataplaneInsight {
 
 /// One ADS stream of a proxy to one control plane instance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct DiscoverySubscription {
     pub id: String,
     pub control_plane_instance_id: String,
@@ -45,7 +45,7 @@ pub struct DiscoverySubscription {
 
 /// Per-type counters of a stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SubscriptionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update_time: Option<String>,
@@ -66,7 +66,7 @@ pub struct SubscriptionStatus {
 
 /// The last NACK on a stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct LastNack {
     pub type_url: String,
     pub reason: String,
@@ -75,7 +75,7 @@ pub struct LastNack {
 
 /// Responses sent / ACKed / NACKed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct DiscoveryServiceStats {
     #[serde(default, with = "u64_string", skip_serializing_if = "is_zero")]
     pub responses_sent: u64,

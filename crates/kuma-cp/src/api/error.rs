@@ -5,6 +5,7 @@
 use axum::extract::rejection::BytesRejection;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kuma_core::ResourceType;
 use kuma_core::store;
 use kuma_core::validate::{ValidationError, Violation};
 use serde_json::json;
@@ -41,12 +42,26 @@ impl ApiError {
         self
     }
 
-    /// 400 for a resource (or request) that breaks validation rules.
+    /// 400 for a resource (or request) that breaks validation rules, as Kuma answers it:
+    /// title `Could not process a resource`, detail `Resource is not valid`, every violation
+    /// in `invalid_parameters`.
     pub fn validation(e: ValidationError) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            title: "Resource is not valid".into(),
-            detail: e.summary(),
+            title: "Could not process a resource".into(),
+            detail: "Resource is not valid".into(),
+            invalid: e.violations,
+        }
+    }
+
+    /// 400 for a body that does not decode as its type (a wrong JSON type, an unknown enum
+    /// value): Kuma's `Bad Request` / `invalid <Type> object: "<error>"`; beyond Kuma, every
+    /// offending field is also listed in `invalid_parameters`.
+    pub fn malformed(rtype: ResourceType, e: ValidationError) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            title: "Bad Request".into(),
+            detail: format!("invalid {rtype} object: {:?}", e.summary()),
             invalid: e.violations,
         }
     }
@@ -64,6 +79,16 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             "Invalid JSON",
             format!("cannot parse the request body as JSON: {e}"),
+        )
+    }
+
+    /// 400 for a resource body that is not JSON, in Kuma's words: `Bad Request`,
+    /// `invalid <Type> object: "<error>"` (serde's error names line and column).
+    pub fn resource_not_json(rtype: ResourceType, e: &serde_json::Error) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!("invalid {rtype} object: {:?}", e.to_string()),
         )
     }
 

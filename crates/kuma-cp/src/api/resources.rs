@@ -8,14 +8,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, State as AxState};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use kuma_core::resource::{ResourceKey, Scope};
+use kuma_core::resource::{DecodeError, Decoded, ResourceKey, Scope};
 use kuma_core::validate::Violations;
-use kuma_core::{Resource, ResourceType};
+use kuma_core::{Resource, ResourceType, store};
 use serde_json::{Map, Value, json};
 
 use super::auth::{authorize_content, authorize_type, require_admin};
 use super::query::ListRequest;
 use super::{ApiError, Shared, State};
+use crate::manager::ManagerError;
 use crate::tokens::User;
 
 /// The type at `ws` if `user` may access it; 404 for no such type, 403 for a type the user
@@ -92,65 +93,108 @@ async fn put(
         return Err(crate::manager::ManagerError::ReadOnly(key.rtype).into());
     }
     let body = body.map_err(|r| ApiError::body(&r))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::malformed_json(&e))?;
-    let mut errs = Violations::new();
-    if let Some(Value::String(n)) = value.get("name")
-        && *n != key.name
-    {
-        errs.add(
-            "name",
-            format!(
-                "name from the URL has to be the same as in body: {:?} != {n:?}",
-                key.name
-            ),
-        );
-    }
-    // A new-style resource without `mesh` belongs to mesh `default` (Kuma's schema default),
-    // so under another mesh's URL it mismatches.
-    let body_mesh = match value.get("mesh") {
-        None | Some(Value::Null) if key.rtype.is_new_style() => {
-            Some(kuma_core::resource::DEFAULT_MESH)
-        }
-        Some(Value::String(m)) => Some(m.as_str()),
-        _ => None,
-    };
-    if key.rtype.scope() == Scope::Mesh
-        && let Some(m) = body_mesh
-        && m != key.mesh
-    {
-        errs.add(
-            "mesh",
-            format!(
-                "mesh from the URL has to be the same as in body: {:?} != {m:?}",
-                key.mesh
-            ),
-        );
-    }
-    let res = match Resource::from_wire(value, Some(key.rtype)) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            errs.extend("", e);
-            None
-        }
-    };
-    errs.into_result()?;
-    let Some(res) = res else {
-        // Invariant: `from_wire` failing recorded violations, so `into_result` returned.
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal Server Error",
-            "resource parsing failed without a reason",
-        ));
-    };
-    authorize_content(user, &res)?;
-    let warnings = res.deprecations();
-    let (_, created) = s.manager.upsert(res).await?;
+    let Decoded { resource, warnings } = decode_put(&key, &body)?;
+    authorize_content(user, &resource)?;
+    check_workload_label(s, &key, &resource).await?;
+    let (_, created) = s.manager.upsert(resource).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "warnings": warnings }))))
+    Ok((status, Json(success_body(&warnings))))
+}
+
+/// Kuma (Universal zone): a new Dataplane's `kuma.io/workload` label, when set, must be a
+/// DNS-1035 label (an update is not checked).
+async fn check_workload_label(
+    s: &State,
+    key: &ResourceKey,
+    resource: &Resource,
+) -> Result<(), ApiError> {
+    let Some(workload) = resource
+        .meta
+        .labels
+        .get(WORKLOAD_LABEL)
+        .filter(|w| !w.is_empty())
+    else {
+        return Ok(());
+    };
+    let problems = kuma_core::name::dns1035_label_problems(workload);
+    if key.rtype != ResourceType::Dataplane || problems.is_empty() {
+        return Ok(());
+    }
+    match s.manager.get(key).await {
+        Err(ManagerError::Store(store::Error::NotFound(_))) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid workload label",
+            format!(
+                "labels[{WORKLOAD_LABEL:?}]: must be a valid DNS-1035 label (at most 63 characters, matching regex [a-z]([-a-z0-9]*[a-z0-9])?): {}",
+                problems.join("; ")
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Label naming the workload of a Dataplane.
+const WORKLOAD_LABEL: &str = "kuma.io/workload";
+
+/// Kuma's `PUT` success body: `{}`, or `{"warnings": [...]}` when there are any (unknown
+/// fields, which Kuma ignores silently and we name; deprecations).
+fn success_body(warnings: &[String]) -> Value {
+    if warnings.is_empty() {
+        json!({})
+    } else {
+        json!({ "warnings": warnings })
+    }
+}
+
+/// Decodes and validates the body of `PUT` `key`: everything the handler does before the
+/// manager (pure). Kuma's order: the body is decoded as the URL's type (a body that does not
+/// decode is a `Bad Request` naming every bad field); then `name` and `mesh` must match the
+/// URL's, and every violation of the metadata and the spec is reported at once.
+pub fn decode_put(key: &ResourceKey, body: &[u8]) -> Result<Decoded, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::resource_not_json(key.rtype, &e))?;
+    let body_str = |f: &str| value.get(f).and_then(Value::as_str).unwrap_or_default();
+    let mut url = Violations::new();
+    if body_str("name") != key.name {
+        url.add("name", "name from the URL has to be the same as in body");
+    }
+    // New-style types default `mesh` to `default` (Kuma's schema default).
+    let body_mesh = match value.get("mesh") {
+        None | Some(Value::Null) if key.rtype.is_new_style() => kuma_core::resource::DEFAULT_MESH,
+        _ => body_str("mesh"),
+    };
+    let mesh_mismatch = key.rtype.scope() == Scope::Mesh && body_mesh != key.mesh;
+    let decoded = Resource::decode(value, Some(key.rtype));
+    let mut rest = match decoded {
+        Ok(d) if url.is_empty() && !mesh_mismatch => return Ok(d),
+        Ok(_) => Vec::new(),
+        Err(DecodeError::Malformed { rtype, errors }) => {
+            return Err(ApiError::malformed(rtype.unwrap_or(key.rtype), errors));
+        }
+        Err(DecodeError::Invalid(e)) => e.violations,
+    };
+    // Kuma's order: name (URL), type (URL), mesh (URL), then labels and the metadata rules.
+    let types = rest.iter().take_while(|v| v.field == "type").count();
+    for v in rest.drain(..types) {
+        url.add(v.field, v.message);
+    }
+    if mesh_mismatch {
+        url.add("mesh", "mesh from the URL has to be the same as in body");
+    }
+    for v in rest {
+        url.add(v.field, v.message);
+    }
+    // Invariant: we get here with a URL mismatch recorded or with the decoder's violations
+    // (never empty), so there is something to report.
+    Err(url
+        .into_result()
+        .expect_err("a mismatch or a violation was recorded")
+        .into())
 }
 
 async fn delete(s: &State, user: &User, key: ResourceKey) -> Result<Json<Value>, ApiError> {

@@ -240,12 +240,108 @@ async fn index_config_and_misc() {
 }
 
 #[tokio::test]
+async fn unknown_fields_are_accepted_dropped_and_named() {
+    let api = Api::with_mesh().await;
+    // In document order: `foo` and `bogus` come after what `dp` wrote.
+    let mut doc = dp("dp-1", 8080, "web");
+    doc["foo"] = json!("bar");
+    doc["networking"]["bogus"] = json!({"deep": 1});
+    doc["networking"]["inbound"][0]["extra"] = json!(true);
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"warnings": [
+            "unknown field \"extra\" at networking.inbound[0]: ignored",
+            "unknown field \"bogus\" at networking: ignored",
+            "unknown field \"foo\": ignored"
+        ]})
+    );
+    // Dropped, as Kuma drops them: not stored, not echoed back.
+    let got = api.get("/meshes/default/dataplanes/dp-1").await;
+    assert!(got.body.get("foo").is_none(), "{}", got.body);
+    assert!(
+        got.body["networking"].get("bogus").is_none(),
+        "{}",
+        got.body
+    );
+    assert!(got.body["networking"]["inbound"][0].get("extra").is_none());
+    // An update reports them too.
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["warnings"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
+async fn a_new_dataplanes_workload_label_is_a_dns_1035_label() {
+    let api = Api::with_mesh().await;
+    let mut doc = dp("dp-1", 8080, "web");
+    doc["labels"] = json!({"kuma.io/workload": "Web_1"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["title"], "Invalid workload label");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("labels[\"kuma.io/workload\"]: must be a valid DNS-1035 label (at most 63 characters, matching regex [a-z]([-a-z0-9]*[a-z0-9])?): a DNS-1035 label must consist of"),
+        "{}",
+        r.body
+    );
+    doc["labels"] = json!({"kuma.io/workload": "web-1"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Kuma checks it on create only.
+    doc["labels"] = json!({"kuma.io/workload": "Web_1"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn decode_errors_are_bad_requests_naming_every_field() {
+    let api = Api::with_mesh().await;
+    let mut doc = dp("dp-1", 8080, "web");
+    doc["networking"]["inbound"][0]["port"] = json!(-1);
+    doc["networking"]["inbound"][0]["tags"]["version"] = json!(1);
+    doc["networking"]["gateway"] = json!({"type": "FOO"});
+    let r = api.put("/meshes/default/dataplanes/dp-1", &doc).await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["title"], "Bad Request");
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("invalid Dataplane object: \""),
+        "{detail}"
+    );
+    assert_eq!(
+        r.fields(),
+        [
+            "networking.inbound[0].port",
+            "networking.inbound[0].tags[\"version\"]",
+            "networking.gateway.type"
+        ]
+    );
+    // Not JSON at all: Kuma's words too.
+    let r = api.put_raw("/meshes/default/dataplanes/dp-1", "{,}").await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["title"], "Bad Request");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid Dataplane object: "),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
 async fn create_update_get_round_trip() {
     let api = Api::with_mesh().await;
     let applied = dp("dp-1", 8080, "web");
     let r = api.put("/meshes/default/dataplanes/dp-1", &applied).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.body, json!({"warnings": []}));
+    // Kuma's body without warnings.
+    assert_eq!(r.body, json!({}));
 
     let got = api.get("/meshes/default/dataplanes/dp-1").await;
     assert_eq!(got.status, StatusCode::OK);
@@ -402,13 +498,13 @@ async fn bad_inputs_change_nothing() {
 
     let cases: Vec<(&str, Value, &str)> = vec![
         (
-            "unknown field",
+            "inbound address not an IP",
             {
                 let mut d = dp("dp-1", 8080, "web");
-                d["networking"]["inbound"][0]["bogus"] = json!(1);
+                d["networking"]["inbound"][0]["address"] = json!("nope");
                 d
             },
-            "networking.inbound[0].bogus",
+            "networking.inbound[0].address",
         ),
         (
             "no kuma.io/service",
@@ -417,15 +513,15 @@ async fn bad_inputs_change_nothing() {
                 d["networking"]["inbound"][0]["tags"] = json!({"app": "web"});
                 d
             },
-            "networking.inbound[0].tags",
+            "networking.inbound[0].tags[\"kuma.io/service\"]",
         ),
         (
-            "duplicate inbound port",
+            "inbound port out of range",
             {
                 let mut d = dp("dp-1", 8080, "web");
                 d["networking"]["inbound"] = json!([
                     {"port": 8080, "servicePort": 80, "tags": {"kuma.io/service": "a"}},
-                    {"port": 8080, "servicePort": 81, "tags": {"kuma.io/service": "b"}}]);
+                    {"port": 0, "servicePort": 81, "tags": {"kuma.io/service": "b"}}]);
                 d
             },
             "networking.inbound[1].port",
@@ -449,7 +545,8 @@ async fn bad_inputs_change_nothing() {
             "{what}: {}",
             r.body
         );
-        assert_eq!(r.body["title"], "Resource is not valid", "{what}");
+        assert_eq!(r.body["title"], "Could not process a resource", "{what}");
+        assert_eq!(r.body["detail"], "Resource is not valid", "{what}");
         assert_eq!(
             r.body["causes"][0]["field"],
             r.body["invalid_parameters"][0]["field"]

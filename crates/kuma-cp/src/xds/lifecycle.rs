@@ -196,9 +196,14 @@ impl Runtime {
         let value: Value = serde_json::from_str(&text).map_err(|e| {
             Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is not JSON: {e}"))
         })?;
-        let res = Resource::from_wire(value, Some(ResourceType::Dataplane)).map_err(|e| {
+        let decoded = Resource::decode(value, Some(ResourceType::Dataplane)).map_err(|e| {
             Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is invalid: {e}"))
         })?;
+        // Unknown fields are ignored, as Kuma does (and as a PUT does), and named.
+        for w in &decoded.warnings {
+            tracing::warn!(%mesh, %name, "metadata {METADATA_RESOURCE}: {w}");
+        }
+        let res = decoded.resource;
         if res.meta.mesh != mesh || res.meta.name != name {
             return Err(Status::permission_denied(format!(
                 "node id {node_id} does not match the Dataplane {}/{} in its metadata",

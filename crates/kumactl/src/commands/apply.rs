@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn reports_every_invalid_field_of_every_document() {
-        let text = "type: Dataplane\nmesh: default\nname: Bad_Name\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 80\n    tags: {}\n---\ntype: Mesh\nname: ok\n---\ntype: Bogus\nname: x\n";
+        let text = "type: Dataplane\nmesh: default\nname: Bad_Name\nnetworking:\n  address: 10.0.0.1\n  inbound:\n  - port: 80\n    tags: {app: x}\n---\ntype: Mesh\nname: ok\n---\ntype: Bogus\nname: x\n";
         let err = prepare(&input(text), &BTreeMap::new())
             .unwrap_err()
             .to_string();
@@ -241,10 +241,13 @@ mod tests {
             err.starts_with("in.yaml: document 1 (Dataplane \"Bad_Name\") is not valid:\n* name: "),
             "{err}"
         );
-        assert!(err.contains("\n* networking.inbound[0].tags: "), "{err}");
+        assert!(
+            err.contains("\n* networking.inbound[0].tags[\"kuma.io/service\"]: tag has to exist"),
+            "{err}"
+        );
         assert!(
             err.contains(
-                "in.yaml: document 3 (Bogus \"x\") is not valid:\n* type: unknown resource type"
+                "in.yaml: document 3 (Bogus \"x\") is not valid:\n* type: invalid resource type"
             ),
             "{err}"
         );
