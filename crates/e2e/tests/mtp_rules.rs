@@ -306,11 +306,7 @@ fn rules_deny_closes_what_from_opened_and_allows_reopen() {
         "shadow-intruder",
         json!([{"default": {"allowWithShadowDeny": [spiffe("Prefix", "spiffe://default/intruder")]}}]),
     );
-    assert_eq!(
-        body,
-        json!({"warnings": []}),
-        "a rules policy has no warning"
-    );
+    assert_eq!(body, json!({}), "a rules policy has no warning");
     wait_status(i_web, 200, "intruder allowed with shadow deny");
     let shadow_after = wait_for("a shadow denial counted", Duration::from_secs(10), || {
         let n = rbac_shadow_denied(&w);
@@ -451,7 +447,11 @@ fn invalid_rules_documents_are_refused_by_api_and_kumactl() {
             &doc,
         );
         assert_eq!(code, 400, "case {i}: {body}");
-        assert_eq!(body["title"], "Resource is not valid", "case {i}: {body}");
+        assert_eq!(
+            body["title"], "Could not process a resource",
+            "case {i}: {body}"
+        );
+        assert_eq!(body["detail"], "Resource is not valid", "case {i}: {body}");
         let want: Vec<(String, String)> = want
             .iter()
             .map(|(f, m)| (f.to_string(), m.to_string()))
@@ -512,7 +512,7 @@ fn invalid_rules_documents_are_refused_by_api_and_kumactl() {
         "rules": [{"default": {"allow": [spiffe("Prefix", "spiffe://default")]}}]}});
     let (code, body) = cp.put("/meshes/default/meshtrafficpermissions/no-mesh", &doc);
     assert_eq!(code, 201, "{body}");
-    assert_eq!(body, json!({"warnings": []}));
+    assert_eq!(body, json!({}));
     let (_, stored) = cp.get("/meshes/default/meshtrafficpermissions/no-mesh");
     assert_eq!(stored["mesh"], "default", "{stored}");
     let (code, _) = cp.put("/meshes/other", &json!({"type": "Mesh", "name": "other"}));

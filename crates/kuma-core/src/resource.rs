@@ -566,7 +566,21 @@ impl Resource {
             ));
         };
         if let Err(e) = spec.validate() {
-            invalid.extend(spec_prefix, e);
+            // Kuma's protobuf JSON decoder refuses an unknown enum name or bytes that are not
+            // base64 before any validation: for old-style types those are decode errors.
+            let (decode, rest): (Vec<_>, Vec<_>) = e
+                .violations
+                .into_iter()
+                .partition(|v| !rtype.is_new_style() && is_decode_problem(&v.message));
+            if !decode.is_empty() {
+                return Err(DecodeError::Malformed {
+                    rtype: Some(rtype),
+                    errors: ValidationError { violations: decode },
+                });
+            }
+            if !rest.is_empty() {
+                invalid.extend(spec_prefix, ValidationError { violations: rest });
+            }
         }
         invalid.into_result().map_err(DecodeError::Invalid)?;
         let mut resource = Resource::new(name, mesh, spec);
@@ -599,6 +613,14 @@ impl Resource {
             spec => spec.deprecations(),
         }
     }
+}
+
+/// Whether a spec violation is one Kuma's protobuf JSON decoder raises while decoding (the
+/// messages it shares with our checks: an enum value it does not know, invalid base64).
+fn is_decode_problem(message: &str) -> bool {
+    (message.starts_with("unknown value ") || message.starts_with("invalid value "))
+        && message.contains(" for enum ")
+        || message.starts_with("illegal base64 data at input byte ")
 }
 
 /// A metadata string (`name`, `mesh`); absent or `null` reads as `""`.
