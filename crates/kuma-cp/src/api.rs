@@ -41,6 +41,7 @@ use crate::manager::ResourceManager;
 use crate::tokens::{Issuer, User, Validator};
 
 pub use error::ApiError;
+pub use resources::decode_put;
 
 /// Largest accepted request body; larger ones are answered 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

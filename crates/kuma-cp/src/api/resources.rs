@@ -91,7 +91,21 @@ async fn put(
         return Err(crate::manager::ManagerError::ReadOnly(key.rtype).into());
     }
     let body = body.map_err(|r| ApiError::body(&r))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::malformed_json(&e))?;
+    let res = decode_put(&key, &body)?;
+    let (_, created) = s.manager.upsert(res).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "warnings": [] }))))
+}
+
+/// Decodes and validates the body of `PUT` `key`: everything the handler does before the
+/// manager (pure; the fuzz target `resource_json` drives it). The body is JSON; its `name`
+/// and `mesh`, when given, must match the URL's; every problem is reported at once.
+pub fn decode_put(key: &ResourceKey, body: &[u8]) -> Result<Resource, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
     let mut errs = Violations::new();
     if let Some(Value::String(n)) = value.get("name")
         && *n != key.name
@@ -132,13 +146,7 @@ async fn put(
             "resource parsing failed without a reason",
         ));
     };
-    let (_, created) = s.manager.upsert(res).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(json!({ "warnings": [] }))))
+    Ok(res)
 }
 
 async fn delete(s: &State, key: ResourceKey) -> Result<Json<Value>, ApiError> {
