@@ -287,6 +287,10 @@ impl Spec {
     }
 }
 
+/// Events alias replay may add to any text in [`Resource::parse_documents`], besides two per
+/// byte of text: room for ordinary anchors (a shared block of tags) in small files.
+pub const ALIAS_REPLAY_BASE: usize = 10_000;
+
 /// A resource: metadata plus a typed spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
@@ -590,8 +594,19 @@ impl Resource {
     }
 
     /// Parses one or more YAML or JSON documents (`---` separated) into wire values.
+    ///
+    /// Aliases may replay at most [`ALIAS_REPLAY_BASE`] events plus two per byte of text, so
+    /// expanding them costs about what the text itself costs: a few hundred bytes of nested
+    /// aliases ("billion laughs") are refused instead of replaying a million events (this
+    /// text can come from the network, in the `dataplaneResource` of `/bootstrap`, before
+    /// the dataplane token is checked).
     pub fn parse_documents(text: &str) -> Result<Vec<Value>, ValidationError> {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        let mut options = serde_saphyr::Options::default();
+        options.alias_limits.max_total_replayed_events = text
+            .len()
+            .saturating_mul(2)
+            .saturating_add(ALIAS_REPLAY_BASE);
+        let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
             .map_err(|e| ValidationError::single("", format!("cannot parse YAML/JSON: {e}")))?;
         Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
     }
@@ -844,5 +859,42 @@ mod tests {
             Resource::parse_documents("type: Mesh\nname: a\n---\ntype: Mesh\nname: b\n").unwrap();
         assert_eq!(docs.len(), 2);
         assert!(Resource::parse_documents("type: [").is_err());
+    }
+
+    /// Nested aliases of ten anchors each ("billion laughs", 469 bytes here) would replay
+    /// a million events before any budget stopped them: a hand-written input run through
+    /// the `resource_yaml` fuzz target took 2.6 s (libFuzzer's 10 s timeout did not flag it).
+    #[test]
+    fn alias_expansion_is_bounded_by_the_text() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = Resource::parse_documents(&text).expect_err("alias bomb refused");
+        assert!(
+            err.summary().contains("cannot parse YAML/JSON"),
+            "{}",
+            err.summary()
+        );
+
+        // Ordinary anchors still work: one block of tags shared by many inbounds.
+        let mut text = String::from(
+            "type: Dataplane\nmesh: default\nname: dp-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n",
+        );
+        text.push_str(
+            "  - port: 1000\n    servicePort: 80\n    tags: &tags {kuma.io/service: web, version: v1}\n",
+        );
+        for port in 1001..1050 {
+            text.push_str(&format!(
+                "  - port: {port}\n    servicePort: 80\n    tags: *tags\n"
+            ));
+        }
+        let docs = Resource::parse_documents(&text).expect("anchors within the budget");
+        let dp = Resource::from_wire(docs[0].clone(), None).expect("a valid Dataplane");
+        let Spec::Dataplane(dp) = dp.spec else {
+            panic!("a Dataplane")
+        };
+        assert_eq!(dp.inbounds().len(), 50);
     }
 }

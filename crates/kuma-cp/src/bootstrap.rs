@@ -105,30 +105,10 @@ pub async fn handler(
             );
         }
     };
-    let req: Request = match serde_json::from_slice(&body) {
+    let req = match decode(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Invalid bootstrap request",
-                &format!("the body is not a valid bootstrap request: {e}"),
-                vec![],
-            );
-        }
+        Err(refusal) => return *refusal,
     };
-    let proxy_type = if req.proxy_type.is_empty() {
-        "dataplane"
-    } else {
-        req.proxy_type.as_str()
-    };
-    if proxy_type != "dataplane" {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid bootstrap request",
-            "only proxyType dataplane is supported",
-            vec![("proxyType".into(), "must be dataplane".into())],
-        );
-    }
     let token = req.dataplane_token.trim();
     let auth = st.validator.dataplane_auth_enabled();
     // `dataplaneTokenPath` names a file on the proxy's host: kuma-dp reads it and sends the
@@ -142,54 +122,12 @@ pub async fn handler(
         )
             .into_response();
     }
-    let from_request = !req.dataplane_resource.is_empty();
-    let dataplane = if from_request {
-        let value = match Resource::parse_documents(&req.dataplane_resource) {
-            Ok(mut docs) if docs.len() == 1 => docs.remove(0),
-            Ok(_) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid dataplane resource",
-                    "dataplaneResource must hold exactly one resource",
-                    vec![(
-                        "dataplaneResource".into(),
-                        "must hold exactly one resource".into(),
-                    )],
-                );
-            }
-            Err(e) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid dataplane resource",
-                    &e.summary(),
-                    vec![("dataplaneResource".into(), e.summary())],
-                );
-            }
-        };
-        let res = match Resource::decode(value, Some(ResourceType::Dataplane)) {
-            Ok(d) => {
-                // Unknown fields are ignored, as Kuma does (and as a PUT does), and named.
-                for w in &d.warnings {
-                    tracing::warn!(mesh = %d.resource.meta.mesh, name = %d.resource.meta.name,
-                        "dataplaneResource: {w}");
-                }
-                d.resource
-            }
-            Err(e) => {
-                let e = ValidationError::from(e);
-                let fields = e
-                    .violations
-                    .iter()
-                    .map(|v| (format!("dataplaneResource.{}", v.field), v.message.clone()))
-                    .collect();
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid dataplane resource",
-                    &e.summary(),
-                    fields,
-                );
-            }
-        };
+    let parsed = match dataplane_from_request(&req) {
+        Ok(r) => r,
+        Err(refusal) => return *refusal,
+    };
+    let from_request = parsed.is_some();
+    let dataplane = if let Some(res) = parsed {
         if auth
             && let Err(e) = st
                 .validator
@@ -324,6 +262,92 @@ pub async fn handler(
     .into_response()
 }
 
+/// Decodes a bootstrap request body (pure): 400 for a body that is not the request's JSON,
+/// 422 for a proxy type other than `dataplane`.
+pub fn decode(body: &[u8]) -> Result<Request, Box<Response>> {
+    let req: Request = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "Invalid bootstrap request",
+                &format!("the body is not a valid bootstrap request: {e}"),
+                vec![],
+            )));
+        }
+    };
+    let proxy_type = if req.proxy_type.is_empty() {
+        "dataplane"
+    } else {
+        req.proxy_type.as_str()
+    };
+    if proxy_type != "dataplane" {
+        return Err(Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid bootstrap request",
+            "only proxyType dataplane is supported",
+            vec![("proxyType".into(), "must be dataplane".into())],
+        )));
+    }
+    Ok(req)
+}
+
+/// The Dataplane the request carries in `dataplaneResource` (pure: parsed and validated, not
+/// yet checked against the store), `None` when it names one by mesh and name instead; 422
+/// for a resource that is not exactly one valid Dataplane.
+pub fn dataplane_from_request(req: &Request) -> Result<Option<Resource>, Box<Response>> {
+    if req.dataplane_resource.is_empty() {
+        return Ok(None);
+    }
+    let value = match Resource::parse_documents(&req.dataplane_resource) {
+        Ok(mut docs) if docs.len() == 1 => docs.remove(0),
+        Ok(_) => {
+            return Err(Box::new(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid dataplane resource",
+                "dataplaneResource must hold exactly one resource",
+                vec![(
+                    "dataplaneResource".into(),
+                    "must hold exactly one resource".into(),
+                )],
+            )));
+        }
+        Err(e) => {
+            return Err(Box::new(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid dataplane resource",
+                &e.summary(),
+                vec![("dataplaneResource".into(), e.summary())],
+            )));
+        }
+    };
+    let res = match Resource::decode(value, Some(ResourceType::Dataplane)) {
+        Ok(d) => {
+            // Unknown fields are ignored, as Kuma does (and as a PUT does), and named.
+            for w in &d.warnings {
+                tracing::warn!(mesh = %d.resource.meta.mesh, name = %d.resource.meta.name,
+                    "dataplaneResource: {w}");
+            }
+            d.resource
+        }
+        Err(e) => {
+            let e = ValidationError::from(e);
+            let fields = e
+                .violations
+                .iter()
+                .map(|v| (format!("dataplaneResource.{}", v.field), v.message.clone()))
+                .collect();
+            return Err(Box::new(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid dataplane resource",
+                &e.summary(),
+                fields,
+            )));
+        }
+    };
+    Ok(Some(res))
+}
+
 /// The answer to a refused token of a proxy of `mesh`: 401 when the token is not acceptable,
 /// 403 when it is valid but for another proxy (or cannot take over `existing`), 503 when the
 /// store failed. The full reason is logged; the answer does not tell whether the mesh exists.
@@ -349,7 +373,7 @@ fn token_refused(e: &TokenError, mesh: &str, existing: Option<&Resource>) -> Res
 }
 
 /// `host:port`, `[v6]:port`, `host` → host.
-fn host_without_port(h: &str) -> String {
+pub fn host_without_port(h: &str) -> String {
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default().to_string();
     }

@@ -100,7 +100,7 @@ impl Family {
 }
 
 /// The decoded bytes of a secret (empty for anything that is not a secret).
-pub(crate) fn secret_bytes(res: &Resource) -> Vec<u8> {
+pub fn secret_bytes(res: &Resource) -> Vec<u8> {
     match &res.spec {
         Spec::Secret(s) | Spec::GlobalSecret(s) => s.bytes().unwrap_or_default(),
         _ => Vec::new(),
@@ -166,7 +166,7 @@ fn parse_private(pem: &[u8]) -> Result<rsa::PrivateKey, TokenError> {
 }
 
 /// The key that signs tokens, from the PEM stored in a signing key secret.
-pub(crate) fn encoding_key(pem: &[u8]) -> Result<EncodingKey, TokenError> {
+pub fn encoding_key(pem: &[u8]) -> Result<EncodingKey, TokenError> {
     let der = parse_private(pem)?
         .to_pkcs1_der()
         .map_err(|e| TokenError::Key(format!("could not encode the signing key: {e}")))?;

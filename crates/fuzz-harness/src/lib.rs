@@ -1,0 +1,46 @@
+//! The entry points of the fuzz targets, one module per target, shared by the `cargo fuzz`
+//! crate (`fuzz/`, nightly, libFuzzer) and the corpus replay test (`tests/replay.rs`,
+//! stable, part of `cargo nextest run --workspace`), so the two cannot drift.
+//!
+//! Each `run(data)` feeds untrusted bytes to the same function the product uses on that
+//! input and panics when an invariant breaks (a panic is what the fuzzer reports):
+//!
+//! | target | product entry point |
+//! |---|---|
+//! | [`resource_yaml`] | `Resource::parse_documents` + `Resource::from_wire` (YAML/JSON documents) |
+//! | [`resource_json`] | `kuma_cp::api::decode_put`, the REST API's `PUT` body decoding |
+//! | [`bootstrap_request`] | `kuma_cp::bootstrap::{decode, dataplane_from_request, envoy_bootstrap}` |
+//! | [`xds_sotw`] | `kuma_xds::sotw::State` fed a sequence of requests and snapshots |
+//! | [`xds_delta`] | `kuma_xds::delta::State` fed a sequence of requests and snapshots |
+//! | [`token`] | `kuma_cp::tokens::Validator` (dataplane and user tokens) against real keys |
+//! | [`kumactl_apply`] | `kumactl::template::parse_vars` + `kumactl::commands::apply::prepare` |
+//!
+//! Invariants checked beyond "no panic, no hang": what is accepted round-trips through its
+//! wire shape (JSON and the YAML printers), refusals are client errors (4xx), and the xDS
+//! state machines answer only subscribed types with what the current snapshot holds.
+
+pub mod bootstrap_request;
+pub mod kumactl_apply;
+pub mod resource_json;
+pub mod resource_yaml;
+pub mod token;
+pub mod xds_delta;
+pub mod xds_sotw;
+
+mod check;
+mod xds;
+
+/// A target's entry point: any bytes in, a panic when an invariant breaks.
+pub type EntryPoint = fn(&[u8]);
+
+/// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the
+/// `fuzz/corpus/<name>` directory) and its entry point.
+pub const TARGETS: [(&str, EntryPoint); 7] = [
+    ("bootstrap_request", bootstrap_request::run),
+    ("kumactl_apply", kumactl_apply::run),
+    ("resource_json", resource_json::run),
+    ("resource_yaml", resource_yaml::run),
+    ("token", token::run),
+    ("xds_delta", xds_delta::run),
+    ("xds_sotw", xds_sotw::run),
+];
