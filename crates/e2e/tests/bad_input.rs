@@ -87,12 +87,6 @@ fn bad_dataplanes() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "name",
             "RFC 1123",
         ),
-        (
-            "mesh that does not exist",
-            dataplane("nope", "web-2"),
-            "mesh",
-            "not found",
-        ),
     ]
 }
 
@@ -292,7 +286,7 @@ fn kumactl_apply_rejects_bad_input_and_stores_nothing() {
         (
             "unknown-mesh.yaml",
             dp_yaml("nope", "web-2", INBOUND),
-            vec!["* mesh: ", "nope", "not found"],
+            vec!["Dataplane \"web-2\"", "Failed to retrieve Mesh (Not found)"],
         ),
         (
             "multi.yaml",
@@ -348,6 +342,16 @@ fn api_put_rejects_bad_input_and_keeps_stored_resources() {
         assert_error_body(what, &body, 400, Some((field, reason)));
         assert_unchanged(&cp, &before, what);
     }
+
+    // A mesh that does not exist is looked up first: Kuma's 404.
+    let (code, body) = cp.put("/meshes/nope/dataplanes/web-2", &dataplane("nope", "web-2"));
+    assert_eq!(code, 404, "mesh that does not exist: {body:#}");
+    assert_eq!(
+        (&body["title"], &body["detail"]),
+        (&json!("Failed to retrieve Mesh"), &json!("Not found")),
+        "{body:#}"
+    );
+    assert_unchanged(&cp, &before, "mesh that does not exist");
 
     // The URL and the body disagree.
     let (code, body) = cp.put(

@@ -292,6 +292,19 @@ pub async fn put_in_mesh(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let rtype = rtype_at(&ws, Some(Scope::Mesh), uri.path(), &user)?;
+    // Kuma looks the URL's mesh up before anything else: 404 when it does not exist.
+    let mesh_key = ResourceKey::new(ResourceType::Mesh, "", &mesh);
+    match s.manager.get(&mesh_key).await {
+        Err(ManagerError::Store(store::Error::NotFound(_))) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "Failed to retrieve Mesh",
+                "Not found",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
     put(&s, &user, ResourceKey::new(rtype, mesh, name), body).await
 }
 

@@ -560,17 +560,20 @@ async fn bad_inputs_change_nothing() {
     r.assert_error(StatusCode::BAD_REQUEST);
     assert_eq!(r.fields(), ["name"]);
 
-    // A mesh that does not exist.
+    // A mesh that does not exist: looked up first, 404 as Kuma.
     let mut other = dp("dp-9", 8080, "web");
     other["mesh"] = json!("nope");
     let r = api.put("/meshes/nope/dataplanes/dp-9", &other).await;
-    r.assert_error(StatusCode::BAD_REQUEST);
-    assert_eq!(r.fields(), ["mesh"]);
+    r.assert_error(StatusCode::NOT_FOUND);
+    assert_eq!(
+        (&r.body["title"], &r.body["detail"]),
+        (&json!("Failed to retrieve Mesh"), &json!("Not found"))
+    );
 
     // Mesh mismatch between URL and body.
-    let r = api
-        .put("/meshes/nope/dataplanes/dp-1", &dp("dp-1", 8080, "web"))
-        .await;
+    let mut elsewhere = dp("dp-1", 8080, "web");
+    elsewhere["mesh"] = json!("nope");
+    let r = api.put("/meshes/default/dataplanes/dp-1", &elsewhere).await;
     r.assert_error(StatusCode::BAD_REQUEST);
     assert!(r.fields().contains(&"mesh".to_string()), "{}", r.body);
 
