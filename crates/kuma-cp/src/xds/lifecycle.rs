@@ -467,6 +467,36 @@ pub fn struct_to_json(s: &Struct) -> Value {
     )
 }
 
+/// JSON → protobuf `Struct` (a JSON value that is not an object gives an empty one).
+pub fn json_to_struct(v: &Value) -> Struct {
+    Struct {
+        fields: v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), json_to_pb_value(v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn json_to_pb_value(v: &Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_list(a.iter().map(json_to_pb_value).collect())),
+        Value::Object(_) => Kind::StructValue(json_to_struct(v)),
+    };
+    PbValue { kind: Some(kind) }
+}
+
+fn prost_list(values: Vec<PbValue>) -> envoy_types::pb::google::protobuf::ListValue {
+    envoy_types::pb::google::protobuf::ListValue { values }
+}
+
 fn pb_value_to_json(v: &PbValue) -> Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
