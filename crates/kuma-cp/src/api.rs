@@ -7,7 +7,7 @@
 //! - mesh-scoped types: `GET /{ws}` (across meshes), `GET /meshes/{mesh}/{ws}`,
 //!   `GET|PUT|DELETE /meshes/{mesh}/{ws}/{name}`;
 //! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms;
-//! - `POST /tokens/dataplane`, `POST /tokens/user` (admins only).
+//! - `POST /tokens/dataplane`, `POST /tokens/user`, `POST /tokens/zone` (admins only).
 //!
 //! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
 //! [`auth`]). No CORS headers are sent: browsers on other origins cannot use the API.
@@ -105,6 +105,7 @@ pub fn router(state: State) -> Router {
         .route("/mesh-insights/{mesh}", get(mesh_insight))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))
+        .route("/tokens/zone", post(tokens::zone))
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -409,7 +409,7 @@ async fn ensure_defaults(manager: &ResourceManager, zone: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// The user token signing key and, with `apiServer.authn.tokens.bootstrapAdminToken`, the GlobalSecret
+/// The user and zone token signing keys and, with `apiServer.authn.tokens.bootstrapAdminToken`, the GlobalSecret
 /// `admin-user-token`.
 async fn ensure_token_defaults(
     manager: &ResourceManager,
@@ -419,6 +419,11 @@ async fn ensure_token_defaults(
     tokens::ensure_user_signing_key(manager)
         .await
         .context("user token signing key")?;
+    // A federated zone must not get one (it validates with global's public keys); every CP
+    // is standalone or global so far.
+    tokens::ensure_zone_signing_key(manager)
+        .await
+        .context("zone token signing key")?;
     if cfg.api_server.authn.tokens.bootstrap_admin_token {
         if issuer
             .ensure_admin_token()

@@ -1,26 +1,34 @@
 //! Tokens (Kuma's JWTs): dataplane tokens, which authenticate data plane proxies to the DP
-//! server (`/bootstrap` and the ADS stream), and user tokens, which authenticate callers of the
-//! REST API.
+//! server (`/bootstrap` and the ADS stream), user tokens, which authenticate callers of the
+//! REST API, and zone tokens, which authenticate a zone control plane to global (scope `cp`,
+//! beyond Kuma OSS) and zone proxies to their zone control plane (scopes `ingress`, `egress`).
 //!
 //! Format, as Kuma's: RS256, header `kid` = serial number of the signing key, registered claims
 //! `jti` (UUID), `iat` = `nbf` = now − 5s, `exp` = now + validity + 5s (10 years by default);
 //! custom claims with Kuma's Go field names: dataplane tokens `Name`, `Mesh`, `Tags` (tag → list
-//! of allowed values), `Type`, `Workload`; user tokens `Name`, `Groups`.
+//! of allowed values), `Type`, `Workload`; user tokens `Name`, `Groups`; zone tokens `Zone`,
+//! `Scope` (list of [`ZoneScope`] names).
 //!
 //! Keys and revocations live in secrets (see [`keys::Family`]):
 //! - dataplane tokens: mesh Secret `dataplane-token-signing-key-<mesh>-<kid>` (created with
 //!   every Mesh by the [`ResourceManager`]), revocations in Secret
 //!   `dataplane-token-revocations-<mesh>`;
 //! - user tokens: GlobalSecret `user-token-signing-key-<kid>`, revocations in GlobalSecret
-//!   `user-token-revocations`.
+//!   `user-token-revocations`;
+//! - zone tokens: GlobalSecret `zone-token-signing-key-<kid>` (created at start on a global or
+//!   standalone CP, [`ensure_zone_signing_key`]); a federated zone holds only
+//!   `zone-token-signing-public-key-<kid>` ([`keys::public_key_pem`]), and validation uses
+//!   whichever of the two exists for the token's kid; revocations in GlobalSecret
+//!   `zone-token-revocations`.
 //!
 //! A revocation list is the comma-separated `jti`s of revoked tokens; it is read on every
 //! validation, so a revoked token is refused from its next use (next bootstrap, next ADS stream,
 //! next API request) on.
 //!
-//! Main items: [`Issuer`], [`Validator`], [`User`], [`TokenError`]; for the DP server's ADS
-//! stream, [`authorize_registration`] (or its parts [`authenticate_stream`] and
-//! [`authorize_takeover`]).
+//! Main items: [`Issuer`], [`Validator`], [`User`], [`ZoneClaims`], [`TokenError`]; for the DP
+//! server's ADS stream, [`authorize_registration`] (or its parts [`authenticate_stream`] and
+//! [`authorize_takeover`]); for a zone's KDS stream or a zone proxy,
+//! [`Validator::authorize_zone`] and [`authenticate_zone_stream`].
 
 pub mod keys;
 
@@ -74,12 +82,14 @@ pub enum TokenError {
     InvalidKid(String),
     /// No signing key with the token's kid exists (rotated away, another control plane, or a
     /// memory store that lost its keys on restart).
-    #[error("{}", signing_key_not_found(.kid, .secret, .mesh))]
+    #[error("{}", signing_key_not_found(.kid, .secret, .public, .mesh))]
     SigningKeyNotFound {
         /// The token's kid.
         kid: u32,
         /// The secret that would hold it.
         secret: String,
+        /// The secret that would hold its public half, for the families that have one.
+        public: Option<String>,
         /// Its mesh; empty for a GlobalSecret.
         mesh: String,
     },
@@ -134,8 +144,10 @@ fn in_mesh(mesh: &str) -> String {
     }
 }
 
-fn signing_key_not_found(kid: &u32, secret: &str, mesh: &str) -> String {
-    let what = if mesh.is_empty() {
+fn signing_key_not_found(kid: &u32, secret: &str, public: &Option<String>, mesh: &str) -> String {
+    let what = if let Some(public) = public {
+        format!("Neither GlobalSecret {secret:?} nor GlobalSecret {public:?} is found")
+    } else if mesh.is_empty() {
         format!("GlobalSecret of name {secret:?} is not found")
     } else {
         format!("Secret of name {secret:?} in mesh {mesh:?} is not found")
@@ -166,6 +178,19 @@ impl TokenError {
                 "the token signature does not verify with any dataplane token signing key of mesh {mesh:?}"
             ),
             e => e.to_string(),
+        }
+    }
+
+    /// What a zone control plane or zone proxy is told when its zone token is refused: the
+    /// same words whatever check failed (signature, expiry, revocation, scope, zone), so a
+    /// peer learns nothing about the keys, the revocation list or other zones; a failure of
+    /// the control plane itself says so. The full reason ([`Display`](std::fmt::Display)) is
+    /// for the control plane's log.
+    pub fn public_zone_reason(&self) -> &'static str {
+        if self.is_transient() {
+            "the zone token could not be checked now: the control plane cannot read its signing keys"
+        } else {
+            "the zone token is not valid for this control plane"
         }
     }
 }
@@ -254,6 +279,82 @@ impl Claims for UserClaims {
     }
 }
 
+/// What a zone token may authenticate (its `Scope` claim lists their names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ZoneScope {
+    /// The zone control plane itself, on its KDS connection to global (beyond Kuma OSS).
+    Cp,
+    /// A ZoneIngress proxy of the zone (Kuma's `ingress`).
+    Ingress,
+    /// A ZoneEgress proxy of the zone (Kuma's `egress`).
+    Egress,
+}
+
+impl ZoneScope {
+    /// Every scope, in the order names are listed; what `kumactl generate zone-token` asks
+    /// for without `--scope`.
+    pub const ALL: [ZoneScope; 3] = [ZoneScope::Cp, ZoneScope::Ingress, ZoneScope::Egress];
+
+    /// `cp`, `ingress`, `egress`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZoneScope::Cp => "cp",
+            ZoneScope::Ingress => "ingress",
+            ZoneScope::Egress => "egress",
+        }
+    }
+
+    /// The scope of a name; `None` for anything else (exact, lower case).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ZoneScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a valid zone token says: the zone it identifies and what it may authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneClaims {
+    /// The `Zone` claim; empty in a token bound to no zone (Kuma allows it for zone proxies;
+    /// [`Validator::authorize_zone`] refuses it where the token must name the zone).
+    pub zone: String,
+    /// The known scopes of the `Scope` claim (names this control plane does not know grant
+    /// nothing and are dropped).
+    pub scopes: BTreeSet<ZoneScope>,
+}
+
+impl ZoneClaims {
+    /// Whether the token may authenticate `scope`.
+    pub fn allows(&self, scope: ZoneScope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Claims of a zone token as Kuma encodes them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ZoneTokenClaims {
+    #[serde(rename = "Zone", default)]
+    zone: String,
+    /// Go encodes an empty list as `null`.
+    #[serde(rename = "Scope", default)]
+    scope: Option<Vec<String>>,
+    #[serde(default)]
+    jti: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+}
+
+impl Claims for ZoneTokenClaims {
+    fn jti(&self) -> &str {
+        &self.jti
+    }
+}
+
 /// `POST /tokens/dataplane` body.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -282,6 +383,18 @@ pub struct UserTokenRequest {
     /// Groups.
     pub groups: Option<Vec<String>>,
     /// Go duration; empty = 10 years.
+    pub valid_for: String,
+}
+
+/// `POST /tokens/zone` body (Kuma's `ZoneTokenRequest`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ZoneTokenRequest {
+    /// Zone the token identifies (required).
+    pub zone: String,
+    /// Scopes, each `cp`, `ingress` or `egress` (required, at least one).
+    pub scope: Option<Vec<String>>,
+    /// Go duration (`24h`, `720h`); empty = 10 years.
     pub valid_for: String,
 }
 
@@ -392,6 +505,49 @@ impl Issuer {
         self.sign(&Family::User, &claims).await
     }
 
+    /// A zone token (Kuma's `POST /tokens/zone`), signed with the newest
+    /// `zone-token-signing-key-<kid>`. `zone` is required (a token bound to no zone would let
+    /// its holder pick its zone); `scope` must list at least one known scope (Kuma answers a
+    /// missing one `cannot be empty`; an empty list, which Kuma accepts and which would grant
+    /// nothing, is refused alike). Duplicates are dropped; the claim keeps the request's order.
+    pub async fn issue_zone(&self, req: &ZoneTokenRequest) -> Result<String, TokenError> {
+        let mut errs = Violations::new();
+        if req.zone.is_empty() {
+            errs.add("zone", "cannot be empty");
+        }
+        let mut scope: Vec<String> = Vec::new();
+        match req.scope.as_deref() {
+            None | Some([]) => errs.add("scope", "cannot be empty"),
+            Some(names) => {
+                for (i, name) in names.iter().enumerate() {
+                    if ZoneScope::parse(name).is_none() {
+                        errs.add(
+                            format!("scope[{i}]"),
+                            format!(
+                                "unknown scope {name:?}: must be one of {}",
+                                ZoneScope::ALL.map(ZoneScope::as_str).join(", ")
+                            ),
+                        );
+                    } else if !scope.contains(name) {
+                        scope.push(name.clone());
+                    }
+                }
+            }
+        }
+        let valid_for = validity(&req.valid_for, &mut errs);
+        errs.into_result().map_err(TokenError::InvalidRequest)?;
+        let (jti, iat, exp) = registered(valid_for);
+        let claims = ZoneTokenClaims {
+            zone: req.zone.clone(),
+            scope: Some(scope),
+            jti,
+            iat,
+            nbf: iat,
+            exp,
+        };
+        self.sign(&Family::Zone, &claims).await
+    }
+
     /// Creates the GlobalSecret `admin-user-token` (a 10-year token of [`User::admin`]) unless
     /// it exists. Returns whether it was created.
     pub async fn ensure_admin_token(&self) -> Result<bool, TokenError> {
@@ -451,6 +607,14 @@ pub async fn ensure_dataplane_signing_key(
 /// Creates the first user token signing key unless one exists.
 pub async fn ensure_user_signing_key(manager: &ResourceManager) -> Result<bool, TokenError> {
     keys::ensure(manager, &Family::User).await
+}
+
+/// Creates the first zone token signing key (GlobalSecret `zone-token-signing-key-1`) unless
+/// one exists. Called at start on a global CP and on a standalone zone CP; not on a federated
+/// zone, which validates with the public keys global sends it. Returns whether a key was
+/// created.
+pub async fn ensure_zone_signing_key(manager: &ResourceManager) -> Result<bool, TokenError> {
+    keys::ensure(manager, &Family::Zone).await
 }
 
 /// Validates tokens against the stored keys and revocation lists.
@@ -522,6 +686,44 @@ impl Validator {
         })
     }
 
+    /// What a zone token says, when it is signed by a zone token signing key of this control
+    /// plane (the private `zone-token-signing-key-<kid>` or, on a federated zone, the public
+    /// `zone-token-signing-public-key-<kid>`), valid now (same skew rules as every token) and
+    /// not listed in `zone-token-revocations`. Scope and zone are not checked: see
+    /// [`Self::authorize_zone`].
+    pub async fn validate_zone(&self, token: &str) -> Result<ZoneClaims, TokenError> {
+        let claims: ZoneTokenClaims = self.verify(token, &Family::Zone).await?;
+        Ok(ZoneClaims {
+            zone: claims.zone,
+            scopes: claims
+                .scope
+                .iter()
+                .flatten()
+                .filter_map(|s| ZoneScope::parse(s))
+                .collect(),
+        })
+    }
+
+    /// A zone token that may authenticate `scope` for `zone`: [`Self::validate_zone`], then
+    /// the token must list `scope`, and
+    /// - with `zone: Some(z)` (a zone proxy on the zone CP of `z`): a token naming a zone must
+    ///   name `z` (a token naming none is accepted, as Kuma does);
+    /// - with `zone: None` (global authenticating a zone CP, whose identity comes from the
+    ///   token only): the token must name a zone.
+    ///
+    /// A refusal of a valid token is [`TokenError::Mismatch`]; tell the peer only
+    /// [`TokenError::public_zone_reason`] and log the error itself.
+    pub async fn authorize_zone(
+        &self,
+        token: &str,
+        scope: ZoneScope,
+        zone: Option<&str>,
+    ) -> Result<ZoneClaims, TokenError> {
+        let claims = self.validate_zone(token).await?;
+        check_zone(&claims, scope, zone)?;
+        Ok(claims)
+    }
+
     async fn verify<C: Claims>(&self, token: &str, family: &Family) -> Result<C, TokenError> {
         let token = token.trim();
         let header =
@@ -538,13 +740,16 @@ impl Validator {
                 .parse()
                 .map_err(|_| TokenError::InvalidKid(format!("{k:?} is not a number")))?,
         };
-        let secret_name = family.key_name(kid);
-        let Some(secret) = keys::get(&self.manager, family, &secret_name).await? else {
-            return Err(TokenError::SigningKeyNotFound {
-                kid,
-                secret: secret_name,
-                mesh: family.mesh().to_string(),
-            });
+        let (secret_name, secret) = match self.signing_key(family, kid).await? {
+            Some(found) => found,
+            None => {
+                return Err(TokenError::SigningKeyNotFound {
+                    kid,
+                    secret: family.key_name(kid),
+                    public: family.public_key_name(kid),
+                    mesh: family.mesh().to_string(),
+                });
+            }
         };
         let key = self.decoding_key(&secret)?;
         let mut validation = Validation::new(Algorithm::RS256);
@@ -567,6 +772,25 @@ impl Validator {
         };
         self.check_revoked(family, claims.jti()).await?;
         Ok(claims)
+    }
+
+    /// The secret holding the key `kid` of the family, with its name: the signing key, else
+    /// (zone tokens on a federated zone) its public half.
+    async fn signing_key(
+        &self,
+        family: &Family,
+        kid: u32,
+    ) -> Result<Option<(String, Resource)>, TokenError> {
+        let name = family.key_name(kid);
+        if let Some(secret) = keys::get(&self.manager, family, &name).await? {
+            return Ok(Some((name, secret)));
+        }
+        let Some(public) = family.public_key_name(kid) else {
+            return Ok(None);
+        };
+        Ok(keys::get(&self.manager, family, &public)
+            .await?
+            .map(|secret| (public, secret)))
     }
 
     fn decoding_key(&self, secret: &Resource) -> Result<DecodingKey, TokenError> {
@@ -826,6 +1050,76 @@ pub fn takeover_refusal(existing: &Resource, e: &TokenError) -> String {
         "a Dataplane {:?} already exists in mesh {:?} and the presented token does not authenticate it, so it cannot be replaced: {e}",
         existing.meta.name, existing.meta.mesh
     )
+}
+
+/// The scope and zone checks of [`Validator::authorize_zone`], with Kuma's words.
+fn check_zone(claims: &ZoneClaims, scope: ZoneScope, zone: Option<&str>) -> Result<(), TokenError> {
+    if !claims.allows(scope) {
+        let scopes: Vec<&str> = claims.scopes.iter().map(|s| s.as_str()).collect();
+        return Err(TokenError::Mismatch(format!(
+            "token cannot be used to authenticate zone entity ({scope} is out of token's scope: {scopes:?})"
+        )));
+    }
+    match zone {
+        Some(zone) if !claims.zone.is_empty() && claims.zone != zone => {
+            Err(TokenError::Mismatch(format!(
+                "zone from requestor: {zone} is different than in token: {}",
+                claims.zone
+            )))
+        }
+        None if claims.zone.is_empty() => Err(TokenError::Mismatch(
+            "the token names no zone, so it cannot identify a zone control plane".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Authenticates a gRPC stream (a zone CP's KDS stream on global: `scope` [`ZoneScope::Cp`],
+/// `zone` `None`) with the zone token in its single `authorization` metadata value (the raw
+/// JWT, or `Bearer <jwt>`): [`Validator::authorize_zone`]. Every refusal is `Unauthenticated`
+/// with the same message ([`TokenError::public_zone_reason`]; a missing or repeated
+/// `authorization` says so), a store failure `Unavailable`; the full reason is logged.
+pub async fn authenticate_zone_stream(
+    validator: &Validator,
+    metadata: &MetadataMap,
+    scope: ZoneScope,
+    zone: Option<&str>,
+) -> Result<ZoneClaims, Status> {
+    let values: Vec<_> = metadata.get_all(AUTHORIZATION_METADATA).iter().collect();
+    let token = match values.as_slice() {
+        [] => {
+            return Err(Status::unauthenticated(format!(
+                "authentication failed: a zone token is required in the {AUTHORIZATION_METADATA} metadata"
+            )));
+        }
+        [one] => one.to_str().map(str::trim).unwrap_or_default(),
+        many => {
+            return Err(Status::unauthenticated(format!(
+                "authentication failed: exactly one {AUTHORIZATION_METADATA} metadata value is expected, got {}",
+                many.len()
+            )));
+        }
+    };
+    let token = token
+        .strip_prefix("Bearer ")
+        .or_else(|| token.strip_prefix("bearer "))
+        .unwrap_or(token)
+        .trim();
+    validator
+        .authorize_zone(token, scope, zone)
+        .await
+        .map_err(|e| zone_grpc_status(&e, scope, zone))
+}
+
+/// The gRPC status of a refused zone token (the full reason is logged, not sent).
+pub fn zone_grpc_status(e: &TokenError, scope: ZoneScope, zone: Option<&str>) -> Status {
+    tracing::info!(reason = %e, %scope, zone = zone.unwrap_or(""), "zone token refused");
+    let msg = format!("authentication failed: {}", e.public_zone_reason());
+    if e.is_transient() {
+        Status::unavailable(msg)
+    } else {
+        Status::unauthenticated(msg)
+    }
 }
 
 #[cfg(test)]

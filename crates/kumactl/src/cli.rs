@@ -150,6 +150,10 @@ pub enum GenerateCommand {
     /// Generate a user token for the API (`POST /tokens/user`; admins only) and print it.
     #[command(name = "user-token")]
     UserToken(UserTokenArgs),
+    /// Generate a zone token (`POST /tokens/zone`; admins only) and print it: it identifies a
+    /// zone control plane to global (scope `cp`) or a zone proxy (scopes `ingress`, `egress`).
+    #[command(name = "zone-token")]
+    ZoneToken(ZoneTokenArgs),
     /// Print a new signing key: an RSA-2048 private key (PKCS#1 PEM), by default base64
     /// encoded as a Secret's `data`. Offline.
     #[command(name = "signing-key")]
@@ -191,6 +195,20 @@ pub struct DataplaneTokenArgs {
     pub workload: String,
     /// How long the token is valid (`24h`, `720h`; default 10 years).
     #[arg(long, default_value = "")]
+    pub valid_for: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ZoneTokenArgs {
+    /// Name of the zone the token identifies.
+    #[arg(long)]
+    pub zone: String,
+    /// Scope the token may authenticate: `cp`, `ingress` or `egress`; repeatable or
+    /// comma-separated (default: all of them).
+    #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// How long the token is valid (`24h`, `720h`).
+    #[arg(long)]
     pub valid_for: String,
 }
 

@@ -107,7 +107,7 @@ async fn handler(
             .into_response(),
         ("PUT", _) => (StatusCode::CREATED, axum::Json(json!({"warnings": []}))).into_response(),
         ("DELETE", "/meshes/default/dataplanes/dp-1") => ok(json!({})),
-        ("POST", "/tokens/dataplane") | ("POST", "/tokens/user") => (
+        ("POST", "/tokens/dataplane") | ("POST", "/tokens/user") | ("POST", "/tokens/zone") => (
             StatusCode::OK,
             [("content-type", "text/plain")],
             "header.claims.signature",
@@ -583,6 +583,63 @@ async fn generate_tokens_and_signing_key() {
         Some(json!({"name": "alice", "groups": ["a", "b"], "validFor": "1h"}))
     );
     assert_eq!(seen[0].authorization, None);
+
+    // Zone tokens: Kuma's flags; `--scope` repeatable or comma-separated, all scopes by
+    // default; an unknown scope is refused before anything is sent.
+    for (args, scope) in [
+        (
+            &["--scope", "cp", "--scope", "ingress"][..],
+            json!(["cp", "ingress"]),
+        ),
+        (&["--scope", "ingress,egress"], json!(["ingress", "egress"])),
+        (&[], json!(["cp", "ingress", "egress"])),
+    ] {
+        let mut full = vec![
+            "generate",
+            "zone-token",
+            "--zone",
+            "zone-1",
+            "--valid-for",
+            "24h",
+        ];
+        full.extend_from_slice(args);
+        let out = fake.run(&full).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "header.claims.signature");
+        let seen = fake.take_log();
+        assert_eq!(seen[0].uri, "/tokens/zone");
+        assert_eq!(
+            seen[0].body,
+            Some(json!({"zone": "zone-1", "scope": scope, "validFor": "24h"}))
+        );
+    }
+    let out = fake
+        .run(&[
+            "generate",
+            "zone-token",
+            "--zone",
+            "z",
+            "--valid-for",
+            "1h",
+            "--scope",
+            "admin",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("invalid --scope values: [admin]"),
+        "{}",
+        stderr(&out)
+    );
+    // --zone and --valid-for are required, as in Kuma.
+    for args in [
+        &["generate", "zone-token", "--valid-for", "1h"][..],
+        &["generate", "zone-token", "--zone", "z"],
+    ] {
+        let out = fake.run(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    assert!(fake.take_log().is_empty(), "refused locally");
 
     // Server errors are reported.
     let out = fake

@@ -1131,3 +1131,150 @@ async fn token_endpoints() {
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn zone_token_endpoint() {
+    use crate::tokens::ZoneScope;
+    let (api, manager) = Api::with_manager();
+    // No zone token signing key (a federated zone): 404 naming it.
+    let r = api
+        .call(
+            "POST",
+            "/tokens/zone",
+            Some(Body::from(r#"{"zone":"zone-1","scope":["cp"]}"#)),
+        )
+        .await;
+    r.assert_error(StatusCode::NOT_FOUND);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("zone-token-signing-key"),
+        "{}",
+        r.body
+    );
+    crate::tokens::ensure_user_signing_key(&manager)
+        .await
+        .unwrap();
+    crate::tokens::ensure_zone_signing_key(&manager)
+        .await
+        .unwrap();
+
+    // An admin (loopback) gets a text/plain token that authenticates zone-1's CP.
+    let r = api
+        .call(
+            "POST",
+            "/tokens/zone",
+            Some(Body::from(
+                r#"{"zone":"zone-1","scope":["cp","ingress"],"validFor":"24h"}"#,
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "text/plain");
+    let token = r.body.as_str().unwrap().to_string();
+    let validator = Validator::new(manager.clone(), true);
+    let claims = validator
+        .authorize_zone(&token, ZoneScope::Cp, None)
+        .await
+        .expect("a cp token");
+    assert_eq!(claims.zone, "zone-1");
+    validator
+        .authorize_zone(&token, ZoneScope::Ingress, Some("zone-1"))
+        .await
+        .expect("an ingress token");
+    validator
+        .authorize_zone(&token, ZoneScope::Egress, Some("zone-1"))
+        .await
+        .expect_err("not an egress token");
+
+    // Bad input: 400 naming every field.
+    for (body, fields) in [
+        (
+            r#"{"validFor":"forever"}"#,
+            &["zone", "scope", "validFor"][..],
+        ),
+        (r#"{"zone":"z","scope":[]}"#, &["scope"]),
+        (r#"{"zone":"z","scope":["cp","root"]}"#, &["scope[1]"]),
+        (
+            r#"{"zone":"","scope":["cp"],"validFor":"-1h"}"#,
+            &["zone", "validFor"],
+        ),
+    ] {
+        let r = api
+            .call("POST", "/tokens/zone", Some(Body::from(body)))
+            .await;
+        r.assert_error(StatusCode::BAD_REQUEST);
+        assert_eq!(r.fields(), fields, "{body}: {}", r.body);
+        assert_eq!(r.body["title"], "Invalid request");
+    }
+    let r = api
+        .call(
+            "POST",
+            "/tokens/zone",
+            Some(Body::from(r#"{"zone":"z","scope":["cp","root"]}"#)),
+        )
+        .await;
+    assert_eq!(
+        r.body["invalid_parameters"][0]["reason"],
+        "unknown scope \"root\": must be one of cp, ingress, egress"
+    );
+    api.call("POST", "/tokens/zone", Some(Body::from("{")))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+
+    // Admins only: a member gets 403 (whatever the body), an anonymous remote caller 401.
+    let member = format!("Bearer {}", user_token(&api, "alice", &["team-a"]).await);
+    for body in [r#"{"zone":"zone-1","scope":["cp"]}"#, "{"] {
+        let r = api
+            .call_as(
+                "POST",
+                "/tokens/zone",
+                Some(Body::from(body)),
+                Some(REMOTE),
+                Some(&member),
+            )
+            .await;
+        r.assert_error(StatusCode::FORBIDDEN);
+        assert_eq!(r.body["title"], "Access Denied");
+    }
+    let r = api
+        .call_as(
+            "POST",
+            "/tokens/zone",
+            Some(Body::from(r#"{"zone":"zone-1","scope":["cp"]}"#)),
+            Some(REMOTE),
+            Some(&member),
+        )
+        .await;
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"alice\"") && detail.contains("generate zone token for zone 'zone-1'"),
+        "{detail}"
+    );
+    let r = api
+        .call_as(
+            "POST",
+            "/tokens/zone",
+            Some(Body::from(r#"{"zone":"zone-1","scope":["cp"]}"#)),
+            Some(REMOTE),
+            None,
+        )
+        .await;
+    r.assert_error(StatusCode::UNAUTHORIZED);
+    // A remote admin may.
+    let admin = format!(
+        "Bearer {}",
+        user_token(&api, "root", &["mesh-system:admin"]).await
+    );
+    let r = api
+        .call_as(
+            "POST",
+            "/tokens/zone",
+            Some(Body::from(r#"{"zone":"zone-1","scope":["egress"]}"#)),
+            Some(REMOTE),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}

@@ -1,5 +1,5 @@
-//! `POST /tokens/dataplane` and `POST /tokens/user`: issue tokens (admins only). The answer is
-//! the raw JWT as `text/plain`, as Kuma's.
+//! `POST /tokens/dataplane`, `POST /tokens/user` and `POST /tokens/zone`: issue tokens (admins
+//! only). The answer is the raw JWT as `text/plain`, as Kuma's.
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::auth::require_admin;
 use super::{ApiError, Shared};
-use crate::tokens::{DataplaneTokenRequest, User, UserTokenRequest};
+use crate::tokens::{DataplaneTokenRequest, User, UserTokenRequest, ZoneTokenRequest};
 
 fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|r| ApiError::body(&r))?;
@@ -42,4 +42,17 @@ pub async fn user(
     require_admin(&user, "generate user tokens")?;
     let req: UserTokenRequest = parse(body)?;
     Ok(text(s.issuer.issue_user(&req).await?))
+}
+
+/// `POST /tokens/zone` with `{"zone","scope","validFor"}`. A caller that is not an admin gets
+/// 403 whatever the body (Kuma's words name the zone when the body has one).
+pub async fn zone(
+    AxState(s): AxState<Shared>,
+    Extension(user): Extension<User>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: Result<ZoneTokenRequest, ApiError> = parse(body);
+    let zone = req.as_ref().map(|r| r.zone.as_str()).unwrap_or_default();
+    require_admin(&user, &format!("generate zone token for zone '{zone}'"))?;
+    Ok(text(s.issuer.issue_zone(&req?).await?))
 }

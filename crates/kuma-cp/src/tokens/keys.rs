@@ -4,13 +4,20 @@
 //! deleting the old one.
 //!
 //! [`Family`] names where the keys and the revocation list of one kind of token live.
+//!
+//! Zone tokens are signed on the global CP (or a standalone zone CP) only; a federated zone
+//! receives the public half of each key as GlobalSecret `zone-token-signing-public-key-<kid>`
+//! (PEM `RSA PUBLIC KEY`, PKCS#1, as Kuma's KDS mapper writes it; see [`public_key_pem`]) and
+//! validates with it.
 
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use kuma_core::resource::{ResourceKey, ResourceType, SecretData};
 use kuma_core::store;
 use kuma_core::{Resource, Spec};
-use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey, EncodeRsaPublicKey, LineEnding};
-use rsa::pkcs8::DecodePrivateKey;
+use rsa::pkcs1::{
+    DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey, LineEnding,
+};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 
 use super::TokenError;
 use crate::manager::{ManagerError, ResourceManager};
@@ -35,14 +42,19 @@ pub enum Family {
     Dataplane { mesh: String },
     /// User (API) tokens: GlobalSecrets.
     User,
+    /// Zone tokens: GlobalSecrets (private keys on global, public keys on federated zones).
+    Zone,
 }
+
+/// Name prefix of the GlobalSecrets holding the public half of zone token signing keys.
+pub const ZONE_PUBLIC_KEY_PREFIX: &str = "zone-token-signing-public-key";
 
 impl Family {
     /// The secret type holding the keys.
     pub fn rtype(&self) -> ResourceType {
         match self {
             Family::Dataplane { .. } => ResourceType::Secret,
-            Family::User => ResourceType::GlobalSecret,
+            Family::User | Family::Zone => ResourceType::GlobalSecret,
         }
     }
 
@@ -50,15 +62,26 @@ impl Family {
     pub fn mesh(&self) -> &str {
         match self {
             Family::Dataplane { mesh } => mesh,
-            Family::User => "",
+            Family::User | Family::Zone => "",
         }
     }
 
-    /// `dataplane-token-signing-key-<mesh>` / `user-token-signing-key`.
+    /// `dataplane-token-signing-key-<mesh>` / `user-token-signing-key` /
+    /// `zone-token-signing-key`.
     pub fn key_prefix(&self) -> String {
         match self {
             Family::Dataplane { mesh } => format!("dataplane-token-signing-key-{mesh}"),
             Family::User => "user-token-signing-key".into(),
+            Family::Zone => "zone-token-signing-key".into(),
+        }
+    }
+
+    /// Name of the secret holding only the public half of the key `kid`, for the families
+    /// that have one (zone tokens: `zone-token-signing-public-key-<kid>`).
+    pub fn public_key_name(&self, kid: u32) -> Option<String> {
+        match self {
+            Family::Zone => Some(format!("{ZONE_PUBLIC_KEY_PREFIX}-{kid}")),
+            Family::Dataplane { .. } | Family::User => None,
         }
     }
 
@@ -67,11 +90,13 @@ impl Family {
         format!("{}-{kid}", self.key_prefix())
     }
 
-    /// `dataplane-token-revocations-<mesh>` / `user-token-revocations`.
+    /// `dataplane-token-revocations-<mesh>` / `user-token-revocations` /
+    /// `zone-token-revocations`.
     pub fn revocations_name(&self) -> String {
         match self {
             Family::Dataplane { mesh } => format!("dataplane-token-revocations-{mesh}"),
             Family::User => "user-token-revocations".into(),
+            Family::Zone => "zone-token-revocations".into(),
         }
     }
 
@@ -93,7 +118,7 @@ impl Family {
         let data = SecretData::from_bytes(bytes);
         let spec = match self {
             Family::Dataplane { .. } => Spec::Secret(data),
-            Family::User => Spec::GlobalSecret(data),
+            Family::User | Family::Zone => Spec::GlobalSecret(data),
         };
         Resource::new(name, self.mesh(), spec)
     }
@@ -127,7 +152,7 @@ pub(crate) async fn latest(
 ) -> Result<Option<(u32, Resource)>, TokenError> {
     let mesh = match family {
         Family::Dataplane { mesh } => Some(mesh.as_str()),
-        Family::User => None,
+        Family::User | Family::Zone => None,
     };
     let secrets = manager
         .list(family.rtype(), mesh)
@@ -173,13 +198,48 @@ pub fn encoding_key(pem: &[u8]) -> Result<EncodingKey, TokenError> {
     Ok(EncodingKey::from_rsa_der(der.as_bytes()))
 }
 
-/// The public key that verifies tokens, from the PEM stored in a signing key secret.
+/// Whether PEM text holds a public key (`RSA PUBLIC KEY` or `PUBLIC KEY`) rather than a
+/// private one.
+fn is_public_pem(text: &str) -> bool {
+    let text = text.trim_start();
+    text.starts_with("-----BEGIN RSA PUBLIC KEY-----")
+        || text.starts_with("-----BEGIN PUBLIC KEY-----")
+}
+
+/// The public key of PEM text: the public half of a private key, or a public key, PKCS#1
+/// (`RSA PUBLIC KEY`) or SPKI (`PUBLIC KEY`).
+fn parse_public(pem: &[u8]) -> Result<rsa::PublicKey, TokenError> {
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| TokenError::Key("the signing key is not PEM text".into()))?;
+    if !is_public_pem(text) {
+        return Ok(parse_private(pem)?.to_public_key());
+    }
+    rsa::PublicKey::from_pkcs1_pem(text)
+        .or_else(|_| rsa::PublicKey::from_public_key_pem(text))
+        .map_err(|e| {
+            TokenError::Key(format!(
+                "the public signing key is not an RSA public key: {e}"
+            ))
+        })
+}
+
+/// The public key that verifies tokens, from the PEM stored in a signing key secret (a
+/// private key) or in a public key secret.
 pub(crate) fn decoding_key(pem: &[u8]) -> Result<DecodingKey, TokenError> {
-    let der = parse_private(pem)?
-        .to_public_key()
+    let der = parse_public(pem)?
         .to_pkcs1_der()
         .map_err(|e| TokenError::Key(format!("could not encode the public key: {e}")))?;
     Ok(DecodingKey::from_rsa_der(der.as_bytes()))
+}
+
+/// The public half of a signing key as PEM `RSA PUBLIC KEY` (PKCS#1), what Kuma stores in
+/// `zone-token-signing-public-key-<kid>` for federated zones: the KDS mapping of
+/// `zone-token-signing-key-<kid>` (data = [`secret_bytes`] of it) calls this.
+pub fn public_key_pem(private_pem: &[u8]) -> Result<String, TokenError> {
+    parse_private(private_pem)?
+        .to_public_key()
+        .to_pkcs1_pem(LineEnding::LF)
+        .map_err(|e| TokenError::Key(format!("could not encode the public key: {e}")))
 }
 
 #[cfg(test)]
@@ -204,6 +264,44 @@ mod tests {
         assert_eq!(Family::User.key_name(3), "user-token-signing-key-3");
         assert_eq!(Family::User.revocations_name(), "user-token-revocations");
         assert_eq!(Family::User.rtype(), ResourceType::GlobalSecret);
+        assert_eq!(Family::Zone.key_name(2), "zone-token-signing-key-2");
+        assert_eq!(Family::Zone.revocations_name(), "zone-token-revocations");
+        assert_eq!(Family::Zone.rtype(), ResourceType::GlobalSecret);
+        assert_eq!(
+            Family::Zone.public_key_name(2).as_deref(),
+            Some("zone-token-signing-public-key-2")
+        );
+        assert_eq!(Family::User.public_key_name(2), None);
+        assert_eq!(Family::Zone.kid_of("zone-token-signing-key-7"), Some(7));
+        // The public keys are not signing keys: issuing never picks them.
+        assert_eq!(Family::Zone.kid_of("zone-token-signing-public-key-7"), None);
+    }
+
+    #[test]
+    fn public_keys_verify_like_their_private_keys() {
+        let pem = generate_pem().expect("key");
+        let public = public_key_pem(pem.as_bytes()).expect("public");
+        assert!(
+            public.starts_with("-----BEGIN RSA PUBLIC KEY-----\n"),
+            "{public}"
+        );
+        let from_private = parse_public(pem.as_bytes()).expect("private");
+        let from_public = parse_public(public.as_bytes()).expect("public");
+        assert_eq!(from_private, from_public);
+        // SPKI (`PUBLIC KEY`) as well.
+        let spki = rsa::pkcs8::EncodePublicKey::to_public_key_pem(&from_private, LineEnding::LF)
+            .expect("spki");
+        assert_eq!(parse_public(spki.as_bytes()).expect("spki"), from_private);
+        decoding_key(public.as_bytes()).expect("decoding key");
+        // A public key cannot sign.
+        assert!(matches!(
+            encoding_key(public.as_bytes()),
+            Err(TokenError::Key(_))
+        ));
+        assert!(matches!(
+            parse_public(b"-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n"),
+            Err(TokenError::Key(_))
+        ));
     }
 
     #[test]

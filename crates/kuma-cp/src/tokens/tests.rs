@@ -566,3 +566,448 @@ async fn stream_authentication() {
         .await
         .expect("no auth");
 }
+
+/// An [`Env`] with the zone token signing key as well.
+async fn zone_env() -> Env {
+    let e = env().await;
+    assert!(ensure_zone_signing_key(&e.manager).await.expect("zone key"));
+    assert!(!ensure_zone_signing_key(&e.manager).await.expect("again"));
+    e
+}
+
+fn zone_req(zone: &str, scope: &[&str]) -> ZoneTokenRequest {
+    ZoneTokenRequest {
+        zone: zone.into(),
+        scope: Some(scope.iter().map(|s| s.to_string()).collect()),
+        valid_for: "24h".into(),
+    }
+}
+
+fn scopes(list: &[ZoneScope]) -> BTreeSet<ZoneScope> {
+    list.iter().copied().collect()
+}
+
+#[tokio::test]
+async fn zone_token_format() {
+    let e = zone_env().await;
+    let token = e
+        .issuer
+        .issue_zone(&zone_req("zone-2", &["cp", "ingress", "cp"]))
+        .await
+        .expect("issue");
+    let (header, claims) = parts(&token);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], "1");
+    assert_eq!(claims["Zone"], "zone-2");
+    assert_eq!(claims["Scope"], json!(["cp", "ingress"]));
+    assert!(
+        uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).is_ok(),
+        "{claims}"
+    );
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(claims["nbf"].as_i64().unwrap(), iat);
+    assert_eq!(claims["exp"].as_i64().unwrap() - iat, 24 * 3600 + 10);
+    let got = e.validator.validate_zone(&token).await.expect("valid");
+    assert_eq!(
+        got,
+        ZoneClaims {
+            zone: "zone-2".into(),
+            scopes: scopes(&[ZoneScope::Cp, ZoneScope::Ingress]),
+        }
+    );
+    // The signing key is Kuma's GlobalSecret.
+    let key = e
+        .manager
+        .get(&Family::Zone.key("zone-token-signing-key-1"))
+        .await
+        .expect("zone-token-signing-key-1");
+    assert_eq!(key.rtype(), ResourceType::GlobalSecret);
+    assert!(keys::secret_bytes(&key).starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
+}
+
+#[tokio::test]
+async fn zone_token_requests_are_validated() {
+    let e = zone_env().await;
+    let fields = |err: TokenError| {
+        let TokenError::InvalidRequest(v) = err else {
+            panic!("{err}")
+        };
+        v.violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.message))
+            .collect::<Vec<_>>()
+    };
+    let err = e
+        .issuer
+        .issue_zone(&ZoneTokenRequest {
+            valid_for: "1 day".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let got = fields(err);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], "zone: cannot be empty");
+    assert_eq!(got[1], "scope: cannot be empty");
+    assert!(got[2].starts_with("validFor: is invalid"), "{got:?}");
+    let err = e.issuer.issue_zone(&zone_req("z", &[])).await.unwrap_err();
+    assert_eq!(fields(err), ["scope: cannot be empty"]);
+    let err = e
+        .issuer
+        .issue_zone(&zone_req("z", &["cp", "CP", "admin"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(err),
+        [
+            "scope[1]: unknown scope \"CP\": must be one of cp, ingress, egress",
+            "scope[2]: unknown scope \"admin\": must be one of cp, ingress, egress"
+        ]
+    );
+    let err = e
+        .issuer
+        .issue_zone(&ZoneTokenRequest {
+            valid_for: "0s".into(),
+            ..zone_req("z", &["cp"])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(err), ["validFor: must be greater than 0"]);
+    // Without a signing key (a federated zone) nothing is issued.
+    let plain = env().await;
+    let err = plain
+        .issuer
+        .issue_zone(&zone_req("z", &["cp"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TokenError::NoSigningKey { prefix, .. } if prefix == "zone-token-signing-key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn zone_token_scope_and_zone_checks() {
+    let e = zone_env().await;
+    let v = &e.validator;
+    let cp = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["cp"]))
+        .await
+        .unwrap();
+    let ingress = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["ingress", "egress"]))
+        .await
+        .unwrap();
+
+    // Global authenticating a zone CP: identity from the token.
+    let got = v
+        .authorize_zone(&cp, ZoneScope::Cp, None)
+        .await
+        .expect("cp");
+    assert_eq!(got.zone, "zone-1");
+    // A zone proxy on its zone CP.
+    v.authorize_zone(&ingress, ZoneScope::Ingress, Some("zone-1"))
+        .await
+        .expect("ingress");
+    v.authorize_zone(&ingress, ZoneScope::Egress, Some("zone-1"))
+        .await
+        .expect("egress");
+
+    let mismatch = |r: Result<ZoneClaims, TokenError>, needle: &str| {
+        let err = r.unwrap_err();
+        assert!(err.is_mismatch(), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+        assert_eq!(
+            err.public_zone_reason(),
+            "the zone token is not valid for this control plane"
+        );
+    };
+    // Wrong scope, both ways.
+    mismatch(
+        v.authorize_zone(&ingress, ZoneScope::Cp, None).await,
+        "token cannot be used to authenticate zone entity (cp is out of token's scope: [\"ingress\", \"egress\"])",
+    );
+    mismatch(
+        v.authorize_zone(&cp, ZoneScope::Ingress, Some("zone-1"))
+            .await,
+        "ingress is out of token's scope",
+    );
+    // Another zone's token.
+    mismatch(
+        v.authorize_zone(&ingress, ZoneScope::Ingress, Some("zone-2"))
+            .await,
+        "zone from requestor: zone-2 is different than in token: zone-1",
+    );
+    mismatch(
+        v.authorize_zone(&cp, ZoneScope::Cp, Some("zone-2")).await,
+        "zone from requestor: zone-2",
+    );
+    // A token naming no zone (Kuma's kumactl can sign one offline): any zone for a zone
+    // proxy, as Kuma; never the identity of a zone CP.
+    let now = chrono::Utc::now().timestamp();
+    let anyzone = e
+        .issuer
+        .sign(
+            &Family::Zone,
+            &ZoneTokenClaims {
+                scope: Some(vec!["cp".into(), "ingress".into(), "future".into()]),
+                jti: "any".into(),
+                iat: now - 5,
+                nbf: now - 5,
+                exp: now + 60,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got = v
+        .authorize_zone(&anyzone, ZoneScope::Ingress, Some("zone-7"))
+        .await
+        .expect("unbound ingress token");
+    // Unknown scope names are dropped.
+    assert_eq!(got.scopes, scopes(&[ZoneScope::Cp, ZoneScope::Ingress]));
+    mismatch(
+        v.authorize_zone(&anyzone, ZoneScope::Cp, None).await,
+        "names no zone",
+    );
+    // Go's null scope grants nothing.
+    let null_scope = e
+        .issuer
+        .sign(
+            &Family::Zone,
+            &ZoneTokenClaims {
+                zone: "zone-1".into(),
+                scope: None,
+                jti: "null".into(),
+                iat: now - 5,
+                nbf: now - 5,
+                exp: now + 60,
+            },
+        )
+        .await
+        .unwrap();
+    mismatch(
+        v.authorize_zone(&null_scope, ZoneScope::Cp, None).await,
+        "out of token's scope: []",
+    );
+}
+
+#[tokio::test]
+async fn refused_zone_tokens() {
+    let e = zone_env().await;
+    let v = &e.validator;
+    let now = chrono::Utc::now().timestamp();
+    let claims = ZoneTokenClaims {
+        zone: "zone-1".into(),
+        scope: Some(vec!["cp".into()]),
+        jti: "x".into(),
+        iat: now - 100,
+        nbf: now - 100,
+        exp: now - 10,
+    };
+    let public = |err: &TokenError| {
+        assert_eq!(
+            err.public_zone_reason(),
+            "the zone token is not valid for this control plane",
+            "{err}"
+        );
+    };
+
+    // Expired.
+    let expired = e.issuer.sign(&Family::Zone, &claims).await.unwrap();
+    let err = v
+        .authorize_zone(&expired, ZoneScope::Cp, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Expired(_)), "{err}");
+    public(&err);
+
+    // Revoked (Kuma's list: comma-separated ids, trailing newline allowed).
+    let token = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["cp"]))
+        .await
+        .unwrap();
+    let other = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["cp"]))
+        .await
+        .unwrap();
+    let jti = parts(&token).1["jti"].as_str().unwrap().to_string();
+    e.manager
+        .upsert(Family::Zone.secret("zone-token-revocations", format!("a,{jti}\n").as_bytes()))
+        .await
+        .unwrap();
+    let err = v
+        .authorize_zone(&token, ZoneScope::Cp, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TokenError::Revoked { secret, .. } if secret == "zone-token-revocations"),
+        "{err}"
+    );
+    public(&err);
+    v.authorize_zone(&other, ZoneScope::Cp, None)
+        .await
+        .expect("not revoked");
+
+    // Signed by another control plane's key (same kid).
+    let foreign = zone_env().await;
+    let theirs = foreign
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["cp"]))
+        .await
+        .unwrap();
+    let err = v
+        .authorize_zone(&theirs, ZoneScope::Cp, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TokenError::BadSignature(k) if k == "zone-token-signing-key-1"),
+        "{err}"
+    );
+    public(&err);
+    // A dataplane token and a user token are not zone tokens (other keys).
+    let dp_token = e
+        .issuer
+        .issue_dataplane(&dp_req("default", ""))
+        .await
+        .unwrap();
+    assert!(matches!(
+        v.validate_zone(&dp_token).await,
+        Err(TokenError::BadSignature(_))
+    ));
+
+    // A kid with no key, private or public.
+    let family = Family::Zone;
+    let pem = keys::generate_pem().unwrap();
+    e.manager
+        .upsert(family.secret(family.key_name(9), pem.as_bytes()))
+        .await
+        .unwrap();
+    let nine = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["cp"]))
+        .await
+        .unwrap();
+    assert_eq!(parts(&nine).0["kid"], "9");
+    v.validate_zone(&nine).await.expect("kid 9");
+    e.manager
+        .delete(&family.key(family.key_name(9)))
+        .await
+        .unwrap();
+    let err = v.validate_zone(&nine).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "Neither GlobalSecret \"zone-token-signing-key-9\" nor GlobalSecret \"zone-token-signing-public-key-9\" is found"
+        ),
+        "{err}"
+    );
+    public(&err);
+    // Tokens of kid 1 are still accepted.
+    v.validate_zone(&other).await.expect("kid 1");
+}
+
+#[tokio::test]
+async fn federated_zone_validates_with_the_public_key_only() {
+    let global = zone_env().await;
+    let token = global
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["ingress"]))
+        .await
+        .unwrap();
+    // The zone gets only the public half, as the KDS mapping writes it.
+    let private = global
+        .manager
+        .get(&Family::Zone.key("zone-token-signing-key-1"))
+        .await
+        .unwrap();
+    let public_pem = keys::public_key_pem(&keys::secret_bytes(&private)).unwrap();
+    let zone = env().await;
+    zone.manager
+        .upsert(Family::Zone.secret("zone-token-signing-public-key-1", public_pem.as_bytes()))
+        .await
+        .unwrap();
+    let got = zone
+        .validator
+        .authorize_zone(&token, ZoneScope::Ingress, Some("zone-1"))
+        .await
+        .expect("validated with the public key");
+    assert_eq!(got.zone, "zone-1");
+    // The zone cannot issue with a public key.
+    assert!(matches!(
+        zone.issuer
+            .issue_zone(&zone_req("zone-1", &["ingress"]))
+            .await,
+        Err(TokenError::NoSigningKey { .. })
+    ));
+    // Revocations synced from global apply.
+    let jti = parts(&token).1["jti"].as_str().unwrap().to_string();
+    zone.manager
+        .upsert(Family::Zone.secret("zone-token-revocations", jti.as_bytes()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        zone.validator.validate_zone(&token).await,
+        Err(TokenError::Revoked { .. })
+    ));
+    // A public key that is not the signer's.
+    let other = keys::public_key_pem(keys::generate_pem().unwrap().as_bytes()).unwrap();
+    let zone2 = env().await;
+    zone2
+        .manager
+        .upsert(Family::Zone.secret("zone-token-signing-public-key-1", other.as_bytes()))
+        .await
+        .unwrap();
+    let err = zone2.validator.validate_zone(&token).await.unwrap_err();
+    assert!(
+        matches!(&err, TokenError::BadSignature(k) if k == "zone-token-signing-public-key-1"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn zone_stream_authentication() {
+    let e = zone_env().await;
+    let cp = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["cp"]))
+        .await
+        .unwrap();
+    let ingress = e
+        .issuer
+        .issue_zone(&zone_req("zone-1", &["ingress"]))
+        .await
+        .unwrap();
+    for md in [metadata(&[&cp]), metadata(&[&format!("Bearer {cp}")])] {
+        let got = authenticate_zone_stream(&e.validator, &md, ZoneScope::Cp, None)
+            .await
+            .expect("accepted");
+        assert_eq!(got.zone, "zone-1");
+    }
+    let refused = "authentication failed: the zone token is not valid for this control plane";
+    // Bad token, wrong scope, wrong zone: one answer.
+    for (md, zone) in [
+        (metadata(&["garbage"]), None),
+        (metadata(&[&ingress]), None),
+        (metadata(&[&cp]), Some("zone-2")),
+    ] {
+        let st = authenticate_zone_stream(&e.validator, &md, ZoneScope::Cp, zone)
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+        assert_eq!(st.message(), refused);
+    }
+    for (md, needle) in [
+        (metadata(&[]), "a zone token is required"),
+        (metadata(&[&cp, &cp]), "exactly one"),
+    ] {
+        let st = authenticate_zone_stream(&e.validator, &md, ZoneScope::Cp, None)
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+        assert!(st.message().contains(needle), "{st:?}");
+    }
+}

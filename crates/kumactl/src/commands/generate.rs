@@ -1,7 +1,7 @@
-//! `kumactl generate dataplane-token|user-token|signing-key`.
+//! `kumactl generate dataplane-token|user-token|zone-token|signing-key`.
 //!
-//! Tokens are issued by the control plane (`POST /tokens/dataplane`, `POST /tokens/user`;
-//! admins only) and printed as they come; a signing key is generated locally (RSA-2048,
+//! Tokens are issued by the control plane (`POST /tokens/dataplane`, `POST /tokens/user`,
+//! `POST /tokens/zone`; admins only) and printed as they come; a signing key is generated locally (RSA-2048,
 //! PKCS#1 PEM, the format of the signing key secrets).
 
 use std::collections::BTreeMap;
@@ -11,7 +11,9 @@ use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use serde_json::json;
 
 use super::{Env, write_out};
-use crate::cli::{DataplaneTokenArgs, GenerateCommand, SigningKeyFormat, UserTokenArgs};
+use crate::cli::{
+    DataplaneTokenArgs, GenerateCommand, SigningKeyFormat, UserTokenArgs, ZoneTokenArgs,
+};
 
 /// Size of generated signing keys, in bits (as Kuma's).
 const SIGNING_KEY_BITS: usize = 2048;
@@ -20,6 +22,7 @@ pub async fn run(env: &mut Env<'_>, what: GenerateCommand) -> Result<()> {
     match what {
         GenerateCommand::DataplaneToken(args) => dataplane_token(env, args).await,
         GenerateCommand::UserToken(args) => user_token(env, args).await,
+        GenerateCommand::ZoneToken(args) => zone_token(env, args).await,
         GenerateCommand::SigningKey(args) => {
             let pem = signing_key()?;
             write_out(env.out, &format_signing_key(&pem, args.format))
@@ -90,6 +93,44 @@ async fn user_token(env: &mut Env<'_>, args: UserTokenArgs) -> Result<()> {
     write_out(env.out, token.trim_end())
 }
 
+/// Scopes of a zone token, as the control plane knows them; without `--scope`, all of them.
+pub const ZONE_SCOPES: [&str; 3] = ["cp", "ingress", "egress"];
+
+/// The `--scope` values to send: all scopes when none is given; unknown ones are refused
+/// before anything is sent (Kuma's words).
+pub fn zone_scopes(given: &[String]) -> Result<Vec<String>> {
+    if given.is_empty() {
+        return Ok(ZONE_SCOPES.map(String::from).to_vec());
+    }
+    let unknown: Vec<&str> = given
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !ZONE_SCOPES.contains(s))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "invalid --scope values: [{}] (supported scopes: [{}])",
+            unknown.join(" "),
+            ZONE_SCOPES.join(" ")
+        );
+    }
+    Ok(given.to_vec())
+}
+
+async fn zone_token(env: &mut Env<'_>, args: ZoneTokenArgs) -> Result<()> {
+    let body = json!({
+        "zone": args.zone,
+        "scope": zone_scopes(&args.scopes)?,
+        "validFor": args.valid_for,
+    });
+    let token = env
+        .client()?
+        .post_text(&["tokens", "zone"], &body)
+        .await
+        .context("failed to generate a zone token")?;
+    write_out(env.out, token.trim_end())
+}
+
 /// The key as `--format` asks: the PEM text, or (Kuma's default) its standard base64 without a
 /// trailing newline, ready for a Secret's `data` (`kumactl apply --var key=$(kumactl generate
 /// signing-key)` with `data: {{ key }}`).
@@ -124,6 +165,18 @@ mod tests {
         assert_eq!(
             format_signing_key("TEST\n", SigningKeyFormat::Pem),
             "TEST\n"
+        );
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(zone_scopes(&[]).unwrap(), ["cp", "ingress", "egress"]);
+        let given = ["ingress".to_string()];
+        assert_eq!(zone_scopes(&given).unwrap(), ["ingress"]);
+        let bad = ["cp", "admin", "CP"].map(String::from);
+        assert_eq!(
+            zone_scopes(&bad).unwrap_err().to_string(),
+            "invalid --scope values: [admin CP] (supported scopes: [cp ingress egress])"
         );
     }
 
