@@ -23,6 +23,16 @@ pub trait ZoneAuthenticator: Send + Sync + 'static {
     async fn authenticate_cp(&self, token: &str) -> Result<String, String>;
 }
 
+#[async_trait]
+impl ZoneAuthenticator for crate::tokens::Validator {
+    async fn authenticate_cp(&self, token: &str) -> Result<String, String> {
+        self.authorize_zone(token, crate::tokens::ZoneScope::Cp, None)
+            .await
+            .map(|c| c.zone)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The resource types of each direction, in the order they are subscribed (a Mesh before
 /// what lives in it).
 pub mod types {

@@ -33,6 +33,24 @@ fn global_secret_stays(name: &str) -> bool {
         || name.starts_with("zone-token-signing-key")
 }
 
+/// What zones get of global's zone token signing key `kid`: its public half, as GlobalSecret
+/// `zone-token-signing-public-key-<kid>` (they validate zone proxies' tokens, never issue).
+fn zone_public_key(res: &Resource, kid: &str) -> Option<Resource> {
+    let pem = match crate::tokens::keys::public_key_pem(&crate::tokens::keys::secret_bytes(res)) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(name = %res.meta.name, error = %e, "KDS: zone token signing key unreadable; not synced");
+            return None;
+        }
+    };
+    let public = Resource::new(
+        format!("{}-{kid}", crate::tokens::keys::ZONE_PUBLIC_KEY_PREFIX),
+        "",
+        Spec::GlobalSecret(kuma_core::resource::SecretData::from_bytes(pem.as_bytes())),
+    );
+    Some(wire::mapped(&public, "global", None, true))
+}
+
 /// Which side publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Side {
@@ -94,6 +112,11 @@ impl Publisher {
                     rtype,
                     ResourceType::Mesh | ResourceType::Secret | ResourceType::GlobalSecret
                 );
+                if rtype == ResourceType::GlobalSecret
+                    && let Some(kid) = res.meta.name.strip_prefix("zone-token-signing-key-")
+                {
+                    return zone_public_key(res, kid);
+                }
                 let offered = match rtype {
                     ResourceType::GlobalSecret => !global_secret_stays(&res.meta.name),
                     t if t.name() == "ZoneIngress" => origin == Some("zone"),
