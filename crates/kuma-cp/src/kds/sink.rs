@@ -280,3 +280,161 @@ impl Sink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CpMode;
+    use envoy_types::pb::envoy::service::discovery::v3::Resource as WireResource;
+    use kuma_core::resource::{Mesh, Spec};
+    use kuma_core::store::memory::MemoryStore;
+    use serde_json::json;
+
+    async fn global() -> Arc<ResourceManager> {
+        let m =
+            ResourceManager::new(Arc::new(MemoryStore::new()), "default").with_mode(CpMode::Global);
+        m.upsert_internal(Resource::new("default", "", Spec::Mesh(Mesh::default())))
+            .await
+            .unwrap();
+        Arc::new(m)
+    }
+
+    /// A Dataplane as zone `zone` sends it (mapped: hashed name, labels), with `tag_zone` as
+    /// its inbound's kuma.io/zone tag.
+    fn sent(name: &str, zone: &str, tag_zone: &str) -> Resource {
+        let local = Resource::from_wire(
+            json!({"type": "Dataplane", "mesh": "default", "name": name,
+                   "labels": {"kuma.io/origin": "zone", "kuma.io/zone": zone},
+                   "networking": {"address": "127.0.0.1", "inbound": [
+                       {"port": 1, "tags": {"kuma.io/service": "b", "kuma.io/zone": tag_zone}}]}}),
+            None,
+        )
+        .unwrap();
+        wire::mapped(&local, "zone", Some(zone), false)
+    }
+
+    fn response(nonce: &str, res: &[Resource]) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            type_url: "Dataplane".into(),
+            nonce: nonce.into(),
+            resources: res
+                .iter()
+                .map(|r| WireResource {
+                    name: wire::delta_name(r),
+                    resource: Some(wire::encode(r)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zone_cannot_write_for_another_zone() {
+        let m = global().await;
+        let mut sink = Sink::new(
+            m.clone(),
+            Peer::Zone("zone-1".into()),
+            vec![ResourceType::Dataplane],
+        );
+        let good = sent("dp-1", "zone-1", "zone-1");
+        let other_label = sent("dp-2", "zone-2", "zone-2");
+        let other_tag = sent("dp-3", "zone-1", "zone-2");
+        let mut renamed = sent("dp-4", "zone-1", "zone-1");
+        renamed.meta.name = "dp-1-of-someone".into();
+        let a = sink
+            .apply(response(
+                "1",
+                &[good.clone(), other_label, other_tag, renamed],
+            ))
+            .await;
+        let err = a.reply.error_detail.expect("NACK").message;
+        assert!(
+            err.contains("label kuma.io/zone must be \"zone-1\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("a kuma.io/zone tag names another zone"),
+            "{err}"
+        );
+        assert!(
+            err.contains("the name must be the hash of its display name"),
+            "{err}"
+        );
+        assert_eq!(a.reply.response_nonce, "1");
+        let stored: Vec<String> = m
+            .list(ResourceType::Dataplane, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.meta.name)
+            .collect();
+        assert_eq!(stored, vec![good.meta.name.clone()]);
+    }
+
+    #[tokio::test]
+    async fn a_full_set_replaces_only_what_the_peer_owns() {
+        let m = global().await;
+        // zone-2's Dataplane, stored earlier from zone-2.
+        let mut z2 = Sink::new(
+            m.clone(),
+            Peer::Zone("zone-2".into()),
+            vec![ResourceType::Dataplane],
+        );
+        let theirs = sent("dp-x", "zone-2", "zone-2");
+        assert!(
+            z2.apply(response("1", &[theirs.clone()]))
+                .await
+                .reply
+                .error_detail
+                .is_none()
+        );
+        // zone-1 had dp-old; its new stream's full set has dp-new only.
+        let mut z1 = Sink::new(
+            m.clone(),
+            Peer::Zone("zone-1".into()),
+            vec![ResourceType::Dataplane],
+        );
+        let old = sent("dp-old", "zone-1", "zone-1");
+        assert!(
+            z1.apply(response("1", &[old.clone()]))
+                .await
+                .reply
+                .error_detail
+                .is_none()
+        );
+        let mut z1 = Sink::new(
+            m.clone(),
+            Peer::Zone("zone-1".into()),
+            vec![ResourceType::Dataplane],
+        );
+        let new = sent("dp-new", "zone-1", "zone-1");
+        let a = z1.apply(response("1", &[new.clone()])).await;
+        assert!(a.reply.error_detail.is_none(), "{:?}", a.reply.error_detail);
+        let mut stored: Vec<String> = m
+            .list(ResourceType::Dataplane, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.meta.name)
+            .collect();
+        stored.sort();
+        let mut want = vec![new.meta.name, theirs.meta.name];
+        want.sort();
+        assert_eq!(stored, want);
+        // A later removal by its delta name.
+        let a = z1
+            .apply(DeltaDiscoveryResponse {
+                type_url: "Dataplane".into(),
+                nonce: "2".into(),
+                removed_resources: vec![wire::delta_name(&sent("dp-new", "zone-1", "zone-1"))],
+                ..Default::default()
+            })
+            .await;
+        assert!(a.reply.error_detail.is_none());
+        assert_eq!(
+            m.list(ResourceType::Dataplane, None).await.unwrap().len(),
+            1
+        );
+    }
+}
