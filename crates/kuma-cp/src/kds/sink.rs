@@ -383,7 +383,7 @@ mod tests {
         );
         let theirs = sent("dp-x", "zone-2", "zone-2");
         assert!(
-            z2.apply(response("1", &[theirs.clone()]))
+            z2.apply(response("1", std::slice::from_ref(&theirs)))
                 .await
                 .reply
                 .error_detail
@@ -397,7 +397,7 @@ mod tests {
         );
         let old = sent("dp-old", "zone-1", "zone-1");
         assert!(
-            z1.apply(response("1", &[old.clone()]))
+            z1.apply(response("1", std::slice::from_ref(&old)))
                 .await
                 .reply
                 .error_detail
@@ -409,7 +409,7 @@ mod tests {
             vec![ResourceType::Dataplane],
         );
         let new = sent("dp-new", "zone-1", "zone-1");
-        let a = z1.apply(response("1", &[new.clone()])).await;
+        let a = z1.apply(response("1", std::slice::from_ref(&new))).await;
         assert!(a.reply.error_detail.is_none(), "{:?}", a.reply.error_detail);
         let mut stored: Vec<String> = m
             .list(ResourceType::Dataplane, None)
