@@ -288,6 +288,7 @@ impl App {
                 ca_pem: identity.ca_pem.clone(),
             }),
             validator: validator.clone(),
+            zone: cfg.multizone.zone.name.clone(),
         };
         let dp_server = DpServer::new(
             self.dp,

@@ -820,6 +820,29 @@ pub async fn authorize_registration(
     }
 }
 
+/// The one check of a zone proxy (ZoneIngress, ZoneEgress) on `/bootstrap` and on its ADS
+/// stream: `token` must be a zone token of scope `scope` (`ingress` or `egress`) for
+/// `local_zone` (or for no zone). A no-op when proxy authentication is off
+/// (`dpServer.authn.dpProxy.type: none`). Returns why the token is refused.
+///
+/// TODO(issue 10, lead): zone tokens are issued and validated by branch `tok`
+/// (`tokens::zone::validate`); wire them here. Until then a zone proxy can only connect with
+/// proxy authentication off, and is refused otherwise.
+pub async fn authenticate_zone_proxy(
+    validator: &Validator,
+    token: &str,
+    scope: &str,
+    local_zone: &str,
+) -> Result<(), String> {
+    if !validator.dataplane_auth_enabled() {
+        return Ok(());
+    }
+    let _ = (token, local_zone);
+    Err(format!(
+        "a zone token of scope {scope:?} is required and zone tokens are not validated by this control plane yet"
+    ))
+}
+
 /// Why a proxy may not replace an existing Dataplane.
 pub fn takeover_refusal(existing: &Resource, e: &TokenError) -> String {
     format!(
