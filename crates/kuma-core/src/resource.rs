@@ -13,6 +13,7 @@ pub mod policy;
 pub mod secret;
 pub mod wire;
 pub mod zone;
+pub mod zone_proxy;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ pub use mesh::Mesh;
 pub use policy::MeshTrafficPermission;
 pub use secret::SecretData;
 pub use zone::Zone;
+pub use zone_proxy::{ZoneEgress, ZoneIngress, ZoneProxyInsight};
 
 /// Whether a type lives inside a mesh or at the top level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,11 +48,15 @@ pub enum ResourceType {
     Secret,
     GlobalSecret,
     Zone,
+    ZoneIngress,
+    ZoneIngressInsight,
+    ZoneEgress,
+    ZoneEgressInsight,
 }
 
 impl ResourceType {
     /// All types, in the order `kumactl` and `GET /_resources` list them.
-    pub const ALL: [ResourceType; 7] = [
+    pub const ALL: [ResourceType; 11] = [
         ResourceType::Mesh,
         ResourceType::Dataplane,
         ResourceType::DataplaneInsight,
@@ -58,6 +64,10 @@ impl ResourceType {
         ResourceType::Secret,
         ResourceType::GlobalSecret,
         ResourceType::Zone,
+        ResourceType::ZoneIngress,
+        ResourceType::ZoneIngressInsight,
+        ResourceType::ZoneEgress,
+        ResourceType::ZoneEgressInsight,
     ];
 
     /// The `type` field on the wire.
@@ -70,6 +80,10 @@ impl ResourceType {
             Self::Secret => "Secret",
             Self::GlobalSecret => "GlobalSecret",
             Self::Zone => "Zone",
+            Self::ZoneIngress => "ZoneIngress",
+            Self::ZoneIngressInsight => "ZoneIngressInsight",
+            Self::ZoneEgress => "ZoneEgress",
+            Self::ZoneEgressInsight => "ZoneEgressInsight",
         }
     }
 
@@ -83,6 +97,10 @@ impl ResourceType {
             Self::Secret => "secrets",
             Self::GlobalSecret => "globalsecrets",
             Self::Zone => "zones",
+            Self::ZoneIngress => "zoneingresses",
+            Self::ZoneIngressInsight => "zone-ingress-insights",
+            Self::ZoneEgress => "zoneegresses",
+            Self::ZoneEgressInsight => "zoneegressinsights",
         }
     }
 
@@ -90,6 +108,7 @@ impl ResourceType {
     pub fn ws_aliases(self) -> &'static [&'static str] {
         match self {
             Self::GlobalSecret => &["global-secrets"],
+            Self::ZoneIngress => &["zone-ingresses"],
             _ => &[],
         }
     }
@@ -106,12 +125,27 @@ impl ResourceType {
             Self::Secret => &["secret", "secrets"],
             Self::GlobalSecret => &["global-secret", "global-secrets", "globalsecrets"],
             Self::Zone => &["zone", "zones"],
+            Self::ZoneIngress => &[
+                "zone-ingress",
+                "zone-ingresses",
+                "zoneingress",
+                "zoneingresses",
+            ],
+            Self::ZoneIngressInsight => &["zone-ingress-insight", "zone-ingress-insights"],
+            Self::ZoneEgress => &["zone-egress", "zone-egresses", "zoneegress", "zoneegresses"],
+            Self::ZoneEgressInsight => &["zoneegressinsight", "zoneegressinsights"],
         }
     }
 
     pub fn scope(self) -> Scope {
         match self {
-            Self::Mesh | Self::GlobalSecret | Self::Zone => Scope::Global,
+            Self::Mesh
+            | Self::GlobalSecret
+            | Self::Zone
+            | Self::ZoneIngress
+            | Self::ZoneIngressInsight
+            | Self::ZoneEgress
+            | Self::ZoneEgressInsight => Scope::Global,
             _ => Scope::Mesh,
         }
     }
@@ -123,7 +157,10 @@ impl ResourceType {
 
     /// Types only the control plane writes (PUT/DELETE refused with 405).
     pub fn is_read_only(self) -> bool {
-        matches!(self, Self::DataplaneInsight)
+        matches!(
+            self,
+            Self::DataplaneInsight | Self::ZoneIngressInsight | Self::ZoneEgressInsight
+        )
     }
 
     /// Short name used in KRIs.
@@ -131,6 +168,8 @@ impl ResourceType {
         match self {
             Self::Dataplane => Some("dp"),
             Self::MeshTrafficPermission => Some("mtp"),
+            Self::ZoneIngress => Some("zi"),
+            Self::ZoneEgress => Some("ze"),
             _ => None,
         }
     }
@@ -214,6 +253,10 @@ pub enum Spec {
     Secret(SecretData),
     GlobalSecret(SecretData),
     Zone(Zone),
+    ZoneIngress(ZoneIngress),
+    ZoneIngressInsight(ZoneProxyInsight),
+    ZoneEgress(ZoneEgress),
+    ZoneEgressInsight(ZoneProxyInsight),
 }
 
 impl Spec {
@@ -226,6 +269,10 @@ impl Spec {
             Spec::Secret(_) => ResourceType::Secret,
             Spec::GlobalSecret(_) => ResourceType::GlobalSecret,
             Spec::Zone(_) => ResourceType::Zone,
+            Spec::ZoneIngress(_) => ResourceType::ZoneIngress,
+            Spec::ZoneIngressInsight(_) => ResourceType::ZoneIngressInsight,
+            Spec::ZoneEgress(_) => ResourceType::ZoneEgress,
+            Spec::ZoneEgressInsight(_) => ResourceType::ZoneEgressInsight,
         }
     }
 
@@ -237,6 +284,9 @@ impl Spec {
             Spec::MeshTrafficPermission(s) => serde_json::to_value(s),
             Spec::Secret(s) | Spec::GlobalSecret(s) => serde_json::to_value(s),
             Spec::Zone(s) => serde_json::to_value(s),
+            Spec::ZoneIngress(s) => serde_json::to_value(s),
+            Spec::ZoneEgress(s) => serde_json::to_value(s),
+            Spec::ZoneIngressInsight(s) | Spec::ZoneEgressInsight(s) => serde_json::to_value(s),
         };
         // Invariant: every spec type is plain data (strings, numbers, maps) that serializes.
         v.unwrap_or(Value::Null)
@@ -263,6 +313,10 @@ impl Spec {
             ResourceType::Secret => typed(v, prefix, Spec::Secret),
             ResourceType::GlobalSecret => typed(v, prefix, Spec::GlobalSecret),
             ResourceType::Zone => typed(v, prefix, Spec::Zone),
+            ResourceType::ZoneIngress => typed(v, prefix, Spec::ZoneIngress),
+            ResourceType::ZoneIngressInsight => typed(v, prefix, Spec::ZoneIngressInsight),
+            ResourceType::ZoneEgress => typed(v, prefix, Spec::ZoneEgress),
+            ResourceType::ZoneEgressInsight => typed(v, prefix, Spec::ZoneEgressInsight),
         }
     }
 
@@ -283,6 +337,9 @@ impl Spec {
             Spec::MeshTrafficPermission(s) => s.validate(),
             Spec::Secret(s) | Spec::GlobalSecret(s) => s.validate(),
             Spec::Zone(_) => Ok(()),
+            Spec::ZoneIngress(s) => s.validate(),
+            Spec::ZoneEgress(s) => s.validate(),
+            Spec::ZoneIngressInsight(_) | Spec::ZoneEgressInsight(_) => Ok(()),
         }
     }
 }

@@ -322,6 +322,7 @@ impl App {
                 ca_pem: identity.ca_pem.clone(),
             }),
             validator: validator.clone(),
+            zone: cfg.multizone.zone.name.clone(),
         };
         let dp_server = self.dp.map(|dp| {
             DpServer::new(
