@@ -274,6 +274,75 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     );
     assert_eq!(body, "backend-zone-2");
 
+    // A proxy of zone-1 cannot take over zone-2's ingress as synced here.
+    let _intruder = ZoneProxy::start(
+        &z1,
+        dir.path(),
+        "ingress",
+        "zone-2-zi-1",
+        json!({"address": "127.0.0.1", "port": free_port()}),
+    );
+    wait_for("the takeover refused", Duration::from_secs(20), || {
+        z1.proc
+            .log_text()
+            .contains("a proxy of this zone cannot replace it")
+            .then_some(())
+    });
+    let (_, synced) = z1.get("/zoneingresses/zone-2-zi-1");
+    assert_eq!(synced["zone"], "zone-2", "{synced}");
+    assert_eq!(synced["networking"]["advertisedPort"], zi_port, "{synced}");
+    drop(_intruder);
+
+    // A backend in zone-1 too: both zones answer; with locality awareness only the local
+    // one, until it goes away (Envoy fails over to the remote zone's priority).
+    put_mtp(
+        &z1,
+        "client-to-backend",
+        json!({"kind": "MeshService", "name": "backend"}),
+        json!({"kind": "MeshService", "name": "client"}),
+        "Allow",
+    );
+    let local_app = Workload::http("backend-zone-1");
+    let mut local_backend = DataplaneProc::start(
+        &z1,
+        &DpSpec {
+            name: "backend",
+            inbounds: vec![(free_port(), local_app.port, "backend", "http")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    DataplaneProc::wait_live(&[&local_backend]);
+    let answers = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n).filter_map(|_| via(out).ok()).collect()
+    };
+    wait_for("both zones answer", Duration::from_secs(30), || {
+        (answers(20).len() == 2).then_some(())
+    });
+    mesh(
+        &z1,
+        &cert,
+        &key,
+        json!({"localityAwareLoadBalancing": true}),
+    );
+    wait_for(
+        "only the local zone answers",
+        Duration::from_secs(30),
+        || {
+            let a = answers(20);
+            (a.len() == 1 && a.contains("backend-zone-1")).then_some(())
+        },
+    );
+    local_backend.proc.kill();
+    wait_for(
+        "the remote zone answers once the local backend is gone",
+        Duration::from_secs(30),
+        || {
+            let a = answers(10);
+            (a.len() == 1 && a.contains("backend-zone-2")).then_some(())
+        },
+    );
+
     // Zone egress in zone-1: the client dials it and it forwards to zone-2's ingress.
     let ze_port = free_port();
     let egress = ZoneProxy::start(
