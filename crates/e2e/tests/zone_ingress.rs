@@ -198,6 +198,11 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
         ok_out && ins.contains("zi-1") && ins.contains("Online"),
         "{ins}"
     );
+    let (ok_out, got, _) = z2.kumactl(&["get", "zone-ingresses"]);
+    assert!(
+        ok_out && got.starts_with("NAME") && got.contains("zi-1"),
+        "{got}"
+    );
 
     // What global would sync into zone-1.
     let (code, body) = z1.put(
