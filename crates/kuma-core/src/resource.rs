@@ -27,7 +27,7 @@ pub use insight::DataplaneInsight;
 pub use mesh::Mesh;
 pub use policy::MeshTrafficPermission;
 pub use secret::SecretData;
-pub use zone::Zone;
+pub use zone::{Zone, ZoneInsight};
 
 /// Whether a type lives inside a mesh or at the top level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,11 +46,12 @@ pub enum ResourceType {
     Secret,
     GlobalSecret,
     Zone,
+    ZoneInsight,
 }
 
 impl ResourceType {
     /// All types, in the order `kumactl` and `GET /_resources` list them.
-    pub const ALL: [ResourceType; 7] = [
+    pub const ALL: [ResourceType; 8] = [
         ResourceType::Mesh,
         ResourceType::Dataplane,
         ResourceType::DataplaneInsight,
@@ -58,6 +59,7 @@ impl ResourceType {
         ResourceType::Secret,
         ResourceType::GlobalSecret,
         ResourceType::Zone,
+        ResourceType::ZoneInsight,
     ];
 
     /// The `type` field on the wire.
@@ -70,6 +72,7 @@ impl ResourceType {
             Self::Secret => "Secret",
             Self::GlobalSecret => "GlobalSecret",
             Self::Zone => "Zone",
+            Self::ZoneInsight => "ZoneInsight",
         }
     }
 
@@ -83,6 +86,7 @@ impl ResourceType {
             Self::Secret => "secrets",
             Self::GlobalSecret => "globalsecrets",
             Self::Zone => "zones",
+            Self::ZoneInsight => "zone-insights",
         }
     }
 
@@ -106,12 +110,14 @@ impl ResourceType {
             Self::Secret => &["secret", "secrets"],
             Self::GlobalSecret => &["global-secret", "global-secrets", "globalsecrets"],
             Self::Zone => &["zone", "zones"],
+            // Kuma has no kumactl argument for it (`get zones` / `inspect zones` show it).
+            Self::ZoneInsight => &[],
         }
     }
 
     pub fn scope(self) -> Scope {
         match self {
-            Self::Mesh | Self::GlobalSecret | Self::Zone => Scope::Global,
+            Self::Mesh | Self::GlobalSecret | Self::Zone | Self::ZoneInsight => Scope::Global,
             _ => Scope::Mesh,
         }
     }
@@ -123,7 +129,7 @@ impl ResourceType {
 
     /// Types only the control plane writes (PUT/DELETE refused with 405).
     pub fn is_read_only(self) -> bool {
-        matches!(self, Self::DataplaneInsight)
+        matches!(self, Self::DataplaneInsight | Self::ZoneInsight)
     }
 
     /// Short name used in KRIs.
@@ -131,6 +137,7 @@ impl ResourceType {
         match self {
             Self::Dataplane => Some("dp"),
             Self::MeshTrafficPermission => Some("mtp"),
+            Self::Zone => Some("z"),
             _ => None,
         }
     }
@@ -214,6 +221,7 @@ pub enum Spec {
     Secret(SecretData),
     GlobalSecret(SecretData),
     Zone(Zone),
+    ZoneInsight(ZoneInsight),
 }
 
 impl Spec {
@@ -226,6 +234,7 @@ impl Spec {
             Spec::Secret(_) => ResourceType::Secret,
             Spec::GlobalSecret(_) => ResourceType::GlobalSecret,
             Spec::Zone(_) => ResourceType::Zone,
+            Spec::ZoneInsight(_) => ResourceType::ZoneInsight,
         }
     }
 
@@ -237,6 +246,7 @@ impl Spec {
             Spec::MeshTrafficPermission(s) => serde_json::to_value(s),
             Spec::Secret(s) | Spec::GlobalSecret(s) => serde_json::to_value(s),
             Spec::Zone(s) => serde_json::to_value(s),
+            Spec::ZoneInsight(s) => serde_json::to_value(s),
         };
         // Invariant: every spec type is plain data (strings, numbers, maps) that serializes.
         v.unwrap_or(Value::Null)
@@ -263,6 +273,7 @@ impl Spec {
             ResourceType::Secret => typed(v, prefix, Spec::Secret),
             ResourceType::GlobalSecret => typed(v, prefix, Spec::GlobalSecret),
             ResourceType::Zone => typed(v, prefix, Spec::Zone),
+            ResourceType::ZoneInsight => typed(v, prefix, Spec::ZoneInsight),
         }
     }
 
@@ -282,7 +293,7 @@ impl Spec {
             Spec::DataplaneInsight(_) => Ok(()),
             Spec::MeshTrafficPermission(s) => s.validate(),
             Spec::Secret(s) | Spec::GlobalSecret(s) => s.validate(),
-            Spec::Zone(_) => Ok(()),
+            Spec::Zone(_) | Spec::ZoneInsight(_) => Ok(()),
         }
     }
 }
@@ -342,8 +353,18 @@ impl Resource {
         }
     }
 
-    /// The Kuma Resource Identifier, for types with a short name.
+    /// The Kuma Resource Identifier, for types with a short name. A mesh-scoped resource is
+    /// of `zone`; a global one (a Zone) names no zone unless labelled with one, as Kuma
+    /// takes the zone from the `kuma.io/zone` label (`kri_z____zone-1_`).
     pub fn kri(&self, zone: &str) -> Option<String> {
+        let zone = match self.rtype().scope() {
+            Scope::Mesh => zone,
+            Scope::Global => self
+                .meta
+                .labels
+                .get("kuma.io/zone")
+                .map_or("", String::as_str),
+        };
         self.rtype()
             .short_name()
             .map(|s| format!("kri_{s}_{}_{zone}__{}_", self.meta.mesh, self.meta.name))
