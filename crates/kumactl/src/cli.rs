@@ -106,6 +106,13 @@ pub enum InspectCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Zones with their KDS connection to this (global) control plane: status, last
+    /// connection and update, updates sent and rejected, zone CP version and store.
+    Zones {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Data plane proxies with their xDS stream and certificate state.
     Dataplanes {
         /// Mesh to inspect.

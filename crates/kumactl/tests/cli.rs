@@ -91,6 +91,22 @@ async fn handler(
                  "status": {"lastUpdateTime": "2020-01-01T00:00:01Z", "total": {"responsesSent": "7", "responsesAcknowledged": "7"}},
                  "version": {"kumaDp": {"version": "0.1.0"}, "envoy": {"version": "1.38.2"}}}]}}
         ], "next": null})),
+        ("GET", "/zones/_overview") if query.is_empty() => ok(json!({"total": 2, "items": [
+            {"type": "ZoneOverview", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_",
+             "zone": {"enabled": true},
+             "zoneInsight": {"subscriptions": [{"id": "1", "globalInstanceId": "global-1", "connectTime": "2020-01-01T00:00:00Z",
+                 "status": {"lastUpdateTime": "2020-01-01T00:00:01Z", "total": {"responsesSent": "12", "responsesRejected": "1"}},
+                 "version": {"kumaCp": {"version": "2.14.3"}}, "config": "{\"store\":{\"type\":\"postgres\"}}"}]}}
+        ], "next": format!("http://{host}/zones/_overview?offset=1")})),
+        ("GET", "/zones/_overview") if query == "offset=1" => ok(json!({"total": 2, "items": [
+            {"type": "ZoneOverview", "name": "zone-2", "creationTime": "2020-01-01T00:00:00Z", "zone": {}, "zoneInsight": {}}
+        ], "next": null})),
+        ("GET", "/zones") => ok(json!({"total": 1, "items": [
+            {"type": "Zone", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "modificationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_", "enabled": true}
+        ], "next": null})),
+        ("GET", "/zones/zone-1") => ok(
+            json!({"type": "Zone", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "modificationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_", "enabled": true}),
+        ),
         ("GET", "/meshes/default/dataplanes/dp-1/stats") => {
             (StatusCode::OK, "cluster.a.upstream_cx_total: 1").into_response()
         }
@@ -398,6 +414,65 @@ async fn delete_and_inspect() {
     );
     assert!(text.contains("   7   "), "{text}");
     assert!(row.ends_with(&["0.1.0", "1.38.2"]), "{text}");
+
+    // Zones: every page, Kuma's columns; Online needs a live subscription of an enabled zone.
+    fake.take_log();
+    let out = fake.run(&["inspect", "zones"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "STATUS",
+            "LAST CONNECTED AGO",
+            "LAST UPDATED AGO",
+            "TOTAL UPDATES",
+            "TOTAL ERRORS",
+            "ZONE-CP VERSION",
+            "BACKEND"
+        ],
+        "{text}"
+    );
+    assert_eq!(lines[1][0..2], ["zone-1", "Online"], "{text}");
+    assert_eq!(lines[1][4..], ["12", "1", "2.14.3", "postgres"], "{text}");
+    assert_eq!(
+        lines[2],
+        ["zone-2", "Offline", "never", "never", "0", "0"],
+        "{text}"
+    );
+    let seen: Vec<String> = fake.take_log().into_iter().map(|s| s.uri).collect();
+    assert_eq!(seen, ["/zones/_overview", "/zones/_overview?offset=1"]);
+    let out = fake.run(&["inspect", "zones", "-o", "json"]).await;
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(doc["total"], 2);
+    assert_eq!(
+        doc["items"][0]["zoneInsight"]["subscriptions"][0]["id"],
+        "1"
+    );
+    fake.take_log();
+    // get zones / get zone <name>: Kuma's NAME AGE.
+    let out = fake.run(&["get", "zones"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME     AGE\nzone-1   "), "{text}");
+    let out = fake.run(&["get", "zone", "zone-1", "-o", "yaml"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("kri: kri_z____zone-1_"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fake.take_log()[1].uri, "/zones/zone-1");
 
     let out = fake
         .run(&["inspect", "dataplane", "dp-1", "--type", "stats"])
