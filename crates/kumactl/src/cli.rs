@@ -217,6 +217,14 @@ pub struct ZoneTokenArgs {
     /// How long the token is valid (`24h`, `720h`).
     #[arg(long)]
     pub valid_for: String,
+    /// Sign the token offline with this private key (PEM `RSA PRIVATE KEY`) instead of
+    /// asking the control plane.
+    #[arg(long)]
+    pub signing_key_path: Option<String>,
+    /// Serial number of the offline signing key (the `kid` header); required with
+    /// `--signing-key-path`.
+    #[arg(long)]
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Args)]

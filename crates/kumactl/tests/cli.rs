@@ -706,6 +706,51 @@ async fn generate_tokens_and_signing_key() {
         "{}",
         stderr(&out)
     );
+    // Offline: signed with a local key, nothing sent; Kuma's flag rules.
+    let key = fake
+        .run_raw(&["generate", "signing-key", "--format", "pem"], None)
+        .await;
+    let key_file = fake.write("zone-key.pem", &stdout(&key));
+    let base = [
+        "generate",
+        "zone-token",
+        "--zone",
+        "zone-1",
+        "--valid-for",
+        "1h",
+    ];
+    let out = fake
+        .run(&[&base[..], &["--signing-key-path", &key_file, "--kid", "7"]].concat())
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out);
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"],
+        "7"
+    );
+    let out = fake
+        .run(&[&base[..], &["--signing-key-path", &key_file]].concat())
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--kid is required when --signing-key-path is used"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fake.run(&[&base[..], &["--kid", "7"]].concat()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--kid cannot be used"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        fake.take_log().is_empty(),
+        "offline issuance sent a request"
+    );
     // --zone and --valid-for are required, as in Kuma.
     for args in [
         &["generate", "zone-token", "--valid-for", "1h"][..],
