@@ -165,6 +165,14 @@ pub enum GenerateCommand {
     /// encoded as a Secret's `data`. Offline.
     #[command(name = "signing-key")]
     SigningKey(SigningKeyArgs),
+    /// Print the public half (PEM `RSA PUBLIC KEY`) of a signing key, for validating tokens
+    /// signed offline (e.g. as GlobalSecret `zone-token-signing-public-key-<kid>`). Offline.
+    #[command(name = "public-key")]
+    PublicKey {
+        /// Path to a file with the PEM-encoded private signing key.
+        #[arg(long)]
+        signing_key_path: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `kumactl generate dataplane-token|user-token|zone-token|signing-key`.
+//! `kumactl generate dataplane-token|user-token|zone-token|signing-key|public-key`.
 //!
 //! Tokens are issued by the control plane (`POST /tokens/dataplane`, `POST /tokens/user`,
 //! `POST /tokens/zone`; admins only) and printed as they come; a signing key is generated locally (RSA-2048,
@@ -23,6 +23,11 @@ pub async fn run(env: &mut Env<'_>, what: GenerateCommand) -> Result<()> {
         GenerateCommand::DataplaneToken(args) => dataplane_token(env, args).await,
         GenerateCommand::UserToken(args) => user_token(env, args).await,
         GenerateCommand::ZoneToken(args) => zone_token(env, args).await,
+        GenerateCommand::PublicKey { signing_key_path } => {
+            let pem = std::fs::read(&signing_key_path)
+                .with_context(|| format!("could not read a signing key file {signing_key_path}"))?;
+            write_out(env.out, &public_key(&pem)?)
+        }
         GenerateCommand::SigningKey(args) => {
             let pem = signing_key()?;
             write_out(env.out, &format_signing_key(&pem, args.format))
@@ -193,6 +198,22 @@ pub fn format_signing_key(pem: &str, format: SigningKeyFormat) -> String {
         SigningKeyFormat::Pem => pem.to_string(),
         SigningKeyFormat::PemBase64 => base64::engine::general_purpose::STANDARD.encode(pem),
     }
+}
+
+/// The public half of a PEM private signing key, as PEM `RSA PUBLIC KEY` (PKCS#1), what
+/// Kuma's `generate public-key` prints.
+pub fn public_key(private_pem: &[u8]) -> Result<String> {
+    use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPublicKey};
+    let text = std::str::from_utf8(private_pem)
+        .ok()
+        .filter(|t| t.contains("PRIVATE KEY-----"))
+        .ok_or_else(|| anyhow::anyhow!("provided file is not a PEM-encoded signing key"))?;
+    let key = rsa::PrivateKey::from_pkcs1_pem(text)
+        .or_else(|_| rsa::pkcs8::DecodePrivateKey::from_pkcs8_pem(text))
+        .context("could not extract public key")?;
+    key.to_public_key()
+        .to_pkcs1_pem(LineEnding::LF)
+        .context("could not extract public key")
 }
 
 /// A new RSA-2048 private key, PKCS#1 PEM.
