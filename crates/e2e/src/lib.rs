@@ -286,6 +286,8 @@ pub struct ControlPlane {
     pub api_https: SocketAddr,
     pub dp_port: u16,
     pub diag: SocketAddr,
+    /// The KDS port a global CP (`KUMA_MODE=global`) serves on 127.0.0.1.
+    pub kds_port: u16,
     pub work_dir: PathBuf,
     env: Vec<(String, String)>,
     /// A command kuma-cp is started under (`prlimit --nofile=...`), or empty.
@@ -305,7 +307,16 @@ impl ControlPlane {
         let api_https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dp_port = free_port();
         let diag = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let kds_port = free_port();
         let mut env: Vec<(String, String)> = vec![
+            (
+                "KUMA_MULTIZONE_GLOBAL_KDS_INTERFACE".into(),
+                "127.0.0.1".into(),
+            ),
+            (
+                "KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT".into(),
+                kds_port.to_string(),
+            ),
             (
                 "KUMA_GENERAL_WORK_DIR".into(),
                 work_dir.display().to_string(),
@@ -344,6 +355,7 @@ impl ControlPlane {
             api_https,
             dp_port,
             diag,
+            kds_port,
             work_dir: work_dir.to_path_buf(),
             env,
             launcher,
@@ -441,6 +453,68 @@ impl ControlPlane {
         (code == 200)
             .then(|| String::from_utf8(base64_decode(secret["data"].as_str()?)).ok())
             .flatten()
+    }
+
+    /// A global CP (`KUMA_MODE=global`) on loopback.
+    pub fn start_global(work_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let mut env = vec![("KUMA_MODE", "global")];
+        env.extend_from_slice(extra_env);
+        Self::start(work_dir, &env)
+    }
+
+    /// A zone CP named `zone` federated with `global`, verifying global's certificate,
+    /// presenting `token` (none when `None`), reconnecting quickly.
+    pub fn start_zone(
+        global: &ControlPlane,
+        zone: &str,
+        token: Option<&str>,
+        work_dir: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        let address = global.kds_address();
+        let ca = global.ca_file().display().to_string();
+        let mut env = vec![
+            ("KUMA_MULTIZONE_ZONE_NAME", zone),
+            ("KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS", address.as_str()),
+            ("KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE", ca.as_str()),
+            ("KUMA_MULTIZONE_ZONE_KDS_RECONNECT_BASE_BACKOFF", "200ms"),
+            ("KUMA_MULTIZONE_ZONE_KDS_RECONNECT_MAX_BACKOFF", "1s"),
+        ];
+        if let Some(t) = token {
+            env.push(("KUMA_MULTIZONE_ZONE_KDS_AUTH_CP_TOKEN_INLINE", t));
+        }
+        env.extend_from_slice(extra_env);
+        Self::start(work_dir, &env)
+    }
+
+    /// `grpcs://127.0.0.1:<kds port>` of a global CP.
+    pub fn kds_address(&self) -> String {
+        format!("grpcs://127.0.0.1:{}", self.kds_port)
+    }
+
+    /// A zone token issued by this (global) CP.
+    pub fn zone_token(&self, zone: &str, scopes: &[&str], valid_for: &str) -> String {
+        self.token(
+            "zone",
+            &serde_json::json!({"zone": zone, "scope": scopes, "validFor": valid_for}),
+        )
+    }
+
+    /// Names of `path`'s items (a list endpoint), sorted.
+    pub fn names(&self, path: &str) -> Vec<String> {
+        let (code, v) = self.get(path);
+        assert_eq!(code, 200, "GET {path}: {v}");
+        let mut names: Vec<String> = v["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     pub fn cp_address(&self) -> String {

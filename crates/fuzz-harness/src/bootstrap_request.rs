@@ -11,7 +11,6 @@
 //! token, xDS host).
 
 use kuma_core::Resource;
-use kuma_core::resource::ResourceType;
 use kuma_cp::bootstrap::{self, Params, Request};
 use kuma_cp::xds::lifecycle::{METADATA_RESOURCE, parse_node_id};
 use serde_json::{Value, json};
@@ -96,7 +95,7 @@ fn check_rendered(yaml: &str, req: &Request, dataplane: &Resource, xds_host: &st
         .as_str()
         .expect("the Dataplane is in the node metadata");
     let value: Value = serde_json::from_str(text).expect("the embedded Dataplane is JSON");
-    let embedded = Resource::from_wire(value.clone(), Some(ResourceType::Dataplane))
+    let embedded = Resource::from_wire(value.clone(), Some(dataplane.rtype()))
         .unwrap_or_else(|e| panic!("the embedded Dataplane is refused: {e}\n{text}"));
     check::same_resource(dataplane, &embedded, &value);
     if !req.version.is_null() {

@@ -16,6 +16,7 @@ pub mod name;
 pub mod policy;
 pub mod resource;
 pub mod store;
+pub mod tls_client;
 pub mod validate;
 
 pub use resource::{Resource, ResourceKey, ResourceType, Spec};

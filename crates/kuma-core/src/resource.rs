@@ -13,6 +13,7 @@ pub mod policy;
 pub mod secret;
 pub mod wire;
 pub mod zone;
+pub mod zone_proxy;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ pub use mesh::Mesh;
 pub use policy::MeshTrafficPermission;
 pub use secret::SecretData;
 pub use zone::{Zone, ZoneInsight};
+pub use zone_proxy::{ZoneEgress, ZoneIngress, ZoneProxyInsight};
 
 /// Whether a type lives inside a mesh or at the top level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,11 +49,15 @@ pub enum ResourceType {
     GlobalSecret,
     Zone,
     ZoneInsight,
+    ZoneIngress,
+    ZoneIngressInsight,
+    ZoneEgress,
+    ZoneEgressInsight,
 }
 
 impl ResourceType {
     /// All types, in the order `kumactl` and `GET /_resources` list them.
-    pub const ALL: [ResourceType; 8] = [
+    pub const ALL: [ResourceType; 12] = [
         ResourceType::Mesh,
         ResourceType::Dataplane,
         ResourceType::DataplaneInsight,
@@ -60,6 +66,10 @@ impl ResourceType {
         ResourceType::GlobalSecret,
         ResourceType::Zone,
         ResourceType::ZoneInsight,
+        ResourceType::ZoneIngress,
+        ResourceType::ZoneIngressInsight,
+        ResourceType::ZoneEgress,
+        ResourceType::ZoneEgressInsight,
     ];
 
     /// The `type` field on the wire.
@@ -73,6 +83,10 @@ impl ResourceType {
             Self::GlobalSecret => "GlobalSecret",
             Self::Zone => "Zone",
             Self::ZoneInsight => "ZoneInsight",
+            Self::ZoneIngress => "ZoneIngress",
+            Self::ZoneIngressInsight => "ZoneIngressInsight",
+            Self::ZoneEgress => "ZoneEgress",
+            Self::ZoneEgressInsight => "ZoneEgressInsight",
         }
     }
 
@@ -87,6 +101,10 @@ impl ResourceType {
             Self::GlobalSecret => "globalsecrets",
             Self::Zone => "zones",
             Self::ZoneInsight => "zone-insights",
+            Self::ZoneIngress => "zoneingresses",
+            Self::ZoneIngressInsight => "zone-ingress-insights",
+            Self::ZoneEgress => "zoneegresses",
+            Self::ZoneEgressInsight => "zoneegressinsights",
         }
     }
 
@@ -94,6 +112,7 @@ impl ResourceType {
     pub fn ws_aliases(self) -> &'static [&'static str] {
         match self {
             Self::GlobalSecret => &["global-secrets"],
+            Self::ZoneIngress => &["zone-ingresses"],
             _ => &[],
         }
     }
@@ -112,12 +131,28 @@ impl ResourceType {
             Self::Zone => &["zone", "zones"],
             // Kuma has no kumactl argument for it (`get zones` / `inspect zones` show it).
             Self::ZoneInsight => &[],
+            Self::ZoneIngress => &[
+                "zone-ingress",
+                "zone-ingresses",
+                "zoneingress",
+                "zoneingresses",
+            ],
+            Self::ZoneIngressInsight => &["zone-ingress-insight", "zone-ingress-insights"],
+            Self::ZoneEgress => &["zone-egress", "zone-egresses", "zoneegress", "zoneegresses"],
+            Self::ZoneEgressInsight => &["zoneegressinsight", "zoneegressinsights"],
         }
     }
 
     pub fn scope(self) -> Scope {
         match self {
-            Self::Mesh | Self::GlobalSecret | Self::Zone | Self::ZoneInsight => Scope::Global,
+            Self::Mesh
+            | Self::GlobalSecret
+            | Self::Zone
+            | Self::ZoneInsight
+            | Self::ZoneIngress
+            | Self::ZoneIngressInsight
+            | Self::ZoneEgress
+            | Self::ZoneEgressInsight => Scope::Global,
             _ => Scope::Mesh,
         }
     }
@@ -129,7 +164,13 @@ impl ResourceType {
 
     /// Types only the control plane writes (PUT/DELETE refused with 405).
     pub fn is_read_only(self) -> bool {
-        matches!(self, Self::DataplaneInsight | Self::ZoneInsight)
+        matches!(
+            self,
+            Self::DataplaneInsight
+                | Self::ZoneInsight
+                | Self::ZoneIngressInsight
+                | Self::ZoneEgressInsight
+        )
     }
 
     /// Short name used in KRIs.
@@ -138,6 +179,8 @@ impl ResourceType {
             Self::Dataplane => Some("dp"),
             Self::MeshTrafficPermission => Some("mtp"),
             Self::Zone => Some("z"),
+            Self::ZoneIngress => Some("zi"),
+            Self::ZoneEgress => Some("ze"),
             _ => None,
         }
     }
@@ -222,6 +265,10 @@ pub enum Spec {
     GlobalSecret(SecretData),
     Zone(Zone),
     ZoneInsight(ZoneInsight),
+    ZoneIngress(ZoneIngress),
+    ZoneIngressInsight(ZoneProxyInsight),
+    ZoneEgress(ZoneEgress),
+    ZoneEgressInsight(ZoneProxyInsight),
 }
 
 impl Spec {
@@ -235,6 +282,10 @@ impl Spec {
             Spec::GlobalSecret(_) => ResourceType::GlobalSecret,
             Spec::Zone(_) => ResourceType::Zone,
             Spec::ZoneInsight(_) => ResourceType::ZoneInsight,
+            Spec::ZoneIngress(_) => ResourceType::ZoneIngress,
+            Spec::ZoneIngressInsight(_) => ResourceType::ZoneIngressInsight,
+            Spec::ZoneEgress(_) => ResourceType::ZoneEgress,
+            Spec::ZoneEgressInsight(_) => ResourceType::ZoneEgressInsight,
         }
     }
 
@@ -247,6 +298,9 @@ impl Spec {
             Spec::Secret(s) | Spec::GlobalSecret(s) => serde_json::to_value(s),
             Spec::Zone(s) => serde_json::to_value(s),
             Spec::ZoneInsight(s) => serde_json::to_value(s),
+            Spec::ZoneIngress(s) => serde_json::to_value(s),
+            Spec::ZoneEgress(s) => serde_json::to_value(s),
+            Spec::ZoneIngressInsight(s) | Spec::ZoneEgressInsight(s) => serde_json::to_value(s),
         };
         // Invariant: every spec type is plain data (strings, numbers, maps) that serializes.
         v.unwrap_or(Value::Null)
@@ -274,6 +328,10 @@ impl Spec {
             ResourceType::GlobalSecret => typed(v, prefix, Spec::GlobalSecret),
             ResourceType::Zone => typed(v, prefix, Spec::Zone),
             ResourceType::ZoneInsight => typed(v, prefix, Spec::ZoneInsight),
+            ResourceType::ZoneIngress => typed(v, prefix, Spec::ZoneIngress),
+            ResourceType::ZoneIngressInsight => typed(v, prefix, Spec::ZoneIngressInsight),
+            ResourceType::ZoneEgress => typed(v, prefix, Spec::ZoneEgress),
+            ResourceType::ZoneEgressInsight => typed(v, prefix, Spec::ZoneEgressInsight),
         }
     }
 
@@ -294,6 +352,9 @@ impl Spec {
             Spec::MeshTrafficPermission(s) => s.validate(),
             Spec::Secret(s) | Spec::GlobalSecret(s) => s.validate(),
             Spec::Zone(_) | Spec::ZoneInsight(_) => Ok(()),
+            Spec::ZoneIngress(s) => s.validate(),
+            Spec::ZoneEgress(s) => s.validate(),
+            Spec::ZoneIngressInsight(_) | Spec::ZoneEgressInsight(_) => Ok(()),
         }
     }
 }

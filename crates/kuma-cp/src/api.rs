@@ -107,6 +107,16 @@ pub fn router(state: State) -> Router {
         .route("/zones+insights", get(overview::list_zones))
         .route("/zones/{name}/_overview", get(overview::get_zone))
         .route("/zones+insights/{name}", get(overview::get_zone))
+        .route("/zoneingresses/_overview", get(zi_list))
+        .route("/zoneingresses+insights", get(zi_list))
+        .route("/zoneingresses/{name}/_overview", get(zi_one))
+        .route("/zoneingresses+insights/{name}", get(zi_one))
+        .route("/zoneegresses/_overview", get(ze_list))
+        .route("/zoneegressoverviews", get(ze_list))
+        .route("/zoneegresses+insights", get(ze_list))
+        .route("/zoneegresses/{name}/_overview", get(ze_one))
+        .route("/zoneegressoverviews/{name}", get(ze_one))
+        .route("/zoneegresses+insights/{name}", get(ze_one))
         .route("/mesh-insights/{mesh}", get(mesh_insight))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))
@@ -119,6 +129,34 @@ pub fn router(state: State) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
+}
+
+async fn zi_list(
+    AxState(s): AxState<Shared>,
+    req: query::ListRequest,
+) -> Result<Json<Value>, ApiError> {
+    overview::ZoneProxy::Ingress.list(s, req).await
+}
+
+async fn zi_one(
+    AxState(s): AxState<Shared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    overview::ZoneProxy::Ingress.get_one(s, name).await
+}
+
+async fn ze_list(
+    AxState(s): AxState<Shared>,
+    req: query::ListRequest,
+) -> Result<Json<Value>, ApiError> {
+    overview::ZoneProxy::Egress.list(s, req).await
+}
+
+async fn ze_one(
+    AxState(s): AxState<Shared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    overview::ZoneProxy::Egress.get_one(s, name).await
 }
 
 async fn index(AxState(s): AxState<Shared>) -> Json<Value> {

@@ -16,9 +16,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{BootstrapState, Params};
-use crate::config::Config;
+use crate::config::{Config, CpMode};
 use crate::diagnostics::Diagnostics;
 use crate::dp_server::DpServer;
+use crate::kds::ZoneAuthenticator;
+use crate::kds::global::Global;
+use crate::kds::zone::{Settings as ZoneSettings, ZoneClient};
 use crate::manager::{ManagerError, ResourceManager};
 use crate::mesh_setup::{self, MeshSetup};
 use crate::serve::{self, Limits};
@@ -34,7 +37,10 @@ pub struct App {
     api: Option<TcpListener>,
     /// `None` when `apiServer.https.enabled` is false.
     api_https: Option<TcpListener>,
-    dp: TcpListener,
+    /// The DP server's listener; `None` on global, which serves no proxies.
+    dp: Option<TcpListener>,
+    /// The KDS server's listener, on global only.
+    kds: Option<TcpListener>,
     diag: TcpListener,
     /// `apiServer.*` limits, caps fitted to the descriptor budget.
     api_limits: Limits,
@@ -146,12 +152,32 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     } else {
         None
     };
-    let dp = bind(
-        &cfg.dp_server.interface,
-        cfg.dp_server.port,
-        "dpServer.port",
-    )
-    .await?;
+    let global = cfg.cp_mode() == CpMode::Global;
+    let dp = if global {
+        None
+    } else {
+        Some(
+            bind(
+                &cfg.dp_server.interface,
+                cfg.dp_server.port,
+                "dpServer.port",
+            )
+            .await?,
+        )
+    };
+    let kds_cfg = &cfg.multizone.global.kds;
+    let kds = if global {
+        Some(
+            bind(
+                &kds_cfg.interface,
+                kds_cfg.grpc_port,
+                "multizone.global.kds.grpcPort",
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let diag = bind(
         &cfg.diagnostics.interface,
         cfg.diagnostics.server_port,
@@ -166,6 +192,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         api,
         api_https,
         dp,
+        kds,
         diag,
         api_limits,
         diag_limits,
@@ -176,15 +203,14 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
 }
 
 impl App {
-    /// The bound addresses (HTTP API, DP server, diagnostics); the API's is `0.0.0.0:0` when
-    /// `apiServer.http.enabled` is false.
+    /// The bound addresses (HTTP API, DP server, diagnostics); `0.0.0.0:0` for what is not
+    /// served (the API with `apiServer.http.enabled` false, the DP server on global).
     pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
         let a = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-        let api = self
-            .api
-            .as_ref()
-            .map_or_else(|| ([0, 0, 0, 0], 0).into(), a);
-        (api, a(&self.dp), a(&self.diag))
+        let none = || ([0, 0, 0, 0], 0).into();
+        let api = self.api.as_ref().map_or_else(none, a);
+        let dp = self.dp.as_ref().map_or_else(none, a);
+        (api, dp, a(&self.diag))
     }
 
     /// The bound address of the HTTPS API, when enabled.
@@ -214,17 +240,23 @@ impl App {
             }
         };
         let zone = cfg.multizone.zone.name.clone();
+        let mode = cfg.cp_mode();
+        let mut manager = ResourceManager::new(store, zone.clone()).with_mode(mode);
         // Installed before any write: every Mesh written from now on (the default one
-        // included) gets its signing key and builtin CA roots.
-        let manager = Arc::new(
-            ResourceManager::new(store, zone.clone()).with_mesh_side_effects(Arc::new(MeshSetup)),
-        );
-        ensure_defaults(&manager, &zone)
+        // included) gets its signing key and builtin CA roots. Not on a federated zone:
+        // global creates them and syncs them down with the Mesh.
+        if mode != CpMode::FederatedZone {
+            manager = manager.with_mesh_side_effects(Arc::new(MeshSetup));
+        }
+        let manager = Arc::new(manager);
+        ensure_defaults(&manager, &zone, mode)
             .await
             .context("creating default resources")?;
-        mesh_setup::ensure_all(&manager)
-            .await
-            .context("setting up the stored meshes (token signing keys, builtin CA roots)")?;
+        if mode != CpMode::FederatedZone {
+            mesh_setup::ensure_all(&manager)
+                .await
+                .context("setting up the stored meshes (token signing keys, builtin CA roots)")?;
+        }
         let issuer = Arc::new(Issuer::new(manager.clone()));
         // Shared by the bootstrap handler, the ADS stream and the API.
         let validator = Arc::new(Validator::new(manager.clone(), cfg.dataplane_auth()));
@@ -272,7 +304,9 @@ impl App {
         );
         let ads = kuma_xds::Server::new(cache.clone(), Arc::new(XdsCallbacks(runtime.clone())));
         let xds_port = if cfg.bootstrap_server.params.xds_port == 0 {
-            self.dp.local_addr()?.port()
+            self.dp
+                .as_ref()
+                .map_or(Ok(0), |l| l.local_addr().map(|a| a.port()))?
         } else {
             cfg.bootstrap_server.params.xds_port
         };
@@ -288,15 +322,18 @@ impl App {
                 ca_pem: identity.ca_pem.clone(),
             }),
             validator: validator.clone(),
+            zone: cfg.multizone.zone.name.clone(),
         };
-        let dp_server = DpServer::new(
-            self.dp,
-            tls,
-            bootstrap,
-            ads,
-            runtime.clone(),
-            self.dp_limits.clone(),
-        );
+        let dp_server = self.dp.map(|dp| {
+            DpServer::new(
+                dp,
+                tls,
+                bootstrap,
+                ads,
+                runtime.clone(),
+                self.dp_limits.clone(),
+            )
+        });
 
         let config_json = serde_json::to_value(&cfg)?;
         let api_state = crate::api::State {
@@ -358,9 +395,40 @@ impl App {
                 Ok(())
             });
         }
-        tasks.spawn(dp_server.run(shutdown.clone()));
         tasks.spawn(diagnostics.run(shutdown.clone()));
-        tasks.spawn(runtime.run());
+        if let Some(dp_server) = dp_server {
+            tasks.spawn(dp_server.run(shutdown.clone()));
+            tasks.spawn(runtime.run());
+        }
+        if let Some(listener) = self.kds {
+            let k = &cfg.multizone.global.kds;
+            let kds_tls = if k.tls_cert_file.is_empty() {
+                identity.server_config()?
+            } else {
+                Identity::from_files(
+                    (&k.tls_cert_file, "multizone.global.kds.tlsCertFile"),
+                    (&k.tls_key_file, "multizone.global.kds.tlsKeyFile"),
+                )?
+                .server_config()?
+            };
+            let auth: Arc<dyn ZoneAuthenticator> = validator.clone();
+            let global = Global::new(
+                manager.clone(),
+                auth,
+                self.instance_id.clone(),
+                k.max_msg_size,
+            );
+            let flush = crate::config::parse_duration(&k.zone_insight_flush_interval)?;
+            let server =
+                DpServer::from_router(listener, kds_tls, global.router(), self.dp_limits.clone());
+            tracing::info!(port = k.grpc_port, "KDS server for zone control planes");
+            tasks.spawn(server.run(shutdown.clone()));
+            tasks.spawn(global.run(shutdown.clone(), flush));
+        }
+        if mode == CpMode::FederatedZone {
+            let client = ZoneClient::new(zone_settings(&cfg, &self.instance_id)?, manager.clone());
+            tasks.spawn(client.run(shutdown.clone()));
+        }
         ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(instance_id = %self.instance_id, "kuma-cp is ready");
 
@@ -385,17 +453,25 @@ impl App {
     }
 }
 
-/// The `default` Zone (the only one) and the `default` Mesh.
-async fn ensure_defaults(manager: &ResourceManager, zone: &str) -> anyhow::Result<()> {
-    for z in manager.list(ResourceType::Zone, None).await? {
-        if z.meta.name != zone {
-            manager.delete_internal(&z.key()).await?;
+/// On a zone, its own Zone (the only one); the `default` Mesh, except on a federated zone
+/// (global's comes down over KDS). Global's Zones are the zones that connected.
+async fn ensure_defaults(
+    manager: &ResourceManager,
+    zone: &str,
+    mode: CpMode,
+) -> anyhow::Result<()> {
+    let mut wanted = Vec::new();
+    if mode != CpMode::Global {
+        for z in manager.list(ResourceType::Zone, None).await? {
+            if z.meta.name != zone {
+                manager.delete_internal(&z.key()).await?;
+            }
         }
+        wanted.push(Resource::new(zone, "", Spec::Zone(Zone::default())));
     }
-    let wanted = [
-        Resource::new(zone, "", Spec::Zone(Zone::default())),
-        Resource::new("default", "", Spec::Mesh(Mesh::default())),
-    ];
+    if mode != CpMode::FederatedZone {
+        wanted.push(Resource::new("default", "", Spec::Mesh(Mesh::default())));
+    }
     for res in wanted {
         match manager.get(&res.key()).await {
             Ok(_) => {}
@@ -409,6 +485,70 @@ async fn ensure_defaults(manager: &ResourceManager, zone: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// How a federated zone dials global: the token (inline, else from its file), the TLS trust
+/// (a CA bundle, or none with `tlsSkipVerify`, logged loudly; one of them is required for
+/// `grpcs://`).
+fn zone_settings(cfg: &Config, instance_id: &str) -> anyhow::Result<ZoneSettings> {
+    let z = &cfg.multizone.zone;
+    let auth = &z.kds.auth;
+    let token = if !auth.cp_token_inline.is_empty() {
+        auth.cp_token_inline.trim().to_string()
+    } else if !auth.cp_token_path.is_empty() {
+        std::fs::read_to_string(&auth.cp_token_path)
+            .with_context(|| {
+                format!(
+                    "multizone.zone.kds.auth.cpTokenPath: reading {}",
+                    auth.cp_token_path
+                )
+            })?
+            .trim()
+            .to_string()
+    } else {
+        tracing::warn!(
+            "no zone token (multizone.zone.kds.auth.cpTokenPath / cpTokenInline): global will refuse this zone"
+        );
+        String::new()
+    };
+    let tls = if z.global_address.starts_with("grpcs://") {
+        let config = if z.kds.tls_skip_verify {
+            tracing::warn!(
+                global = %z.global_address,
+                "multizone.zone.kds.tlsSkipVerify is set: global's KDS certificate is NOT verified; anyone on the path can impersonate global and feed this zone its meshes, policies and secrets"
+            );
+            kuma_core::tls_client::insecure()?
+        } else if !z.kds.root_ca_file.is_empty() {
+            let pem = std::fs::read_to_string(&z.kds.root_ca_file).with_context(|| {
+                format!(
+                    "multizone.zone.kds.rootCaFile: reading {}",
+                    z.kds.root_ca_file
+                )
+            })?;
+            kuma_core::tls_client::with_ca(&pem).context("multizone.zone.kds.rootCaFile")?
+        } else {
+            anyhow::bail!(
+                "multizone.zone.kds.rootCaFile: required to verify global at {} (or set multizone.zone.kds.tlsSkipVerify: true, insecure)",
+                z.global_address
+            );
+        };
+        let mut config = config;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Some(Arc::new(config))
+    } else {
+        None
+    };
+    Ok(ZoneSettings {
+        zone: z.name.clone(),
+        instance_id: instance_id.to_string(),
+        global_address: z.global_address.clone(),
+        tls,
+        token,
+        limit: cfg.multizone.global.kds.max_msg_size,
+        base_backoff: crate::config::parse_duration(&z.kds.reconnect_base_backoff)?,
+        max_backoff: crate::config::parse_duration(&z.kds.reconnect_max_backoff)?,
+        config_json: serde_json::to_string(&json!({"multizone": {"zone": {"name": z.name}}}))?,
+    })
+}
+
 /// The user and zone token signing keys and, with `apiServer.authn.tokens.bootstrapAdminToken`, the GlobalSecret
 /// `admin-user-token`.
 async fn ensure_token_defaults(
@@ -419,11 +559,12 @@ async fn ensure_token_defaults(
     tokens::ensure_user_signing_key(manager)
         .await
         .context("user token signing key")?;
-    // A federated zone must not get one (it validates with global's public keys); every CP
-    // is standalone or global so far.
-    tokens::ensure_zone_signing_key(manager)
-        .await
-        .context("zone token signing key")?;
+    // A federated zone gets none: it validates zone proxies' tokens with global's public keys.
+    if cfg.cp_mode() != CpMode::FederatedZone {
+        tokens::ensure_zone_signing_key(manager)
+            .await
+            .context("zone token signing key")?;
+    }
     if cfg.api_server.authn.tokens.bootstrap_admin_token {
         if issuer
             .ensure_admin_token()

@@ -12,6 +12,10 @@
 //! a Dataplane of that name is already stored, the stored one too (no takeover). This is an
 //! early, readable refusal: the ADS stream is authenticated again, with the token the CP puts
 //! in the Envoy bootstrap (`authorization` initial metadata).
+//!
+//! Zone proxies (`proxyType: ingress|egress`) send a ZoneIngress / ZoneEgress; their node id
+//! is `.<name>` (no mesh) and their token is a zone token
+//! ([`tokens::authenticate_zone_proxy`]).
 
 use std::sync::Arc;
 
@@ -28,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::manager::{ManagerError, ResourceManager};
 use crate::tokens::{self, TokenError, Validator};
+use crate::xds::lifecycle::ProxyKind;
 
 /// The bootstrap request, as kuma-dp sends it (unknown keys are ignored, as Kuma does, so
 /// newer agents keep working).
@@ -67,6 +72,8 @@ pub struct BootstrapState {
     pub params: Arc<Params>,
     /// Checks dataplane tokens (and knows whether they are required).
     pub validator: Arc<Validator>,
+    /// This control plane's zone (`multizone.zone.name`): zone tokens are bound to it.
+    pub zone: String,
 }
 
 /// Kuma's error body.
@@ -126,6 +133,10 @@ pub async fn handler(
         Ok(r) => r,
         Err(refusal) => return *refusal,
     };
+    let kind = req.kind();
+    if kind != ProxyKind::Dataplane {
+        return zone_proxy(&st, &req, kind, parsed, token, &headers).await;
+    }
     let from_request = parsed.is_some();
     let dataplane = if let Some(res) = parsed {
         if auth
@@ -229,12 +240,77 @@ pub async fn handler(
             }
         }
     }
+    respond(&st, &req, &dataplane, &headers)
+}
+
+/// The bootstrap of a zone proxy: its zone token checked, its ZoneIngress / ZoneEgress from
+/// the request (or, by name, the stored one).
+async fn zone_proxy(
+    st: &BootstrapState,
+    req: &Request,
+    kind: ProxyKind,
+    parsed: Option<Resource>,
+    token: &str,
+    headers: &HeaderMap,
+) -> Response {
+    if let Err(reason) =
+        tokens::authenticate_zone_proxy(&st.validator, token, kind.name(), &st.zone).await
+    {
+        tracing::info!(reason, name = %req.name, "bootstrap of a zone proxy refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid zone token",
+            &reason,
+            vec![("dataplaneToken".into(), reason.clone())],
+        );
+    }
+    let resource = match parsed {
+        Some(r) => r,
+        None => {
+            if req.name.is_empty() {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid bootstrap request",
+                    "either dataplaneResource or name must be given",
+                    vec![(
+                        "name".into(),
+                        "is required when dataplaneResource is not given".into(),
+                    )],
+                );
+            }
+            let key = ResourceKey::new(kind.resource_type(), "", &req.name);
+            match st.manager.get(&key).await {
+                Ok(r) => r,
+                Err(ManagerError::Store(store::Error::NotFound(_))) => {
+                    return StatusCode::NOT_FOUND.into_response();
+                }
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Store unavailable",
+                        &e.to_string(),
+                        vec![],
+                    );
+                }
+            }
+        }
+    };
+    respond(st, req, &resource, headers)
+}
+
+/// The answer carrying the Envoy bootstrap of `dataplane` (a Dataplane or zone proxy).
+fn respond(
+    st: &BootstrapState,
+    req: &Request,
+    dataplane: &Resource,
+    headers: &HeaderMap,
+) -> Response {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(host_without_port)
         .unwrap_or_else(|| "localhost".into());
-    let yaml = match envoy_bootstrap(&st.params, &req, &dataplane, &host) {
+    let yaml = match envoy_bootstrap(&st.params, req, dataplane, &host) {
         Ok(y) => y,
         Err(e) => {
             return error(
@@ -250,6 +326,8 @@ pub async fn handler(
             .networking()
             .map(|n| n.address.clone())
             .unwrap_or_default(),
+        Spec::ZoneIngress(zi) => zi.net().address,
+        Spec::ZoneEgress(ze) => ze.net().address,
         _ => String::new(),
     };
     Json(json!({
@@ -262,8 +340,15 @@ pub async fn handler(
     .into_response()
 }
 
+impl Request {
+    /// The proxy type asked for (valid once [`decode`] accepted the request).
+    pub fn kind(&self) -> ProxyKind {
+        ProxyKind::parse(&self.proxy_type).unwrap_or(ProxyKind::Dataplane)
+    }
+}
+
 /// Decodes a bootstrap request body (pure): 400 for a body that is not the request's JSON,
-/// 422 for a proxy type other than `dataplane`.
+/// 422 for a proxy type other than `dataplane`, `ingress` or `egress`.
 pub fn decode(body: &[u8]) -> Result<Request, Box<Response>> {
     let req: Request = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -276,25 +361,24 @@ pub fn decode(body: &[u8]) -> Result<Request, Box<Response>> {
             )));
         }
     };
-    let proxy_type = if req.proxy_type.is_empty() {
-        "dataplane"
-    } else {
-        req.proxy_type.as_str()
-    };
-    if proxy_type != "dataplane" {
+    if ProxyKind::parse(&req.proxy_type).is_none() {
         return Err(Box::new(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid bootstrap request",
-            "only proxyType dataplane is supported",
-            vec![("proxyType".into(), "must be dataplane".into())],
+            "proxyType must be one of dataplane, ingress, egress",
+            vec![(
+                "proxyType".into(),
+                "must be one of dataplane, ingress, egress".into(),
+            )],
         )));
     }
     Ok(req)
 }
 
-/// The Dataplane the request carries in `dataplaneResource` (pure: parsed and validated, not
-/// yet checked against the store), `None` when it names one by mesh and name instead; 422
-/// for a resource that is not exactly one valid Dataplane.
+/// The Dataplane (or, for a zone proxy, the ZoneIngress / ZoneEgress) the request carries in
+/// `dataplaneResource` (pure: parsed and validated, not yet checked against the store),
+/// `None` when it names one by mesh and name instead; 422 for a resource that is not exactly
+/// one valid resource of the request's proxy type.
 pub fn dataplane_from_request(req: &Request) -> Result<Option<Resource>, Box<Response>> {
     if req.dataplane_resource.is_empty() {
         return Ok(None);
@@ -321,7 +405,7 @@ pub fn dataplane_from_request(req: &Request) -> Result<Option<Resource>, Box<Res
             )));
         }
     };
-    let res = match Resource::decode(value, Some(ResourceType::Dataplane)) {
+    let res = match Resource::decode(value, Some(req.kind().resource_type())) {
         Ok(d) => {
             // Unknown fields are ignored, as Kuma does (and as a PUT does), and named.
             for w in &d.warnings {
@@ -390,12 +474,17 @@ pub fn envoy_bootstrap(
     dataplane: &Resource,
     request_host: &str,
 ) -> anyhow::Result<String> {
-    let Spec::Dataplane(dp) = &dataplane.spec else {
-        anyhow::bail!("not a Dataplane");
+    let (kind, cluster, admin) = match &dataplane.spec {
+        Spec::Dataplane(dp) => (
+            ProxyKind::Dataplane,
+            dp.identifying_service(),
+            dp.networking().and_then(|n| n.admin.clone()),
+        ),
+        Spec::ZoneIngress(zi) => (ProxyKind::Ingress, "ingress".into(), zi.net().admin),
+        Spec::ZoneEgress(ze) => (ProxyKind::Egress, "egress".into(), ze.net().admin),
+        _ => anyhow::bail!("not a Dataplane, ZoneIngress or ZoneEgress"),
     };
-    let admin_port = dp
-        .networking()
-        .and_then(|n| n.admin.as_ref())
+    let admin_port = admin
         .map(|a| a.port)
         .filter(|p| *p != 0)
         .unwrap_or(u32::from(params.admin_port));
@@ -415,7 +504,7 @@ pub fn envoy_bootstrap(
     let resource_json = serde_json::to_string(&dataplane.to_wire())?;
     let mut metadata = json!({
         "dataplane.resource": resource_json,
-        "dataplane.proxyType": "dataplane",
+        "dataplane.proxyType": kind.name(),
         "dataplane.admin.port": admin_port.to_string(),
         "dataplane.admin.address": params.admin_address,
         "dataplane.readinessReporter.port": req.readiness_port.to_string(),
@@ -439,7 +528,7 @@ pub fn envoy_bootstrap(
     }
     let san_type = if is_ip { "IP_ADDRESS" } else { "DNS" };
     let bootstrap = json!({
-        "node": {"id": node_id, "cluster": dp.identifying_service(), "metadata": metadata},
+        "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {
             "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",

@@ -216,13 +216,98 @@ impl Default for Experimental {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Multizone {
+    pub global: GlobalConfig,
     pub zone: ZoneConfig,
+}
+
+/// `multizone.global`: the global control plane's side of KDS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct GlobalConfig {
+    pub kds: GlobalKds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct GlobalKds {
+    /// Addition: address the KDS server listens on.
+    pub interface: String,
+    pub grpc_port: u16,
+    /// Certificate and key of the KDS server; empty: the control plane's own certificate.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// How often ZoneInsight counters are written (connects and disconnects at once).
+    pub zone_insight_flush_interval: String,
+    /// Largest KDS message, both ways (Kuma: 10 MiB).
+    pub max_msg_size: usize,
+}
+
+impl Default for GlobalKds {
+    fn default() -> Self {
+        Self {
+            interface: "0.0.0.0".into(),
+            grpc_port: 5685,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            zone_insight_flush_interval: "10s".into(),
+            max_msg_size: 10 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ZoneConfig {
     pub name: String,
+    /// `grpcs://host:port` of the global control plane; empty: a standalone zone.
+    pub global_address: String,
+    pub kds: ZoneKds,
+}
+
+/// `multizone.zone.kds`: how a federated zone dials global.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ZoneKds {
+    /// CA bundle (PEM) that verifies global's KDS certificate.
+    pub root_ca_file: String,
+    /// Skip verifying global's certificate (development only; logged as a warning).
+    pub tls_skip_verify: bool,
+    pub auth: ZoneKdsAuth,
+    /// First and largest wait between reconnects (Kuma's
+    /// `general.resilientComponentBaseBackoff` / `MaxBackoff`).
+    pub reconnect_base_backoff: String,
+    pub reconnect_max_backoff: String,
+}
+
+impl Default for ZoneKds {
+    fn default() -> Self {
+        Self {
+            root_ca_file: String::new(),
+            tls_skip_verify: false,
+            auth: ZoneKdsAuth::default(),
+            reconnect_base_backoff: "1s".into(),
+            reconnect_max_backoff: "30s".into(),
+        }
+    }
+}
+
+/// The zone token this zone presents to global (scope `cp`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ZoneKdsAuth {
+    pub cp_token_path: String,
+    pub cp_token_inline: String,
+}
+
+/// What this control plane is, from `mode` and `multizone.zone.globalAddress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpMode {
+    /// `mode: zone` without a global address: everything is local and writable.
+    Standalone,
+    /// `mode: zone` with a global address: synced with global over KDS.
+    FederatedZone,
+    /// `mode: global`.
+    Global,
 }
 
 impl Default for Config {
@@ -372,6 +457,8 @@ impl Default for ZoneConfig {
     fn default() -> Self {
         Self {
             name: "default".into(),
+            global_address: String::new(),
+            kds: ZoneKds::default(),
         }
     }
 }
@@ -418,8 +505,42 @@ impl Config {
         if self.environment != "universal" {
             bail!("environment: only \"universal\" is supported");
         }
-        if self.mode != "zone" {
-            bail!("mode: only \"zone\" is supported so far");
+        if !matches!(self.mode.as_str(), "zone" | "global") {
+            bail!("mode: must be one of zone, global");
+        }
+        if self.cp_mode() == CpMode::FederatedZone {
+            let a = &self.multizone.zone.global_address;
+            if !(a.starts_with("grpcs://") || a.starts_with("grpc://")) {
+                bail!("multizone.zone.globalAddress: must be grpcs://host:port (or grpc://)");
+            }
+            if self.multizone.zone.name == "default" || self.multizone.zone.name.is_empty() {
+                bail!("multizone.zone.name: must be set on a zone connected to global");
+            }
+        }
+        for (key, v) in [
+            (
+                "multizone.global.kds.zoneInsightFlushInterval",
+                &self.multizone.global.kds.zone_insight_flush_interval,
+            ),
+            (
+                "multizone.zone.kds.reconnectBaseBackoff",
+                &self.multizone.zone.kds.reconnect_base_backoff,
+            ),
+            (
+                "multizone.zone.kds.reconnectMaxBackoff",
+                &self.multizone.zone.kds.reconnect_max_backoff,
+            ),
+        ] {
+            let d = parse_duration(v).with_context(|| format!("{key}: invalid duration {v:?}"))?;
+            if d.is_zero() {
+                bail!("{key}: must be greater than 0");
+            }
+        }
+        let kds = &self.multizone.global.kds;
+        if kds.tls_cert_file.is_empty() != kds.tls_key_file.is_empty() {
+            bail!(
+                "multizone.global.kds.tlsCertFile and multizone.global.kds.tlsKeyFile must be set together"
+            );
         }
         if !matches!(self.store.store_type.as_str(), "sqlite" | "memory") {
             bail!("store.type: must be one of sqlite, memory");
@@ -517,6 +638,18 @@ impl Config {
             bail!("multizone.zone.name: must be a valid DNS-1123 label");
         }
         Ok(())
+    }
+
+    /// What this control plane is (see [`CpMode`]).
+    pub fn cp_mode(&self) -> CpMode {
+        match (
+            self.mode.as_str(),
+            self.multizone.zone.global_address.is_empty(),
+        ) {
+            ("global", _) => CpMode::Global,
+            (_, true) => CpMode::Standalone,
+            (_, false) => CpMode::FederatedZone,
+        }
     }
 
     /// The work directory (`$HOME/.kuma` when unset).

@@ -143,10 +143,21 @@ impl DpServer {
             .layer(DefaultBodyLimit::max(MAX_BOOTSTRAP_BODY))
             .with_state(bootstrap)
             .merge(ready);
+        Self::from_router(listener, tls, http.merge(grpc), limits)
+    }
+
+    /// The same TLS server and bounds around another router (global's KDS port: its gRPC
+    /// streams admit themselves once their zone token checked out).
+    pub fn from_router(
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        router: Router,
+        limits: Limits,
+    ) -> Self {
         Self {
             listener,
             acceptor: TlsAcceptor::from(tls),
-            router: http.merge(grpc),
+            router,
             limits,
         }
     }

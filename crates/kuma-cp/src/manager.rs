@@ -28,6 +28,7 @@
 //!   (the composition root installs `crate::mesh_setup`: signing key and builtin CA roots).
 //!   This module imports nothing of the crate above it: it knows the hook, not what it does.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ use kuma_core::resource::{ResourceKey, ResourceType, Scope};
 use kuma_core::store::{self, Store};
 use kuma_core::validate::{ValidationError, Violation, Violations};
 use kuma_core::{Resource, Spec};
+
+use crate::config::CpMode;
 
 /// Label naming where a resource was created (`zone` here).
 pub const ORIGIN_LABEL: &str = "kuma.io/origin";
@@ -65,6 +68,10 @@ pub enum ManagerError {
     /// Only the control plane writes this type.
     #[error("{0} is read-only: only the control plane writes it")]
     ReadOnly(ResourceType),
+    /// This control plane's mode does not let users write this (Kuma's 405 messages: on
+    /// global, what zones provide; on a federated zone, what global provides).
+    #[error("{0}")]
+    NotInThisMode(&'static str),
     /// The store failed (not found, conflict, unavailable...).
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -103,7 +110,30 @@ pub trait MeshSideEffects: Send + Sync {
 pub struct ResourceManager {
     store: Arc<dyn Store>,
     zone: String,
+    mode: CpMode,
     mesh_side_effects: Option<Arc<dyn MeshSideEffects>>,
+}
+
+/// Kuma's answer to a user write on global of what zones provide.
+pub const GLOBAL_READ_ONLY: &str = "On global control plane you can not modify dataplane resources with 'kumactl apply' or via the HTTP API. You can still use 'kumactl' or the HTTP API to modify them on the zone control plane.\n";
+/// Kuma's answer to a user write on a federated zone of what global provides.
+pub const ZONE_READ_ONLY: &str = "On zone control plane you can only modify zone resources with 'kumactl apply' or via the HTTP API. You can still use 'kumactl' or the HTTP API to modify the rest of the resource on the global control plane.\n";
+
+/// Who provides a type in a multi-zone deployment (Kuma's `ProvidedByGlobal` /
+/// `ProvidedByZone` KDS flags): users may write it on global, on zones, or both.
+pub fn provided_by(rtype: ResourceType) -> (bool, bool) {
+    match rtype {
+        ResourceType::Mesh | ResourceType::GlobalSecret => (true, false),
+        ResourceType::Dataplane | ResourceType::DataplaneInsight => (false, true),
+        ResourceType::Secret | ResourceType::Zone => (true, true),
+        t if t.is_new_style() => (true, true),
+        t => match t.name() {
+            "ZoneIngress" | "ZoneEgress" | "ZoneIngressInsight" | "ZoneEgressInsight" => {
+                (false, true)
+            }
+            _ => (true, true),
+        },
+    }
 }
 
 impl ResourceManager {
@@ -112,7 +142,54 @@ impl ResourceManager {
         Self {
             store,
             zone: zone.into(),
+            mode: CpMode::Standalone,
             mesh_side_effects: None,
+        }
+    }
+
+    /// Sets the control plane's mode (standalone by default): who may write what, and the
+    /// origin stamped on what users create.
+    pub fn with_mode(mut self, mode: CpMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The control plane's mode.
+    pub fn mode(&self) -> CpMode {
+        self.mode
+    }
+
+    /// Kuma's rules for a user write in a multi-zone mode: the type must be provided here,
+    /// and a policy's origin label must be this side's (`global` on global, `zone` on a
+    /// federated zone), so a zone user cannot touch what global synced down.
+    fn check_mode(
+        &self,
+        rtype: ResourceType,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), ManagerError> {
+        let (by_global, by_zone) = provided_by(rtype);
+        match self.mode {
+            CpMode::Standalone => Ok(()),
+            CpMode::Global if !by_global => Err(ManagerError::NotInThisMode(GLOBAL_READ_ONLY)),
+            CpMode::FederatedZone if !by_zone => Err(ManagerError::NotInThisMode(ZONE_READ_ONLY)),
+            mode => {
+                let Some(labels) = labels else { return Ok(()) };
+                let origin = labels.get(ORIGIN_LABEL).map(String::as_str);
+                let (want, ok) = match mode {
+                    CpMode::Global => ("global", origin.is_none_or(|o| o == "global")),
+                    _ if rtype.is_new_style() => ("zone", origin == Some("zone")),
+                    _ => ("zone", origin != Some("global")),
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(ValidationError::single(
+                        format!("labels[\"{ORIGIN_LABEL}\"]"),
+                        format!("the origin label must be set to '{want}'"),
+                    )
+                    .into())
+                }
+            }
         }
     }
 
@@ -151,6 +228,13 @@ impl ResourceManager {
     pub async fn upsert(&self, res: Resource) -> Result<(Resource, bool), ManagerError> {
         if res.rtype().is_read_only() {
             return Err(ManagerError::ReadOnly(res.rtype()));
+        }
+        self.check_mode(res.rtype(), Some(&res.meta.labels))?;
+        if self.mode != CpMode::Standalone
+            && let Ok(current) = self.store.get(&res.key()).await
+        {
+            // What the other side synced here stays theirs.
+            self.check_mode(res.rtype(), Some(&current.meta.labels))?;
         }
         self.check_labels(&res, true)?;
         self.write(res).await
@@ -235,6 +319,18 @@ impl ResourceManager {
     pub async fn delete(&self, key: &ResourceKey) -> Result<(), ManagerError> {
         if key.rtype.is_read_only() {
             return Err(ManagerError::ReadOnly(key.rtype));
+        }
+        self.check_mode(key.rtype, None)?;
+        if self.mode != CpMode::Standalone
+            && let Ok(current) = self.store.get(key).await
+            && self
+                .check_mode(key.rtype, Some(&current.meta.labels))
+                .is_err()
+        {
+            return Err(ManagerError::NotInThisMode(match self.mode {
+                CpMode::Global => GLOBAL_READ_ONLY,
+                _ => ZONE_READ_ONLY,
+            }));
         }
         if key.rtype == ResourceType::Secret {
             self.check_secret_not_in_use(key).await?;
@@ -443,20 +539,29 @@ impl ResourceManager {
     fn stamp(&self, res: &mut Resource) {
         let rtype = res.rtype();
         let labels = &mut res.meta.labels;
-        labels
+        let here = if self.mode == CpMode::Global {
+            "global"
+        } else {
+            "zone"
+        };
+        let origin = labels
             .entry(ORIGIN_LABEL.into())
-            .or_insert_with(|| "zone".into());
+            .or_insert_with(|| here.into())
+            .clone();
         if rtype.scope() == Scope::Mesh {
             labels
                 .entry(MESH_LABEL.into())
                 .or_insert_with(|| res.meta.mesh.clone());
         }
-        if gets_zone_label(rtype) {
+        // Only what this zone originates carries its name; what global synced down, and
+        // what other zones synced up to global, keep their own labels and tags.
+        let local = self.mode != CpMode::Global && origin == "zone";
+        if local && gets_zone_label(rtype) {
             labels
                 .entry(ZONE_LABEL.into())
                 .or_insert_with(|| self.zone.clone());
         }
-        if let Spec::Dataplane(dp) = &mut res.spec {
+        if local && let Spec::Dataplane(dp) = &mut res.spec {
             dp.set_zone_tag(&self.zone);
         }
     }

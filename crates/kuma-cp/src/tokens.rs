@@ -1046,6 +1046,40 @@ pub async fn authorize_registration(
     }
 }
 
+/// The one check of a zone proxy (ZoneIngress, ZoneEgress) on `/bootstrap` and on its ADS
+/// stream: `token` must be a zone token of scope `scope` (`ingress` or `egress`) for
+/// `local_zone` (or for no zone). A no-op when proxy authentication is off
+/// (`dpServer.authn.dpProxy.type: none`). Returns why the token is refused.
+///
+/// The token must be a zone token (issued by this CP when standalone, by global for a
+/// federated zone, checked with its public key), of the proxy's scope (`ingress` or
+/// `egress`), and name this zone if it names one. The returned reason is the same for every
+/// refusal (the full one goes to the log).
+pub async fn authenticate_zone_proxy(
+    validator: &Validator,
+    token: &str,
+    scope: &str,
+    local_zone: &str,
+) -> Result<(), String> {
+    if !validator.dataplane_auth_enabled() {
+        return Ok(());
+    }
+    let Some(scope) = ZoneScope::parse(scope) else {
+        return Err(format!("no zone token scope for a proxy of type {scope:?}"));
+    };
+    if token.is_empty() {
+        return Err("a zone token is required".into());
+    }
+    validator
+        .authorize_zone(token, scope, Some(local_zone))
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::warn!(error = %e, %scope, "zone proxy token refused");
+            e.public_zone_reason().to_string()
+        })
+}
+
 /// Why a proxy may not replace an existing Dataplane.
 pub fn takeover_refusal(existing: &Resource, e: &TokenError) -> String {
     format!(

@@ -42,7 +42,8 @@ use crate::tokens::Validator;
 
 pub use identity::{MTLS_STAGE_DELAY, MeshStatus};
 pub use lifecycle::{
-    FEATURE_READINESS_REPORTING, METADATA_RESOURCE, XdsCallbacks, parse_node_id, struct_to_json,
+    FEATURE_READINESS_REPORTING, METADATA_RESOURCE, XdsCallbacks, json_to_struct, parse_node_id,
+    struct_to_json,
 };
 
 /// Settings of the xDS runtime.

@@ -201,17 +201,17 @@ impl Client {
         // provider here); for http, one that trusts nothing beyond the given CA.
         let tls = if cp.url.scheme() != "https" {
             match &cp.ca_cert_pem {
-                Some(ca) => tls::with_ca(ca)?,
-                None => tls::trust_nothing()?,
+                Some(ca) => tls::with_ca(ca).map_err(tls::Error::from)?,
+                None => tls::trust_nothing().map_err(tls::Error::from)?,
             }
         } else if cp.skip_verify {
             tracing::warn!(
                 cp_address = %cp.url,
                 "--skip-verify is set: the control plane certificate is NOT verified"
             );
-            tls::insecure()?
+            tls::insecure().map_err(tls::Error::from)?
         } else if let Some(ca) = &cp.ca_cert_pem {
-            tls::with_ca(ca)?
+            tls::with_ca(ca).map_err(tls::Error::from)?
         } else {
             return Err(tls::Error::NoTrust(cp.url.to_string()).into());
         };

@@ -143,6 +143,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Serves one delta stream whose requests arrive on `requests`, whatever carries them:
+    /// the ADS method below, or another RPC speaking the same messages (zone sync, where the
+    /// side serving resources may even be the gRPC client). Returns the responses to send.
+    pub fn serve_delta<S>(
+        &self,
+        remote_addr: Option<SocketAddr>,
+        metadata: MetadataMap,
+        admission: Option<Admission>,
+        requests: S,
+    ) -> ReceiverStream<Result<DeltaDiscoveryResponse, Status>>
+    where
+        S: Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin + Send + 'static,
+    {
+        self.start::<delta::State, _>(remote_addr, metadata, admission, requests)
+    }
+}
+
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Server {
     type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;

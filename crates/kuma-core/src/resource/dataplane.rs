@@ -666,7 +666,7 @@ impl Dataplane {
 
 /// Kuma's `overlap`: either side is a wildcard, or both are the same IP. A hostname (or an
 /// empty address) overlaps nothing.
-fn overlap(a: IpAddr, b: &str) -> bool {
+pub(crate) fn overlap(a: IpAddr, b: &str) -> bool {
     let Ok(b) = b.parse::<IpAddr>() else {
         return false;
     };
@@ -697,7 +697,7 @@ fn uses_outbound_interface(net: &Networking, ip: IpAddr, port: u32) -> bool {
         .any(|out| port == out.port && overlap(ip, out.address()))
 }
 
-fn validate_port(port: u32, field: &str, errs: &mut Violations) {
+pub(crate) fn validate_port(port: u32, field: &str, errs: &mut Violations) {
     if port == 0 || port > 65535 {
         errs.add(field, "port must be in the range [1, 65535]");
     }
@@ -725,7 +725,7 @@ fn is_dns_name(s: &str) -> bool {
 }
 
 /// `networking.address` and listener addresses: an IP or a domain name, not a wildcard.
-fn validate_address(address: &str, field: &str, errs: &mut Violations) {
+pub(crate) fn validate_address(address: &str, field: &str, errs: &mut Violations) {
     if address.is_empty() {
         errs.add(field, "address can't be empty");
         return;
@@ -847,7 +847,11 @@ fn is_zero_duration(d: &str) -> bool {
 }
 
 /// Kuma's tag key/value rules, keys in sorted order (`BTreeMap`).
-fn validate_tag_keys_values(tags: &BTreeMap<String, String>, field: &str, errs: &mut Violations) {
+pub(crate) fn validate_tag_keys_values(
+    tags: &BTreeMap<String, String>,
+    field: &str,
+    errs: &mut Violations,
+) {
     for (k, v) in tags {
         if k.is_empty() {
             errs.add(field, "tag name must be non-empty");

@@ -159,6 +159,11 @@ impl From<ManagerError> for ApiError {
                 "Method not allowed",
                 format!("{t} is read-only: only the control plane writes it"),
             ),
+            ManagerError::NotInThisMode(detail) => Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                detail.to_string(),
+            ),
             ManagerError::Store(e) => e.into(),
             e @ ManagerError::MeshSetup { .. } => {
                 tracing::warn!(error = %e, "mesh written but not set up");

@@ -7,6 +7,8 @@
 //!   included): `GET /zones/_overview`, `/zones+insights` (paged, `name` and label filters)
 //!   and `/zones/{name}/_overview`, `/zones+insights/{name}`. A Zone without a ZoneInsight
 //!   (never connected) gets `zoneInsight: {}`.
+//! - Zone proxies alike: `ZoneIngressOverview{zoneIngress, zoneIngressInsight}` and
+//!   `ZoneEgressOverview{zoneEgress, zoneEgressInsight}` ([`ZoneProxy`]).
 
 use std::collections::HashMap;
 
@@ -64,7 +66,114 @@ fn overview(dp: &Resource, insight: Option<&Resource>) -> Value {
 }
 
 fn is_online(insight: Option<&Resource>) -> bool {
-    matches!(insight.map(|i| &i.spec), Some(Spec::DataplaneInsight(i)) if i.is_online())
+    matches!(insight.map(|i| &i.spec),
+        Some(Spec::DataplaneInsight(i) | Spec::ZoneIngressInsight(i) | Spec::ZoneEgressInsight(i))
+            if i.is_online())
+}
+
+fn status_filter(req: &ListRequest) -> Result<Option<bool>, ApiError> {
+    match req.value("status") {
+        None | Some("") => Ok(None),
+        Some("online") => Ok(Some(true)),
+        Some("offline") => Ok(Some(false)),
+        Some(other) => Err(ApiError::bad_parameter(
+            "Invalid status filter",
+            "status",
+            format!("must be one of: online, offline; got {other:?}"),
+        )),
+    }
+}
+
+/// The zone proxy types with overviews.
+#[derive(Clone, Copy)]
+pub enum ZoneProxy {
+    Ingress,
+    Egress,
+}
+
+impl ZoneProxy {
+    fn types(
+        self,
+    ) -> (
+        ResourceType,
+        ResourceType,
+        &'static str,
+        &'static str,
+        &'static str,
+    ) {
+        match self {
+            Self::Ingress => (
+                ResourceType::ZoneIngress,
+                ResourceType::ZoneIngressInsight,
+                "ZoneIngressOverview",
+                "zoneIngress",
+                "zoneIngressInsight",
+            ),
+            Self::Egress => (
+                ResourceType::ZoneEgress,
+                ResourceType::ZoneEgressInsight,
+                "ZoneEgressOverview",
+                "zoneEgress",
+                "zoneEgressInsight",
+            ),
+        }
+    }
+
+    fn overview(self, res: &Resource, insight: Option<&Resource>) -> Value {
+        let (_, _, type_name, spec_key, insight_key) = self.types();
+        let labels: Map<String, Value> = res
+            .meta
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        json!({
+            "type": type_name,
+            "name": res.meta.name,
+            "creationTime": format_time(&res.meta.creation_time),
+            "modificationTime": format_time(&res.meta.modification_time),
+            "labels": labels,
+            spec_key: spec_fields(res),
+            insight_key: insight.map_or_else(|| json!({}), spec_fields),
+        })
+    }
+
+    /// `GET /zoneingresses/_overview` (`/zoneingresses+insights`), `/zoneegresses/_overview`
+    /// (`/zoneegressoverviews`, `/zoneegresses+insights`).
+    pub async fn list(self, s: Shared, req: ListRequest) -> Result<Json<Value>, ApiError> {
+        let (rtype, itype, ..) = self.types();
+        let page = req.page()?;
+        let filter = req.filter(false)?;
+        let online = status_filter(&req)?;
+        let items = s.manager.list(rtype, None).await?;
+        let insights = s.manager.list(itype, None).await?;
+        let by_name: HashMap<&str, &Resource> =
+            insights.iter().map(|i| (i.meta.name.as_str(), i)).collect();
+        let out: Vec<Value> = items
+            .iter()
+            .filter(|r| filter.matches(r))
+            .filter_map(|r| {
+                let insight = by_name.get(r.meta.name.as_str()).copied();
+                online
+                    .is_none_or(|want| is_online(insight) == want)
+                    .then(|| self.overview(r, insight))
+            })
+            .collect();
+        Ok(Json(req.paginate(out, page)))
+    }
+
+    /// `GET /zoneingresses/{name}/_overview` (`/zoneingresses+insights/{name}`) and the
+    /// egress equivalents.
+    pub async fn get_one(self, s: Shared, name: String) -> Result<Json<Value>, ApiError> {
+        let (rtype, itype, ..) = self.types();
+        let res = s.manager.get(&ResourceKey::new(rtype, "", &name)).await?;
+        let insight = match s.manager.get(&ResourceKey::new(itype, "", &name)).await {
+            Ok(i) => Some(i),
+            Err(crate::manager::ManagerError::Store(kuma_core::store::Error::NotFound(_))) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Json(self.overview(&res, insight.as_ref())))
+    }
 }
 
 /// `GET /meshes/{mesh}/dataplanes/_overview` and `/meshes/{mesh}/dataplanes+insights`.
@@ -75,18 +184,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let page = req.page()?;
     let filter = req.filter(true)?;
-    let online = match req.value("status") {
-        None | Some("") => None,
-        Some("online") => Some(true),
-        Some("offline") => Some(false),
-        Some(other) => {
-            return Err(ApiError::bad_parameter(
-                "Invalid status filter",
-                "status",
-                format!("must be one of: online, offline; got {other:?}"),
-            ));
-        }
-    };
+    let online = status_filter(&req)?;
     let dps = s.manager.list(ResourceType::Dataplane, Some(&mesh)).await?;
     let insights = s
         .manager

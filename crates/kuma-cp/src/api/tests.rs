@@ -709,6 +709,110 @@ async fn dataplane_overviews() {
     assert_eq!(api.get("/meshes/default/dataplanes").await.body["total"], 2);
 }
 
+/// ZoneIngress / ZoneEgress: generic CRUD under `zoneingresses` (alias `zone-ingresses`) and
+/// `zoneegresses`, Kuma's validation messages, read-only insights, and the overviews.
+#[tokio::test]
+async fn zone_proxy_resources_and_overviews() {
+    let (api, manager) = Api::with_manager();
+    let zi = json!({"type": "ZoneIngress", "name": "zi-1",
+        "networking": {"address": "127.0.0.1", "port": 10001,
+            "advertisedAddress": "10.0.0.1", "advertisedPort": 10001}});
+    assert_eq!(
+        api.put("/zoneingresses/zi-1", &zi).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.put(
+            "/zone-ingresses/zi-2",
+            &json!({"type": "ZoneIngress", "name": "zi-2",
+            "networking": {"address": "127.0.0.1", "port": 10002}})
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let bad = api
+        .put(
+            "/zoneingresses/zi-3",
+            &json!({"type": "ZoneIngress", "name": "zi-3",
+            "networking": {"address": "127.0.0.1", "advertisedPort": 5}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let fields: Vec<&str> = bad.body["invalid_parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["networking.advertisedAddress", "networking.port"],
+        "{}",
+        bad.body
+    );
+    assert_eq!(
+        api.put(
+            "/zoneegresses/ze-1",
+            &json!({"type": "ZoneEgress", "name": "ze-1",
+            "networking": {"address": "127.0.0.1", "port": 10003}})
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    // Insights are the control plane's.
+    let r = api
+        .put(
+            "/zone-ingress-insights/zi-1",
+            &json!({"type": "ZoneIngressInsight", "name": "zi-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.body);
+    let insight = kuma_core::Resource::from_wire(
+        json!({"type": "ZoneIngressInsight", "name": "zi-1",
+            "subscriptions": [{"id": "s1", "controlPlaneInstanceId": "cp-1", "connectTime": "2026-01-01T00:00:00Z"}]}),
+        None,
+    )
+    .expect("insight");
+    manager.upsert_internal(insight).await.expect("insight");
+
+    for path in ["/zoneingresses/_overview", "/zoneingresses+insights"] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["total"], 2);
+        let first = &r.body["items"][0];
+        assert_eq!(first["type"], "ZoneIngressOverview");
+        assert_eq!(first["zoneIngress"]["networking"]["advertisedPort"], 10001);
+        assert_eq!(first["zoneIngressInsight"]["subscriptions"][0]["id"], "s1");
+        assert_eq!(r.body["items"][1]["zoneIngressInsight"], json!({}));
+    }
+    assert_eq!(
+        api.get("/zoneingresses/_overview?status=online").await.body["total"],
+        1
+    );
+    let one = api.get("/zoneingresses+insights/zi-2").await;
+    assert_eq!(one.body["name"], "zi-2", "{}", one.body);
+    for path in [
+        "/zoneegresses/_overview",
+        "/zoneegressoverviews",
+        "/zoneegresses+insights",
+    ] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert_eq!(r.body["items"][0]["type"], "ZoneEgressOverview");
+        assert_eq!(
+            r.body["items"][0]["zoneEgress"]["networking"]["port"],
+            10003
+        );
+    }
+    api.get("/zoneegresses/ghost/_overview")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/zoneingresses/zi-1").await.status, StatusCode::OK);
+    assert_eq!(api.get("/zone-ingresses").await.body["total"], 2);
+}
+
 /// Issues a user token through the API (as a local admin).
 async fn user_token(api: &Api, name: &str, groups: &[&str]) -> String {
     let r = api

@@ -24,6 +24,16 @@ pub struct EndpointAddr {
     pub port: u32,
 }
 
+/// An endpoint of a service in another zone (a remote ingress, or the local egress).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteEndpoint {
+    /// The zone the service runs in (the endpoint's locality).
+    pub zone: String,
+    pub addr: EndpointAddr,
+    /// Envoy's endpoint weight (the instances behind it).
+    pub weight: u32,
+}
+
 /// Name of the SDS secret holding a proxy's identity.
 pub fn identity_secret_name(mesh: &str) -> String {
     format!("identity_cert:secret:{mesh}")
@@ -106,6 +116,63 @@ pub fn load_assignment(
             ..Default::default()
         }]
     };
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints,
+        ..Default::default()
+    }
+}
+
+/// A ClusterLoadAssignment spanning zones: the local endpoints (each of weight
+/// `local_weight`) in locality `{zone: local_zone}` at priority 0, and one locality per
+/// remote zone, at priority 1 when `locality_aware` and some local endpoint exists (Envoy
+/// then fails over to them), else 0.
+pub fn zoned_load_assignment(
+    name: &str,
+    local: &[EndpointAddr],
+    local_zone: &str,
+    local_weight: u32,
+    remote: &[RemoteEndpoint],
+    locality_aware: bool,
+) -> ClusterLoadAssignment {
+    let locality = |zone: &str| envoy_types::pb::envoy::config::core::v3::Locality {
+        zone: zone.to_string(),
+        ..Default::default()
+    };
+    let lb = |e: &EndpointAddr, weight: u32| LbEndpoint {
+        host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(&e.ip, e.port)),
+            ..Default::default()
+        })),
+        load_balancing_weight: Some(UInt32Value { value: weight }),
+        ..Default::default()
+    };
+    let mut endpoints = Vec::new();
+    if !local.is_empty() {
+        endpoints.push(LocalityLbEndpoints {
+            locality: Some(locality(local_zone)),
+            lb_endpoints: local.iter().map(|e| lb(e, local_weight)).collect(),
+            load_balancing_weight: Some(UInt32Value { value: 1 }),
+            ..Default::default()
+        });
+    }
+    let priority = u32::from(locality_aware && !local.is_empty());
+    let mut zones: std::collections::BTreeMap<&str, Vec<LbEndpoint>> = Default::default();
+    for r in remote {
+        zones
+            .entry(r.zone.as_str())
+            .or_default()
+            .push(lb(&r.addr, r.weight));
+    }
+    for (zone, lb_endpoints) in zones {
+        endpoints.push(LocalityLbEndpoints {
+            locality: Some(locality(zone)),
+            lb_endpoints,
+            load_balancing_weight: Some(UInt32Value { value: 1 }),
+            priority,
+            ..Default::default()
+        });
+    }
     ClusterLoadAssignment {
         cluster_name: name.to_string(),
         endpoints,

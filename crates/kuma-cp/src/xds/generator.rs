@@ -14,6 +14,12 @@
 //!   the TLS inspector.
 //!
 //! Route configurations are inline in the listeners (as Kuma does), so no RDS is needed.
+//!
+//! One room per proxy type: this module generates sidecars (Dataplanes); [`ingress`] and
+//! [`egress`] the zone proxies, sharing the builders here and in [`super::envoy`].
+
+pub mod egress;
+pub mod ingress;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

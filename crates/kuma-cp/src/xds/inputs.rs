@@ -1,4 +1,5 @@
-//! The resources generation reads (Meshes, Dataplanes, MeshTrafficPermissions), mirrored in
+//! The resources generation reads (Meshes, Dataplanes, MeshTrafficPermissions, and the
+//! global-scoped ZoneIngresses and ZoneEgresses, kept under mesh `""`), mirrored in
 //! memory from the store: loaded once, then kept current from the watch stream one key at a
 //! time, so a change costs one read instead of a full list of the mesh.
 
@@ -11,10 +12,12 @@ use kuma_core::store::{self, EventKind};
 use crate::manager::{ManagerError, ResourceManager};
 
 /// Types mirrored here.
-pub const MIRRORED: [ResourceType; 3] = [
+pub const MIRRORED: [ResourceType; 5] = [
     ResourceType::Mesh,
     ResourceType::Dataplane,
     ResourceType::MeshTrafficPermission,
+    ResourceType::ZoneIngress,
+    ResourceType::ZoneEgress,
 ];
 
 #[derive(Default)]
@@ -104,6 +107,16 @@ impl Inputs {
 
     pub fn mesh(&self, name: &str) -> Option<Arc<Resource>> {
         self.maps().meshes.get(name).cloned()
+    }
+
+    /// Every ZoneIngress, by name.
+    pub fn zone_ingresses(&self) -> Vec<Arc<Resource>> {
+        self.list("", ResourceType::ZoneIngress)
+    }
+
+    /// Every ZoneEgress, by name.
+    pub fn zone_egresses(&self) -> Vec<Arc<Resource>> {
+        self.list("", ResourceType::ZoneEgress)
     }
 
     /// Resources of one type in a mesh, by name.

@@ -14,6 +14,41 @@ use serde_json::Value;
 
 use crate::manager::ResourceManager;
 
+/// The insight types this tracker writes: of Dataplanes, ZoneIngresses and ZoneEgresses.
+pub const INSIGHT_TYPES: [ResourceType; 3] = [
+    ResourceType::DataplaneInsight,
+    ResourceType::ZoneIngressInsight,
+    ResourceType::ZoneEgressInsight,
+];
+
+/// The subscriptions of any insight type (they share one shape).
+fn insight_of(spec: &Spec) -> Option<&DataplaneInsight> {
+    match spec {
+        Spec::DataplaneInsight(i) | Spec::ZoneIngressInsight(i) | Spec::ZoneEgressInsight(i) => {
+            Some(i)
+        }
+        _ => None,
+    }
+}
+
+fn insight_of_mut(spec: &mut Spec) -> Option<&mut DataplaneInsight> {
+    match spec {
+        Spec::DataplaneInsight(i) | Spec::ZoneIngressInsight(i) | Spec::ZoneEgressInsight(i) => {
+            Some(i)
+        }
+        _ => None,
+    }
+}
+
+/// `insight` as the spec of insight type `rtype`.
+fn insight_spec(rtype: ResourceType, insight: DataplaneInsight) -> Spec {
+    match rtype {
+        ResourceType::ZoneIngressInsight => Spec::ZoneIngressInsight(insight),
+        ResourceType::ZoneEgressInsight => Spec::ZoneEgressInsight(insight),
+        _ => Spec::DataplaneInsight(insight),
+    }
+}
+
 /// Subscriptions kept per insight (Kuma's `metrics.dataplane.subscriptionLimit`).
 pub const SUBSCRIPTION_LIMIT: usize = 2;
 
@@ -83,10 +118,13 @@ impl Tracker {
         self.wake.notified().await;
     }
 
-    /// A stream of proxy `mesh/name` opened; queued to be written at once.
+    /// A stream of proxy `mesh/name` opened; queued to be written at once. `insight` is
+    /// the insight type of the proxy (DataplaneInsight, ZoneIngressInsight or
+    /// ZoneEgressInsight).
     pub fn open(
         &self,
         stream_id: u64,
+        insight: ResourceType,
         mesh: &str,
         name: &str,
         version: Option<Value>,
@@ -105,7 +143,7 @@ impl Tracker {
             version,
             generation: 0,
         };
-        let key = ResourceKey::new(ResourceType::DataplaneInsight, mesh, name);
+        let key = ResourceKey::new(insight, mesh, name);
         self.streams().insert(
             stream_id,
             Tracked {
@@ -246,18 +284,18 @@ impl Tracker {
                 None => self.manager.get(&key).await.ok(),
             };
             let (mut res, mut insight) = match existing {
-                Some(r) => match &r.spec {
-                    Spec::DataplaneInsight(i) => {
+                Some(r) => match insight_of(&r.spec) {
+                    Some(i) => {
                         let i = i.clone();
                         (r, i)
                     }
-                    _ => return,
+                    None => return,
                 },
                 None => (
                     Resource::new(
                         &key.name,
                         &key.mesh,
-                        Spec::DataplaneInsight(DataplaneInsight::default()),
+                        insight_spec(key.rtype, DataplaneInsight::default()),
                     ),
                     DataplaneInsight::default(),
                 ),
@@ -277,7 +315,7 @@ impl Tracker {
             if mtls.is_some() {
                 insight.mtls = mtls.clone();
             }
-            res.spec = Spec::DataplaneInsight(insight);
+            res.spec = insight_spec(key.rtype, insight);
             // Straight to the store: insights are the CP's own data (no user labels, and the
             // mesh was checked when the proxy registered).
             let store = self.manager.store();
@@ -297,22 +335,22 @@ impl Tracker {
                 }
             }
         }
-        tracing::warn!(%key, "could not write the DataplaneInsight");
+        tracing::warn!(%key, "could not write the insight");
     }
 
     /// After a restart of a single-instance CP, subscriptions left "connected" by the previous
     /// process are closed: those streams died with it.
     pub async fn close_stale(&self) {
-        let Ok(list) = self
-            .manager
-            .list(ResourceType::DataplaneInsight, None)
-            .await
-        else {
-            return;
-        };
+        let mut list = Vec::new();
+        for t in INSIGHT_TYPES {
+            match self.manager.list(t, None).await {
+                Ok(l) => list.extend(l),
+                Err(_) => return,
+            }
+        }
         let now = format_time(&Utc::now());
         for mut res in list {
-            let Spec::DataplaneInsight(insight) = &mut res.spec else {
+            let Some(insight) = insight_of_mut(&mut res.spec) else {
                 continue;
             };
             let mut changed = false;

@@ -33,7 +33,90 @@ pub const FEATURE_READINESS_REPORTING: &str = "feature-readiness-reporting";
 /// Node metadata key carrying the Dataplane (direct lifecycle).
 pub const METADATA_RESOURCE: &str = "dataplane.resource";
 
+/// Node metadata key naming the proxy type (`dataplane`, `ingress`, `egress`).
+pub const METADATA_PROXY_TYPE: &str = "dataplane.proxyType";
+
+/// What a proxy is: a sidecar (Dataplane) or a zone proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyKind {
+    Dataplane,
+    Ingress,
+    Egress,
+}
+
+impl ProxyKind {
+    /// Parses the `proxyType` of a bootstrap request or node metadata (`""` = dataplane).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "dataplane" => Some(Self::Dataplane),
+            "ingress" => Some(Self::Ingress),
+            "egress" => Some(Self::Egress),
+            _ => None,
+        }
+    }
+
+    /// The `proxyType` name (also the zone token scope of a zone proxy).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dataplane => "dataplane",
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+
+    /// The resource the proxy registers.
+    pub fn resource_type(self) -> ResourceType {
+        match self {
+            Self::Dataplane => ResourceType::Dataplane,
+            Self::Ingress => ResourceType::ZoneIngress,
+            Self::Egress => ResourceType::ZoneEgress,
+        }
+    }
+
+    /// The insight the control plane keeps for it.
+    pub fn insight_type(self) -> ResourceType {
+        match self {
+            Self::Dataplane => ResourceType::DataplaneInsight,
+            Self::Ingress => ResourceType::ZoneIngressInsight,
+            Self::Egress => ResourceType::ZoneEgressInsight,
+        }
+    }
+}
+
+/// The proxy type a stream's node metadata declares.
+fn proxy_kind(info: &StreamInfo) -> Result<ProxyKind, Status> {
+    let declared = info
+        .node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(METADATA_PROXY_TYPE))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    ProxyKind::parse(declared).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "metadata {METADATA_PROXY_TYPE} {declared:?} is not one of dataplane, ingress, egress"
+        ))
+    })
+}
+
+/// The resource text a stream's node metadata carries, if any.
+fn embedded_resource(info: &StreamInfo) -> Option<String> {
+    info.node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(METADATA_RESOURCE))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        })
+}
+
 pub(super) struct Proxy {
+    pub(super) kind: ProxyKind,
+    /// Empty for zone proxies.
     pub(super) mesh: String,
     pub(super) name: String,
     pub(super) streams: HashSet<u64>,
@@ -163,16 +246,15 @@ impl Runtime {
     ) -> Result<(String, String, bool, Resource), Status> {
         let node_id = info.node.id.as_str();
         let (mesh, name) = parse_node_id(node_id)?;
+        if mesh.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "node id {node_id:?} must be <mesh>.<name>"
+            )));
+        }
         // Authenticate before anything is looked up: an unknown name and a bad token get
         // the same answer.
         tokens::authenticate_stream_identity(&self.validator, &info.metadata, &mesh, &name).await?;
-        let metadata = info.node.metadata.as_ref();
-        let embedded = metadata
-            .and_then(|m| m.fields.get(METADATA_RESOURCE))
-            .and_then(|v| match &v.kind {
-                Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            });
+        let embedded = embedded_resource(info);
         let key = ResourceKey::new(ResourceType::Dataplane, &mesh, &name);
         let existing = match self.manager.get(&key).await {
             Ok(r) => Some(r),
@@ -233,6 +315,86 @@ impl Runtime {
         }
     }
 
+    /// Authenticates and registers a zone proxy (node id `.<name>`): its ZoneIngress or
+    /// ZoneEgress from node metadata is upserted (direct lifecycle), keeping the
+    /// `availableServices` the control plane wrote; without one it must already exist.
+    async fn register_zone_proxy(
+        &self,
+        info: &StreamInfo,
+        kind: ProxyKind,
+    ) -> Result<(String, String, bool, Resource), Status> {
+        let node_id = info.node.id.as_str();
+        let (mesh, name) = parse_node_id(node_id)?;
+        if !mesh.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "node id {node_id:?} of a zone proxy must be .<name>"
+            )));
+        }
+        let token = if self.validator.dataplane_auth_enabled() {
+            tokens::stream_token(&info.metadata)?
+        } else {
+            String::new()
+        };
+        tokens::authenticate_zone_proxy(&self.validator, &token, kind.name(), &self.settings.zone)
+            .await
+            .map_err(|reason| {
+                tracing::info!(node_id, reason, "ADS stream of a zone proxy refused");
+                Status::unauthenticated(format!("authentication failed: {reason}"))
+            })?;
+        let rtype = kind.resource_type();
+        let key = ResourceKey::new(rtype, "", &name);
+        let existing = match self.manager.get(&key).await {
+            Ok(r) => Some(r),
+            Err(ManagerError::Store(store::Error::NotFound(_))) => None,
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        let Some(text) = embedded_resource(info) else {
+            return match existing {
+                Some(existing) => Ok((mesh, name, false, existing)),
+                None => Err(Status::not_found(format!(
+                    "{rtype} {name} does not exist and the proxy sent none"
+                ))),
+            };
+        };
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is not JSON: {e}"))
+        })?;
+        let decoded = Resource::decode(value, Some(rtype)).map_err(|e| {
+            Status::invalid_argument(format!("metadata {METADATA_RESOURCE} is invalid: {e}"))
+        })?;
+        for w in &decoded.warnings {
+            tracing::warn!(%name, "metadata {METADATA_RESOURCE}: {w}");
+        }
+        let mut res = decoded.resource;
+        if res.meta.name != name {
+            return Err(Status::permission_denied(format!(
+                "node id {node_id} does not match the {rtype} {} in its metadata",
+                res.meta.name
+            )));
+        }
+        // `availableServices` is the control plane's to write, not the proxy's.
+        if let (Spec::ZoneIngress(new), Some(Spec::ZoneIngress(old))) =
+            (&mut res.spec, existing.as_ref().map(|e| &e.spec))
+        {
+            new.available_services = old.available_services.clone();
+        }
+        if let Some(existing) = &existing
+            && existing.spec == res.spec
+            && res
+                .meta
+                .labels
+                .iter()
+                .all(|(k, v)| existing.meta.labels.get(k) == Some(v))
+        {
+            return Ok((mesh, name, true, existing.clone()));
+        }
+        match self.manager.upsert(res).await {
+            Ok((stored, _)) => Ok((mesh, name, true, stored)),
+            Err(ManagerError::Validation(e)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
     /// Whether registering `new` would leave `stored` as it is (same spec once the zone tag is
     /// added, and every label of `new` already there).
     fn unchanged(&self, stored: &Resource, new: &Resource) -> bool {
@@ -263,6 +425,7 @@ impl Runtime {
 
     async fn deregister_later(
         self: Arc<Self>,
+        kind: ProxyKind,
         node_id: String,
         mesh: String,
         name: String,
@@ -290,7 +453,7 @@ impl Runtime {
             return;
         }
         self.cache.remove(&node_id);
-        for rtype in [ResourceType::Dataplane, ResourceType::DataplaneInsight] {
+        for rtype in [kind.resource_type(), kind.insight_type()] {
             let key = ResourceKey::new(rtype, &mesh, &name);
             match self.manager.delete_internal(&key).await {
                 Ok(()) | Err(ManagerError::Store(store::Error::NotFound(_))) => {}
@@ -298,7 +461,7 @@ impl Runtime {
             }
         }
         self.registry.deregistering().remove(&node_id);
-        tracing::info!(node_id, "dataplane deregistered");
+        tracing::info!(node_id, kind = kind.name(), "proxy deregistered");
     }
 }
 
@@ -334,18 +497,32 @@ impl Callbacks for XdsCallbacks {
                 }),
                 _ => false,
             });
-        let hold = reports && !info.resumed;
-        let registered = rt.register(info, hold).await;
+        let kind = match proxy_kind(info) {
+            Ok(k) => k,
+            Err(e) => {
+                if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
+                    p.connecting = p.connecting.saturating_sub(1);
+                }
+                return Err(e);
+            }
+        };
+        // Zone proxies are in no endpoint list: nothing to hold.
+        let hold = reports && !info.resumed && kind == ProxyKind::Dataplane;
+        let registered = match kind {
+            ProxyKind::Dataplane => rt.register(info, hold).await,
+            zone_proxy => rt.register_zone_proxy(info, zone_proxy).await,
+        };
         if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
             p.connecting = p.connecting.saturating_sub(1);
         }
         let (mesh, name, direct, res) = registered?;
-        if !hold {
+        if !hold && kind == ProxyKind::Dataplane {
             rt.set_ready(&mesh, &name, true);
         }
         {
             let mut proxies = rt.registry.proxies();
             let p = proxies.entry(node_id.clone()).or_insert_with(|| Proxy {
+                kind,
                 mesh: mesh.clone(),
                 name: name.clone(),
                 streams: HashSet::new(),
@@ -368,13 +545,23 @@ impl Callbacks for XdsCallbacks {
             .insert(info.stream_id, node_id.clone());
         let metadata = info.node.metadata.as_ref().map(struct_to_json);
         let version = metadata.as_ref().and_then(|m| m.get("version").cloned());
-        rt.tracker
-            .open(info.stream_id, &mesh, &name, version, metadata);
-        let view = rt
-            .view_of(&mesh)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        rt.generate_for(&node_id, &view, &res);
+        rt.tracker.open(
+            info.stream_id,
+            kind.insight_type(),
+            &mesh,
+            &name,
+            version,
+            metadata,
+        );
+        if kind == ProxyKind::Dataplane {
+            let view = rt
+                .view_of(&mesh)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            rt.generate_for(&node_id, &view, &res);
+        } else {
+            rt.generate_zone_proxy(&node_id, &res);
+        }
         tracing::info!(
             node_id,
             stream = info.stream_id,
@@ -421,19 +608,27 @@ impl Callbacks for XdsCallbacks {
             match proxies.get_mut(&node_id) {
                 Some(p) => {
                     p.streams.remove(&info.stream_id);
-                    p.streams
-                        .is_empty()
-                        .then(|| (p.direct, p.mesh.clone(), p.name.clone(), p.generation))
+                    p.streams.is_empty().then(|| {
+                        (
+                            p.kind,
+                            p.direct,
+                            p.mesh.clone(),
+                            p.name.clone(),
+                            p.generation,
+                        )
+                    })
                 }
                 None => None,
             }
         };
         tracing::info!(node_id, stream = info.stream_id, "proxy stream closed");
-        if let Some((direct, mesh, name, generation)) = deregister {
+        if let Some((kind, direct, mesh, name, generation)) = deregister {
             // Its Envoy is gone: out of its peers' endpoints now, not at deregistration.
-            rt.set_ready(&mesh, &name, false);
+            if kind == ProxyKind::Dataplane {
+                rt.set_ready(&mesh, &name, false);
+            }
             if direct {
-                tokio::spawn(rt.deregister_later(node_id, mesh, name, generation));
+                tokio::spawn(rt.deregister_later(kind, node_id, mesh, name, generation));
             } else {
                 rt.registry
                     .proxies()
@@ -444,12 +639,10 @@ impl Callbacks for XdsCallbacks {
     }
 }
 
-/// `<mesh>.<name>`, split at the first dot.
+/// `<mesh>.<name>`, split at the first dot; zone proxies have an empty mesh (`.<name>`).
 pub fn parse_node_id(id: &str) -> Result<(String, String), Status> {
     match id.split_once('.') {
-        Some((mesh, name)) if !mesh.is_empty() && !name.is_empty() => {
-            Ok((mesh.to_string(), name.to_string()))
-        }
+        Some((mesh, name)) if !name.is_empty() => Ok((mesh.to_string(), name.to_string())),
         _ => Err(Status::invalid_argument(format!(
             "node id {id:?} must be <mesh>.<name>"
         ))),
@@ -465,6 +658,36 @@ pub fn struct_to_json(s: &Struct) -> Value {
             .map(|k| (k.clone(), pb_value_to_json(&s.fields[k])))
             .collect(),
     )
+}
+
+/// JSON → protobuf `Struct` (a JSON value that is not an object gives an empty one).
+pub fn json_to_struct(v: &Value) -> Struct {
+    Struct {
+        fields: v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), json_to_pb_value(v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn json_to_pb_value(v: &Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_list(a.iter().map(json_to_pb_value).collect())),
+        Value::Object(_) => Kind::StructValue(json_to_struct(v)),
+    };
+    PbValue { kind: Some(kind) }
+}
+
+fn prost_list(values: Vec<PbValue>) -> envoy_types::pb::google::protobuf::ListValue {
+    envoy_types::pb::google::protobuf::ListValue { values }
 }
 
 fn pb_value_to_json(v: &PbValue) -> Value {

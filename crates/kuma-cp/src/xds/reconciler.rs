@@ -21,7 +21,7 @@ use kuma_core::store::{self, EventKind};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use super::view::MeshView;
+use super::view::{CrossZone, MeshView};
 use super::{MTLS_STAGE_DELAY, Runtime, generator, inputs, transition};
 
 /// A service's protocol as its proxies were last given it, and the change under way, if any
@@ -173,6 +173,8 @@ impl Runtime {
                 tracing::warn!(mesh, error = %e, "reconciling mesh failed");
             }
         }
+        self.reconcile_zone_proxies();
+        self.update_available_services().await;
         loop {
             let mut meshes = HashSet::new();
             let first = tokio::select! {
@@ -223,6 +225,21 @@ impl Runtime {
                 }
             }
             meshes.extend(kicked);
+            // Zone proxies change the cross-zone endpoints of every mesh; Dataplanes change
+            // what the local ingresses announce.
+            let zone_proxies_changed = events.iter().any(|ev| {
+                matches!(
+                    ev.key.rtype,
+                    ResourceType::ZoneIngress | ResourceType::ZoneEgress
+                )
+            });
+            let announce = zone_proxies_changed
+                || events
+                    .iter()
+                    .any(|ev| matches!(ev.key.rtype, ResourceType::Dataplane | ResourceType::Mesh));
+            if zone_proxies_changed {
+                meshes.extend(self.reconciler.inputs.mesh_names());
+            }
             for ev in &events {
                 if ev.key.rtype == ResourceType::Dataplane && ev.kind == EventKind::Deleted {
                     // A Dataplane created again later starts with no readiness record.
@@ -253,6 +270,10 @@ impl Runtime {
                     tracing::warn!(mesh, error = %e, "reconciling mesh failed");
                 }
             }
+            self.reconcile_zone_proxies();
+            if announce || resync {
+                self.update_available_services().await;
+            }
         }
         flusher.abort();
         rotations.abort();
@@ -278,6 +299,7 @@ impl Runtime {
         let dataplanes = self.reconciler.inputs.list(mesh, ResourceType::Dataplane);
         let prev = self.reconciler.views().get(mesh).cloned();
         let not_ready = self.registry.not_ready_in(mesh);
+        let cross = self.cross_zone(mesh);
         let mut view = MeshView::rebuild(
             mesh,
             &self.settings.zone,
@@ -288,6 +310,7 @@ impl Runtime {
                     Spec::Dataplane(d) => Some(d),
                     _ => None,
                 }),
+            &cross,
             prev.as_deref(),
         );
         // No proxy of the mesh connected: no traffic to keep, so no stages (protocol or mTLS).
@@ -331,6 +354,31 @@ impl Runtime {
             }
         };
         Ok((newest, dataplanes))
+    }
+
+    /// The cross-zone endpoints of `mesh` from the mirrored ZoneIngresses and ZoneEgresses.
+    fn cross_zone(&self, mesh: &str) -> CrossZone {
+        let Some(mesh_res) = self.reconciler.inputs.mesh(mesh) else {
+            return CrossZone::default();
+        };
+        let Spec::Mesh(spec) = &mesh_res.spec else {
+            return CrossZone::default();
+        };
+        let ingresses = self.reconciler.inputs.zone_ingresses();
+        let egresses = self.reconciler.inputs.zone_egresses();
+        CrossZone::build(
+            mesh,
+            spec,
+            &self.settings.zone,
+            ingresses.iter().filter_map(|r| match &r.spec {
+                Spec::ZoneIngress(zi) => Some(zi),
+                _ => None,
+            }),
+            egresses.iter().filter_map(|r| match &r.spec {
+                Spec::ZoneEgress(ze) => Some(ze),
+                _ => None,
+            }),
+        )
     }
 
     /// Rebuilds the view of `mesh` and regenerates its proxies whose inputs changed.
@@ -506,6 +554,101 @@ impl Runtime {
                 Some(reused)
             }
             _ => None,
+        }
+    }
+
+    /// Generates and publishes the snapshot of a connected zone proxy (`res`: its
+    /// ZoneIngress or ZoneEgress) from the current views of every mesh. Cheap (a few
+    /// proxies, shared resources): done after every reconcile; the engine sends only what
+    /// changed.
+    pub(super) fn generate_zone_proxy(&self, node_id: &str, res: &Resource) {
+        let views: Vec<Arc<MeshView>> = self.reconciler.views().values().cloned().collect();
+        let snapshot = match &res.spec {
+            Spec::ZoneIngress(zi) => generator::ingress::generate(zi, &views),
+            Spec::ZoneEgress(ze) => generator::egress::generate(ze, &views),
+            _ => return,
+        };
+        if self.registry.proxies().contains_key(node_id) {
+            self.cache.set(node_id, Arc::new(snapshot));
+        }
+    }
+
+    /// Regenerates every connected zone proxy (from the mirrored ZoneIngresses and
+    /// ZoneEgresses; one not mirrored yet is done on the store event that brings it).
+    pub(super) fn reconcile_zone_proxies(&self) {
+        let zone_proxies: Vec<(String, ResourceType, String)> = self
+            .registry
+            .proxies()
+            .iter()
+            .filter(|(_, p)| p.kind != super::lifecycle::ProxyKind::Dataplane)
+            .map(|(id, p)| (id.clone(), p.kind.resource_type(), p.name.clone()))
+            .collect();
+        for (node_id, rtype, name) in zone_proxies {
+            if let Some(res) = self
+                .reconciler
+                .inputs
+                .list("", rtype)
+                .into_iter()
+                .find(|r| r.meta.name == name)
+            {
+                self.generate_zone_proxy(&node_id, &res);
+            }
+        }
+    }
+
+    /// Writes the `availableServices` of every local ZoneIngress (`zone` empty) whose list
+    /// differs from the distinct inbound tag sets of this zone's Dataplanes
+    /// ([`kuma_core::resource::zone_proxy::available_services`]). A conflict is retried on
+    /// the next batch (the write that caused it is an event).
+    pub(super) async fn update_available_services(&self) {
+        let ingresses = self.reconciler.inputs.zone_ingresses();
+        let local: Vec<&Arc<Resource>> = ingresses
+            .iter()
+            .filter(|r| matches!(&r.spec, Spec::ZoneIngress(zi) if zi.zone.is_empty()))
+            .collect();
+        if local.is_empty() {
+            return;
+        }
+        let meshes = self.reconciler.inputs.mesh_names();
+        let dataplanes: Vec<(String, Arc<Resource>)> = meshes
+            .iter()
+            .flat_map(|m| {
+                self.reconciler
+                    .inputs
+                    .list(m, ResourceType::Dataplane)
+                    .into_iter()
+                    .map(move |r| (m.clone(), r))
+            })
+            .collect();
+        let services = kuma_core::resource::zone_proxy::available_services(
+            dataplanes.iter().filter_map(|(m, r)| match &r.spec {
+                Spec::Dataplane(d) => Some((m.as_str(), d)),
+                _ => None,
+            }),
+        );
+        for res in local {
+            let Spec::ZoneIngress(zi) = &res.spec else {
+                continue;
+            };
+            if zi.available_services == services {
+                continue;
+            }
+            let mut updated = (**res).clone();
+            if let Spec::ZoneIngress(zi) = &mut updated.spec {
+                zi.available_services = services.clone();
+            }
+            match self.manager.upsert_internal(updated).await {
+                Ok(_) => tracing::debug!(
+                    name = %res.meta.name,
+                    services = services.len(),
+                    "ZoneIngress availableServices updated"
+                ),
+                Err(e) => tracing::info!(
+                    name = %res.meta.name,
+                    error = %e,
+                    "updating ZoneIngress availableServices; retrying on the next change"
+                ),
+            }
         }
     }
 

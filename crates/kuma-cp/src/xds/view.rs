@@ -1,15 +1,137 @@
 //! The per-mesh view every proxy of a mesh is generated from, rebuilt once per burst of
 //! changes: services → endpoints (as one shared ClusterLoadAssignment each) and protocols.
+//!
+//! Cross-zone endpoints ([`CrossZone`], Kuma's `outbound.go` rule): with mTLS on, every
+//! remote ZoneIngress (its `zone` set and not the local one, with an advertised address and
+//! port; the same address:port counted once) adds, for each of its `availableServices` of
+//! the mesh, an endpoint at its advertised address weighted by the service's instances, in
+//! locality `{zone: <remote zone>}`. Local endpoints weigh the number of distinct remote
+//! ingresses (or 1), in locality `{zone: <local zone>}`. With
+//! `routing.localityAwareLoadBalancing`, remote localities get priority 1 (used only when no
+//! local endpoint is healthy). With `routing.zoneEgress` and a local ZoneEgress, the remote
+//! endpoints are replaced by the egress (weight 1), which forwards by SNI.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use kuma_core::resource::{Dataplane, MeshTrafficPermission};
+use kuma_core::resource::dataplane::PROTOCOL_TAG;
+use kuma_core::resource::{Dataplane, Mesh, MeshTrafficPermission, ZoneEgress, ZoneIngress};
 use kuma_xds::Resource;
 
 use crate::ca::Ca;
 
-use super::envoy::{EndpointAddr, cluster_load_assignment};
+use super::envoy::{EndpointAddr, RemoteEndpoint, cluster_load_assignment, zoned_load_assignment};
+
+/// The cross-zone inputs of a mesh's view (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CrossZone {
+    /// Service → its endpoints in other zones: the remote ingresses, weighted by instances.
+    pub remote: BTreeMap<String, Vec<RemoteEndpoint>>,
+    /// Protocols of remote services (their `kuma.io/protocol` tag).
+    pub protocols: BTreeMap<String, String>,
+    /// Weight of each local endpoint: the number of distinct remote ingresses, or 1.
+    pub local_weight: u32,
+    /// Remote localities get priority 1.
+    pub locality_aware: bool,
+    /// The local ZoneEgress that replaces the remote endpoints (`routing.zoneEgress`).
+    pub egress: Option<EndpointAddr>,
+}
+
+impl CrossZone {
+    /// Cross-zone endpoints of `mesh` (pure): nothing unless the mesh has mTLS enabled.
+    /// `ingresses` and `egresses` are every stored ZoneIngress / ZoneEgress, in name order.
+    pub fn build<'a>(
+        mesh: &str,
+        spec: &Mesh,
+        local_zone: &str,
+        ingresses: impl IntoIterator<Item = &'a ZoneIngress>,
+        egresses: impl IntoIterator<Item = &'a ZoneEgress>,
+    ) -> Self {
+        let mut out = CrossZone {
+            local_weight: 1,
+            ..Default::default()
+        };
+        if !spec.mtls_enabled() {
+            return out;
+        }
+        let routing = |key: &str| {
+            spec.routing
+                .as_ref()
+                .and_then(|r| r.get(key))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
+        out.locality_aware = routing("localityAwareLoadBalancing");
+        let mut seen = std::collections::HashSet::new();
+        for zi in ingresses {
+            let Some((address, port)) = zi.public_address() else {
+                continue;
+            };
+            // One endpoint per load balancer: ingresses behind the same address count once.
+            if !zi.is_remote(local_zone) || !seen.insert((address.to_string(), port)) {
+                continue;
+            }
+            for s in &zi.available_services {
+                let Some(service) = s.service() else { continue };
+                if s.mesh != mesh || s.external_service {
+                    continue;
+                }
+                out.remote
+                    .entry(service.to_string())
+                    .or_default()
+                    .push(RemoteEndpoint {
+                        addr: EndpointAddr {
+                            ip: address.to_string(),
+                            port,
+                        },
+                        weight: s.instances.max(1),
+                        zone: zi.zone.clone(),
+                    });
+                if let Some(p) = s.tags.get(PROTOCOL_TAG) {
+                    out.protocols.insert(service.to_string(), p.clone());
+                }
+            }
+        }
+        out.local_weight = u32::try_from(seen.len()).unwrap_or(u32::MAX).max(1);
+        for eps in out.remote.values_mut() {
+            eps.sort();
+        }
+        if routing("zoneEgress") {
+            out.egress = egresses
+                .into_iter()
+                .filter(|ze| ze.zone.is_empty() || ze.zone == local_zone)
+                .map(ZoneEgress::net)
+                .find(|n| !n.address.is_empty() && n.port != 0)
+                .map(|n| EndpointAddr {
+                    ip: n.address,
+                    port: n.port,
+                });
+        }
+        out
+    }
+
+    /// What a sidecar dials for `service` in other zones: the remote ingresses, or the local
+    /// egress (one endpoint per remote zone, weight 1).
+    fn sidecar_endpoints(&self, service: &str) -> Vec<RemoteEndpoint> {
+        let remote = self.remote.get(service).map_or(&[][..], Vec::as_slice);
+        match &self.egress {
+            None => remote.to_vec(),
+            Some(egress) => {
+                let mut out: Vec<RemoteEndpoint> = remote
+                    .iter()
+                    .map(|r| RemoteEndpoint {
+                        addr: egress.clone(),
+                        weight: 1,
+                        zone: r.zone.clone(),
+                    })
+                    .collect();
+                out.sort();
+                out.dedup();
+                out
+            }
+        }
+    }
+}
 
 /// Everything about one mesh that proxy generation reads.
 #[derive(Default)]
@@ -27,6 +149,7 @@ pub struct MeshView {
     /// [`super::transition::protocol_sides`]).
     inbound_protocols: BTreeMap<String, String>,
     policies: Vec<(String, MeshTrafficPermission)>,
+    cross: CrossZone,
     fingerprint: std::sync::OnceLock<u64>,
     /// Resources built once per view and shared by every proxy that needs them.
     shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
@@ -51,7 +174,10 @@ pub struct Mtls {
 
 struct Service {
     protocol: String,
+    /// Local endpoints.
     addrs: Vec<EndpointAddr>,
+    /// Endpoints in other zones, as sidecars dial them.
+    remote: Vec<RemoteEndpoint>,
     endpoints: Arc<Resource>,
 }
 
@@ -62,7 +188,7 @@ impl MeshView {
         zone: &str,
         dataplanes: impl IntoIterator<Item = &'a Dataplane>,
     ) -> Self {
-        Self::rebuild(mesh, zone, dataplanes, None)
+        Self::rebuild(mesh, zone, dataplanes, &CrossZone::default(), None)
     }
 
     /// Builds the view, reusing the ClusterLoadAssignments of `prev` whose endpoints did not
@@ -71,6 +197,7 @@ impl MeshView {
         mesh: &str,
         zone: &str,
         dataplanes: impl IntoIterator<Item = &'a Dataplane>,
+        cross: &CrossZone,
         prev: Option<&MeshView>,
     ) -> Self {
         let mut endpoints: BTreeMap<&str, Vec<EndpointAddr>> = BTreeMap::new();
@@ -95,23 +222,54 @@ impl MeshView {
                 }
             }
         }
+        // Services served only in other zones have an (empty) local list too.
+        for service in cross.remote.keys() {
+            endpoints.entry(service.as_str()).or_default();
+        }
         let services = endpoints
             .into_iter()
             .map(|(service, mut eps)| {
                 eps.sort();
                 eps.dedup();
-                let protocol = protocols.get(service).copied().unwrap_or("tcp").to_string();
+                let protocol = protocols
+                    .get(service)
+                    .copied()
+                    .or_else(|| cross.protocols.get(service).map(String::as_str))
+                    .unwrap_or("tcp")
+                    .to_string();
+                let remote = cross.sidecar_endpoints(service);
                 let endpoints = prev
-                    .filter(|p| p.zone == zone)
+                    .filter(|p| {
+                        p.zone == zone
+                            && p.cross.local_weight == cross.local_weight
+                            && p.cross.locality_aware == cross.locality_aware
+                    })
                     .and_then(|p| p.services.get(service))
-                    .filter(|old| old.addrs == eps)
+                    .filter(|old| old.addrs == eps && old.remote == remote)
                     .map(|old| old.endpoints.clone())
-                    .unwrap_or_else(|| Arc::new(cluster_load_assignment(service, &eps, zone)));
+                    .unwrap_or_else(|| {
+                        Arc::new(if remote.is_empty() {
+                            cluster_load_assignment(service, &eps, zone)
+                        } else {
+                            Resource::new(
+                                service,
+                                envoy_types::util::pack_any(zoned_load_assignment(
+                                    service,
+                                    &eps,
+                                    zone,
+                                    cross.local_weight,
+                                    &remote,
+                                    cross.locality_aware,
+                                )),
+                            )
+                        })
+                    });
                 (
                     service.to_string(),
                     Service {
                         protocol,
                         addrs: eps,
+                        remote,
                         endpoints,
                     },
                 )
@@ -126,6 +284,7 @@ impl MeshView {
             broken: None,
             inbound_protocols: BTreeMap::new(),
             policies: Vec::new(),
+            cross: cross.clone(),
             fingerprint: std::sync::OnceLock::new(),
             shared: std::sync::Mutex::new(HashMap::new()),
         }
@@ -292,6 +451,24 @@ impl MeshView {
             }
         }
         changed
+    }
+
+    /// Services with local endpoints, in name order, with those endpoints (the zone
+    /// ingress serves these to other zones).
+    pub fn local_services(&self) -> Vec<(&str, &[EndpointAddr])> {
+        let mut out: Vec<(&str, &[EndpointAddr])> = self
+            .services
+            .iter()
+            .filter(|(_, s)| !s.addrs.is_empty())
+            .map(|(n, s)| (n.as_str(), s.addrs.as_slice()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    /// The cross-zone inputs the view was built with.
+    pub fn cross_zone(&self) -> &CrossZone {
+        &self.cross
     }
 
     /// The shared ClusterLoadAssignment of a service, if it exists (for change detection).

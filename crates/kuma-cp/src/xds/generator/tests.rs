@@ -296,3 +296,220 @@ fn listener(text: &str, name: &str) -> Value {
         .cloned()
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
+
+/// A ZoneIngress or ZoneEgress spec.
+fn zone_proxy<T: serde::de::DeserializeOwned>(spec: Value) -> T {
+    serde_json::from_value(spec).expect("a valid zone proxy spec")
+}
+
+/// A Mesh with a builtin CA and `routing`.
+fn mtls_mesh_spec(routing: Value) -> kuma_core::resource::Mesh {
+    serde_json::from_value(json!({
+        "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]},
+        "routing": routing,
+    }))
+    .unwrap()
+}
+
+/// Zone-2's ingresses as zone-1 sees them: one at 192.168.2.1:10001 announcing two
+/// `backend` instances and one `api`, a second ingress behind the same address (counted
+/// once), one without an advertised address (unusable), zone-3's ingress, and zone-1's own.
+fn ingresses() -> Vec<kuma_core::resource::ZoneIngress> {
+    let svc = |name: &str, instances: u32, mesh: &str| {
+        json!({"tags": {"kuma.io/service": name, "kuma.io/protocol": "http"},
+            "instances": instances, "mesh": mesh})
+    };
+    vec![
+        zone_proxy(
+            json!({"zone": "zone-2", "networking": {"address": "10.2.0.1", "port": 10001,
+            "advertisedAddress": "192.168.2.1", "advertisedPort": 10001},
+            "availableServices": [svc("backend", 2, "default"), svc("api", 1, "default"),
+                svc("backend", 5, "other")]}),
+        ),
+        zone_proxy(
+            json!({"zone": "zone-2", "networking": {"address": "10.2.0.2", "port": 10001,
+            "advertisedAddress": "192.168.2.1", "advertisedPort": 10001},
+            "availableServices": [svc("backend", 2, "default")]}),
+        ),
+        zone_proxy(
+            json!({"zone": "zone-2", "networking": {"address": "10.2.0.3", "port": 10001},
+            "availableServices": [svc("backend", 9, "default")]}),
+        ),
+        zone_proxy(
+            json!({"zone": "zone-3", "networking": {"address": "10.3.0.1", "port": 10001,
+            "advertisedAddress": "192.168.3.1", "advertisedPort": 10001},
+            "availableServices": [svc("backend", 1, "default")]}),
+        ),
+        zone_proxy(json!({"networking": {"address": "10.1.0.1", "port": 10001,
+            "advertisedAddress": "192.168.1.1", "advertisedPort": 10001},
+            "availableServices": [svc("backend", 1, "default")]})),
+    ]
+}
+
+fn egresses() -> Vec<kuma_core::resource::ZoneEgress> {
+    vec![zone_proxy(
+        json!({"networking": {"address": "10.1.0.9", "port": 10002}}),
+    )]
+}
+
+fn cross(routing: Value) -> crate::xds::view::CrossZone {
+    crate::xds::view::CrossZone::build(
+        "default",
+        &mtls_mesh_spec(routing),
+        "zone-1",
+        ingresses().iter(),
+        egresses().iter(),
+    )
+}
+
+/// The cluster `backend` of `web` in zone-1 with one local `backend`: the local endpoint in
+/// locality zone-1 weighing the two distinct remote ingresses, zone-2's ingress weighing 2
+/// (its instances), zone-3's 1; `api`, served only in zone-2, gets a cluster too.
+#[test]
+fn cross_zone_endpoints_in_sidecar_clusters() {
+    let mesh = MtlsMesh::new(false);
+    let cz = cross(json!({}));
+    assert_eq!(cz.local_weight, 2);
+    assert_eq!(cz.remote["backend"].len(), 2, "{cz:?}");
+    assert_eq!(cz.protocols["api"], "http");
+    let view = MeshView::rebuild(
+        "default",
+        "zone-1",
+        mesh.others.iter().chain([&mesh.proxy]),
+        &cz,
+        None,
+    )
+    .with_mtls(mesh.mtls.clone());
+    let cla = kuma_xds::json::snapshot_to_json(&{
+        let mut s = kuma_xds::Snapshot::new();
+        s.insert(view.endpoints("backend"));
+        s.insert(view.endpoints("api"));
+        s
+    });
+    let text = serde_json::to_string_pretty(&cla).unwrap() + "\n";
+    assert_golden("generator/cross-zone.golden.json", &text);
+    assert_eq!(view.protocol("api"), "http");
+    // The sidecar's cluster still sends the SNI the remote ingress routes by.
+    let labels = BTreeMap::new();
+    let snap = rendered(&super::generate_proxy(&view, &mesh.proxy(&labels)));
+    assert!(
+        snap.contains("\"sni\": \"backend{mesh=default}\""),
+        "{snap}"
+    );
+
+    // No mTLS: no cross-zone endpoint at all.
+    let plain: kuma_core::resource::Mesh = serde_json::from_value(json!({})).unwrap();
+    let none = crate::xds::view::CrossZone::build(
+        "default",
+        &plain,
+        "zone-1",
+        ingresses().iter(),
+        egresses().iter(),
+    );
+    assert!(none.remote.is_empty() && none.egress.is_none());
+}
+
+/// Locality awareness puts the remote zones at priority 1; `zoneEgress` replaces them with
+/// the local egress (one endpoint per remote zone, weight 1).
+#[test]
+fn cross_zone_priority_and_egress() {
+    let mesh = MtlsMesh::new(false);
+    let cla = |cz: &crate::xds::view::CrossZone| -> Value {
+        let view = MeshView::rebuild(
+            "default",
+            "zone-1",
+            mesh.others.iter().chain([&mesh.proxy]),
+            cz,
+            None,
+        );
+        let mut s = kuma_xds::Snapshot::new();
+        s.insert(view.endpoints("backend"));
+        let json = kuma_xds::json::snapshot_to_json(&s);
+        json.as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_array()
+            .unwrap()[0]
+            .clone()
+    };
+    let aware = cla(&cross(json!({"localityAwareLoadBalancing": true})));
+    let priorities: Vec<(String, u64)> = aware["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["locality"]["zone"].as_str().unwrap().to_string(),
+                l["priority"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        priorities,
+        [
+            ("zone-1".to_string(), 0),
+            ("zone-2".to_string(), 1),
+            ("zone-3".to_string(), 1)
+        ]
+    );
+    let via_egress = cla(&cross(json!({"zoneEgress": true})));
+    let remote: Vec<String> = via_egress["endpoints"].as_array().unwrap()[1..]
+        .iter()
+        .map(|l| l["lb_endpoints"].to_string())
+        .collect();
+    assert_eq!(remote.len(), 2, "{via_egress}");
+    for eps in remote {
+        assert!(
+            eps.contains("10.1.0.9") && eps.contains("10002"),
+            "{via_egress}"
+        );
+        assert!(eps.contains("\"load_balancing_weight\":1"), "{eps}");
+    }
+}
+
+/// The ingress of zone-1 serves only the meshes with mTLS: one SNI chain per service with
+/// local endpoints, TLS passed through to cluster `<mesh>:<service>`.
+#[test]
+fn ingress_sni_chains_per_mtls_service() {
+    let mesh = MtlsMesh::new(false);
+    let with_mtls = Arc::new(mesh.view(0));
+    let without = Arc::new(MeshView::build(
+        "plain",
+        "zone-1",
+        [server(7, "hidden", None)].iter(),
+    ));
+    let zi = &ingresses()[4];
+    let snap = super::ingress::generate(zi, &[without, with_mtls]);
+    let text = rendered(&snap);
+    assert!(!text.contains("hidden"), "{text}");
+    assert_golden("generator/ingress.golden.json", &text);
+    // Nothing to serve: no listener (Envoy refuses one without filter chains).
+    let empty = super::ingress::generate(zi, &[]);
+    assert!(rendered(&empty).trim() == "{}" || !rendered(&empty).contains("inbound:"));
+}
+
+/// The egress of zone-1: one SNI chain per service reachable in other zones, its cluster
+/// pointing at the remote ingresses.
+#[test]
+fn egress_sni_chains_to_remote_ingresses() {
+    let mesh = MtlsMesh::new(false);
+    let view = Arc::new(
+        MeshView::rebuild(
+            "default",
+            "zone-1",
+            mesh.others.iter().chain([&mesh.proxy]),
+            &cross(json!({"zoneEgress": true})),
+            None,
+        )
+        .with_mtls(mesh.mtls.clone()),
+    );
+    let snap = super::egress::generate(&egresses()[0], &[view]);
+    let text = rendered(&snap);
+    assert!(
+        text.contains("192.168.2.1") && text.contains("192.168.3.1"),
+        "{text}"
+    );
+    assert_golden("generator/egress.golden.json", &text);
+}
