@@ -513,3 +513,110 @@ fn auth_none_warns_and_accepts_proxies_without_tokens() {
         cp.is_online("default", "x-1").then_some(())
     });
 }
+
+/// Zone tokens on a real kuma-cp: the signing key is created once at start (kept across
+/// restarts), kumactl issues tokens with Kuma's claims and flags, bad requests name their
+/// field; and the zones API / `kumactl inspect zones` show a zone that never connected.
+#[test]
+fn zone_tokens_and_zone_overviews() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let key = |cp: &ControlPlane| {
+        let (code, secret) = cp.get("/global-secrets/zone-token-signing-key-1");
+        assert_eq!(code, 200, "{secret}");
+        secret["data"].as_str().expect("data").to_string()
+    };
+    let first = key(&cp);
+    let pem = String::from_utf8(base64_decode(&first)).unwrap();
+    assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{pem}");
+
+    let (ok, token, err) = cp.kumactl(&[
+        "generate",
+        "zone-token",
+        "--zone",
+        "zone-1",
+        "--scope",
+        "cp",
+        "--valid-for",
+        "24h",
+    ]);
+    assert!(ok, "{err}");
+    let header: Value =
+        serde_json::from_slice(&base64_decode(token.split('.').next().unwrap())).expect("header");
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], "1");
+    let c = claims(token.trim());
+    assert_eq!(c["Zone"], "zone-1");
+    assert_eq!(c["Scope"], json!(["cp"]));
+    assert_eq!(
+        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+        24 * 3600 + 10
+    );
+    // All scopes without --scope.
+    let (ok, token, err) = cp.kumactl(&[
+        "generate",
+        "zone-token",
+        "--zone",
+        "zone-2",
+        "--valid-for",
+        "1h",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        claims(token.trim())["Scope"],
+        json!(["cp", "ingress", "egress"])
+    );
+    // The API names the bad field.
+    let (code, body) = e2e::http(
+        "POST",
+        cp.api,
+        "/tokens/zone",
+        Some(r#"{"zone":"zone-1","scope":["cp","root"],"validFor":"1h"}"#),
+    )
+    .expect("POST");
+    assert_eq!(code, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["invalid_parameters"][0]["field"], "scope[1]");
+
+    // The key is created once.
+    cp.restart();
+    assert_eq!(
+        key(&cp),
+        first,
+        "the zone token signing key changed on restart"
+    );
+
+    // Zones: a Zone that never connected is listed with an empty insight, Offline (next to
+    // the standalone CP's own Zone, `default`).
+    let (code, body) = cp.put(
+        "/zones/zone-1",
+        &json!({"type": "Zone", "name": "zone-1", "enabled": true}),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, list) = cp.get("/zones+insights");
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["total"], 2, "{list}");
+    let (_, list) = cp.get("/zones+insights?name=zone-");
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["items"][0]["type"], "ZoneOverview");
+    assert_eq!(list["items"][0]["kri"], "kri_z____zone-1_");
+    assert_eq!(list["items"][0]["zoneInsight"], json!({}));
+    let (ok, table, err) = cp.kumactl(&["inspect", "zones"]);
+    assert!(ok, "{err}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("zone-1 "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["zone-1", "Offline", "never", "never", "0", "0"],
+        "{table}"
+    );
+    let (code, body) = cp.put(
+        "/zone-insights/zone-1",
+        &json!({"type": "ZoneInsight", "name": "zone-1"}),
+    );
+    assert_eq!(code, 405, "{body}");
+}

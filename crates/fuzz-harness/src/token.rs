@@ -8,14 +8,17 @@
 //! - 2: `<claims JSON>` under a valid header (`RS256`, `kid` 1), signed with a real key;
 //!
 //! (in modes 1 and 2 the mode byte's high bit picks the user key instead of the mesh's: one
-//! RSA signature per run keeps the target fast);
+//! RSA signature per run keeps the target fast; claims that mention `Zone` or `Scope` are
+//! also signed with the zone token signing key and checked as a zone token);
 //! - 3: a `POST /tokens/dataplane` body; a token issued for it must validate, or be refused
 //!   only because it is for another proxy;
 //! - 4: a `POST /tokens/user` body; a token issued for it must name its user.
 //!
 //! Invariants: no store error; a token that authenticates the Dataplane `default/web-1`
 //! (tags `kuma.io/service: web`, `version: v1`) names no other proxy, is not expired and not
-//! revoked; error messages render.
+//! revoked; a zone token accepted for a zone CP (scope `cp`, identity from the token) names a
+//! zone and lists `cp`, one accepted for an ingress of `zone-1` lists `ingress` and names
+//! `zone-1` or no zone, neither expired nor revoked; error messages render.
 
 use std::sync::{Arc, OnceLock};
 
@@ -27,7 +30,7 @@ use kuma_core::store::memory::MemoryStore;
 use kuma_cp::manager::ResourceManager;
 use kuma_cp::mesh_setup::MeshSetup;
 use kuma_cp::tokens::{
-    self, DataplaneTokenRequest, Issuer, TokenError, UserTokenRequest, Validator, keys,
+    self, DataplaneTokenRequest, Issuer, TokenError, UserTokenRequest, Validator, ZoneScope, keys,
 };
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
@@ -42,6 +45,7 @@ struct Env {
     dataplane: Resource,
     dataplane_key: EncodingKey,
     user_key: EncodingKey,
+    zone_key: EncodingKey,
 }
 
 fn env() -> &'static Env {
@@ -71,13 +75,26 @@ fn env() -> &'static Env {
             None,
         )
         .expect("a valid Secret");
-        let (dataplane_key, user_key) = rt.block_on(async {
+        let zone_revocations = Resource::from_wire(
+            json!({"type": "GlobalSecret", "name": "zone-token-revocations",
+                "data": base64::engine::general_purpose::STANDARD.encode(format!("other,{REVOKED}"))}),
+            None,
+        )
+        .expect("a valid GlobalSecret");
+        let (dataplane_key, user_key, zone_key) = rt.block_on(async {
             let mesh = Resource::from_wire(json!({"type": "Mesh", "name": "default"}), None)
                 .expect("a valid Mesh");
             manager.upsert(mesh).await.expect("the mesh and its key");
             tokens::ensure_user_signing_key(&manager)
                 .await
                 .expect("the user key");
+            tokens::ensure_zone_signing_key(&manager)
+                .await
+                .expect("the zone key");
+            manager
+                .upsert_internal(zone_revocations)
+                .await
+                .expect("the zone revocations");
             manager
                 .upsert_internal(dataplane.clone())
                 .await
@@ -102,6 +119,7 @@ fn env() -> &'static Env {
                 )
                 .await,
                 key(ResourceType::GlobalSecret, "", "user-token-signing-key-1").await,
+                key(ResourceType::GlobalSecret, "", "zone-token-signing-key-1").await,
             )
         });
         Env {
@@ -111,6 +129,7 @@ fn env() -> &'static Env {
             dataplane,
             dataplane_key,
             user_key,
+            zone_key,
         }
     })
 }
@@ -174,7 +193,74 @@ fn validate(env: &Env, token: &str) -> bool {
         Ok(user) => assert!(!user.name.is_empty(), "a user token for nobody"),
         Err(e) => check_refusal(&e),
     }
+    validate_zone(env, token);
     dataplane.is_ok()
+}
+
+fn not_expired_nor_revoked(c: &Value, what: &str) {
+    assert_ne!(c["jti"].as_str(), Some(REVOKED), "a revoked {what}");
+    let exp = c["exp"].as_f64().expect("an exp claim");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(exp >= now.floor(), "an expired {what}");
+}
+
+fn scopes(c: &Value) -> Vec<&str> {
+    c["Scope"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Checks `token` as a zone token: for a zone CP on global and for an ingress of `zone-1`.
+fn validate_zone(env: &Env, token: &str) {
+    let c = claims(token);
+    match env
+        .rt
+        .block_on(env.validator.authorize_zone(token, ZoneScope::Cp, None))
+    {
+        Ok(got) => {
+            assert!(!got.zone.is_empty(), "a zone CP token naming no zone");
+            assert_eq!(c["Zone"].as_str(), Some(got.zone.as_str()));
+            assert!(
+                scopes(&c).contains(&"cp"),
+                "a token without scope cp for a CP"
+            );
+            not_expired_nor_revoked(&c, "zone CP token");
+        }
+        Err(e) => {
+            check_refusal(&e);
+            assert_eq!(
+                e.public_zone_reason(),
+                "the zone token is not valid for this control plane"
+            );
+        }
+    }
+    match env.rt.block_on(
+        env.validator
+            .authorize_zone(token, ZoneScope::Ingress, Some("zone-1")),
+    ) {
+        Ok(got) => {
+            assert!(
+                got.zone.is_empty() || got.zone == "zone-1",
+                "a token of zone {:?} for zone-1",
+                got.zone
+            );
+            assert!(
+                scopes(&c).contains(&"ingress"),
+                "a token without scope ingress"
+            );
+            not_expired_nor_revoked(&c, "zone ingress token");
+        }
+        Err(e) => check_refusal(&e),
+    }
+}
+
+/// Whether fuzzed claims look like a zone token's (then they are also signed with the zone key).
+fn mentions_zone(claims: &[u8]) -> bool {
+    claims.windows(4).any(|w| w == b"Zone") || claims.windows(5).any(|w| w == b"Scope")
 }
 
 pub fn run(data: &[u8]) {
@@ -197,10 +283,16 @@ pub fn run(data: &[u8]) {
                 None => (rest, &[][..]),
             };
             validate(env, &sign(header, claims, key));
+            if mentions_zone(claims) {
+                validate_zone(env, &sign(header, claims, &env.zone_key));
+            }
         }
         2 => {
             let header = br#"{"alg":"RS256","kid":"1","typ":"JWT"}"#;
             validate(env, &sign(header, rest, key));
+            if mentions_zone(rest) {
+                validate_zone(env, &sign(header, rest, &env.zone_key));
+            }
         }
         3 => {
             let Ok(req) = serde_json::from_slice::<DataplaneTokenRequest>(rest) else {

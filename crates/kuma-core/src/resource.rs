@@ -28,7 +28,7 @@ pub use insight::DataplaneInsight;
 pub use mesh::Mesh;
 pub use policy::MeshTrafficPermission;
 pub use secret::SecretData;
-pub use zone::Zone;
+pub use zone::{Zone, ZoneInsight};
 pub use zone_proxy::{ZoneEgress, ZoneIngress, ZoneProxyInsight};
 
 /// Whether a type lives inside a mesh or at the top level.
@@ -48,6 +48,7 @@ pub enum ResourceType {
     Secret,
     GlobalSecret,
     Zone,
+    ZoneInsight,
     ZoneIngress,
     ZoneIngressInsight,
     ZoneEgress,
@@ -56,7 +57,7 @@ pub enum ResourceType {
 
 impl ResourceType {
     /// All types, in the order `kumactl` and `GET /_resources` list them.
-    pub const ALL: [ResourceType; 11] = [
+    pub const ALL: [ResourceType; 12] = [
         ResourceType::Mesh,
         ResourceType::Dataplane,
         ResourceType::DataplaneInsight,
@@ -64,6 +65,7 @@ impl ResourceType {
         ResourceType::Secret,
         ResourceType::GlobalSecret,
         ResourceType::Zone,
+        ResourceType::ZoneInsight,
         ResourceType::ZoneIngress,
         ResourceType::ZoneIngressInsight,
         ResourceType::ZoneEgress,
@@ -80,6 +82,7 @@ impl ResourceType {
             Self::Secret => "Secret",
             Self::GlobalSecret => "GlobalSecret",
             Self::Zone => "Zone",
+            Self::ZoneInsight => "ZoneInsight",
             Self::ZoneIngress => "ZoneIngress",
             Self::ZoneIngressInsight => "ZoneIngressInsight",
             Self::ZoneEgress => "ZoneEgress",
@@ -97,6 +100,7 @@ impl ResourceType {
             Self::Secret => "secrets",
             Self::GlobalSecret => "globalsecrets",
             Self::Zone => "zones",
+            Self::ZoneInsight => "zone-insights",
             Self::ZoneIngress => "zoneingresses",
             Self::ZoneIngressInsight => "zone-ingress-insights",
             Self::ZoneEgress => "zoneegresses",
@@ -125,6 +129,8 @@ impl ResourceType {
             Self::Secret => &["secret", "secrets"],
             Self::GlobalSecret => &["global-secret", "global-secrets", "globalsecrets"],
             Self::Zone => &["zone", "zones"],
+            // Kuma has no kumactl argument for it (`get zones` / `inspect zones` show it).
+            Self::ZoneInsight => &[],
             Self::ZoneIngress => &[
                 "zone-ingress",
                 "zone-ingresses",
@@ -142,6 +148,7 @@ impl ResourceType {
             Self::Mesh
             | Self::GlobalSecret
             | Self::Zone
+            | Self::ZoneInsight
             | Self::ZoneIngress
             | Self::ZoneIngressInsight
             | Self::ZoneEgress
@@ -159,7 +166,10 @@ impl ResourceType {
     pub fn is_read_only(self) -> bool {
         matches!(
             self,
-            Self::DataplaneInsight | Self::ZoneIngressInsight | Self::ZoneEgressInsight
+            Self::DataplaneInsight
+                | Self::ZoneInsight
+                | Self::ZoneIngressInsight
+                | Self::ZoneEgressInsight
         )
     }
 
@@ -168,6 +178,7 @@ impl ResourceType {
         match self {
             Self::Dataplane => Some("dp"),
             Self::MeshTrafficPermission => Some("mtp"),
+            Self::Zone => Some("z"),
             Self::ZoneIngress => Some("zi"),
             Self::ZoneEgress => Some("ze"),
             _ => None,
@@ -253,6 +264,7 @@ pub enum Spec {
     Secret(SecretData),
     GlobalSecret(SecretData),
     Zone(Zone),
+    ZoneInsight(ZoneInsight),
     ZoneIngress(ZoneIngress),
     ZoneIngressInsight(ZoneProxyInsight),
     ZoneEgress(ZoneEgress),
@@ -269,6 +281,7 @@ impl Spec {
             Spec::Secret(_) => ResourceType::Secret,
             Spec::GlobalSecret(_) => ResourceType::GlobalSecret,
             Spec::Zone(_) => ResourceType::Zone,
+            Spec::ZoneInsight(_) => ResourceType::ZoneInsight,
             Spec::ZoneIngress(_) => ResourceType::ZoneIngress,
             Spec::ZoneIngressInsight(_) => ResourceType::ZoneIngressInsight,
             Spec::ZoneEgress(_) => ResourceType::ZoneEgress,
@@ -284,6 +297,7 @@ impl Spec {
             Spec::MeshTrafficPermission(s) => serde_json::to_value(s),
             Spec::Secret(s) | Spec::GlobalSecret(s) => serde_json::to_value(s),
             Spec::Zone(s) => serde_json::to_value(s),
+            Spec::ZoneInsight(s) => serde_json::to_value(s),
             Spec::ZoneIngress(s) => serde_json::to_value(s),
             Spec::ZoneEgress(s) => serde_json::to_value(s),
             Spec::ZoneIngressInsight(s) | Spec::ZoneEgressInsight(s) => serde_json::to_value(s),
@@ -313,6 +327,7 @@ impl Spec {
             ResourceType::Secret => typed(v, prefix, Spec::Secret),
             ResourceType::GlobalSecret => typed(v, prefix, Spec::GlobalSecret),
             ResourceType::Zone => typed(v, prefix, Spec::Zone),
+            ResourceType::ZoneInsight => typed(v, prefix, Spec::ZoneInsight),
             ResourceType::ZoneIngress => typed(v, prefix, Spec::ZoneIngress),
             ResourceType::ZoneIngressInsight => typed(v, prefix, Spec::ZoneIngressInsight),
             ResourceType::ZoneEgress => typed(v, prefix, Spec::ZoneEgress),
@@ -336,7 +351,7 @@ impl Spec {
             Spec::DataplaneInsight(_) => Ok(()),
             Spec::MeshTrafficPermission(s) => s.validate(),
             Spec::Secret(s) | Spec::GlobalSecret(s) => s.validate(),
-            Spec::Zone(_) => Ok(()),
+            Spec::Zone(_) | Spec::ZoneInsight(_) => Ok(()),
             Spec::ZoneIngress(s) => s.validate(),
             Spec::ZoneEgress(s) => s.validate(),
             Spec::ZoneIngressInsight(_) | Spec::ZoneEgressInsight(_) => Ok(()),
@@ -399,8 +414,18 @@ impl Resource {
         }
     }
 
-    /// The Kuma Resource Identifier, for types with a short name.
+    /// The Kuma Resource Identifier, for types with a short name. A mesh-scoped resource is
+    /// of `zone`; a global one (a Zone) names no zone unless labelled with one, as Kuma
+    /// takes the zone from the `kuma.io/zone` label (`kri_z____zone-1_`).
     pub fn kri(&self, zone: &str) -> Option<String> {
+        let zone = match self.rtype().scope() {
+            Scope::Mesh => zone,
+            Scope::Global => self
+                .meta
+                .labels
+                .get("kuma.io/zone")
+                .map_or("", String::as_str),
+        };
         self.rtype()
             .short_name()
             .map(|s| format!("kri_{s}_{}_{zone}__{}_", self.meta.mesh, self.meta.name))

@@ -7,6 +7,7 @@
 //! - mesh-scoped types: `GET /{ws}` (across meshes), `GET /meshes/{mesh}/{ws}`,
 //!   `GET|PUT|DELETE /meshes/{mesh}/{ws}/{name}`;
 //! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms;
+//! - `GET /zones/_overview` (`zones+insights`) and the single forms;
 //! - `POST /tokens/dataplane`, `POST /tokens/user`, `POST /tokens/zone` (admins only).
 //!
 //! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
@@ -102,6 +103,10 @@ pub fn router(state: State) -> Router {
             "/meshes/{mesh}/dataplanes+insights/{name}",
             get(overview::get_one),
         )
+        .route("/zones/_overview", get(overview::list_zones))
+        .route("/zones+insights", get(overview::list_zones))
+        .route("/zones/{name}/_overview", get(overview::get_zone))
+        .route("/zones+insights/{name}", get(overview::get_zone))
         .route("/zoneingresses/_overview", get(zi_list))
         .route("/zoneingresses+insights", get(zi_list))
         .route("/zoneingresses/{name}/_overview", get(zi_one))

@@ -11,7 +11,8 @@
 //! - Read-only types ([`ResourceType::is_read_only`]) are refused by [`ResourceManager::upsert`]
 //!   and [`ResourceManager::delete`]; the control plane writes them with the `_internal` calls.
 //! - A Mesh cannot be deleted while Dataplanes are in it; otherwise the store cascades.
-//! - A user cannot delete a Secret an mTLS backend of its Mesh uses (Kuma's rule).
+//! - A user cannot delete a Secret an mTLS backend of its Mesh uses (Kuma's rule), nor a Zone
+//!   whose ZoneInsight says its CP is connected (Kuma's rule).
 //! - A Mesh gets Kuma's defaults before it is validated and stored
 //!   ([`kuma_core::resource::Mesh::apply_defaults`]: Prometheus backend settings), without
 //!   the fields Kuma does not know ([`kuma_core::resource::Mesh::drop_unknown_fields`]).
@@ -334,7 +335,28 @@ impl ResourceManager {
         if key.rtype == ResourceType::Secret {
             self.check_secret_not_in_use(key).await?;
         }
+        if key.rtype == ResourceType::Zone {
+            self.check_zone_offline(&key.name).await?;
+        }
         self.delete_internal(key).await
+    }
+
+    /// Kuma's Zone delete rule: a Zone whose ZoneInsight says it is online (its CP still
+    /// connected) cannot be deleted; without a ZoneInsight it can.
+    async fn check_zone_offline(&self, zone: &str) -> Result<(), ManagerError> {
+        let key = ResourceKey::new(ResourceType::ZoneInsight, "", zone);
+        match self.store.get(&key).await {
+            Ok(insight) => match &insight.spec {
+                Spec::ZoneInsight(i) if i.is_online() => Err(ValidationError::single(
+                    "zone",
+                    "unable to delete Zone, Zone CP is still connected, please shut it down first",
+                )
+                .into()),
+                _ => Ok(()),
+            },
+            Err(store::Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Kuma's Secret delete rule: a Secret an mTLS backend of its Mesh uses (a builtin
@@ -599,6 +621,52 @@ mod tests {
     fn dp(mesh: &str, name: &str) -> Resource {
         wire(json!({"type": "Dataplane", "mesh": mesh, "name": name,
             "networking": {"address": "10.0.0.1", "inbound": [{"port": 80, "servicePort": 8080, "tags": {"kuma.io/service": "web"}}]}}))
+    }
+
+    #[tokio::test]
+    async fn zone_insights_are_read_only_and_an_online_zone_cannot_be_deleted() {
+        let m = manager();
+        let zone = |n: &str| wire(json!({"type": "Zone", "name": n}));
+        m.upsert(zone("zone-2")).await.expect("zone");
+        let insight = |online: bool| {
+            let mut sub =
+                json!({"id": "1", "globalInstanceId": "g", "connectTime": "2026-01-01T00:00:00Z"});
+            if !online {
+                sub["disconnectTime"] = json!("2026-01-01T00:01:00Z");
+            }
+            wire(json!({"type": "ZoneInsight", "name": "zone-2", "subscriptions": [sub]}))
+        };
+        assert!(matches!(
+            m.upsert(insight(true)).await,
+            Err(ManagerError::ReadOnly(ResourceType::ZoneInsight))
+        ));
+        let key = |t| ResourceKey::new(t, "", "zone-2");
+        assert!(matches!(
+            m.delete(&key(ResourceType::ZoneInsight)).await,
+            Err(ManagerError::ReadOnly(_))
+        ));
+        m.upsert_internal(insight(true))
+            .await
+            .expect("the CP writes it");
+        let err = m.delete(&key(ResourceType::Zone)).await.unwrap_err();
+        let ManagerError::Validation(v) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(v.violations[0].field, "zone");
+        assert_eq!(
+            v.violations[0].message,
+            "unable to delete Zone, Zone CP is still connected, please shut it down first"
+        );
+        m.get(&key(ResourceType::Zone)).await.expect("still there");
+        m.upsert_internal(insight(false)).await.expect("offline");
+        m.delete(&key(ResourceType::Zone))
+            .await
+            .expect("offline zone");
+        // No insight at all: deletable.
+        m.upsert(zone("zone-3")).await.unwrap();
+        m.delete(&ResourceKey::new(ResourceType::Zone, "", "zone-3"))
+            .await
+            .expect("never connected");
     }
 
     #[tokio::test]

@@ -506,14 +506,16 @@ impl Issuer {
     }
 
     /// A zone token (Kuma's `POST /tokens/zone`), signed with the newest
-    /// `zone-token-signing-key-<kid>`. `zone` is required (a token bound to no zone would let
-    /// its holder pick its zone); `scope` must list at least one known scope (Kuma answers a
+    /// `zone-token-signing-key-<kid>`. `zone` is required and must be a valid zone name (a
+    /// DNS-1123 label, as `multizone.zone.name`; a token bound to no zone would let its holder
+    /// pick its zone); `scope` must list at least one known scope (Kuma answers a
     /// missing one `cannot be empty`; an empty list, which Kuma accepts and which would grant
     /// nothing, is refused alike). Duplicates are dropped; the claim keeps the request's order.
     pub async fn issue_zone(&self, req: &ZoneTokenRequest) -> Result<String, TokenError> {
         let mut errs = Violations::new();
-        if req.zone.is_empty() {
-            errs.add("zone", "cannot be empty");
+        // The rule of `multizone.zone.name`: a token for any other name identifies no zone.
+        if let Some(problem) = kuma_core::name::name_problem(&req.zone, false) {
+            errs.add("zone", problem);
         }
         let mut scope: Vec<String> = Vec::new();
         match req.scope.as_deref() {
@@ -709,7 +711,7 @@ impl Validator {
     /// - with `zone: Some(z)` (a zone proxy on the zone CP of `z`): a token naming a zone must
     ///   name `z` (a token naming none is accepted, as Kuma does);
     /// - with `zone: None` (global authenticating a zone CP, whose identity comes from the
-    ///   token only): the token must name a zone.
+    ///   token only): the token must name a zone, by a valid zone name (DNS-1123 label).
     ///
     /// A refusal of a valid token is [`TokenError::Mismatch`]; tell the peer only
     /// [`TokenError::public_zone_reason`] and log the error itself.
@@ -1104,6 +1106,15 @@ fn check_zone(claims: &ZoneClaims, scope: ZoneScope, zone: Option<&str>) -> Resu
         None if claims.zone.is_empty() => Err(TokenError::Mismatch(
             "the token names no zone, so it cannot identify a zone control plane".into(),
         )),
+        // A token signed offline may carry any text: it identifies a zone only if it could
+        // name one.
+        None => match kuma_core::name::name_problem(&claims.zone, false) {
+            Some(problem) => Err(TokenError::Mismatch(format!(
+                "the token's zone {:?} cannot identify a zone control plane: it {problem}",
+                claims.zone
+            ))),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }

@@ -106,6 +106,13 @@ pub enum InspectCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Zones with their KDS connection to this (global) control plane: status, last
+    /// connection and update, updates sent and rejected, zone CP version and store.
+    Zones {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Data plane proxies with their xDS stream and certificate state.
     Dataplanes {
         /// Mesh to inspect.
@@ -172,6 +179,14 @@ pub enum GenerateCommand {
     /// encoded as a Secret's `data`. Offline.
     #[command(name = "signing-key")]
     SigningKey(SigningKeyArgs),
+    /// Print the public half (PEM `RSA PUBLIC KEY`) of a signing key, for validating tokens
+    /// signed offline (e.g. as GlobalSecret `zone-token-signing-public-key-<kid>`). Offline.
+    #[command(name = "public-key")]
+    PublicKey {
+        /// Path to a file with the PEM-encoded private signing key.
+        #[arg(long)]
+        signing_key_path: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +239,14 @@ pub struct ZoneTokenArgs {
     /// How long the token is valid (`24h`, `720h`).
     #[arg(long)]
     pub valid_for: String,
+    /// Sign the token offline with this private key (PEM `RSA PRIVATE KEY`) instead of
+    /// asking the control plane.
+    #[arg(long)]
+    pub signing_key_path: Option<String>,
+    /// Serial number of the offline signing key (the `kid` header); required with
+    /// `--signing-key-path`.
+    #[arg(long)]
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Args)]

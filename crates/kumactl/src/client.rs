@@ -328,6 +328,11 @@ impl Client {
         self.list_all(url).await
     }
 
+    /// Every `ZoneOverview` (`GET /zones/_overview`, all pages).
+    pub async fn zone_overviews(&self) -> Result<Vec<Value>, Error> {
+        self.zone_proxy_overviews("zones").await
+    }
+
     /// `GET` an arbitrary path (segments are escaped) and returns the body as text; used for
     /// the proxy inspection endpoints, which may answer with text or JSON.
     pub async fn get_text(

@@ -91,6 +91,22 @@ async fn handler(
                  "status": {"lastUpdateTime": "2020-01-01T00:00:01Z", "total": {"responsesSent": "7", "responsesAcknowledged": "7"}},
                  "version": {"kumaDp": {"version": "0.1.0"}, "envoy": {"version": "1.38.2"}}}]}}
         ], "next": null})),
+        ("GET", "/zones/_overview") if query.is_empty() => ok(json!({"total": 2, "items": [
+            {"type": "ZoneOverview", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_",
+             "zone": {"enabled": true},
+             "zoneInsight": {"subscriptions": [{"id": "1", "globalInstanceId": "global-1", "connectTime": "2020-01-01T00:00:00Z",
+                 "status": {"lastUpdateTime": "2020-01-01T00:00:01Z", "total": {"responsesSent": "12", "responsesRejected": "1"}},
+                 "version": {"kumaCp": {"version": "2.14.3"}}, "config": "{\"store\":{\"type\":\"postgres\"}}"}]}}
+        ], "next": format!("http://{host}/zones/_overview?offset=1")})),
+        ("GET", "/zones/_overview") if query == "offset=1" => ok(json!({"total": 2, "items": [
+            {"type": "ZoneOverview", "name": "zone-2", "creationTime": "2020-01-01T00:00:00Z", "zone": {}, "zoneInsight": {}}
+        ], "next": null})),
+        ("GET", "/zones") => ok(json!({"total": 1, "items": [
+            {"type": "Zone", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "modificationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_", "enabled": true}
+        ], "next": null})),
+        ("GET", "/zones/zone-1") => ok(
+            json!({"type": "Zone", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "modificationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_", "enabled": true}),
+        ),
         ("GET", "/meshes/default/dataplanes/dp-1/stats") => {
             (StatusCode::OK, "cluster.a.upstream_cx_total: 1").into_response()
         }
@@ -399,6 +415,65 @@ async fn delete_and_inspect() {
     assert!(text.contains("   7   "), "{text}");
     assert!(row.ends_with(&["0.1.0", "1.38.2"]), "{text}");
 
+    // Zones: every page, Kuma's columns; Online needs a live subscription of an enabled zone.
+    fake.take_log();
+    let out = fake.run(&["inspect", "zones"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "STATUS",
+            "LAST CONNECTED AGO",
+            "LAST UPDATED AGO",
+            "TOTAL UPDATES",
+            "TOTAL ERRORS",
+            "ZONE-CP VERSION",
+            "BACKEND"
+        ],
+        "{text}"
+    );
+    assert_eq!(lines[1][0..2], ["zone-1", "Online"], "{text}");
+    assert_eq!(lines[1][4..], ["12", "1", "2.14.3", "postgres"], "{text}");
+    assert_eq!(
+        lines[2],
+        ["zone-2", "Offline", "never", "never", "0", "0"],
+        "{text}"
+    );
+    let seen: Vec<String> = fake.take_log().into_iter().map(|s| s.uri).collect();
+    assert_eq!(seen, ["/zones/_overview", "/zones/_overview?offset=1"]);
+    let out = fake.run(&["inspect", "zones", "-o", "json"]).await;
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(doc["total"], 2);
+    assert_eq!(
+        doc["items"][0]["zoneInsight"]["subscriptions"][0]["id"],
+        "1"
+    );
+    fake.take_log();
+    // get zones / get zone <name>: Kuma's NAME AGE.
+    let out = fake.run(&["get", "zones"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME     AGE\nzone-1   "), "{text}");
+    let out = fake.run(&["get", "zone", "zone-1", "-o", "yaml"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("kri: kri_z____zone-1_"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fake.take_log()[1].uri, "/zones/zone-1");
+
     let out = fake
         .run(&["inspect", "dataplane", "dp-1", "--type", "stats"])
         .await;
@@ -630,6 +705,51 @@ async fn generate_tokens_and_signing_key() {
         stderr(&out).contains("invalid --scope values: [admin]"),
         "{}",
         stderr(&out)
+    );
+    // Offline: signed with a local key, nothing sent; Kuma's flag rules.
+    let key = fake
+        .run_raw(&["generate", "signing-key", "--format", "pem"], None)
+        .await;
+    let key_file = fake.write("zone-key.pem", &stdout(&key));
+    let base = [
+        "generate",
+        "zone-token",
+        "--zone",
+        "zone-1",
+        "--valid-for",
+        "1h",
+    ];
+    let out = fake
+        .run(&[&base[..], &["--signing-key-path", &key_file, "--kid", "7"]].concat())
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out);
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"],
+        "7"
+    );
+    let out = fake
+        .run(&[&base[..], &["--signing-key-path", &key_file]].concat())
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--kid is required when --signing-key-path is used"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fake.run(&[&base[..], &["--kid", "7"]].concat()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--kid cannot be used"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        fake.take_log().is_empty(),
+        "offline issuance sent a request"
     );
     // --zone and --valid-for are required, as in Kuma.
     for args in [

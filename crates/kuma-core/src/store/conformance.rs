@@ -57,6 +57,17 @@ async fn create_get_round_trip(s: &impl Store) {
     let secret = Resource::new("s", "default", Spec::Secret(SecretData::from_bytes(b"hi")));
     s.create(secret.clone()).await.expect("create secret");
     assert_eq!(s.get(&secret.key()).await.expect("get").spec, secret.spec);
+    // A global insight with nested maps and uint64 counters.
+    let insight: crate::resource::ZoneInsight = serde_json::from_value(serde_json::json!({
+        "subscriptions": [{"id": "1", "globalInstanceId": "g", "connectTime": "2026-01-01T00:00:00Z",
+            "status": {"total": {"responsesSent": "18446744073709551615"}, "stat": {"Mesh": {"responsesRejected": "2"}}},
+            "version": {"kumaCp": {"version": "2.14.3"}}, "config": "{}", "authTokenProvided": true}],
+        "healthCheck": {"time": "2026-01-01T00:00:05Z"}
+    }))
+    .expect("static insight parses");
+    let insight = Resource::new("zone-1", "", Spec::ZoneInsight(insight));
+    s.create(insight.clone()).await.expect("create insight");
+    assert_eq!(s.get(&insight.key()).await.expect("get").spec, insight.spec);
 }
 
 async fn create_twice_conflicts(s: &impl Store) {

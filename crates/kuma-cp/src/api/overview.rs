@@ -1,9 +1,14 @@
-//! Dataplane overviews: each Dataplane joined with its DataplaneInsight (same mesh and name),
-//! as `DataplaneOverview` pseudo-resources. Lists page and filter like resource lists, plus
-//! `status=online|offline` (online = a connected, not disconnected, xDS subscription).
+//! Overviews: a resource joined with its insight (same mesh and name) as a pseudo-resource.
 //!
-//! Zone proxies alike: `ZoneIngressOverview{zoneIngress, zoneIngressInsight}` and
-//! `ZoneEgressOverview{zoneEgress, zoneEgressInsight}` ([`ZoneProxy`]).
+//! - `DataplaneOverview` (`dataplane` + `dataplaneInsight`): lists page and filter like
+//!   resource lists, plus `status=online|offline` (online = a connected, not disconnected,
+//!   xDS subscription).
+//! - `ZoneOverview` (`zone` + `zoneInsight`, Kuma's shape with the Zone's metadata, `kri`
+//!   included): `GET /zones/_overview`, `/zones+insights` (paged, `name` and label filters)
+//!   and `/zones/{name}/_overview`, `/zones+insights/{name}`. A Zone without a ZoneInsight
+//!   (never connected) gets `zoneInsight: {}`.
+//! - Zone proxies alike: `ZoneIngressOverview{zoneIngress, zoneIngressInsight}` and
+//!   `ZoneEgressOverview{zoneEgress, zoneEgressInsight}` ([`ZoneProxy`]).
 
 use std::collections::HashMap;
 
@@ -14,7 +19,9 @@ use kuma_core::{Resource, ResourceType, Spec};
 use serde_json::{Map, Value, json};
 
 use super::query::ListRequest;
+use super::resources::wire;
 use super::{ApiError, Shared};
+use crate::manager::ManagerError;
 
 /// Wire fields that are metadata, not spec, on an old-style resource.
 const META_FIELDS: [&str; 7] = [
@@ -217,8 +224,72 @@ pub async fn get_one(
         .await
     {
         Ok(i) => Some(i),
-        Err(crate::manager::ManagerError::Store(kuma_core::store::Error::NotFound(_))) => None,
+        Err(ManagerError::Store(kuma_core::store::Error::NotFound(_))) => None,
         Err(e) => return Err(e.into()),
     };
     Ok(Json(overview(&dp, insight.as_ref())))
+}
+
+/// A `ZoneOverview`: the Zone's metadata as `GET /zones/{name}` shows it (labels, `kri`), its
+/// spec under `zone` and its insight's under `zoneInsight`.
+fn zone_overview(zone: &Resource, insight: Option<&Resource>, local_zone: &str) -> Value {
+    let Value::Object(fields) = wire(zone, local_zone) else {
+        return Value::Null;
+    };
+    let mut out = Map::new();
+    let mut spec = Map::new();
+    for (k, v) in fields {
+        if META_FIELDS.contains(&k.as_str()) {
+            out.insert(k, v);
+        } else {
+            spec.insert(k, v);
+        }
+    }
+    out.insert("type".into(), json!("ZoneOverview"));
+    out.insert("zone".into(), Value::Object(spec));
+    out.insert(
+        "zoneInsight".into(),
+        insight.map_or_else(|| json!({}), spec_fields),
+    );
+    Value::Object(out)
+}
+
+/// `GET /zones/_overview` and `/zones+insights`.
+pub async fn list_zones(
+    AxState(s): AxState<Shared>,
+    req: ListRequest,
+) -> Result<Json<Value>, ApiError> {
+    let page = req.page()?;
+    let filter = req.filter(false)?;
+    let zones = s.manager.list(ResourceType::Zone, None).await?;
+    let insights = s.manager.list(ResourceType::ZoneInsight, None).await?;
+    let by_name: HashMap<&str, &Resource> =
+        insights.iter().map(|i| (i.meta.name.as_str(), i)).collect();
+    let items: Vec<Value> = zones
+        .iter()
+        .filter(|z| filter.matches(z))
+        .map(|z| zone_overview(z, by_name.get(z.meta.name.as_str()).copied(), &s.zone))
+        .collect();
+    Ok(Json(req.paginate(items, page)))
+}
+
+/// `GET /zones/{name}/_overview` and `/zones+insights/{name}`.
+pub async fn get_zone(
+    AxState(s): AxState<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let zone = s
+        .manager
+        .get(&ResourceKey::new(ResourceType::Zone, "", &name))
+        .await?;
+    let insight = match s
+        .manager
+        .get(&ResourceKey::new(ResourceType::ZoneInsight, "", name))
+        .await
+    {
+        Ok(i) => Some(i),
+        Err(ManagerError::Store(kuma_core::store::Error::NotFound(_))) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(zone_overview(&zone, insight.as_ref(), &s.zone)))
 }

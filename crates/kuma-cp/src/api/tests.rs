@@ -1382,3 +1382,123 @@ async fn zone_token_endpoint() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+#[tokio::test]
+async fn zone_overviews() {
+    let (api, manager) = Api::with_manager();
+    for (name, enabled) in [("zone-a", true), ("zone-b", false), ("zone-c", true)] {
+        let r = api
+            .put(
+                &format!("/zones/{name}"),
+                &json!({"type": "Zone", "name": name, "enabled": enabled}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    // The control plane writes insights itself; users cannot.
+    let insight = json!({"type": "ZoneInsight", "name": "zone-a", "subscriptions": [
+        {"id": "1", "globalInstanceId": "global-1", "connectTime": "2026-01-01T00:00:00Z",
+         "disconnectTime": "2026-01-01T00:05:00Z",
+         "status": {"total": {"responsesSent": "20", "responsesRejected": "2"}}},
+        {"id": "2", "globalInstanceId": "global-1", "zoneInstanceId": "zone-a-cp",
+         "connectTime": "2026-01-01T00:06:00Z", "authTokenProvided": true,
+         "status": {"lastUpdateTime": "2026-01-01T00:07:00Z",
+                    "total": {"responsesSent": "22", "responsesAcknowledged": "21", "responsesRejected": "1"},
+                    "stat": {"Mesh": {"responsesSent": "22", "responsesAcknowledged": "21", "responsesRejected": "1"}}},
+         "version": {"kumaCp": {"version": "2.14.3", "gitTag": "v2.14.3", "gitCommit": "abc", "buildDate": "2026-01-01T00:00:00Z"}},
+         "config": "{\"store\":{\"type\":\"memory\"}}"}],
+        "healthCheck": {"time": "2026-01-01T00:07:30Z"}});
+    api.put("/zone-insights/zone-a", &insight)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
+    api.delete("/zone-insights/zone-a")
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
+    manager
+        .upsert_internal(kuma_core::Resource::from_wire(insight.clone(), None).expect("insight"))
+        .await
+        .expect("insight");
+
+    for path in ["/zones/_overview", "/zones+insights"] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["total"], 3);
+        assert_eq!(r.body["next"], Value::Null);
+        let a = &r.body["items"][0];
+        assert_eq!(a["type"], "ZoneOverview");
+        assert_eq!(a["name"], "zone-a");
+        assert_eq!(a["kri"], "kri_z____zone-a_");
+        assert!(a["creationTime"].is_string() && a["modificationTime"].is_string());
+        assert_eq!(a["zone"], json!({"enabled": true}));
+        let mut want = insight.clone();
+        for k in ["type", "name"] {
+            want.as_object_mut().unwrap().remove(k);
+        }
+        assert_eq!(a["zoneInsight"], want);
+        assert_eq!(r.body["items"][1]["zone"], json!({"enabled": false}));
+        assert_eq!(r.body["items"][1]["zoneInsight"], json!({}));
+    }
+    // Paging and the name filter.
+    let r = api.get("/zones+insights?size=1&offset=1").await;
+    assert_eq!(r.body["items"][0]["name"], "zone-b");
+    assert_eq!(r.body["total"], 3);
+    assert!(
+        r.body["next"]
+            .as_str()
+            .unwrap()
+            .ends_with("/zones+insights?size=1&offset=2"),
+        "{}",
+        r.body
+    );
+    let r = api.get("/zones/_overview?name=-c").await;
+    assert_eq!(r.body["total"], 1);
+    assert_eq!(r.body["items"][0]["name"], "zone-c");
+
+    for path in ["/zones/zone-a/_overview", "/zones+insights/zone-a"] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["name"], "zone-a");
+        assert_eq!(
+            r.body["zoneInsight"]["healthCheck"]["time"],
+            "2026-01-01T00:07:30Z"
+        );
+    }
+    let r = api.get("/zones+insights/ghost").await;
+    r.assert_error(StatusCode::NOT_FOUND);
+    api.get("/zones/ghost/_overview")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+
+    // The Zone itself, as GET /zones/{name} shows it, and `enabled` editable.
+    let r = api.get("/zones/zone-a").await;
+    assert_eq!(r.body["type"], "Zone");
+    assert_eq!(r.body["kri"], "kri_z____zone-a_");
+    assert_eq!(r.body["enabled"], true);
+    let r = api
+        .put(
+            "/zones/zone-a",
+            &json!({"type": "Zone", "name": "zone-a", "enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        api.get("/zones+insights/zone-a").await.body["zone"],
+        json!({"enabled": false})
+    );
+    // The insight is listed as a read-only type of its own.
+    let r = api.get("/zone-insights").await;
+    assert_eq!(r.body["total"], 1);
+    assert_eq!(r.body["items"][0]["type"], "ZoneInsight");
+    let r = api.get("/zone-insights/zone-a").await;
+    assert_eq!(r.body["subscriptions"][1]["zoneInstanceId"], "zone-a-cp");
+
+    // An online zone cannot be deleted (Kuma's rule); an offline one can.
+    let r = api.delete("/zones/zone-a").await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(r.fields(), ["zone"]);
+    assert_eq!(
+        r.body["invalid_parameters"][0]["reason"],
+        "unable to delete Zone, Zone CP is still connected, please shut it down first"
+    );
+    assert_eq!(api.delete("/zones/zone-b").await.status, StatusCode::OK);
+}

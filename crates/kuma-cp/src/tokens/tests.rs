@@ -650,6 +650,16 @@ async fn zone_token_requests_are_validated() {
     assert_eq!(got[0], "zone: cannot be empty");
     assert_eq!(got[1], "scope: cannot be empty");
     assert!(got[2].starts_with("validFor: is invalid"), "{got:?}");
+    let err = e
+        .issuer
+        .issue_zone(&zone_req("Zone_1", &["cp"]))
+        .await
+        .unwrap_err();
+    let got = fields(err);
+    assert!(
+        got[0].starts_with("zone: must be a valid DNS-1123 label"),
+        "{got:?}"
+    );
     let err = e.issuer.issue_zone(&zone_req("z", &[])).await.unwrap_err();
     assert_eq!(fields(err), ["scope: cannot be empty"]);
     let err = e
@@ -771,6 +781,26 @@ async fn zone_token_scope_and_zone_checks() {
     mismatch(
         v.authorize_zone(&anyzone, ZoneScope::Cp, None).await,
         "names no zone",
+    );
+    // A zone name no zone can have (signed offline) identifies no zone CP.
+    let odd = e
+        .issuer
+        .sign(
+            &Family::Zone,
+            &ZoneTokenClaims {
+                zone: "../Zone 1".into(),
+                scope: Some(vec!["cp".into()]),
+                jti: "odd".into(),
+                iat: now - 5,
+                nbf: now - 5,
+                exp: now + 60,
+            },
+        )
+        .await
+        .unwrap();
+    mismatch(
+        v.authorize_zone(&odd, ZoneScope::Cp, None).await,
+        "cannot identify a zone control plane: it must be a valid DNS-1123 label",
     );
     // Go's null scope grants nothing.
     let null_scope = e

@@ -1,4 +1,4 @@
-//! `kumactl generate dataplane-token|user-token|zone-token|signing-key`.
+//! `kumactl generate dataplane-token|user-token|zone-token|signing-key|public-key`.
 //!
 //! Tokens are issued by the control plane (`POST /tokens/dataplane`, `POST /tokens/user`,
 //! `POST /tokens/zone`; admins only) and printed as they come; a signing key is generated locally (RSA-2048,
@@ -23,6 +23,11 @@ pub async fn run(env: &mut Env<'_>, what: GenerateCommand) -> Result<()> {
         GenerateCommand::DataplaneToken(args) => dataplane_token(env, args).await,
         GenerateCommand::UserToken(args) => user_token(env, args).await,
         GenerateCommand::ZoneToken(args) => zone_token(env, args).await,
+        GenerateCommand::PublicKey { signing_key_path } => {
+            let pem = std::fs::read(&signing_key_path)
+                .with_context(|| format!("could not read a signing key file {signing_key_path}"))?;
+            write_out(env.out, &public_key(&pem)?)
+        }
         GenerateCommand::SigningKey(args) => {
             let pem = signing_key()?;
             write_out(env.out, &format_signing_key(&pem, args.format))
@@ -117,10 +122,63 @@ pub fn zone_scopes(given: &[String]) -> Result<Vec<String>> {
     Ok(given.to_vec())
 }
 
+/// A zone token signed offline (Kuma's `--signing-key-path` / `--kid`): the claims the
+/// control plane would issue (`Zone`, `Scope`, `jti`, `iat` = `nbf` = now − 5s, `exp` = now +
+/// validity + 5s), RS256 with header `kid`.
+pub fn offline_zone_token(
+    key_pem: &[u8],
+    kid: &str,
+    zone: &str,
+    scopes: &[String],
+    valid_for: std::time::Duration,
+) -> Result<String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    let text = std::str::from_utf8(key_pem).context("the signing key is not PEM text")?;
+    let der = rsa::PrivateKey::from_pkcs1_pem(text)
+        .or_else(|_| rsa::PrivateKey::from_pkcs8_pem(text))
+        .context("the signing key is not a PEM RSA private key")?
+        .to_pkcs1_der()
+        .context("could not encode the signing key")?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes());
+    let now = chrono::Utc::now().timestamp() - 5;
+    let valid = i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2);
+    let claims = json!({
+        "Zone": zone,
+        "Scope": scopes,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "iat": now,
+        "nbf": now,
+        "exp": now.saturating_add(valid).saturating_add(10),
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, &claims, &key).context("could not sign the token")
+}
+
 async fn zone_token(env: &mut Env<'_>, args: ZoneTokenArgs) -> Result<()> {
+    let scopes = zone_scopes(&args.scopes)?;
+    if let Some(path) = &args.signing_key_path {
+        let Some(kid) = args.kid.as_deref() else {
+            bail!("--kid is required when --signing-key-path is used");
+        };
+        let valid_for = kuma_core::duration::parse(&args.valid_for).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid argument {:?} for \"--valid-for\" flag: {e}",
+                args.valid_for
+            )
+        })?;
+        let pem = std::fs::read(path).with_context(|| format!("could not read {path}"))?;
+        let token = offline_zone_token(&pem, kid, &args.zone, &scopes, valid_for)?;
+        return write_out(env.out, &token);
+    }
+    if args.kid.is_some() {
+        // Kuma's words.
+        bail!("--kid cannot be used when --signing-key-path is used");
+    }
     let body = json!({
         "zone": args.zone,
-        "scope": zone_scopes(&args.scopes)?,
+        "scope": scopes,
         "validFor": args.valid_for,
     });
     let token = env
@@ -140,6 +198,22 @@ pub fn format_signing_key(pem: &str, format: SigningKeyFormat) -> String {
         SigningKeyFormat::Pem => pem.to_string(),
         SigningKeyFormat::PemBase64 => base64::engine::general_purpose::STANDARD.encode(pem),
     }
+}
+
+/// The public half of a PEM private signing key, as PEM `RSA PUBLIC KEY` (PKCS#1), what
+/// Kuma's `generate public-key` prints.
+pub fn public_key(private_pem: &[u8]) -> Result<String> {
+    use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPublicKey};
+    let text = std::str::from_utf8(private_pem)
+        .ok()
+        .filter(|t| t.contains("PRIVATE KEY-----"))
+        .ok_or_else(|| anyhow::anyhow!("provided file is not a PEM-encoded signing key"))?;
+    let key = rsa::PrivateKey::from_pkcs1_pem(text)
+        .or_else(|_| rsa::pkcs8::DecodePrivateKey::from_pkcs8_pem(text))
+        .context("could not extract public key")?;
+    key.to_public_key()
+        .to_pkcs1_pem(LineEnding::LF)
+        .context("could not extract public key")
 }
 
 /// A new RSA-2048 private key, PKCS#1 PEM.
@@ -165,6 +239,62 @@ mod tests {
         assert_eq!(
             format_signing_key("TEST\n", SigningKeyFormat::Pem),
             "TEST\n"
+        );
+    }
+
+    #[test]
+    fn offline_zone_tokens_carry_the_claims_of_the_control_plane() {
+        use base64::Engine as _;
+        let pem = signing_key().unwrap();
+        let scopes = ["cp".to_string()];
+        let token = offline_zone_token(
+            pem.as_bytes(),
+            "3",
+            "zone-1",
+            &scopes,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+        let part = |i: usize| -> serde_json::Value {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(i).unwrap())
+                .unwrap();
+            serde_json::from_slice(&raw).unwrap()
+        };
+        assert_eq!(part(0)["alg"], "RS256");
+        assert_eq!(part(0)["kid"], "3");
+        let c = part(1);
+        assert_eq!(c["Zone"], "zone-1");
+        assert_eq!(c["Scope"], json!(["cp"]));
+        assert_eq!(c["iat"], c["nbf"]);
+        assert_eq!(
+            c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+            3600 + 10
+        );
+        // And it verifies with the key's public half.
+        let public = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_der(
+            &rsa::pkcs1::DecodeRsaPrivateKey::from_pkcs1_pem(pem.as_str())
+                .map(|k: rsa::PrivateKey| k.to_public_key())
+                .unwrap(),
+        )
+        .unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.validate_nbf = true;
+        jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_rsa_der(public.as_bytes()),
+            &v,
+        )
+        .expect("verifies");
+        assert!(
+            offline_zone_token(
+                b"not a key",
+                "1",
+                "z",
+                &scopes,
+                std::time::Duration::from_secs(1)
+            )
+            .is_err()
         );
     }
 

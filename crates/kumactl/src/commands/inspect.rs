@@ -1,6 +1,6 @@
-//! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect dataplanes` (the
-//! `_overview` list as a status table) and
-//! `kumactl inspect zone-ingresses|zone-egresses` (their `_overview` lists) and
+//! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect zones`,
+//! `kumactl inspect dataplanes` and `kumactl inspect zone-ingresses|zone-egresses` (the
+//! `_overview` lists as status tables) and
 //! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
 //! policies, printed as the control plane returns them).
 
@@ -55,6 +55,14 @@ pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
                     ),
                     f,
                 ),
+            };
+            write_out(env.out, &text)
+        }
+        InspectCommand::Zones { output } => {
+            let items = env.client()?.zone_overviews().await?;
+            let text = match output {
+                Format::Table => printers::inspect::zones(&items, env.now).render(),
+                f => printers::document(&printers::list_document(items), f),
             };
             write_out(env.out, &text)
         }

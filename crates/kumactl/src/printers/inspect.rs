@@ -1,4 +1,5 @@
-//! The table of `kumactl inspect dataplanes`, from `DataplaneOverview` items:
+//! The tables of `kumactl inspect zones` (from `ZoneOverview` items, [`zones`]) and
+//! `kumactl inspect dataplanes`, from `DataplaneOverview` items:
 //! `{"mesh","name","dataplane":{"networking"},"dataplaneInsight":{"subscriptions":[...],"mTLS":{...}}}`.
 //!
 //! The last subscription is the current (or latest) xDS stream. Protobuf JSON omits zero
@@ -440,5 +441,102 @@ mod mesh_tests {
             row.to_json()["mtlsError"],
             "backend ca-1: cannot read conf.cert"
         );
+    }
+}
+
+/// Column headers of `kumactl inspect zones`, in Kuma's order.
+pub const ZONE_HEADERS: [&str; 8] = [
+    "NAME",
+    "STATUS",
+    "LAST CONNECTED AGO",
+    "LAST UPDATED AGO",
+    "TOTAL UPDATES",
+    "TOTAL ERRORS",
+    "ZONE-CP VERSION",
+    "BACKEND",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ZoneOverview {
+    name: String,
+    zone: kuma_core::resource::Zone,
+    zone_insight: kuma_core::resource::ZoneInsight,
+}
+
+/// The store type in a zone CP's configuration JSON (`store.type`), if it says.
+fn store_type(config: &str) -> String {
+    serde_json::from_str::<Value>(config)
+        .ok()
+        .and_then(|c| {
+            c.pointer("/store/type")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// The table of `kumactl inspect zones` at time `now`, as Kuma's: Online when the insight
+/// is online and the Zone enabled; ages and version of the last subscription; updates and
+/// errors summed over every subscription; the zone CP's store type (`BACKEND`).
+pub fn zones(items: &[Value], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(ZONE_HEADERS);
+    for item in items {
+        let o: ZoneOverview = serde_json::from_value(item.clone()).unwrap_or_default();
+        let insight = &o.zone_insight;
+        let last = insight.last_subscription();
+        let online = insight.is_online() && o.zone.is_enabled();
+        t.push(vec![
+            o.name.clone(),
+            if online { "Online" } else { "Offline" }.into(),
+            age::since(last.and_then(|s| s.connect_time.as_deref()), now),
+            age::since(
+                last.and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.last_update_time.as_deref()),
+                now,
+            ),
+            insight.sum(|s| s.total().responses_sent).to_string(),
+            insight.sum(|s| s.total().responses_rejected).to_string(),
+            last.and_then(|s| s.version.as_ref())
+                .map(|v| v.kuma_cp.version.clone())
+                .unwrap_or_default(),
+            last.map(|s| store_type(&s.config)).unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod zone_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Kuma's `inspect zones` test data (`app/kumactl/cmd/inspect`), as the API serves it.
+    #[test]
+    fn inspect_zones_table() {
+        let now = age::parse("2019-07-17T18:08:41Z").unwrap();
+        let version = json!({"kumaCp": {"version": "1.0.0", "gitTag": "v1.0.0"}});
+        let items = [
+            json!({"type": "ZoneOverview", "name": "zone-1", "zone": {"enabled": true}, "zoneInsight": {"subscriptions": [
+                {"id": "1", "globalInstanceId": "node-001", "connectTime": "2018-07-17T16:05:36.995Z",
+                 "status": {"total": {"responsesSent": "22", "responsesRejected": "11"}, "stat": {"Mesh": {"responsesSent": "2"}}},
+                 "version": version},
+                {"id": "2", "globalInstanceId": "node-002", "connectTime": "2019-07-17T16:05:36.995Z",
+                 "status": {"total": {"responsesSent": "20", "responsesRejected": "2"}},
+                 "version": version, "config": "{\"store\":{\"type\":\"memory\"},\"mode\":\"zone\"}"}]}}),
+            json!({"type": "ZoneOverview", "name": "zone-2", "zone": {"enabled": true}, "zoneInsight": {"subscriptions": [
+                {"id": "1", "globalInstanceId": "node-001"}, {"id": "2", "globalInstanceId": "node-002"}, {"id": "3", "globalInstanceId": "node-003"}]}}),
+            // Connected but disabled: Offline.
+            json!({"type": "ZoneOverview", "name": "zone-3", "zone": {"enabled": false}, "zoneInsight": {"subscriptions": [
+                {"id": "1", "globalInstanceId": "node-001", "connectTime": "2019-07-17T16:05:36.995Z", "version": version}]}}),
+            // Never connected: no insight at all.
+            json!({"type": "ZoneOverview", "name": "zone-4", "zone": {}, "zoneInsight": {}}),
+            // Disconnected.
+            json!({"type": "ZoneOverview", "name": "zone-5", "zone": {}, "zoneInsight": {"subscriptions": [
+                {"id": "1", "globalInstanceId": "g", "connectTime": "2019-07-17T18:00:00Z", "disconnectTime": "2019-07-17T18:08:00Z",
+                 "status": {"lastUpdateTime": "2019-07-17T18:07:41Z", "total": {"responsesSent": "3"}}}]}}),
+        ];
+        super::super::assert_golden("inspect-zones", &zones(&items, now).render());
     }
 }
