@@ -398,3 +398,243 @@ fn zones_need_a_valid_cp_token_of_their_own() {
             .then_some(())
     });
 }
+
+/// A hostile zone CP, speaking KDS by hand with a valid token of zone-1.
+mod raw {
+    use std::collections::HashMap;
+
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+    };
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
+    use tokio::sync::mpsc;
+    use tokio_stream::StreamExt;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic::transport::Channel;
+    use tonic::{Request, Streaming};
+
+    /// Kuma's `KumaResource` envelope, as this project's KDS sends it (spec = REST JSON).
+    #[derive(Clone, PartialEq, Message)]
+    struct KumaResource {
+        #[prost(message, optional, tag = "1")]
+        meta: Option<Meta>,
+        #[prost(message, optional, tag = "2")]
+        spec: Option<Any>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    struct Meta {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(string, tag = "2")]
+        mesh: String,
+        #[prost(map = "string, string", tag = "4")]
+        labels: HashMap<String, String>,
+    }
+
+    /// Kuma's KDS name of `name` in `zone`: `<name>-<fnv64a(mesh+name+zone), safe-encoded>`.
+    pub fn hashed(mesh: &str, name: &str, zone: &str) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in [mesh, name, zone].concat().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+        let hash: String = format!("{h:016x}")
+            .bytes()
+            .map(|c| char::from(alphabet[usize::from(c) % alphabet.len()]))
+            .collect();
+        format!("{name}-{hash}")
+    }
+
+    /// A delta resource carrying the Dataplane document `doc`.
+    pub fn dataplane(doc: &serde_json::Value) -> Resource {
+        let name = doc["name"].as_str().unwrap().to_string();
+        let env = KumaResource {
+            meta: Some(Meta {
+                name: name.clone(),
+                mesh: "default".into(),
+                labels: HashMap::new(),
+            }),
+            spec: Some(Any {
+                type_url: "kuma-rs/json".into(),
+                value: serde_json::to_vec(doc).unwrap(),
+            }),
+        };
+        Resource {
+            name: format!("{name}.default"),
+            version: "1".into(),
+            resource: Some(Any {
+                type_url: "Dataplane".into(),
+                value: env.encode_to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with_token<T>(msg: T, token: &str) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    }
+
+    /// `GlobalToZoneSync` with `node_id`: the status of the first answer.
+    pub async fn global_to_zone(channel: Channel, token: &str, node_id: &str) -> tonic::Code {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: node_id.into(),
+                ..Default::default()
+            }),
+            type_url: "Mesh".into(),
+            resource_names_subscribe: vec!["*".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec =
+            tonic_prost::ProstCodec::<DeltaDiscoveryRequest, DeltaDiscoveryResponse>::default();
+        let path = PathAndQuery::from_static("/kuma.mesh.v1alpha1.KDSSyncService/GlobalToZoneSync");
+        match grpc
+            .streaming(with_token(ReceiverStream::new(rx), token), path, codec)
+            .await
+        {
+            Err(s) => s.code(),
+            Ok(resp) => match resp.into_inner().next().await {
+                Some(Err(s)) => s.code(),
+                Some(Ok(_)) => tonic::Code::Ok,
+                None => tonic::Code::Unknown,
+            },
+        }
+    }
+
+    /// `ZoneToGlobalSync`: global's requests in, this side's responses out.
+    pub async fn zone_to_global(
+        channel: Channel,
+        token: &str,
+    ) -> (
+        mpsc::Sender<DeltaDiscoveryResponse>,
+        Streaming<DeltaDiscoveryRequest>,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec =
+            tonic_prost::ProstCodec::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>::default();
+        let path = PathAndQuery::from_static("/kuma.mesh.v1alpha1.KDSSyncService/ZoneToGlobalSync");
+        let resp = grpc
+            .streaming(with_token(ReceiverStream::new(rx), token), path, codec)
+            .await
+            .expect("ZoneToGlobalSync opened");
+        (tx, resp.into_inner())
+    }
+}
+
+mod support;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zone_cannot_write_for_another_zone_over_kds() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+    use tokio_stream::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let global = ControlPlane::start_global(&dir.path().join("global"), &[]);
+    let token = global.zone_token("zone-1", &["cp"], "1h");
+    let channel = support::grpc_channel(&global, global.kds_port).await;
+
+    // Zone-1's token does not make a stream zone-2's.
+    assert_eq!(
+        raw::global_to_zone(channel.clone(), &token, "zone-2").await,
+        tonic::Code::Unauthenticated
+    );
+    assert!(!global.names("/zones").contains(&"zone-2".to_string()));
+
+    // On ZoneToGlobalSync, global asks for the zone's Dataplanes; each answer is checked.
+    let (tx, mut requests) = raw::zone_to_global(channel, &token).await;
+    let doc = |name: &str, zone_label: &str, tag_zone: &str, display: &str| {
+        json!({"type": "Dataplane", "mesh": "default", "name": name,
+            "labels": {"kuma.io/origin": "zone", "kuma.io/zone": zone_label, "kuma.io/display-name": display},
+            "networking": {"address": "127.0.0.1", "inbound": [
+                {"port": 9000, "tags": {"kuma.io/service": "backend", "kuma.io/zone": tag_zone}}]}})
+    };
+    let cases = [
+        (
+            "labelled zone-2",
+            doc(
+                &raw::hashed("default", "dp", "zone-2"),
+                "zone-2",
+                "zone-2",
+                "dp",
+            ),
+            false,
+        ),
+        (
+            "an inbound tagged zone-2",
+            doc(
+                &raw::hashed("default", "dp", "zone-1"),
+                "zone-1",
+                "zone-2",
+                "dp",
+            ),
+            false,
+        ),
+        (
+            "a name that is not its hash in zone-1",
+            doc("dp-of-zone-2", "zone-1", "zone-1", "dp"),
+            false,
+        ),
+        (
+            "zone-1's own",
+            doc(
+                &raw::hashed("default", "dp", "zone-1"),
+                "zone-1",
+                "zone-1",
+                "dp",
+            ),
+            true,
+        ),
+    ];
+    for (i, (what, dp, accepted)) in cases.into_iter().enumerate() {
+        let nonce = format!("n{i}");
+        tx.send(DeltaDiscoveryResponse {
+            type_url: "Dataplane".into(),
+            nonce: nonce.clone(),
+            resources: vec![raw::dataplane(&dp)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let answer = loop {
+            let r = tokio::time::timeout(Duration::from_secs(10), requests.next())
+                .await
+                .expect("global answers")
+                .expect("stream open")
+                .expect("a request");
+            if r.type_url == "Dataplane" && r.response_nonce == nonce {
+                break r;
+            }
+        };
+        assert_eq!(
+            answer.error_detail.is_none(),
+            accepted,
+            "{what}: {:?}",
+            answer.error_detail
+        );
+        let stored = global.names("/meshes/default/dataplanes");
+        if accepted {
+            assert_eq!(
+                stored,
+                vec![dp["name"].as_str().unwrap().to_string()],
+                "{what}"
+            );
+        } else {
+            assert!(stored.is_empty(), "{what}: global stored {stored:?}");
+        }
+    }
+}

@@ -82,8 +82,13 @@ pub async fn post_bootstrap(
 
 /// A gRPC channel to the DP server (TLS, h2), trusting the CP's CA.
 pub async fn ads_channel(cp: &ControlPlane) -> Channel {
+    grpc_channel(cp, cp.dp_port).await
+}
+
+/// A gRPC channel to `port` of the CP on loopback (TLS, h2), trusting the CP's CA.
+pub async fn grpc_channel(cp: &ControlPlane, port: u16) -> Channel {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(cp, &[b"h2"])));
-    let addr = SocketAddr::from(([127, 0, 0, 1], cp.dp_port));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     tonic::transport::Endpoint::from_static("http://127.0.0.1")
         .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
             let connector = connector.clone();
@@ -96,7 +101,7 @@ pub async fn ads_channel(cp: &ControlPlane) -> Channel {
             }
         }))
         .await
-        .expect("connecting to the DP server")
+        .expect("connecting to the control plane")
 }
 
 /// The first DiscoveryRequest of a proxy with node id `node_id`, with its Dataplane (JSON or
