@@ -242,6 +242,33 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     wait_for("403 without a permission", Duration::from_secs(20), || {
         (status_via(out) == 403).then_some(())
     });
+    // A permission by zone: clients of zone-1 → allowed (the client's certificate carries
+    // its `kuma.io/zone` tag); of zone-3 only → 403.
+    let by_zone = |zone: &str| {
+        put_mtp(
+            &z2,
+            "by-zone",
+            json!({"kind": "MeshService", "name": "backend"}),
+            json!({"kind": "MeshSubset", "tags": {"kuma.io/zone": zone}}),
+            "Allow",
+        )
+    };
+    by_zone("zone-1");
+    wait_for("200 for clients of zone-1", Duration::from_secs(20), || {
+        (status_via(out) == 200).then_some(())
+    });
+    by_zone("zone-3");
+    wait_for("403 when only zone-3 may", Duration::from_secs(20), || {
+        (status_via(out) == 403).then_some(())
+    });
+    let (code, body) = http(
+        "DELETE",
+        z2.api,
+        "/meshes/default/meshtrafficpermissions/by-zone",
+        None,
+    )
+    .expect("DELETE");
+    assert_eq!(code, 200, "{body}");
     put_mtp(
         &z2,
         "client-to-backend",
