@@ -88,7 +88,19 @@ struct ZoneProxy {
 impl ZoneProxy {
     /// `kind` is `ingress` or `egress`; `networking` the resource's networking (without the
     /// admin port, added here).
-    fn start(cp: &ControlPlane, dir: &Path, kind: &str, name: &str, mut networking: Value) -> Self {
+    fn start(cp: &ControlPlane, dir: &Path, kind: &str, name: &str, networking: Value) -> Self {
+        Self::start_with(cp, dir, kind, name, networking, false)
+    }
+
+    /// [`Self::start`], over delta xDS when `delta`.
+    fn start_with(
+        cp: &ControlPlane,
+        dir: &Path,
+        kind: &str,
+        name: &str,
+        mut networking: Value,
+        delta: bool,
+    ) -> Self {
         let admin_port = free_port();
         networking["admin"] = json!({"port": admin_port});
         let rtype = if kind == "ingress" {
@@ -117,6 +129,12 @@ impl ZoneProxy {
             .arg("--envoy-log-level")
             .arg("warning")
             .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+        if delta {
+            cmd.env(
+                "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
+                "DELTA_GRPC",
+            );
+        }
         let log = dir.join(format!("{kind}-{name}-{admin_port}.log"));
         let proc = Proc::spawn(&format!("kuma-dp {kind} {name}"), cmd, log).expect("kuma-dp");
         Self {
@@ -298,7 +316,8 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
                 .then_some(())
         },
     );
-    ingress = ZoneProxy::start(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
+    // Back over delta xDS this time.
+    ingress = ZoneProxy::start_with(&z2, dir.path(), "ingress", "zi-1", zi_net.clone(), true);
     let body = wait_for(
         "traffic back with the ingress",
         Duration::from_secs(30),
