@@ -108,7 +108,12 @@ impl ZoneProxy {
         } else {
             "ZoneEgress"
         };
-        let doc = json!({"type": rtype, "name": name, "networking": networking});
+        let mut doc = json!({"type": rtype, "name": name});
+        // `networking` may carry a `zone` at the top level of the resource (tests of refusals).
+        if let Some(zone) = networking.as_object_mut().and_then(|n| n.remove("zone")) {
+            doc["zone"] = zone;
+        }
+        doc["networking"] = networking;
         let file = dir.join(format!("{name}-{admin_port}.yaml"));
         std::fs::write(&file, doc.to_string()).expect("writing the zone proxy file");
         let mut cmd = Command::new(binary("kuma-dp"));
@@ -343,6 +348,23 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     assert_eq!(synced["zone"], "zone-2", "{synced}");
     assert_eq!(synced["networking"]["advertisedPort"], zi_port, "{synced}");
     drop(_intruder);
+    // Nor pass for another zone's ingress by claiming its zone.
+    let _impostor = ZoneProxy::start(
+        &z1,
+        dir.path(),
+        "ingress",
+        "impostor",
+        json!({"zone": "zone-2", "address": "127.0.0.1", "port": free_port(),
+            "advertisedAddress": "127.0.0.1", "advertisedPort": free_port()}),
+    );
+    wait_for("the zone claim refused", Duration::from_secs(20), || {
+        z1.proc
+            .log_text()
+            .contains("ZoneIngress impostor claims zone")
+            .then_some(())
+    });
+    assert_eq!(z1.get("/zoneingresses/impostor").0, 404);
+    drop(_impostor);
 
     // A backend in zone-1 too: both zones answer; with locality awareness only the local
     // one, until it goes away (Envoy fails over to the remote zone's priority).
