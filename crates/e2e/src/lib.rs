@@ -660,18 +660,30 @@ pub struct ZoneProxyProc {
     pub admin: SocketAddr,
 }
 
+/// What a test zone proxy looks like.
+pub struct ZoneProxySpec<'a> {
+    /// `ingress` or `egress`.
+    pub kind: &'a str,
+    pub name: &'a str,
+    /// The resource's `networking` (the admin port is added); a `zone` in it is moved to the
+    /// top level of the resource (tests of refusals).
+    pub networking: Value,
+    /// A zone token of scope `kind`; none when proxy authentication is off.
+    pub token: Option<&'a str>,
+    /// ADS over delta xDS.
+    pub delta: bool,
+}
+
 impl ZoneProxyProc {
-    /// `kind` is `ingress` or `egress`; `networking` the ZoneIngress / ZoneEgress networking
-    /// (the admin port is added here); `token` a zone token of scope `kind`.
-    pub fn start(
-        launcher: &[&str],
-        cp: &ControlPlane,
-        dir: &Path,
-        kind: &str,
-        name: &str,
-        mut networking: Value,
-        token: Option<&str>,
-    ) -> Self {
+    /// Starts `kuma-dp run --proxy-type=<kind>` run by `launcher` next to `cp`.
+    pub fn start(launcher: &[&str], cp: &ControlPlane, dir: &Path, spec: ZoneProxySpec) -> Self {
+        let ZoneProxySpec {
+            kind,
+            name,
+            mut networking,
+            token,
+            delta,
+        } = spec;
         let admin_port = free_port();
         networking["admin"] = serde_json::json!({"port": admin_port});
         let rtype = if kind == "ingress" {
@@ -679,7 +691,11 @@ impl ZoneProxyProc {
         } else {
             "ZoneEgress"
         };
-        let doc = serde_json::json!({"type": rtype, "name": name, "networking": networking});
+        let mut doc = serde_json::json!({"type": rtype, "name": name});
+        if let Some(zone) = networking.as_object_mut().and_then(|n| n.remove("zone")) {
+            doc["zone"] = zone;
+        }
+        doc["networking"] = networking;
         let file = dir.join(format!("{name}-{admin_port}.yaml"));
         std::fs::write(&file, doc.to_string()).expect("writing the zone proxy file");
         let mut cmd = launched(launcher, binary("kuma-dp"));
@@ -700,6 +716,12 @@ impl ZoneProxyProc {
             .arg("--envoy-log-level")
             .arg("warning")
             .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+        if delta {
+            cmd.env(
+                "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
+                "DELTA_GRPC",
+            );
+        }
         if let Some(t) = token {
             let path = dir.join(format!("{kind}-{name}-{admin_port}.token"));
             std::fs::write(&path, t).expect("writing the zone token");

@@ -185,10 +185,13 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
         &l2,
         &z2,
         &d2,
-        "ingress",
-        "zi-1",
-        zi_net.clone(),
-        Some(&zi_token),
+        ZoneProxySpec {
+            kind: "ingress",
+            name: "zi-1",
+            networking: zi_net.clone(),
+            token: Some(&zi_token),
+            delta: false,
+        },
     );
     // Zone-1 and zone-2 clients, their outbounds on their namespace's address.
     let out1 = free_port();
@@ -360,7 +363,18 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
         200,
         "zone-2's local traffic does not need the ingress"
     );
-    ingress = ZoneProxyProc::start(&l2, &z2, &d2, "ingress", "zi-1", zi_net, Some(&zi_token));
+    ingress = ZoneProxyProc::start(
+        &l2,
+        &z2,
+        &d2,
+        ZoneProxySpec {
+            kind: "ingress",
+            name: "zi-1",
+            networking: zi_net,
+            token: Some(&zi_token),
+            delta: false,
+        },
+    );
     wait_for(
         "cross-zone traffic back with the ingress",
         Duration::from_secs(30),

@@ -52,8 +52,16 @@ fn zone_proxy(
     kind: &str,
     name: &str,
     networking: Value,
+    delta: bool,
 ) -> ZoneProxyProc {
-    ZoneProxyProc::start(&[], cp, dir, kind, name, networking, None)
+    let spec = ZoneProxySpec {
+        kind,
+        name,
+        networking,
+        token: None,
+        delta,
+    };
+    ZoneProxyProc::start(&[], cp, dir, spec)
 }
 
 /// The body of a GET through the client's outbound, or why it failed.
@@ -88,7 +96,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     let zi_port = free_port();
     let zi_net = json!({"address": "127.0.0.1", "port": zi_port,
         "advertisedAddress": "127.0.0.1", "advertisedPort": zi_port});
-    let mut ingress = zone_proxy(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
+    let mut ingress = zone_proxy(&z2, dir.path(), "ingress", "zi-1", zi_net.clone(), false);
     DataplaneProc::wait_live(&[&backend]);
 
     // Zone-2 announces the backend on its ingress (and shows it online).
@@ -164,6 +172,33 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     wait_for("403 without a permission", Duration::from_secs(20), || {
         (status_via(out) == 403).then_some(())
     });
+    // A permission by zone: clients of zone-1 → allowed (the client's certificate carries
+    // its `kuma.io/zone` tag); of zone-3 only → 403.
+    let by_zone = |zone: &str| {
+        put_mtp(
+            &z2,
+            "by-zone",
+            json!({"kind": "MeshService", "name": "backend"}),
+            json!({"kind": "MeshSubset", "tags": {"kuma.io/zone": zone}}),
+            "Allow",
+        )
+    };
+    by_zone("zone-1");
+    wait_for("200 for clients of zone-1", Duration::from_secs(20), || {
+        (status_via(out) == 200).then_some(())
+    });
+    by_zone("zone-3");
+    wait_for("403 when only zone-3 may", Duration::from_secs(20), || {
+        (status_via(out) == 403).then_some(())
+    });
+    let (code, body) = http(
+        "DELETE",
+        z2.api,
+        "/meshes/default/meshtrafficpermissions/by-zone",
+        None,
+    )
+    .expect("DELETE");
+    assert_eq!(code, 200, "{body}");
     put_mtp(
         &z2,
         "client-to-backend",
@@ -193,7 +228,8 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
                 .then_some(())
         },
     );
-    ingress = zone_proxy(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
+    // Back over delta xDS this time.
+    ingress = zone_proxy(&z2, dir.path(), "ingress", "zi-1", zi_net.clone(), true);
     let body = wait_for(
         "traffic back with the ingress",
         Duration::from_secs(30),
@@ -208,6 +244,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
         "ingress",
         "zone-2-zi-1",
         json!({"address": "127.0.0.1", "port": free_port()}),
+        false,
     );
     wait_for("the takeover refused", Duration::from_secs(20), || {
         z1.proc
@@ -219,6 +256,24 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     assert_eq!(synced["zone"], "zone-2", "{synced}");
     assert_eq!(synced["networking"]["advertisedPort"], zi_port, "{synced}");
     drop(_intruder);
+    // Nor pass for another zone's ingress by claiming its zone.
+    let _impostor = zone_proxy(
+        &z1,
+        dir.path(),
+        "ingress",
+        "impostor",
+        json!({"zone": "zone-2", "address": "127.0.0.1", "port": free_port(),
+            "advertisedAddress": "127.0.0.1", "advertisedPort": free_port()}),
+        false,
+    );
+    wait_for("the zone claim refused", Duration::from_secs(20), || {
+        z1.proc
+            .log_text()
+            .contains("ZoneIngress impostor claims zone")
+            .then_some(())
+    });
+    assert_eq!(z1.get("/zoneingresses/impostor").0, 404);
+    drop(_impostor);
 
     // A backend in zone-1 too: both zones answer; with locality awareness only the local
     // one, until it goes away (Envoy fails over to the remote zone's priority).
@@ -278,6 +333,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
         "egress",
         "ze-1",
         json!({"address": "127.0.0.1", "port": ze_port}),
+        false,
     );
     mesh(&z1, &cert, &key, json!({"zoneEgress": true}));
     wait_for(

@@ -16,6 +16,11 @@
 //!   [`MeshStatus`];
 //! - [`insight`]: DataplaneInsight counters and their flusher.
 //!
+//! Zone proxies (ZoneIngress, ZoneEgress) register like Dataplanes (node id `.<name>`) and
+//! are generated from the views of every mesh after each reconcile
+//! ([`generator::ingress`], [`generator::egress`]); remote ingresses and local egresses feed
+//! the sidecars' cross-zone endpoints ([`view::CrossZone`]).
+//!
 //! Pure parts: [`view`] (the per-mesh view), [`generator`] (view + proxy → Envoy resources),
 //! [`rbac`] (MeshTrafficPermission → RBAC filters), [`envoy`] (builders those share),
 //! [`transition`] (mTLS stages), [`inputs`] (the store mirror).

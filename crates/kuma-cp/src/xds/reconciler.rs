@@ -260,9 +260,7 @@ impl Runtime {
                 || events
                     .iter()
                     .any(|ev| matches!(ev.key.rtype, ResourceType::Dataplane | ResourceType::Mesh));
-            if zone_proxies_changed {
-                meshes.extend(self.reconciler.inputs.mesh_names());
-            }
+            let cross_before = zone_proxies_changed.then(|| self.cross_zone_inputs());
             for ev in &events {
                 if ev.key.rtype == ResourceType::Dataplane && ev.kind == EventKind::Deleted {
                     // A Dataplane created again later starts with no readiness record.
@@ -276,6 +274,12 @@ impl Runtime {
                     tracing::warn!(key = %ev.key, error = %e, "reading a changed resource; reloading everything");
                     resync = true;
                 }
+            }
+            // Only remote ingresses and egresses feed the sidecars' endpoints: a local
+            // ingress (its `availableServices` rewritten every second under churn) does not
+            // rebuild every mesh.
+            if cross_before.is_some_and(|before| before != self.cross_zone_inputs()) {
+                meshes.extend(self.reconciler.inputs.mesh_names());
             }
             if resync {
                 tracing::warn!(
@@ -378,6 +382,21 @@ impl Runtime {
             }
         };
         Ok((newest, dataplanes))
+    }
+
+    /// What of the mirrored zone proxies the meshes' views read: every remote ZoneIngress
+    /// and every ZoneEgress, by name and version.
+    fn cross_zone_inputs(&self) -> Vec<(ResourceType, String, u64)> {
+        let inputs = &self.reconciler.inputs;
+        inputs
+            .zone_ingresses()
+            .into_iter()
+            .filter(
+                |r| matches!(&r.spec, Spec::ZoneIngress(zi) if zi.is_remote(&self.settings.zone)),
+            )
+            .chain(inputs.zone_egresses())
+            .map(|r| (r.rtype(), r.meta.name.clone(), r.meta.version))
+            .collect()
     }
 
     /// The cross-zone endpoints of `mesh` from the mirrored ZoneIngresses and ZoneEgresses.

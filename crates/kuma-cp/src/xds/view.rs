@@ -8,8 +8,10 @@
 //! locality `{zone: <remote zone>}`. Local endpoints weigh the number of distinct remote
 //! ingresses (or 1), in locality `{zone: <local zone>}`. With
 //! `routing.localityAwareLoadBalancing`, remote localities get priority 1 (used only when no
-//! local endpoint is healthy). With `routing.zoneEgress` and a local ZoneEgress, the remote
-//! endpoints are replaced by the egress (weight 1), which forwards by SNI.
+//! local endpoint is healthy). With `routing.zoneEgress`, the remote endpoints are replaced by
+//! the local ZoneEgresses (weight 1), which forward by SNI; without any egress there is no
+//! cross-zone endpoint (as in Kuma). Ingresses behind one advertised address count once,
+//! represented by the first that announces services.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,8 +35,9 @@ pub struct CrossZone {
     pub local_weight: u32,
     /// Remote localities get priority 1.
     pub locality_aware: bool,
-    /// The local ZoneEgress that replaces the remote endpoints (`routing.zoneEgress`).
-    pub egress: Option<EndpointAddr>,
+    /// `routing.zoneEgress`: the remote endpoints are replaced by these local ZoneEgresses
+    /// (none: no cross-zone endpoint at all, as in Kuma).
+    pub egress: Option<Vec<EndpointAddr>>,
 }
 
 impl CrossZone {
@@ -67,9 +70,15 @@ impl CrossZone {
             let Some((address, port)) = zi.public_address() else {
                 continue;
             };
-            // One endpoint per load balancer: ingresses behind the same address count once.
-            if !zi.is_remote(local_zone) || !seen.insert((address.to_string(), port)) {
+            // One endpoint per load balancer: ingresses behind the same address count once,
+            // represented by the first that announces services (a new instance not yet
+            // reconciled by its zone must not hide the others, as in Kuma).
+            let coordinates = (address.to_string(), port);
+            if !zi.is_remote(local_zone) || seen.contains(&coordinates) {
                 continue;
+            }
+            if !zi.available_services.is_empty() {
+                seen.insert(coordinates);
             }
             for s in &zi.available_services {
                 let Some(service) = s.service() else { continue };
@@ -97,32 +106,38 @@ impl CrossZone {
             eps.sort();
         }
         if routing("zoneEgress") {
-            out.egress = egresses
+            let mut local: Vec<EndpointAddr> = egresses
                 .into_iter()
                 .filter(|ze| ze.zone.is_empty() || ze.zone == local_zone)
                 .map(ZoneEgress::net)
-                .find(|n| !n.address.is_empty() && n.port != 0)
+                .filter(|n| !n.address.is_empty() && n.port != 0)
                 .map(|n| EndpointAddr {
                     ip: n.address,
                     port: n.port,
-                });
+                })
+                .collect();
+            local.sort();
+            local.dedup();
+            out.egress = Some(local);
         }
         out
     }
 
     /// What a sidecar dials for `service` in other zones: the remote ingresses, or the local
-    /// egress (one endpoint per remote zone, weight 1).
+    /// egresses (one endpoint per remote zone and egress, weight 1).
     fn sidecar_endpoints(&self, service: &str) -> Vec<RemoteEndpoint> {
         let remote = self.remote.get(service).map_or(&[][..], Vec::as_slice);
         match &self.egress {
             None => remote.to_vec(),
-            Some(egress) => {
+            Some(egresses) => {
                 let mut out: Vec<RemoteEndpoint> = remote
                     .iter()
-                    .map(|r| RemoteEndpoint {
-                        addr: egress.clone(),
-                        weight: 1,
-                        zone: r.zone.clone(),
+                    .flat_map(|r| {
+                        egresses.iter().map(|e| RemoteEndpoint {
+                            addr: e.clone(),
+                            weight: 1,
+                            zone: r.zone.clone(),
+                        })
                     })
                     .collect();
                 out.sort();

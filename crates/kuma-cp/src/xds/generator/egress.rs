@@ -36,10 +36,9 @@ pub fn generate(ze: &ZoneEgress, views: &[Arc<MeshView>]) -> Snapshot {
         for (service, remote) in &view.cross_zone().remote {
             let cluster = cluster_name(&view.mesh, service);
             chains.push(sni_chain(sni(&view.mesh, service), &cluster));
-            snap.insert(Arc::new(Resource::new(
-                cluster.clone(),
-                pack_any(eds_cluster(&cluster)),
-            )));
+            snap.insert(view.shared(&format!("egress-cluster|{cluster}"), || {
+                Resource::new(cluster.clone(), pack_any(eds_cluster(&cluster)))
+            }));
             snap.insert(view.shared(&format!("egress-cla|{cluster}"), || {
                 Resource::new(
                     cluster.clone(),

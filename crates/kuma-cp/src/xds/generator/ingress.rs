@@ -111,10 +111,9 @@ pub fn generate(zi: &ZoneIngress, views: &[Arc<MeshView>]) -> Snapshot {
         for (service, endpoints) in view.local_services() {
             let cluster = cluster_name(&view.mesh, service);
             chains.push(sni_chain(sni(&view.mesh, service), &cluster));
-            snap.insert(Arc::new(Resource::new(
-                cluster.clone(),
-                pack_any(eds_cluster(&cluster)),
-            )));
+            snap.insert(view.shared(&format!("ingress-cluster|{cluster}"), || {
+                Resource::new(cluster.clone(), pack_any(eds_cluster(&cluster)))
+            }));
             snap.insert(view.shared(&format!("ingress-cla|{cluster}"), || {
                 Resource::new(
                     cluster.clone(),

@@ -397,6 +397,42 @@ fn cross_zone_endpoints_in_sidecar_clusters() {
         "{snap}"
     );
 
+    // A new instance behind zone-2's address, not yet reconciled (no services), hides
+    // nothing; zone egress on with no egress: no cross-zone endpoint.
+    let mut with_new = ingresses();
+    with_new.insert(
+        0,
+        zone_proxy(
+            json!({"zone": "zone-2", "networking": {"address": "10.2.0.9", "port": 10001,
+            "advertisedAddress": "192.168.2.1", "advertisedPort": 10001}}),
+        ),
+    );
+    let cz2 = crate::xds::view::CrossZone::build(
+        "default",
+        &mtls_mesh_spec(json!({})),
+        "zone-1",
+        with_new.iter(),
+        egresses().iter(),
+    );
+    assert_eq!(cz2, cz);
+    let no_egress = crate::xds::view::CrossZone::build(
+        "default",
+        &mtls_mesh_spec(json!({"zoneEgress": true})),
+        "zone-1",
+        ingresses().iter(),
+        std::iter::empty(),
+    );
+    let view = MeshView::rebuild("default", "zone-1", [&mesh.proxy], &no_egress, None);
+    assert!(
+        !rendered(&{
+            let mut s = kuma_xds::Snapshot::new();
+            s.insert(view.endpoints("api"));
+            s
+        })
+        .contains("192.168"),
+        "no route around a missing egress"
+    );
+
     // No mTLS: no cross-zone endpoint at all.
     let plain: kuma_core::resource::Mesh = serde_json::from_value(json!({})).unwrap();
     let none = crate::xds::view::CrossZone::build(
