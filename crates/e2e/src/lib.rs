@@ -9,6 +9,12 @@
 //!
 //! Missing pieces fail loudly: the binaries must be built (`cargo build --workspace --bins`)
 //! and Envoy must be found (`ENVOY_BIN`, the project's `.venv`, or `envoy` on PATH).
+//!
+//! Multi-zone tests put zones in network namespaces ([`netns::Topology`]): processes start
+//! under `ip netns exec`, the control planes' listeners bind the namespace's addresses and
+//! the test calls them with the admin token.
+
+pub mod netns;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -290,8 +296,12 @@ pub struct ControlPlane {
     pub kds_port: u16,
     pub work_dir: PathBuf,
     env: Vec<(String, String)>,
-    /// A command kuma-cp is started under (`prlimit --nofile=...`), or empty.
+    /// A command kuma-cp is started under (`prlimit --nofile=...`, `ip netns exec ...`), or
+    /// empty.
     launcher: Vec<String>,
+    /// Bearer token sent with API calls (a CP in a network namespace sees the test as a
+    /// remote caller: it gets the admin token).
+    pub auth: Option<String>,
 }
 
 impl ControlPlane {
@@ -303,16 +313,32 @@ impl ControlPlane {
     /// [`ControlPlane::start`] with kuma-cp run by `launcher` (a command and its arguments
     /// that end by running the command after them, such as `prlimit --nofile=128:256 --`).
     pub fn start_under(launcher: &[&str], work_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
-        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let api_https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_at(launcher, None, work_dir, extra_env)
+    }
+
+    /// [`ControlPlane::start_under`]; with `netns_ip` (the launcher runs it in a network
+    /// namespace whose address that is) every listener binds all of the namespace's
+    /// addresses, the test reaches them at `netns_ip` with the admin token, and Envoy admin
+    /// of its proxies listens on `netns_ip` too.
+    pub fn start_at(
+        launcher: &[&str],
+        netns_ip: Option<&str>,
+        work_dir: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        let ip: std::net::IpAddr = netns_ip.unwrap_or("127.0.0.1").parse().expect("an IP");
+        let bind = if netns_ip.is_some() {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
+        let api = SocketAddr::new(ip, free_port());
+        let api_https = SocketAddr::new(ip, free_port());
         let dp_port = free_port();
-        let diag = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let diag = SocketAddr::new(ip, free_port());
         let kds_port = free_port();
         let mut env: Vec<(String, String)> = vec![
-            (
-                "KUMA_MULTIZONE_GLOBAL_KDS_INTERFACE".into(),
-                "127.0.0.1".into(),
-            ),
+            ("KUMA_MULTIZONE_GLOBAL_KDS_INTERFACE".into(), bind.into()),
             (
                 "KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT".into(),
                 kds_port.to_string(),
@@ -321,16 +347,16 @@ impl ControlPlane {
                 "KUMA_GENERAL_WORK_DIR".into(),
                 work_dir.display().to_string(),
             ),
-            ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_API_SERVER_HTTP_INTERFACE".into(), bind.into()),
             ("KUMA_API_SERVER_HTTP_PORT".into(), api.port().to_string()),
-            ("KUMA_API_SERVER_HTTPS_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_API_SERVER_HTTPS_INTERFACE".into(), bind.into()),
             (
                 "KUMA_API_SERVER_HTTPS_PORT".into(),
                 api_https.port().to_string(),
             ),
-            ("KUMA_DP_SERVER_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_DP_SERVER_INTERFACE".into(), bind.into()),
             ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
-            ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
+            ("KUMA_DIAGNOSTICS_INTERFACE".into(), bind.into()),
             (
                 "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
                 diag.port().to_string(),
@@ -344,12 +370,18 @@ impl ControlPlane {
                 "300ms".into(),
             ),
         ];
+        if let Some(ip) = netns_ip {
+            env.push((
+                "KUMA_BOOTSTRAP_SERVER_PARAMS_ADMIN_ADDRESS".into(),
+                ip.to_string(),
+            ));
+        }
         for (k, v) in extra_env {
             env.push((k.to_string(), v.to_string()));
         }
         let launcher: Vec<String> = launcher.iter().map(|s| s.to_string()).collect();
         let proc = Self::spawn(&launcher, work_dir, &env);
-        let cp = Self {
+        let mut cp = Self {
             proc,
             api,
             api_https,
@@ -359,21 +391,57 @@ impl ControlPlane {
             work_dir: work_dir.to_path_buf(),
             env,
             launcher,
+            auth: None,
         };
         cp.wait_ready();
+        if netns_ip.is_some() {
+            cp.auth = Some(cp.admin_token_from_inside());
+        }
         cp
+    }
+
+    /// The admin user token, read over loopback inside the CP's network namespace (where
+    /// the caller is local, so admin).
+    fn admin_token_from_inside(&self) -> String {
+        let (program, args) = self.launcher.split_first().expect("a launcher");
+        let url = format!(
+            "http://127.0.0.1:{}/global-secrets/admin-user-token",
+            self.api.port()
+        );
+        let out = Command::new(program)
+            .args(args)
+            .args(["curl", "-sf", &url])
+            .output()
+            .expect("curl inside the namespace");
+        assert!(
+            out.status.success(),
+            "reading the admin token inside the namespace"
+        );
+        let secret: Value = serde_json::from_slice(&out.stdout).expect("secret JSON");
+        let data = secret["data"].as_str().expect("secret data");
+        String::from_utf8(base64_decode(data)).expect("token text")
+    }
+
+    /// An API call with this CP's credentials (if any).
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let bearer = self.auth.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("Authorization", b))
+            .into_iter()
+            .collect();
+        http_with(method, self.api, path, &headers, body).expect("calling the API")
+    }
+
+    /// DELETE of `path`; the status.
+    pub fn delete(&self, path: &str) -> u16 {
+        self.call("DELETE", path, None).0
     }
 
     fn spawn(launcher: &[String], work_dir: &Path, env: &[(String, String)]) -> Proc {
         std::fs::create_dir_all(work_dir).expect("work dir");
-        let mut cmd = match launcher.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(binary("kuma-cp"));
-                c
-            }
-            None => Command::new(binary("kuma-cp")),
-        };
+        let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+        let mut cmd = launched(&launcher, binary("kuma-cp"));
         // `kuma_cp::dp_server` at debug: the size of each stream's first request, and why a
         // connection or stream was cut before authentication.
         cmd.arg("run")
@@ -417,13 +485,11 @@ impl ControlPlane {
     /// Issues a token from localhost (an admin): `kind` is `dataplane` or `user`, `request`
     /// the body of `POST /tokens/<kind>`. Panics with the CP's answer when refused.
     pub fn token(&self, kind: &str, request: &Value) -> String {
-        let (code, body) = http(
+        let (code, body) = self.call(
             "POST",
-            self.api,
             &format!("/tokens/{kind}"),
             Some(&request.to_string()),
-        )
-        .expect("POST /tokens");
+        );
         assert_eq!(code, 200, "POST /tokens/{kind} {request}: {body}");
         body.trim().to_string()
     }
@@ -487,9 +553,9 @@ impl ControlPlane {
         Self::start(work_dir, &env)
     }
 
-    /// `grpcs://127.0.0.1:<kds port>` of a global CP.
+    /// `grpcs://<address>:<kds port>` of a global CP.
     pub fn kds_address(&self) -> String {
-        format!("grpcs://127.0.0.1:{}", self.kds_port)
+        format!("grpcs://{}:{}", self.api.ip(), self.kds_port)
     }
 
     /// A zone token issued by this (global) CP.
@@ -526,7 +592,7 @@ impl ControlPlane {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let (code, body) = http("GET", self.api, path, None).expect("GET against the API");
+        let (code, body) = self.call("GET", path, None);
         (
             code,
             serde_json::from_str(&body).unwrap_or(Value::String(body)),
@@ -534,8 +600,7 @@ impl ControlPlane {
     }
 
     pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        let (code, body) =
-            http("PUT", self.api, path, Some(&body.to_string())).expect("PUT against the API");
+        let (code, body) = self.call("PUT", path, Some(&body.to_string()));
         (
             code,
             serde_json::from_str(&body).unwrap_or(Value::String(body)),
@@ -576,6 +641,198 @@ impl ControlPlane {
     }
 }
 
+/// `program` run by `launcher` (a command and its arguments that end by running the command
+/// after them), or directly when it is empty.
+pub fn launched(launcher: &[&str], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match launcher.split_first() {
+        Some((first, args)) => {
+            let mut c = Command::new(first);
+            c.args(args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A running zone proxy (`kuma-dp run --proxy-type=ingress|egress` + Envoy).
+pub struct ZoneProxyProc {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+}
+
+impl ZoneProxyProc {
+    /// `kind` is `ingress` or `egress`; `networking` the ZoneIngress / ZoneEgress networking
+    /// (the admin port is added here); `token` a zone token of scope `kind`.
+    pub fn start(
+        launcher: &[&str],
+        cp: &ControlPlane,
+        dir: &Path,
+        kind: &str,
+        name: &str,
+        mut networking: Value,
+        token: Option<&str>,
+    ) -> Self {
+        let admin_port = free_port();
+        networking["admin"] = serde_json::json!({"port": admin_port});
+        let rtype = if kind == "ingress" {
+            "ZoneIngress"
+        } else {
+            "ZoneEgress"
+        };
+        let doc = serde_json::json!({"type": rtype, "name": name, "networking": networking});
+        let file = dir.join(format!("{name}-{admin_port}.yaml"));
+        std::fs::write(&file, doc.to_string()).expect("writing the zone proxy file");
+        let mut cmd = launched(launcher, binary("kuma-dp"));
+        cmd.arg("run")
+            .arg(format!("--proxy-type={kind}"))
+            .arg("--cp-address")
+            .arg(cp.cp_address())
+            .arg("--ca-cert-file")
+            .arg(cp.ca_file())
+            .arg("--dataplane-file")
+            .arg(&file)
+            .arg("--binary-path")
+            .arg(envoy())
+            .arg("--drain-time")
+            .arg("1s")
+            .arg("--readiness-port")
+            .arg(free_port().to_string())
+            .arg("--envoy-log-level")
+            .arg("warning")
+            .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+        if let Some(t) = token {
+            let path = dir.join(format!("{kind}-{name}-{admin_port}.token"));
+            std::fs::write(&path, t).expect("writing the zone token");
+            cmd.arg("--dataplane-token-file").arg(path);
+        }
+        let log = dir.join(format!("{kind}-{name}-{admin_port}.log"));
+        let proc = Proc::spawn(&format!("kuma-dp {kind} {name}"), cmd, log).expect("kuma-dp");
+        Self {
+            proc,
+            admin: SocketAddr::new(cp.api.ip(), admin_port),
+        }
+    }
+
+    /// One counter of Envoy's admin `/stats`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let (code, body) =
+            http("GET", self.admin, &format!("/stats?filter=^{name}$"), None).ok()?;
+        (code == 200).then_some(())?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
+    }
+}
+
+/// An HTTP server answering every GET of `/` with `name`, in a network namespace (Python's
+/// `http.server` on 127.0.0.1 there), for workloads the test process cannot host.
+pub struct NsWorkload {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl NsWorkload {
+    pub fn http(launcher: &[&str], dir: &Path, name: &str) -> Self {
+        let root = dir.join(format!("www-{name}"));
+        std::fs::create_dir_all(&root).expect("workload dir");
+        std::fs::write(root.join("index.html"), format!("{name}\n")).expect("index.html");
+        let port = free_port();
+        let mut cmd = launched(launcher, "python3");
+        cmd.args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&root);
+        let proc = Proc::spawn(
+            &format!("workload {name}"),
+            cmd,
+            dir.join(format!("www-{name}.log")),
+        )
+        .expect("python3 http.server");
+        Self { proc, port }
+    }
+}
+
+/// A CA and a server certificate for `ip` (openssl; EC P-256), as files in `dir`:
+/// `(ca.crt, server.crt, server.key)`.
+pub fn server_cert(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(dir).expect("cert dir");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=server",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        p("server.ext"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("ext file");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
 /// A running kuma-dp (+ Envoy).
 pub struct DataplaneProc {
     pub proc: Proc,
@@ -611,6 +868,8 @@ pub struct DpSpec<'a> {
     pub token: DpToken,
     /// Extra tags on every inbound.
     pub tags: Vec<(&'a str, &'a str)>,
+    /// Address the outbound listeners bind (default 127.0.0.1).
+    pub outbound_address: &'a str,
 }
 
 impl Default for DpSpec<'_> {
@@ -624,6 +883,7 @@ impl Default for DpSpec<'_> {
             delta: false,
             token: DpToken::Generated,
             tags: vec![],
+            outbound_address: "127.0.0.1",
         }
     }
 }
@@ -651,6 +911,9 @@ impl DpSpec<'_> {
                 s.push_str(&format!(
                     "  - port: {port}\n    tags:\n      kuma.io/service: {svc}\n"
                 ));
+                if self.outbound_address != "127.0.0.1" {
+                    s.push_str(&format!("    address: {}\n", self.outbound_address));
+                }
             }
         }
         s
@@ -659,10 +922,16 @@ impl DpSpec<'_> {
 
 impl DataplaneProc {
     pub fn start(cp: &ControlPlane, spec: &DpSpec, dir: &Path) -> Self {
+        Self::start_under(&[], cp, spec, dir)
+    }
+
+    /// [`DataplaneProc::start`] run by `launcher` (`ip netns exec <ns>`: next to its CP in
+    /// that namespace; Envoy admin is then on the CP's namespace address).
+    pub fn start_under(launcher: &[&str], cp: &ControlPlane, spec: &DpSpec, dir: &Path) -> Self {
         let admin_port = free_port();
         let file = dir.join(format!("{}-{}.yaml", spec.mesh, spec.name));
         std::fs::write(&file, spec.yaml(admin_port)).expect("writing dataplane yaml");
-        let mut cmd = Command::new(binary("kuma-dp"));
+        let mut cmd = launched(launcher, binary("kuma-dp"));
         cmd.arg("run")
             .arg("--cp-address")
             .arg(cp.cp_address())
@@ -705,7 +974,7 @@ impl DataplaneProc {
             proc,
             name: spec.name.into(),
             mesh: spec.mesh.into(),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            admin: SocketAddr::new(cp.api.ip(), admin_port),
         }
     }
 
@@ -1033,7 +1302,11 @@ pub fn get_via(port: u16) -> anyhow::Result<String> {
 /// that honours `Connection: close`, or a `tcp_proxy` to a workload that keeps the connection
 /// open. Returns the status and the body.
 pub fn http_probe(port: u16) -> anyhow::Result<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    http_probe_at(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// [`http_probe`] of any address.
+pub fn http_probe_at(addr: SocketAddr) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     write!(

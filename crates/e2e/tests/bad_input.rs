@@ -509,9 +509,19 @@ async fn bootstrap_rejects_bad_requests() {
         ),
         (
             "unsupported proxyType",
-            json!({"proxyType": "ingress", "mesh": "default", "name": "web-1"}),
+            json!({"proxyType": "gateway", "mesh": "default", "name": "web-1"}),
             422,
-            vec![("proxyType", "dataplane")],
+            vec![("proxyType", "must be one of dataplane, ingress, egress")],
+        ),
+        (
+            // A zone proxy needs a zone token of its scope, not a dataplane token.
+            "a zone ingress with a dataplane token",
+            json!({"proxyType": "ingress", "name": "zi-1"}),
+            401,
+            vec![(
+                "dataplaneToken",
+                "the zone token is not valid for this control plane",
+            )],
         ),
     ];
     for (what, req, status, fields) in cases {

@@ -267,10 +267,13 @@ async fn bootstrap_and_supervise(
     let mut process = envoy::Process::spawn(binary, &options)?;
     tracing::info!(pid = ?process.pid(), admin = %admin.address(), "Envoy started");
     state.send_replace(readiness::State::Running(admin.clone()));
+    // Zone proxies are in no endpoint list: only a Dataplane reports its readiness.
+    let reports = config.proxy.proxy_type.is_mesh_scoped();
     let reporter = tokio::spawn(report_when_live(
         client.clone(),
         request.clone(),
         admin.clone(),
+        reports,
     ));
 
     tokio::select! {
@@ -285,7 +288,12 @@ async fn bootstrap_and_supervise(
 
     state.send_replace(readiness::State::Terminating);
     // Out of the peers' endpoints first, while Envoy still serves what they send meanwhile.
-    match client.report_readiness(&request, false).await {
+    match if reports {
+        client.report_readiness(&request, false).await
+    } else {
+        Ok(())
+    } {
+        Ok(()) if !reports => {}
         Ok(()) => {
             tracing::info!(wait = %crate::duration::format(DRAIN_PROPAGATION), "told the control plane this proxy is draining");
             tokio::select! {
@@ -337,7 +345,11 @@ async fn report_when_live(
     client: bootstrap::Client,
     request: bootstrap::Request,
     admin: admin::Client,
+    reports: bool,
 ) {
+    if !reports {
+        return;
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;

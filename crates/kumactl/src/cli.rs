@@ -122,6 +122,20 @@ pub enum InspectCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Zone ingresses with their xDS stream state.
+    #[command(alias = "zoneingresses")]
+    ZoneIngresses {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Zone egresses with their xDS stream state.
+    #[command(alias = "zoneegresses")]
+    ZoneEgresses {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// One proxy's Envoy config dump, stats, clusters or matched policies.
     Dataplane {
         /// Name of the dataplane.

@@ -328,6 +328,12 @@ impl Client {
         self.list_all(url).await
     }
 
+    /// Every overview of a zone proxy type (`zoneingresses`, `zoneegresses`), all pages.
+    pub async fn zone_proxy_overviews(&self, ws: &str) -> Result<Vec<Value>, Error> {
+        let url = self.url(&[ws, "_overview"], &[]);
+        self.list_all(url).await
+    }
+
     /// `GET` an arbitrary path (segments are escaped) and returns the body as text; used for
     /// the proxy inspection endpoints, which may answer with text or JSON.
     pub async fn get_text(

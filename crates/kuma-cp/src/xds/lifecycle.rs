@@ -372,6 +372,29 @@ impl Runtime {
                 res.meta.name
             )));
         }
+        // A zone proxy belongs to this zone: one claiming another zone would pass for that
+        // zone's ingress in every sidecar's endpoints here.
+        let claimed = match &res.spec {
+            Spec::ZoneIngress(zi) => zi.zone.as_str(),
+            Spec::ZoneEgress(ze) => ze.zone.as_str(),
+            _ => "",
+        };
+        let existing_zone = match existing.as_ref().map(|e| &e.spec) {
+            Some(Spec::ZoneIngress(zi)) => zi.zone.as_str(),
+            Some(Spec::ZoneEgress(ze)) => ze.zone.as_str(),
+            _ => "",
+        };
+        if !existing_zone.is_empty() && existing_zone != self.settings.zone {
+            return Err(Status::permission_denied(format!(
+                "{rtype} {name} belongs to zone {existing_zone:?} (synced here): a proxy of this zone cannot replace it"
+            )));
+        }
+        if !claimed.is_empty() && claimed != self.settings.zone {
+            return Err(Status::permission_denied(format!(
+                "{rtype} {name} claims zone {claimed:?}; this control plane is zone {:?}",
+                self.settings.zone
+            )));
+        }
         // `availableServices` is the control plane's to write, not the proxy's.
         if let (Spec::ZoneIngress(new), Some(Spec::ZoneIngress(old))) =
             (&mut res.spec, existing.as_ref().map(|e| &e.spec))

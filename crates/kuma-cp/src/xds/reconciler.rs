@@ -43,7 +43,15 @@ pub(super) struct Reconciler {
     kick_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Per mesh and service: the protocol stage (see [`transition::protocol_sides`]).
     protocols: Mutex<HashMap<String, HashMap<String, ProtocolStage>>>,
+    /// Dataplanes, Meshes or zone proxies changed: the local ingresses' `availableServices`
+    /// are recomputed (at most every [`ANNOUNCE_INTERVAL`]).
+    announce: tokio::sync::Notify,
 }
+
+/// How often at most the `availableServices` of local ZoneIngresses are recomputed (Kuma's
+/// `multizone.zone.ingressUpdateInterval`): a connect storm costs one pass per second, not
+/// one per reconcile.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Reconciler {
     pub(super) fn new() -> Self {
@@ -56,6 +64,7 @@ impl Reconciler {
             kick_tx,
             kick_rx: Mutex::new(Some(kick_rx)),
             protocols: Mutex::new(HashMap::new()),
+            announce: tokio::sync::Notify::new(),
         }
     }
 
@@ -151,6 +160,20 @@ impl Runtime {
             })
         };
         let rotations = tokio::spawn(self.clone().run_rotations());
+        let announcer = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = this.shutdown.cancelled() => break,
+                        _ = this.reconciler.announce.notified() => {}
+                    }
+                    this.update_available_services().await;
+                    // A change meanwhile leaves a permit: the next pass runs after the pause.
+                    tokio::time::sleep(ANNOUNCE_INTERVAL).await;
+                }
+            })
+        };
         let mut kicks = self
             .reconciler
             .kick_rx
@@ -174,7 +197,7 @@ impl Runtime {
             }
         }
         self.reconcile_zone_proxies();
-        self.update_available_services().await;
+        self.reconciler.announce.notify_one();
         loop {
             let mut meshes = HashSet::new();
             let first = tokio::select! {
@@ -272,11 +295,12 @@ impl Runtime {
             }
             self.reconcile_zone_proxies();
             if announce || resync {
-                self.update_available_services().await;
+                self.reconciler.announce.notify_one();
             }
         }
         flusher.abort();
         rotations.abort();
+        announcer.abort();
         Ok(())
     }
 
@@ -633,9 +657,17 @@ impl Runtime {
             if zi.available_services == services {
                 continue;
             }
-            let mut updated = (**res).clone();
-            if let Spec::ZoneIngress(zi) = &mut updated.spec {
-                zi.available_services = services.clone();
+            // Read again just before writing: the proxy may have re-registered meanwhile,
+            // and only `availableServices` is ours to change.
+            let mut updated = match self.manager.get(&res.key()).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            match &mut updated.spec {
+                Spec::ZoneIngress(zi) if zi.zone.is_empty() => {
+                    zi.available_services = services.clone();
+                }
+                _ => continue,
             }
             match self.manager.upsert_internal(updated).await {
                 Ok(_) => tracing::debug!(

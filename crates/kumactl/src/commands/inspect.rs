@@ -1,5 +1,6 @@
-//! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect zones` and
-//! `kumactl inspect dataplanes` (the `_overview` lists as status tables) and
+//! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect dataplanes` and
+//! `kumactl inspect zones` (the `_overview` lists as status tables),
+//! `kumactl inspect zone-ingresses|zone-egresses` (their `_overview` lists) and
 //! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
 //! policies, printed as the control plane returns them).
 
@@ -74,6 +75,12 @@ pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
             };
             write_out(env.out, &text)
         }
+        InspectCommand::ZoneIngresses { output } => {
+            zone_proxies(env, "zoneingresses", "zoneIngressInsight", output).await
+        }
+        InspectCommand::ZoneEgresses { output } => {
+            zone_proxies(env, "zoneegresses", "zoneEgressInsight", output).await
+        }
         InspectCommand::Dataplane {
             name,
             mesh,
@@ -112,4 +119,14 @@ pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `kumactl inspect zone-ingresses|zone-egresses`: the overviews of `ws` as Kuma's table.
+async fn zone_proxies(env: &mut Env<'_>, ws: &str, insight: &str, output: Format) -> Result<()> {
+    let items = env.client()?.zone_proxy_overviews(ws).await?;
+    let text = match output {
+        Format::Table => printers::inspect::zone_proxies(&items, insight, env.now).render(),
+        f => printers::document(&printers::list_document(items), f),
+    };
+    write_out(env.out, &text)
 }

@@ -154,10 +154,93 @@ pub fn dataplanes(items: &[Value], now: DateTime<Utc>) -> Table {
     t
 }
 
+/// Column headers of `kumactl inspect zone-ingresses` and `zone-egresses`, in Kuma's order.
+pub const ZONE_PROXY_HEADERS: [&str; 8] = [
+    "NAME",
+    "STATUS",
+    "LAST CONNECTED AGO",
+    "LAST UPDATED AGO",
+    "TOTAL UPDATES",
+    "TOTAL ERRORS",
+    "KUMA-DP VERSION",
+    "ENVOY VERSION",
+];
+
+/// The inspect table of zone proxy overviews (`insight_key`: `zoneIngressInsight` or
+/// `zoneEgressInsight`). Updates and errors are summed over the subscriptions, as Kuma does.
+pub fn zone_proxies(items: &[Value], insight_key: &str, now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(ZONE_PROXY_HEADERS);
+    for item in items {
+        let name = item["name"].as_str().unwrap_or_default().to_string();
+        let insight: InsightView =
+            serde_json::from_value(item[insight_key].clone()).unwrap_or_default();
+        let online = insight
+            .subscriptions
+            .iter()
+            .any(|s| s.connect_time.is_some() && s.disconnect_time.is_none());
+        let last = insight.subscriptions.last();
+        let sum = |f: fn(&Subscription) -> &Value| -> u64 {
+            insight
+                .subscriptions
+                .iter()
+                .map(|s| counter(f(s)).parse::<u64>().unwrap_or(0))
+                .sum()
+        };
+        t.push(vec![
+            name,
+            if online { "Online" } else { "Offline" }.into(),
+            age::since(last.and_then(|s| s.connect_time.as_deref()), now),
+            age::since(last.and_then(|s| s.status.last_update_time.as_deref()), now),
+            sum(|s| &s.status.total.responses_sent).to_string(),
+            sum(|s| &s.status.total.responses_rejected).to_string(),
+            or_dash(last.map_or("", |s| s.version.kuma_dp.version.as_str())),
+            or_dash(last.map_or("", |s| s.version.envoy.version.as_str())),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn zone_proxy_table() {
+        let now = age::parse("2026-01-05T12:00:00Z").unwrap();
+        let items = [
+            json!({"type": "ZoneIngressOverview", "name": "zi-1",
+                "zoneIngress": {"networking": {"address": "127.0.0.1", "port": 10001}},
+                "zoneIngressInsight": {"subscriptions": [
+                    {"id": "1", "controlPlaneInstanceId": "cp", "connectTime": "2026-01-05T10:00:00Z",
+                     "disconnectTime": "2026-01-05T10:30:00Z",
+                     "status": {"lastUpdateTime": "2026-01-05T10:29:00Z", "total": {"responsesSent": "9", "responsesRejected": "1"}}},
+                    {"id": "2", "controlPlaneInstanceId": "cp", "connectTime": "2026-01-05T11:00:00Z",
+                     "status": {"lastUpdateTime": "2026-01-05T11:59:30Z", "total": {"responsesSent": "3"}},
+                     "version": {"kumaDp": {"version": "2.14.3"}, "envoy": {"version": "1.38.2"}}}]}}),
+            json!({"type": "ZoneIngressOverview", "name": "zi-2", "zoneIngress": {}, "zoneIngressInsight": {}}),
+        ];
+        let got = zone_proxies(&items, "zoneIngressInsight", now).render();
+        let lines: Vec<&str> = got.lines().collect();
+        assert!(
+            lines[0].starts_with("NAME   STATUS    LAST CONNECTED AGO"),
+            "{got}"
+        );
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "zi-1", "Online", "60m", "30s", "12", "1", "2.14.3", "1.38.2"
+            ],
+            "{got}"
+        );
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["zi-2", "Offline", "never", "never", "0", "0", "-", "-"],
+            "{got}"
+        );
+    }
 
     #[test]
     fn inspect_table() {
