@@ -756,6 +756,37 @@ impl NsWorkload {
     }
 }
 
+/// A self-signed CA (EC P-256) named `cn`, made by openssl as an operator would (for a
+/// `provided` mTLS backend): files `ca.crt` and `ca.key` in `dir`; returns their PEM text.
+pub fn openssl_ca(dir: &Path, cn: &str) -> (String, String) {
+    std::fs::create_dir_all(dir).expect("CA dir");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .args(["-keyout", "ca.key", "-out", "ca.crt"])
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+        std::fs::read_to_string(dir.join("ca.key")).unwrap(),
+    )
+}
+
 /// A CA and a server certificate for `ip` (openssl; EC P-256), as files in `dir`:
 /// `(ca.crt, server.crt, server.key)`.
 pub fn server_cert(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {

@@ -2,43 +2,10 @@
 //! they had (permissions included), new proxies of the mesh get none, the API and kumactl
 //! say why, and the mesh recovers once the CA is fixed.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::*;
 use serde_json::json;
-
-/// A self-signed CA (EC P-256), as an operator would make one for a `provided` backend.
-fn openssl_ca(dir: &std::path::Path) -> (String, String) {
-    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=provided-ca"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        std::fs::read_to_string(cert).unwrap(),
-        std::fs::read_to_string(key).unwrap(),
-    )
-}
 
 fn put_secret(cp: &ControlPlane, name: &str, data: &str) {
     let body = json!({"type": "Secret", "mesh": "default", "name": name,
@@ -51,7 +18,7 @@ fn put_secret(cp: &ControlPlane, name: &str, data: &str) {
 fn a_ca_that_cannot_be_loaded_keeps_the_last_config_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
-    let (cert, key) = openssl_ca(dir.path());
+    let (cert, key) = openssl_ca(dir.path(), "provided-ca");
     put_secret(&cp, "ca-cert", &cert);
     put_secret(&cp, "ca-key", &key);
     let mesh = json!({"type": "Mesh", "name": "default", "mtls": {"enabledBackend": "ca-p",

@@ -6,45 +6,11 @@
 //! name: client sidecar → zone-2's ingress (SNI passthrough) → backend sidecar, mTLS end to
 //! end, the backend's permissions deciding.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::*;
 use serde_json::{Value, json};
-
-/// A self-signed CA (EC P-256) for a `provided` backend, shared by both zones.
-fn openssl_ca(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=shared-ca"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        std::fs::read_to_string(cert).unwrap(),
-        std::fs::read_to_string(key).unwrap(),
-    )
-}
 
 fn ok(code: u16, body: &Value) {
     assert!(code == 200 || code == 201, "{code} {body}");
@@ -79,59 +45,15 @@ fn mesh(cp: &ControlPlane, cert: &str, key: &str, routing: Value) {
     ok(code, &body);
 }
 
-/// A zone proxy (`kuma-dp run --proxy-type=<kind>`).
-struct ZoneProxy {
-    proc: Proc,
-    admin: SocketAddr,
-}
-
-impl ZoneProxy {
-    /// `kind` is `ingress` or `egress`; `networking` the resource's networking (without the
-    /// admin port, added here).
-    fn start(cp: &ControlPlane, dir: &Path, kind: &str, name: &str, mut networking: Value) -> Self {
-        let admin_port = free_port();
-        networking["admin"] = json!({"port": admin_port});
-        let rtype = if kind == "ingress" {
-            "ZoneIngress"
-        } else {
-            "ZoneEgress"
-        };
-        let doc = json!({"type": rtype, "name": name, "networking": networking});
-        let file = dir.join(format!("{name}-{admin_port}.yaml"));
-        std::fs::write(&file, doc.to_string()).expect("writing the zone proxy file");
-        let mut cmd = Command::new(binary("kuma-dp"));
-        cmd.arg("run")
-            .arg(format!("--proxy-type={kind}"))
-            .arg("--cp-address")
-            .arg(cp.cp_address())
-            .arg("--ca-cert-file")
-            .arg(cp.ca_file())
-            .arg("--dataplane-file")
-            .arg(&file)
-            .arg("--binary-path")
-            .arg(envoy())
-            .arg("--drain-time")
-            .arg("1s")
-            .arg("--readiness-port")
-            .arg(free_port().to_string())
-            .arg("--envoy-log-level")
-            .arg("warning")
-            .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
-        let log = dir.join(format!("{kind}-{name}-{admin_port}.log"));
-        let proc = Proc::spawn(&format!("kuma-dp {kind} {name}"), cmd, log).expect("kuma-dp");
-        Self {
-            proc,
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-        }
-    }
-
-    fn stat(&self, name: &str) -> Option<u64> {
-        let (code, body) =
-            http("GET", self.admin, &format!("/stats?filter=^{name}$"), None).ok()?;
-        (code == 200).then_some(())?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
-    }
+/// A zone proxy of a zone CP on loopback (proxy authentication is off on these CPs).
+fn zone_proxy(
+    cp: &ControlPlane,
+    dir: &Path,
+    kind: &str,
+    name: &str,
+    networking: Value,
+) -> ZoneProxyProc {
+    ZoneProxyProc::start(&[], cp, dir, kind, name, networking, None)
 }
 
 /// The body of a GET through the client's outbound, or why it failed.
@@ -146,7 +68,7 @@ fn via(port: u16) -> Result<String, String> {
 #[test]
 fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = openssl_ca(dir.path());
+    let (cert, key) = openssl_ca(dir.path(), "shared-ca");
     let z1 = zone_cp(dir.path(), "zone-1");
     let z2 = zone_cp(dir.path(), "zone-2");
     mesh(&z1, &cert, &key, json!({}));
@@ -166,7 +88,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     let zi_port = free_port();
     let zi_net = json!({"address": "127.0.0.1", "port": zi_port,
         "advertisedAddress": "127.0.0.1", "advertisedPort": zi_port});
-    let mut ingress = ZoneProxy::start(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
+    let mut ingress = zone_proxy(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
     DataplaneProc::wait_live(&[&backend]);
 
     // Zone-2 announces the backend on its ingress (and shows it online).
@@ -271,7 +193,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
                 .then_some(())
         },
     );
-    ingress = ZoneProxy::start(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
+    ingress = zone_proxy(&z2, dir.path(), "ingress", "zi-1", zi_net.clone());
     let body = wait_for(
         "traffic back with the ingress",
         Duration::from_secs(30),
@@ -280,7 +202,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
     assert_eq!(body, "backend-zone-2");
 
     // A proxy of zone-1 cannot take over zone-2's ingress as synced here.
-    let _intruder = ZoneProxy::start(
+    let _intruder = zone_proxy(
         &z1,
         dir.path(),
         "ingress",
@@ -350,7 +272,7 @@ fn cross_zone_http_through_the_remote_ingress_and_the_local_egress() {
 
     // Zone egress in zone-1: the client dials it and it forwards to zone-2's ingress.
     let ze_port = free_port();
-    let egress = ZoneProxy::start(
+    let egress = zone_proxy(
         &z1,
         dir.path(),
         "egress",
