@@ -8,8 +8,8 @@
 //! allows one zone's clients and not the other's; global SIGKILLed and a zone CP SIGKILLed
 //! while traffic flows: zero failed requests; zone-2's ingress stopped stops cross-zone
 //! traffic, started brings it back; global restarted: both zones resync to the same lists;
-//! `Zone.enabled: false` leaves only local instances; a zone CP's death shows on global
-//! within 10 s.
+//! `Zone.enabled: false` leaves only local instances; with `routing.zoneEgress` cross-zone
+//! traffic goes through zone-1's ZoneEgress; a zone CP's death shows on global within 10 s.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -429,6 +429,52 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
         Duration::from_secs(30),
         || (answers(20).len() == 2).then_some(()),
     );
+
+    // Zone egress: with `routing.zoneEgress`, zone-1 reaches zone-2 through its own egress.
+    let ze_port = free_port();
+    let ze_token = global.zone_token("zone-1", &["egress"], "1h");
+    let egress = ZoneProxyProc::start(
+        &l1,
+        &z1,
+        &d1,
+        ZoneProxySpec {
+            kind: "egress",
+            name: "ze-1",
+            networking: json!({"address": "127.0.0.1", "port": ze_port}),
+            token: Some(&ze_token),
+            delta: false,
+        },
+    );
+    let (code, body) = global.put(
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default",
+        "routing": {"zoneEgress": true},
+        "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]}}),
+    );
+    ok(code, &body);
+    let through_egress = || {
+        egress
+            .stat("cluster.default_backend.upstream_cx_total")
+            .unwrap_or(0)
+    };
+    wait_for(
+        "zone-2's replica reached through zone-1's egress",
+        Duration::from_secs(30),
+        || (answers(20).contains("backend-zone-2") && through_egress() > 0).then_some(()),
+    );
+    // Requests keep flowing through it (its connection is reused: count bytes).
+    let sent = || {
+        egress
+            .stat("cluster.default_backend.upstream_cx_tx_bytes_total")
+            .unwrap_or(0)
+    };
+    let before = sent();
+    wait_for(
+        "more cross-zone bytes through the egress",
+        Duration::from_secs(30),
+        || (answers(20).contains("backend-zone-2") && sent() > before).then_some(()),
+    );
+    drop(egress);
     drop(ingress);
 
     // Zone-2's CP dies: global shows it offline within 10 s.

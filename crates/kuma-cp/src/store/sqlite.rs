@@ -545,9 +545,11 @@ mod tests {
     async fn wal_is_checkpointed_in_the_background() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kuma.db");
-        let s = SqliteStore::open(&path).await.expect("open");
-        // Let the task's first (immediate) checkpoint pass, then write.
+        let mut s = SqliteStore::open(&path).await.expect("open");
+        // Let the task's first (immediate) checkpoint pass, then stop it while writing: under
+        // load the writes take longer than its period, and its checkpoint is not a commit's.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        s.checkpointer.take().expect("a checkpointer").abort();
         let size = || std::fs::metadata(&path).expect("db file").len();
         let before = size();
         s.create(Resource::new("default", "", Spec::Mesh(Mesh::default())))
@@ -560,6 +562,7 @@ mod tests {
                 .expect("dp");
         }
         assert_eq!(size(), before, "a commit checkpointed the WAL");
+        s.checkpointer = Some(tokio::spawn(checkpoint_wal(s.pool.clone())).abort_handle());
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while size() == before {
             assert!(
