@@ -638,3 +638,55 @@ async fn a_zone_cannot_write_for_another_zone_over_kds() {
         }
     }
 }
+
+#[test]
+fn global_is_verified_unless_verification_is_skipped_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let global = ControlPlane::start_global(&dir.path().join("global"), &[]);
+    let token = global.zone_token("zone-1", &["cp"], "1h");
+    // A CA that did not sign global's certificate: the zone refuses global, gets nothing.
+    openssl_ca(&dir.path().join("other-ca"), "other-ca");
+    let other = dir.path().join("other-ca/ca.crt").display().to_string();
+    let mut zone = ControlPlane::start_zone(
+        &global,
+        "zone-1",
+        Some(&token),
+        &dir.path().join("z-other-ca"),
+        &[("KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE", other.as_str())],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        zone.names("/meshes").is_empty(),
+        "the zone trusted a global its CA did not sign"
+    );
+    assert!(!global.names("/zones").contains(&"zone-1".to_string()));
+    let log = zone.proc.log_text();
+    assert!(log.contains("KDS: connection to global ended"), "{log}");
+    zone.kill();
+    // Verification skipped: it connects, and says so.
+    let zone = ControlPlane::start_zone(
+        &global,
+        "zone-1",
+        Some(&token),
+        &dir.path().join("z-skip"),
+        &[
+            ("KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE", ""),
+            ("KUMA_MULTIZONE_ZONE_KDS_TLS_SKIP_VERIFY", "true"),
+        ],
+    );
+    wait_for(
+        "the default Mesh on zone-1",
+        Duration::from_secs(15),
+        || {
+            zone.names("/meshes")
+                .contains(&"default".to_string())
+                .then_some(())
+        },
+    );
+    assert!(
+        zone.proc
+            .log_text()
+            .contains("tlsSkipVerify is set: global's KDS certificate is NOT verified"),
+        "no warning"
+    );
+}
