@@ -654,6 +654,35 @@ pub fn launched(launcher: &[&str], program: impl AsRef<std::ffi::OsStr>) -> Comm
     }
 }
 
+/// `kuma-dp run` of the resource in `file` against `cp` (verifying its certificate), with the
+/// harness' Envoy and fast test timings; over delta xDS when `delta`.
+fn kuma_dp(launcher: &[&str], cp: &ControlPlane, file: &Path, delta: bool) -> Command {
+    let mut cmd = launched(launcher, binary("kuma-dp"));
+    cmd.arg("run")
+        .arg("--cp-address")
+        .arg(cp.cp_address())
+        .arg("--ca-cert-file")
+        .arg(cp.ca_file())
+        .arg("--dataplane-file")
+        .arg(file)
+        .arg("--binary-path")
+        .arg(envoy())
+        .arg("--drain-time")
+        .arg("1s")
+        .arg("--readiness-port")
+        .arg(free_port().to_string())
+        .arg("--envoy-log-level")
+        .arg("warning")
+        .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+    if delta {
+        cmd.env(
+            "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
+            "DELTA_GRPC",
+        );
+    }
+    cmd
+}
+
 /// A running zone proxy (`kuma-dp run --proxy-type=ingress|egress` + Envoy).
 pub struct ZoneProxyProc {
     pub proc: Proc,
@@ -698,30 +727,8 @@ impl ZoneProxyProc {
         doc["networking"] = networking;
         let file = dir.join(format!("{name}-{admin_port}.yaml"));
         std::fs::write(&file, doc.to_string()).expect("writing the zone proxy file");
-        let mut cmd = launched(launcher, binary("kuma-dp"));
-        cmd.arg("run")
-            .arg(format!("--proxy-type={kind}"))
-            .arg("--cp-address")
-            .arg(cp.cp_address())
-            .arg("--ca-cert-file")
-            .arg(cp.ca_file())
-            .arg("--dataplane-file")
-            .arg(&file)
-            .arg("--binary-path")
-            .arg(envoy())
-            .arg("--drain-time")
-            .arg("1s")
-            .arg("--readiness-port")
-            .arg(free_port().to_string())
-            .arg("--envoy-log-level")
-            .arg("warning")
-            .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
-        if delta {
-            cmd.env(
-                "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
-                "DELTA_GRPC",
-            );
-        }
+        let mut cmd = kuma_dp(launcher, cp, &file, delta);
+        cmd.arg(format!("--proxy-type={kind}"));
         if let Some(t) = token {
             let path = dir.join(format!("{kind}-{name}-{admin_port}.token"));
             std::fs::write(&path, t).expect("writing the zone token");
@@ -984,33 +991,11 @@ impl DataplaneProc {
         let admin_port = free_port();
         let file = dir.join(format!("{}-{}.yaml", spec.mesh, spec.name));
         std::fs::write(&file, spec.yaml(admin_port)).expect("writing dataplane yaml");
-        let mut cmd = launched(launcher, binary("kuma-dp"));
-        cmd.arg("run")
-            .arg("--cp-address")
-            .arg(cp.cp_address())
-            .arg("--ca-cert-file")
-            .arg(cp.ca_file())
-            .arg("--dataplane-file")
-            .arg(&file)
-            .arg("--dataplane-var")
+        let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);
+        cmd.arg("--dataplane-var")
             .arg(format!("name={}", spec.name))
             .arg("--dataplane-var")
-            .arg(format!("address={}", spec.address))
-            .arg("--binary-path")
-            .arg(envoy())
-            .arg("--drain-time")
-            .arg("1s")
-            .arg("--readiness-port")
-            .arg(free_port().to_string())
-            .arg("--envoy-log-level")
-            .arg("warning")
-            .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
-        if spec.delta {
-            cmd.env(
-                "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
-                "DELTA_GRPC",
-            );
-        }
+            .arg(format!("address={}", spec.address));
         let token = match &spec.token {
             DpToken::Generated => Some(cp.dataplane_token(spec.mesh, spec.name)),
             DpToken::Absent => None,

@@ -194,35 +194,22 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
         },
     );
     // Zone-1 and zone-2 clients, their outbounds on their namespace's address.
-    let out1 = free_port();
-    let client1 = DataplaneProc::start_under(
-        &l1,
-        &z1,
-        &DpSpec {
+    let client = |launcher: &[&str], cp: &ControlPlane, ns: &str, dir: &Path| {
+        let out = free_port();
+        let ip = t.ip(ns);
+        let spec = DpSpec {
             name: "client",
             inbounds: vec![(free_port(), free_port(), "client", "http")],
-            outbounds: vec![(out1, "backend")],
-            outbound_address: &t.ip("z1"),
+            outbounds: vec![(out, "backend")],
+            outbound_address: &ip,
             ..Default::default()
-        },
-        &d1,
-    );
-    let out2 = free_port();
-    let client2 = DataplaneProc::start_under(
-        &l2,
-        &z2,
-        &DpSpec {
-            name: "client",
-            inbounds: vec![(free_port(), free_port(), "client", "http")],
-            outbounds: vec![(out2, "backend")],
-            outbound_address: &t.ip("z2"),
-            ..Default::default()
-        },
-        &d2,
-    );
+        };
+        let dp = DataplaneProc::start_under(launcher, cp, &spec, dir);
+        (dp, SocketAddr::new(ip.parse().unwrap(), out))
+    };
+    let (client1, via1) = client(&l1, &z1, "z1", &d1);
+    let (client2, via2) = client(&l2, &z2, "z2", &d2);
     DataplaneProc::wait_live(&[&backend, &client1, &client2]);
-    let via1: SocketAddr = format!("{}:{out1}", t.ip("z1")).parse().unwrap();
-    let via2: SocketAddr = format!("{}:{out2}", t.ip("z2")).parse().unwrap();
 
     // Zone-2's ingress reaches zone-1 through global, announcing the backend.
     wait_for(
