@@ -133,6 +133,49 @@ fn resources_flow_both_ways_with_kumas_names_labels_and_write_rules() {
         dp["networking"]["inbound"][0]["tags"]["kuma.io/zone"], "zone-1",
         "{dp}"
     );
+    // Global's ZoneInsight: the zone's subscription, both instances, per-type counters.
+    let insight = wait_for(
+        "zone-1's counters on global",
+        Duration::from_secs(15),
+        || {
+            let (code, v) = global.get("/zones+insights/zone-1");
+            let sub = v["zoneInsight"]["subscriptions"]
+                .as_array()?
+                .last()?
+                .clone();
+            let n = |t: &str, k: &str| {
+                sub["status"]["stat"][t][k]
+                    .as_str()
+                    .and_then(|c| c.parse::<u64>().ok())
+            };
+            (code == 200
+                && n("Mesh", "responsesAcknowledged")? >= 1
+                && n("MeshTrafficPermission", "responsesSent")? >= 2)
+                .then_some(sub)
+        },
+    );
+    assert!(
+        insight["connectTime"].is_string() && insight.get("disconnectTime").is_none(),
+        "{insight}"
+    );
+    assert!(
+        !insight["globalInstanceId"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{insight}"
+    );
+    assert!(
+        !insight["zoneInstanceId"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{insight}"
+    );
+    assert_eq!(
+        insight["status"]["total"]["responsesRejected"], "0",
+        "{insight}"
+    );
     // Global does not write what zones provide.
     let (code, body) = global.put("/meshes/default/dataplanes/x", &dataplane("x", "b"));
     assert_eq!(code, 405, "{body}");
