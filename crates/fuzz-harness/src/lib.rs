@@ -14,12 +14,14 @@
 //! | [`xds_delta`] | `kuma_xds::delta::State` fed a sequence of requests and snapshots |
 //! | [`token`] | `kuma_cp::tokens::Validator` (dataplane and user tokens) against real keys |
 //! | [`kumactl_apply`] | `kumactl::template::parse_vars` + `kumactl::commands::apply::prepare` |
+//! | [`kds_sink`] | `kuma_cp::kds::sink::receive`: what a zone sends global over KDS |
 //!
 //! Invariants checked beyond "no panic, no hang": what is accepted round-trips through its
 //! wire shape (JSON and the YAML printers), refusals are client errors (4xx), and the xDS
 //! state machines answer only subscribed types with what the current snapshot holds.
 
 pub mod bootstrap_request;
+pub mod kds_sink;
 pub mod kumactl_apply;
 pub mod resource_json;
 pub mod resource_yaml;
@@ -35,8 +37,9 @@ pub type EntryPoint = fn(&[u8]);
 
 /// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the
 /// `fuzz/corpus/<name>` directory) and its entry point.
-pub const TARGETS: [(&str, EntryPoint); 7] = [
+pub const TARGETS: [(&str, EntryPoint); 8] = [
     ("bootstrap_request", bootstrap_request::run),
+    ("kds_sink", kds_sink::run),
     ("kumactl_apply", kumactl_apply::run),
     ("resource_json", resource_json::run),
     ("resource_yaml", resource_yaml::run),

@@ -37,6 +37,11 @@ fn bootstrap_request() {
 }
 
 #[test]
+fn kds_sink() {
+    replay("kds_sink");
+}
+
+#[test]
 fn kumactl_apply() {
     replay("kumactl_apply");
 }

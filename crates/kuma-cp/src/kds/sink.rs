@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
+use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use kuma_core::Resource;
 use kuma_core::resource::{ResourceKey, ResourceType};
@@ -105,6 +106,12 @@ impl Peer {
     }
 }
 
+/// A resource received from `peer` on the stream of `rtype`: decoded, validated and checked
+/// for ownership (what `Sink::apply` stores, if anything).
+pub fn receive(peer: &Peer, rtype: ResourceType, any: &Any) -> Result<Resource, String> {
+    wire::decode(rtype, any).and_then(|res| peer.admit(res))
+}
+
 /// The receiving state of one stream.
 pub struct Sink {
     manager: Arc<ResourceManager>,
@@ -174,7 +181,7 @@ impl Sink {
                 let Some(any) = r.resource.as_ref() else {
                     continue;
                 };
-                let res = wire::decode(rtype, any).and_then(|res| self.peer.admit(res));
+                let res = receive(&self.peer, rtype, any);
                 match res {
                     Ok(res) => {
                         let key = res.key();
