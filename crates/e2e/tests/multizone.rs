@@ -315,6 +315,7 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
         failed, 0,
         "{failed} of {sent} requests failed while global was down: {errors:?}"
     );
+    eprintln!("global SIGKILLed: {failed} of {sent} cross-zone requests failed");
 
     // Zone-1's CP dies: its proxies keep serving.
     let load = Load::start(via1);
@@ -327,6 +328,7 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
         failed, 0,
         "{failed} of {sent} requests failed while zone-1's CP was down: {errors:?}"
     );
+    eprintln!("zone-1's CP SIGKILLed: {failed} of {sent} cross-zone requests failed");
     z1.restart();
 
     // Global back: both zones resync to the same lists.
