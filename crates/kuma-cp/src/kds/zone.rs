@@ -26,6 +26,9 @@ use super::publish::{Publisher, Side};
 use super::sink::{Peer, Sink};
 use super::{grpc, types};
 use crate::manager::ResourceManager;
+use kuma_core::Resource;
+use kuma_core::resource::zone::KdsSubscription;
+use kuma_core::resource::{ResourceKey, ResourceType, Spec, ZoneInsight, format_time};
 
 /// Wait before asking again for resources this side refused.
 const NACK_BACKOFF: Duration = Duration::from_secs(2);
@@ -72,6 +75,14 @@ impl ZoneClient {
             Arc::new(ZoneCallbacks {
                 publisher: publisher.clone(),
                 cache,
+                insight: LocalInsight {
+                    manager: manager.clone(),
+                    zone: settings.zone.clone(),
+                    instance_id: settings.instance_id.clone(),
+                    config: settings.config_json.clone(),
+                    token_provided: !settings.token.is_empty(),
+                    current: std::sync::Mutex::new(None),
+                },
             }),
         )
         .with_max_decoding_message_size(settings.limit);
@@ -212,16 +223,80 @@ impl ZoneClient {
     }
 }
 
-/// The zone's side of `ZoneToGlobalSync`: global's stream gets the zone's snapshot.
+/// The zone's side of `ZoneToGlobalSync`: global's stream gets the zone's snapshot, and the
+/// zone keeps its own ZoneInsight of the connection (as Kuma's zone does).
 struct ZoneCallbacks {
     publisher: Arc<Publisher>,
     cache: SnapshotCache,
+    insight: LocalInsight,
+}
+
+/// The zone's ZoneInsight: one subscription per session with global (its instance id is the
+/// node id of global's requests), connected when global's first request arrives, closed with
+/// the stream.
+struct LocalInsight {
+    manager: Arc<ResourceManager>,
+    zone: String,
+    instance_id: String,
+    config: String,
+    token_provided: bool,
+    /// The open subscription's id.
+    current: std::sync::Mutex<Option<String>>,
+}
+
+impl LocalInsight {
+    async fn update(&self, f: impl FnOnce(&mut ZoneInsight, &chrono::DateTime<chrono::Utc>)) {
+        let key = ResourceKey::new(ResourceType::ZoneInsight, "", &self.zone);
+        let mut insight = match self.manager.get(&key).await {
+            Ok(Resource {
+                spec: Spec::ZoneInsight(i),
+                ..
+            }) => i,
+            _ => ZoneInsight::default(),
+        };
+        f(&mut insight, &chrono::Utc::now());
+        let res = Resource::new(&self.zone, "", Spec::ZoneInsight(insight));
+        if let Err(e) = self.manager.upsert_internal(res).await {
+            tracing::warn!(error = %e, "KDS: writing this zone's ZoneInsight failed");
+        }
+    }
+
+    async fn connected(&self, global_instance_id: &str) {
+        let id = uuid::Uuid::new_v4().to_string();
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+        let sub = KdsSubscription {
+            id,
+            global_instance_id: global_instance_id.to_string(),
+            zone_instance_id: self.instance_id.clone(),
+            connect_time: Some(format_time(&chrono::Utc::now())),
+            config: self.config.clone(),
+            auth_token_provided: self.token_provided,
+            ..Default::default()
+        };
+        self.update(|i, now| i.update_subscription(sub, now, 10))
+            .await;
+    }
+
+    async fn disconnected(&self) {
+        let id = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(id) = id {
+            self.update(|i, now| {
+                i.disconnect(&id, now);
+            })
+            .await;
+        }
+    }
 }
 
 #[async_trait]
 impl Callbacks for ZoneCallbacks {
     async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
         self.publisher.publish_to(&info.node.id);
+        self.insight.connected(&info.node.id).await;
         Ok(())
     }
 
@@ -231,5 +306,6 @@ impl Callbacks for ZoneCallbacks {
 
     async fn on_stream_closed(&self, info: &StreamInfo) {
         self.cache.remove(&info.node.id);
+        self.insight.disconnected().await;
     }
 }
