@@ -42,8 +42,10 @@ use crate::topology::{Expected, Member, Topology};
 pub const ZONES: usize = 3;
 /// Advertised port of zone `z`'s ingress: this plus `z`.
 const INGRESS_PORT_BASE: u32 = 30_001;
-/// Poll interval of the API checks (global's Dataplane counts).
-const POLL: Duration = Duration::from_millis(50);
+/// Pause between API checks (global's Dataplane counts): each check lists every Dataplane of
+/// global's store, so they run one at a time and not too often (at 10,000 Dataplanes one
+/// list costs global tens of milliseconds).
+const POLL: Duration = Duration::from_millis(100);
 
 /// Name of zone `z` (0-based).
 pub fn zone_name(z: usize) -> String {
@@ -660,26 +662,32 @@ impl Run {
         let origin = Instant::now();
         self.global.respawn().await.context("restarting global")?;
         self.figures.global_restart_ready_s = origin.elapsed().as_secs_f64();
-        let global = &self.global;
-        let timeout = self.opts.timeout;
-        let waits = self.zones.iter().zip(&want).map(|(z, &want)| {
-            let mesh = mesh.clone();
-            async move {
-                poll(
-                    &format!("global holding the {want} Dataplanes of {} again", z.name),
-                    timeout,
-                    || async {
-                        (global_count(global, &mesh, &z.name).await.ok()? == want)
-                            .then(|| origin.elapsed())
-                    },
-                )
-                .await
+        // One check at a time, round robin over the zones not synced yet.
+        let mut synced: Vec<Option<Duration>> = vec![None; self.zones.len()];
+        while synced.iter().any(Option::is_none) {
+            if origin.elapsed() > self.opts.timeout {
+                let missing: Vec<&str> = self
+                    .zones
+                    .iter()
+                    .zip(&synced)
+                    .filter(|(_, s)| s.is_none())
+                    .map(|(z, _)| z.name.as_str())
+                    .collect();
+                bail!(
+                    "global did not hold the Dataplanes of {missing:?} again within {:?}",
+                    self.opts.timeout
+                );
             }
-        });
-        let mut times = Vec::new();
-        for r in futures::future::join_all(waits).await {
-            times.push(r?);
+            for (i, z) in self.zones.iter().enumerate() {
+                if synced[i].is_none()
+                    && global_count(&self.global, &mesh, &z.name).await.ok() == Some(want[i])
+                {
+                    synced[i] = Some(origin.elapsed());
+                }
+            }
+            tokio::time::sleep(POLL).await;
         }
+        let times: Vec<Duration> = synced.into_iter().flatten().collect();
         self.figures.resync_s = times.iter().map(Duration::as_secs_f64).collect();
         let mut phase = Phase::new("resync after global restart");
         let wall = times.iter().max().copied().unwrap_or_default();
