@@ -11,7 +11,9 @@
 //! The mesh has builtin mTLS (cross-zone endpoints need it) and an allow-all
 //! MeshTrafficPermission, both created on global.
 //!
-//! Phases, each waiting for the exact expected configuration of every affected proxy:
+//! Phases, each waiting for the exact expected configuration of every affected proxy (the
+//! changes start once every CP has gone quiet after the connect storm, as in the other
+//! scenarios: `quiesce_s`):
 //! - `connect`: every proxy connects to its zone CP; complete configuration (local endpoints
 //!   and remote ingresses with their weights). Then global's Dataplane count of each zone
 //!   must equal the zone's (initial sync), and global's memory per synced Dataplane is taken.
@@ -466,6 +468,9 @@ impl Run {
         self.initial_sync()
             .await
             .context("initial sync to global")?;
+        // Changes are timed against quiet CPs, as in the other scenarios, not ones still
+        // draining the connect storm (insight writes, their sync to global).
+        self.report.quiesce_s = Some(self.quiesce(Duration::from_secs(180)).await.as_secs_f64());
         self.cross_zone().await.context("cross-zone propagation")?;
         self.resync()
             .await
@@ -544,6 +549,42 @@ impl Run {
             self.report.rss_per_proxy_mib = Some(bytes / (1024.0 * 1024.0) / total.max(1) as f64);
         }
         Ok(())
+    }
+
+    /// Waits until every CP (global and the zones) used less than 2% of a core over the
+    /// last 12 seconds (the other scenarios' rule, per CP), at most `limit`; how long it took.
+    async fn quiesce(&self, limit: Duration) -> Duration {
+        const WINDOW: usize = 12;
+        let start = Instant::now();
+        let sample = |run: &Self| -> Vec<Option<f64>> {
+            std::iter::once(&run.global)
+                .chain(run.zones.iter().map(|z| &z.cp))
+                .map(|cp| cp.sample().map(|s| s.cpu_seconds))
+                .collect()
+        };
+        let mut samples = std::collections::VecDeque::new();
+        samples.push_back(sample(self));
+        while start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            samples.push_back(sample(self));
+            if samples.len() > WINDOW + 1 {
+                samples.pop_front();
+            }
+            if samples.len() < WINDOW + 1 {
+                continue;
+            }
+            let (Some(first), Some(last)) = (samples.front(), samples.back()) else {
+                break;
+            };
+            let quiet = first.iter().zip(last).all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => b - a < 0.02 * WINDOW as f64,
+                _ => true,
+            });
+            if quiet {
+                break;
+            }
+        }
+        start.elapsed()
     }
 
     /// `rounds` times: a Dataplane of a service of zone A is created on zone A's API, then
