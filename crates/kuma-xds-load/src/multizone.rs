@@ -471,6 +471,14 @@ impl Run {
         // Changes are timed against quiet CPs, as in the other scenarios, not ones still
         // draining the connect storm (insight writes, their sync to global).
         self.report.quiesce_s = Some(self.quiesce(Duration::from_secs(180)).await.as_secs_f64());
+        // Right after the sync global still holds the burst's transient allocations; once
+        // quiet, what it keeps.
+        if let (Some(b), Some(q)) = (self.report.cp_baseline, self.global.sample()) {
+            self.figures.global_rss_quiet_mib = q.rss_mib();
+            self.figures.global_kib_per_dataplane_quiet = (q.rss_bytes as f64 - b.rss_bytes as f64)
+                / 1024.0
+                / self.figures.dataplanes_synced.max(1) as f64;
+        }
         self.cross_zone().await.context("cross-zone propagation")?;
         self.resync()
             .await

@@ -160,6 +160,10 @@ pub struct Multizone {
     pub global_rss_synced_mib: f64,
     /// (synced − before zones) / Dataplanes synced, KiB.
     pub global_kib_per_dataplane: f64,
+    /// Global's RSS once every CP went quiet (before the changes), MiB, and (that − before
+    /// zones) / Dataplanes synced, KiB.
+    pub global_rss_quiet_mib: f64,
+    pub global_kib_per_dataplane_quiet: f64,
     /// Zone CPs' RSS at the end, MiB.
     pub zone_rss_mib: Vec<f64>,
     /// Global restart: from the respawn to `/ready`, seconds.
@@ -185,10 +189,12 @@ impl Multizone {
         );
         let _ = writeln!(
             s,
-            "global RSS MiB: before zones {:.1}, synced {:.1}; per synced Dataplane: {:.2} KiB; zone CPs RSS MiB at end: {:?}",
+            "global RSS MiB: before zones {:.1}, synced {:.1}, quiet {:.1}; per synced Dataplane: {:.2} KiB (synced), {:.2} KiB (quiet); zone CPs RSS MiB at end: {:?}",
             self.global_rss_before_zones_mib,
             self.global_rss_synced_mib,
+            self.global_rss_quiet_mib,
             self.global_kib_per_dataplane,
+            self.global_kib_per_dataplane_quiet,
             self.zone_rss_mib
                 .iter()
                 .map(|m| (m * 10.0).round() / 10.0)
