@@ -197,14 +197,23 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         .tempdir()
         .context("creating the work dir")?;
     let path = dir.path().to_path_buf();
+    // `--keep-cp-workdir`: kept from the start, so even an interrupted run leaves its logs.
+    let dir = if opts.cp.keep_work_dir {
+        eprintln!("work dir (kept): {}", dir.keep().display());
+        None
+    } else {
+        Some(dir)
+    };
     let result = match Run::setup(opts, &path).await {
         Ok(mut run) => {
-            run.dir = Some(dir);
+            run.dir = dir;
             let r = run.phases().await;
             Ok((run, r))
         }
         Err(e) => {
-            let _ = dir.keep();
+            if let Some(d) = dir {
+                let _ = d.keep();
+            }
             Err(e)
         }
     };
@@ -228,11 +237,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 .iter()
                 .map(|z| z.cp.sample().map_or(f64::NAN, |s| s.rss_mib()))
                 .collect();
-            if run.opts.cp.keep_work_dir
-                && let Some(d) = run.dir.take()
-            {
-                eprintln!("work dir kept: {}", d.keep().display());
-            }
+            let streams: u64 = run
+                .zones
+                .iter()
+                .flat_map(|z| z.fleet.proxies.iter())
+                .map(|p| p.state().streams)
+                .sum();
+            run.figures.reconnects = streams.saturating_sub(run.topo.proxies() as u64);
             run.report.multizone = Some(run.figures.clone());
             Ok(run.report)
         }

@@ -173,6 +173,9 @@ pub struct Multizone {
     pub resync_s: Vec<f64>,
     /// NACKs the proxies sent over the run.
     pub nacks: u64,
+    /// ADS streams the proxies opened beyond their first (a stream the CP or the connection
+    /// ended is reopened).
+    pub reconnects: u64,
 }
 
 impl Multizone {
@@ -209,7 +212,11 @@ impl Multizone {
                 .map(|t| (t * 1000.0).round() / 1000.0)
                 .collect::<Vec<_>>()
         );
-        let _ = writeln!(s, "NACKs sent by proxies over the run: {}", self.nacks);
+        let _ = writeln!(
+            s,
+            "NACKs sent by proxies over the run: {}; streams reopened: {}",
+            self.nacks, self.reconnects
+        );
     }
 }
 
