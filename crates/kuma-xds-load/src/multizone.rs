@@ -244,6 +244,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 .map(|p| p.state().streams)
                 .sum();
             run.figures.reconnects = streams.saturating_sub(run.topo.proxies() as u64);
+            let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+            for p in run.zones.iter().flat_map(|z| z.fleet.proxies.iter()) {
+                if let Some(e) = p.state().last_error.clone() {
+                    *errors.entry(e).or_default() += 1;
+                }
+            }
+            let mut errors: Vec<(String, u64)> = errors.into_iter().collect();
+            errors.sort_by_key(|e| std::cmp::Reverse(e.1));
+            errors.truncate(5);
+            run.figures.stream_errors = errors;
             run.report.multizone = Some(run.figures.clone());
             Ok(run.report)
         }
@@ -754,5 +764,31 @@ impl Run {
         phase.add_round(times, wall, None, self.global.sample());
         self.report.phases.push(phase);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Service `s` lives in zone `s % 3`; a proxy reaches a service of another zone through
+    /// that zone's ingress weighted by the instances, a local one through its replicas.
+    #[test]
+    fn layout_and_expected_endpoints() {
+        let topo = Topology::new("default", 6, 5, 3).unwrap();
+        assert_eq!((0..6).map(zone_of).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
+        let want = expected(&topo, 0);
+        assert_eq!(want.listeners, 4);
+        let svc1: Vec<&str> = want.clusters["svc-1"].iter().map(String::as_str).collect();
+        assert_eq!(svc1, ["127.0.0.1:30002 w=5"]);
+        let svc2: Vec<&str> = want.clusters["svc-2"].iter().map(String::as_str).collect();
+        assert_eq!(svc2, ["127.0.0.1:30003 w=5"]);
+        assert_eq!(want.clusters["svc-3"], topo.endpoints_of(3));
+        // An added instance in zone-2 changes what zone-1 and zone-3 see.
+        assert_eq!(endpoints_for(&topo, 0, 4, 6), ["127.0.0.1:30002 w=6"]);
+        assert_eq!(endpoints_for(&topo, 2, 4, 6), ["127.0.0.1:30002 w=6"]);
+        // A single instance has weight 1, which is recorded without a suffix.
+        assert_eq!(endpoints_for(&topo, 0, 1, 1), ["127.0.0.1:30002"]);
+        assert_eq!(zone_name(2), "zone-3");
     }
 }

@@ -176,6 +176,8 @@ pub struct Multizone {
     /// ADS streams the proxies opened beyond their first (a stream the CP or the connection
     /// ended is reopened).
     pub reconnects: u64,
+    /// Why streams ended (each proxy's last error), the most frequent first, with counts.
+    pub stream_errors: Vec<(String, u64)>,
 }
 
 impl Multizone {
@@ -217,6 +219,9 @@ impl Multizone {
             "NACKs sent by proxies over the run: {}; streams reopened: {}",
             self.nacks, self.reconnects
         );
+        for (e, n) in &self.stream_errors {
+            let _ = writeln!(s, "  {n} proxies' last stream error: {e}");
+        }
     }
 }
 
