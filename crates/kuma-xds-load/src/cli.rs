@@ -39,6 +39,11 @@ pub enum Command {
     CaChange(LoadArgs),
     /// CP CPU over `--idle-secs` with every proxy connected and nothing changing.
     Idle(LoadArgs),
+    /// Global + 3 zone CPs (`--cp-binary` started 4 times), proxies spread over the zones:
+    /// time until a Dataplane created in one zone reaches the consumers in the others
+    /// (`--rounds` adds + removes), resync after SIGKILL + restart of global, global's
+    /// memory per synced Dataplane.
+    Multizone(LoadArgs),
     /// Data path latency at a fixed rate: direct, through the mesh (kuma-cp + 2 kuma-dp with
     /// Envoy, mTLS), and through two Envoys with a minimal static mTLS config.
     Datapath(datapath::Args),
@@ -174,6 +179,7 @@ impl LoadArgs {
                 pid: self.cp_pid,
                 api_token: self.api_token.clone(),
                 dp_tokens: self.no_dp_tokens.then_some(false),
+                work_dir: None,
             },
             mesh: self.mesh.clone(),
             services,
@@ -201,6 +207,7 @@ impl Command {
             Command::PolicyChange(a) => (Scenario::PolicyChange, a),
             Command::CaChange(a) => (Scenario::CaChange, a),
             Command::Idle(a) => (Scenario::Idle, a),
+            Command::Multizone(a) => (Scenario::Multizone, a),
             Command::Datapath(_) | Command::ColdMemory(_) => return None,
         })
     }

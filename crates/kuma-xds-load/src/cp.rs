@@ -37,6 +37,9 @@ pub struct Options {
     /// `KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE=none`; a running CP is asked for one and tokens
     /// are used if it issues them).
     pub dp_tokens: Option<bool>,
+    /// Start the CP in this directory (created if missing, kept: the caller owns it) instead
+    /// of a fresh temporary one.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// A control plane ready for proxies.
@@ -57,8 +60,45 @@ pub struct ControlPlane {
     pub log: Option<PathBuf>,
     child: Option<Child>,
     work_dir: Option<tempfile::TempDir>,
+    /// How a started CP was launched (binary, environment, work dir, log level): for
+    /// [`ControlPlane::respawn`].
+    launch: Option<Launch>,
     http: reqwest::Client,
     api_token: Option<String>,
+}
+
+/// How a started CP is (re)launched.
+#[derive(Debug, Clone)]
+struct Launch {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    log_level: String,
+    /// Diagnostics `/ready` URL.
+    ready: String,
+}
+
+impl Launch {
+    /// Spawns the CP, its output appended to `<dir>/kuma-cp.log`.
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let log = self.dir.join("kuma-cp.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .context("opening the CP log")?;
+        let err = out.try_clone()?;
+        Command::new(&self.binary)
+            .arg("run")
+            .arg("--log-level")
+            .arg(&self.log_level)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))
+    }
 }
 
 impl Drop for ControlPlane {
@@ -99,19 +139,25 @@ impl ControlPlane {
     }
 
     async fn start(binary: &Path, opts: &Options) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("kuma-xds-load-cp-")
-            .tempdir()
-            .context("creating the CP work dir")?;
+        let (dir, temp) = match &opts.work_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("kuma-xds-load-cp-")
+                    .tempdir()
+                    .context("creating the CP work dir")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
         let api_port = free_port()?;
         let dp_port = free_port()?;
         let diag_port = free_port()?;
         let https_port = free_port()?;
         let mut env: Vec<(String, String)> = vec![
-            (
-                "KUMA_GENERAL_WORK_DIR".into(),
-                dir.path().display().to_string(),
-            ),
+            ("KUMA_GENERAL_WORK_DIR".into(), dir.display().to_string()),
             ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_API_SERVER_HTTP_PORT".into(), api_port.to_string()),
             ("KUMA_API_SERVER_HTTPS_INTERFACE".into(), "127.0.0.1".into()),
@@ -144,25 +190,23 @@ impl ControlPlane {
                 .find(|(k, _)| k == "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE")
                 .is_none_or(|(_, v)| v != "none")
         });
-        let log = dir.path().join("kuma-cp.log");
-        let out = std::fs::File::create(&log).context("creating the CP log")?;
-        let err = out.try_clone()?;
+        let log = dir.join("kuma-cp.log");
+        // A fresh log (a kept work dir may hold an older one).
+        std::fs::File::create(&log).context("creating the CP log")?;
         // `--cp-env KUMA_LOG_LEVEL=...` chooses the CP's log level (info otherwise).
         let log_level = env
             .iter()
             .find(|(k, _)| k == "KUMA_LOG_LEVEL")
-            .map_or("info", |(_, v)| v.as_str());
-        let mut cmd = Command::new(binary);
-        cmd.arg("run")
-            .arg("--log-level")
-            .arg(log_level)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .map_or("info", |(_, v)| v.as_str())
+            .to_string();
+        let launch = Launch {
+            binary: binary.to_path_buf(),
+            env,
+            dir: dir.clone(),
+            log_level,
+            ready: format!("http://127.0.0.1:{diag_port}/ready"),
+        };
+        let child = launch.spawn()?;
         let pid = child.id();
         let mut cp = Self {
             api: format!("http://127.0.0.1:{api_port}"),
@@ -174,41 +218,75 @@ impl ControlPlane {
             log: Some(log.clone()),
             child: Some(child),
             work_dir: None,
+            launch: Some(launch),
             http: http_client()?,
             api_token: None,
         };
-        let diag = format!("http://127.0.0.1:{diag_port}/ready");
+        cp.wait_ready(Duration::from_millis(100)).await?;
+        let crt = dir.join("kuma-cp.crt");
+        cp.ca_pem = std::fs::read(&crt).with_context(|| format!("reading {}", crt.display()))?;
+        match temp {
+            Some(t) if opts.keep_work_dir => {
+                eprintln!("kuma-cp work dir kept: {}", t.path().display());
+                let _ = t.keep();
+            }
+            Some(t) => cp.work_dir = Some(t),
+            None => {}
+        }
+        Ok(cp)
+    }
+
+    /// Waits until a started CP answers `/ready` (polling every `poll`), at most 60 s; fails
+    /// at once if it exited.
+    async fn wait_ready(&mut self, poll: Duration) -> anyhow::Result<()> {
+        let Some(launch) = self.launch.clone() else {
+            return Ok(());
+        };
+        let log = launch.dir.join("kuma-cp.log");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(c) = cp.child.as_mut()
+            if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 bail!("kuma-cp exited at start-up ({st}):\n{text}");
             }
-            if cp
+            if self
                 .http
-                .get(&diag)
+                .get(&launch.ready)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("kuma-cp was not ready within 60s (log: {})", log.display());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(poll).await;
         }
-        let crt = dir.path().join("kuma-cp.crt");
-        cp.ca_pem = std::fs::read(&crt).with_context(|| format!("reading {}", crt.display()))?;
-        if opts.keep_work_dir {
-            eprintln!("kuma-cp work dir kept: {}", dir.path().display());
-            let _ = dir.keep();
-        } else {
-            cp.work_dir = Some(dir);
+    }
+
+    /// SIGKILLs a started CP (its work dir, store included, stays).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        Ok(cp)
+    }
+
+    /// Starts a started CP again after [`ControlPlane::kill`]: same binary, environment
+    /// (ports) and work dir (store); returns once it answers `/ready`.
+    pub async fn respawn(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let launch = self
+            .launch
+            .clone()
+            .context("only a CP this harness started can be restarted")?;
+        let child = launch.spawn()?;
+        self.pid = Some(child.id());
+        self.child = Some(child);
+        self.wait_ready(Duration::from_millis(20)).await
     }
 
     async fn attach(opts: &Options) -> anyhow::Result<Self> {
@@ -250,6 +328,7 @@ impl ControlPlane {
             log: None,
             child: None,
             work_dir: None,
+            launch: None,
             http: http_client()?,
             api_token: opts.api_token.clone(),
         };
@@ -312,6 +391,22 @@ impl ControlPlane {
             bail!("GET {path}: {status}: {text}");
         }
         serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON"))
+    }
+
+    /// `POST path` with a JSON body; the response body (text), unless the status is not 2xx.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<String> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("POST {path} {body}: {status}: {text}");
+        }
+        Ok(text)
     }
 
     /// A dataplane token (`POST /tokens/dataplane`) for `mesh`, bound to the proxy `name`

@@ -12,6 +12,8 @@
 //! - [`scenario`]: connect/reconnect, endpoint change, policy change, CA change, idle; each
 //!   proves convergence of every affected proxy and reports times, CP memory and CPU
 //!   ([`report`], from [`procfs`]).
+//! - [`multizone`]: global + 3 zone CPs, proxies spread over the zones; cross-zone
+//!   propagation, resync after a global restart, global's memory per synced Dataplane.
 //! - [`cp`]: the control plane, started from a binary or already running, and its REST API.
 //! - [`datapath`] + [`loadgen`]: a fixed-rate (open-loop) HTTP load generator measuring
 //!   client → Envoy → Envoy → server through the mesh against direct and a minimal static
@@ -24,6 +26,7 @@ pub mod cp;
 pub mod datapath;
 pub mod fleet;
 pub mod loadgen;
+pub mod multizone;
 pub mod procfs;
 pub mod record;
 pub mod report;

@@ -169,7 +169,8 @@ pub struct Config {
     pub listeners: BTreeMap<String, ListenerInfo>,
     pub warming_clusters: BTreeMap<String, Pending<ClusterInfo>>,
     pub warming_listeners: BTreeMap<String, Pending<ListenerInfo>>,
-    /// ClusterLoadAssignment name → endpoints (`ip:port`).
+    /// ClusterLoadAssignment name → endpoints ([`endpoint_key`]: `ip:port`, plus the weight
+    /// when it is not 1).
     pub endpoints: HashMap<String, BTreeSet<String>>,
     pub secrets: HashMap<String, SecretInfo>,
     /// Route configuration name → hash of its content.
@@ -333,19 +334,22 @@ pub fn decode(type_url: &str, bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 .endpoints
                 .iter()
                 .flat_map(|l| &l.lb_endpoints)
-                .filter_map(|e| match &e.host_identifier {
-                    Some(HostIdentifier::Endpoint(ep)) => ep.address.as_ref(),
-                    _ => None,
-                })
-                .filter_map(|a| match &a.address {
-                    Some(address::Address::SocketAddress(sa)) => {
-                        let port = match sa.port_specifier {
-                            Some(PortSpecifier::PortValue(p)) => p,
-                            _ => 0,
-                        };
-                        Some(format!("{}:{port}", sa.address))
+                .filter_map(|e| {
+                    let a = match &e.host_identifier {
+                        Some(HostIdentifier::Endpoint(ep)) => ep.address.as_ref()?,
+                        _ => return None,
+                    };
+                    let weight = e.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+                    match &a.address {
+                        Some(address::Address::SocketAddress(sa)) => {
+                            let port = match sa.port_specifier {
+                                Some(PortSpecifier::PortValue(p)) => p,
+                                _ => 0,
+                            };
+                            Some(endpoint_key(&sa.address, port, weight))
+                        }
+                        _ => None,
                     }
-                    _ => None,
                 })
                 .collect();
             Decoded::Endpoints(cla.cluster_name, eps)
@@ -374,6 +378,17 @@ pub fn decode(type_url: &str, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         }
         _ => Decoded::Other,
     })
+}
+
+/// How an endpoint is recorded: `ip:port`, with ` w=<weight>` appended when its load
+/// balancing weight is not 1 (cross-zone endpoints: a remote ingress weighs its service's
+/// instances there, local endpoints the number of remote ingresses).
+pub fn endpoint_key(ip: &str, port: u32, weight: u32) -> String {
+    if weight == 1 {
+        format!("{ip}:{port}")
+    } else {
+        format!("{ip}:{port} w={weight}")
+    }
 }
 
 /// Only the name of a RouteConfiguration (prost skips the rest without decoding it).
@@ -852,6 +867,55 @@ mod tests {
         assert_eq!(
             got.into_iter().collect::<Vec<_>>(),
             vec!["spiffe://default/a", "spiffe://default/b"]
+        );
+    }
+
+    /// Endpoints are recorded with their load balancing weight unless it is 1 (or unset):
+    /// a cross-zone ingress weighs its service's instances in that zone.
+    #[test]
+    fn endpoint_weights_other_than_one_are_recorded() {
+        use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+        use envoy_types::pb::envoy::config::endpoint::v3::{
+            Endpoint, LbEndpoint, LocalityLbEndpoints,
+        };
+        use envoy_types::pb::google::protobuf::UInt32Value;
+        let lb = |ip: &str, port: u32, weight: Option<u32>| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: ip.into(),
+                        port_specifier: Some(PortSpecifier::PortValue(port)),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            load_balancing_weight: weight.map(|value| UInt32Value { value }),
+            ..Default::default()
+        };
+        let cla = ClusterLoadAssignment {
+            cluster_name: "svc-1".into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![
+                    lb("127.10.0.1", 10000, Some(1)),
+                    lb("127.10.0.2", 10001, None),
+                    lb("127.0.0.1", 30001, Some(11)),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let Ok(Decoded::Endpoints(name, eps)) = decode(EDS, &cla.encode_to_vec()) else {
+            panic!("not decoded as endpoints");
+        };
+        assert_eq!(name, "svc-1");
+        assert_eq!(
+            eps.into_iter().collect::<Vec<_>>(),
+            [
+                "127.0.0.1:30001 w=11",
+                "127.10.0.1:10000",
+                "127.10.0.2:10001"
+            ]
         );
     }
 

@@ -140,6 +140,89 @@ pub struct Report {
     /// `cluster.<name>.init_fetch_timeout` / listener warming timeouts): 0 when the CP sends
     /// every EDS / SDS / RDS resource a changed cluster or listener depends on.
     pub init_fetch_timeouts: u64,
+    /// The `multizone` scenario's own figures (there `cp_*` is global).
+    pub multizone: Option<Multizone>,
+}
+
+/// Figures of the `multizone` scenario.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Multizone {
+    /// Zone names, and per zone: proxies, its ingress's advertised port.
+    pub zones: Vec<String>,
+    pub proxies_per_zone: Vec<usize>,
+    pub ingress_ports: Vec<u32>,
+    /// From the last proxy configured until global held every zone's Dataplanes, seconds.
+    pub initial_sync_s: f64,
+    /// Dataplanes global holds after the initial sync.
+    pub dataplanes_synced: usize,
+    /// Global's RSS before any zone connected and after the sync (+ settle), MiB.
+    pub global_rss_before_zones_mib: f64,
+    pub global_rss_synced_mib: f64,
+    /// (synced − before zones) / Dataplanes synced, KiB.
+    pub global_kib_per_dataplane: f64,
+    /// Global's RSS once every CP went quiet (before the changes), MiB, and (that − before
+    /// zones) / Dataplanes synced, KiB.
+    pub global_rss_quiet_mib: f64,
+    pub global_kib_per_dataplane_quiet: f64,
+    /// Zone CPs' RSS at the end, MiB.
+    pub zone_rss_mib: Vec<f64>,
+    /// Global restart: from the respawn to `/ready`, seconds.
+    pub global_restart_ready_s: f64,
+    /// Per zone, from the respawn until global's Dataplane count for the zone equals the
+    /// zone's own (a Dataplane created in each zone while global was down included), seconds.
+    pub resync_s: Vec<f64>,
+    /// NACKs the proxies sent over the run.
+    pub nacks: u64,
+    /// ADS streams the proxies opened beyond their first (a stream the CP or the connection
+    /// ended is reopened).
+    pub reconnects: u64,
+    /// Why streams ended (each proxy's last error), the most frequent first, with counts.
+    pub stream_errors: Vec<(String, u64)>,
+}
+
+impl Multizone {
+    fn table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "zones {:?}: proxies {:?}, ingress ports {:?} (CP below = global; its end = before the restart)",
+            self.zones, self.proxies_per_zone, self.ingress_ports
+        );
+        let _ = writeln!(
+            s,
+            "initial Dataplane sync to global (after the last proxy was configured): {:.3} s; {} Dataplanes on global",
+            self.initial_sync_s, self.dataplanes_synced
+        );
+        let _ = writeln!(
+            s,
+            "global RSS MiB: before zones {:.1}, synced {:.1}, quiet {:.1}; per synced Dataplane: {:.2} KiB (synced), {:.2} KiB (quiet); zone CPs RSS MiB at end: {:?}",
+            self.global_rss_before_zones_mib,
+            self.global_rss_synced_mib,
+            self.global_rss_quiet_mib,
+            self.global_kib_per_dataplane,
+            self.global_kib_per_dataplane_quiet,
+            self.zone_rss_mib
+                .iter()
+                .map(|m| (m * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+        let _ = writeln!(
+            s,
+            "global SIGKILL + restart: ready after {:.3} s; zones synced again after (s) {:?}",
+            self.global_restart_ready_s,
+            self.resync_s
+                .iter()
+                .map(|t| (t * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
+        );
+        let _ = writeln!(
+            s,
+            "NACKs sent by proxies over the run: {}; streams reopened: {}",
+            self.nacks, self.reconnects
+        );
+        for (e, n) in &self.stream_errors {
+            let _ = writeln!(s, "  {n} proxies' last stream error: {e}");
+        }
+    }
 }
 
 impl Report {
@@ -195,6 +278,9 @@ impl Report {
             "init_fetch_timeouts (warming clusters/listeners whose EDS/SDS/RDS did not arrive within 15 s), all proxies, whole run: {}",
             self.init_fetch_timeouts
         );
+        if let Some(m) = &self.multizone {
+            m.table(&mut s);
+        }
         if let Some(q) = self.quiesce_s {
             let _ = writeln!(
                 s,

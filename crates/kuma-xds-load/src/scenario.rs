@@ -34,6 +34,9 @@ pub enum Scenario {
     CaChange,
     /// CPU used by the CP with nothing changing.
     Idle,
+    /// Global + 3 zone CPs: cross-zone endpoint propagation, resync after a global restart,
+    /// global's memory per synced Dataplane (see [`crate::multizone`]).
+    Multizone,
 }
 
 impl Scenario {
@@ -44,6 +47,7 @@ impl Scenario {
             Scenario::PolicyChange => "policy-change",
             Scenario::CaChange => "ca-change",
             Scenario::Idle => "idle",
+            Scenario::Multizone => "multizone",
         }
     }
 }
@@ -117,12 +121,15 @@ struct Run {
     complete: Vec<Check>,
 }
 
-fn harness_cpu() -> f64 {
+pub(crate) fn harness_cpu() -> f64 {
     procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
 /// Runs `scenario`; the figures, or an error naming what did not converge.
 pub async fn run(scenario: Scenario, opts: Options) -> anyhow::Result<Report> {
+    if scenario == Scenario::Multizone {
+        return crate::multizone::run(opts).await;
+    }
     let mut run = Run::setup(scenario, opts).await?;
     let result = run.scenario(scenario).await;
     if let Some(path) = &run.opts.history {
@@ -226,6 +233,7 @@ impl Run {
             cp_end: None,
             harness_cpu_s: 0.0,
             init_fetch_timeouts: 0,
+            multizone: None,
         };
         Ok(Self {
             opts,
@@ -251,6 +259,7 @@ impl Run {
             Scenario::PolicyChange => self.policy_change().await,
             Scenario::CaChange => self.ca_change().await,
             Scenario::Idle => self.idle().await,
+            Scenario::Multizone => bail!("multizone runs on its own (crate::multizone)"),
         }
     }
 
@@ -598,11 +607,11 @@ impl Run {
 }
 
 /// Service changed in round `k`: spread over the mesh.
-fn change_target(topo: &Topology, k: usize) -> usize {
+pub(crate) fn change_target(topo: &Topology, k: usize) -> usize {
     (k * 7 + 3) % topo.services
 }
 
-fn endpoints_are(service: &str, want: &BTreeSet<String>) -> Check {
+pub(crate) fn endpoints_are(service: &str, want: &BTreeSet<String>) -> Check {
     let service = service.to_string();
     let want = want.clone();
     Arc::new(move |c: &Config| c.active_endpoints_of(&service) == Some(&want))
@@ -618,7 +627,7 @@ fn trusts(bundle: &str, root: &str) -> bool {
 }
 
 /// The root certificate (PEM) of a builtin backend, once the CP generated it.
-async fn ca_root(
+pub(crate) async fn ca_root(
     cp: &ControlPlane,
     mesh: &str,
     backend: &str,
@@ -644,7 +653,7 @@ async fn ca_root(
 }
 
 /// Dataplane tokens for `members` (one per service, or per proxy), if the CP wants them.
-async fn tokens(
+pub(crate) async fn tokens(
     cp: &ControlPlane,
     opts: &Options,
     members: &[crate::topology::Member],
