@@ -179,6 +179,20 @@ fn resources_flow_both_ways_with_kumas_names_labels_and_write_rules() {
             .is_none(),
         "{insight}"
     );
+    // The zone keeps its own ZoneInsight of the same connection: the same two instances.
+    let local = wait_for("zone-1's own ZoneInsight", Duration::from_secs(10), || {
+        let (code, v) = zone.get("/zone-insights/zone-1");
+        let sub = v["subscriptions"].as_array()?.last()?.clone();
+        (code == 200 && sub.get("disconnectTime").is_none()).then_some(sub)
+    });
+    assert_eq!(
+        local["globalInstanceId"], insight["globalInstanceId"],
+        "{local}"
+    );
+    assert_eq!(
+        local["zoneInstanceId"], insight["zoneInstanceId"],
+        "{local}"
+    );
     // Global does not write what zones provide.
     let (code, body) = global.put("/meshes/default/dataplanes/x", &dataplane("x", "b"));
     assert_eq!(code, 405, "{body}");
