@@ -148,14 +148,17 @@ fn cross_zone_traffic_through_ingresses_with_mtls_permissions_and_failures() {
     let z2_token = global.zone_token("zone-2", &["cp"], "1h");
     let mut z1 = zone_cp(&t, d, "z1", "zone-1", &global, &ca, &z1_token);
     let z2 = zone_cp(&t, d, "z2", "zone-2", &global, &ca, &z2_token);
+    // The Mesh and its dataplane token signing key (a Secret, synced after the Mesh) on both
+    // zones: each zone issues its proxies' tokens with global's key.
+    let key = "dataplane-token-signing-key-default-1".to_string();
     for z in [&z1, &z2] {
         wait_for(
-            "the default Mesh on the zone",
+            "the default Mesh and its signing key",
             Duration::from_secs(20),
             || {
-                z.names("/meshes")
-                    .contains(&"default".to_string())
-                    .then_some(())
+                (z.names("/meshes").contains(&"default".to_string())
+                    && z.names("/meshes/default/secrets").contains(&key))
+                .then_some(())
             },
         );
     }
