@@ -433,13 +433,24 @@ impl Runtime {
                 .all(|(k, v)| stored.meta.labels.get(k) == Some(v))
     }
 
-    /// Waits (up to 10 s) while a deregistration of `node_id` is deleting its resources, so
-    /// that a proxy reconnecting at that moment registers after the delete, not before it;
-    /// `false` when the delete is still under way.
-    async fn wait_deregistration(&self, node_id: &str) -> bool {
+    /// Starts a stream of `node_id`: waits (up to 10 s) while a deregistration of the node is
+    /// deleting its resources, so that a proxy reconnecting at that moment registers after the
+    /// delete, not before it; then counts the stream as connecting, which voids any
+    /// deregistration still to come. The check and the count are made under the proxies lock,
+    /// the lock a deregistration decides under: either it decided first (and this waits for
+    /// its delete) or this stream counts first (and it gives up). `false` when the delete is
+    /// still under way.
+    async fn begin_stream(&self, node_id: &str) -> bool {
         for _ in 0..500 {
-            if !self.registry.deregistering().contains(node_id) {
-                return true;
+            {
+                let mut proxies = self.registry.proxies();
+                if !self.registry.deregistering().contains(node_id) {
+                    if let Some(p) = proxies.get_mut(node_id) {
+                        p.generation += 1;
+                        p.connecting += 1;
+                    }
+                    return true;
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -496,16 +507,12 @@ impl Callbacks for XdsCallbacks {
     async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
         let rt = &self.0;
         let node_id = info.node.id.clone();
-        if !rt.wait_deregistration(&node_id).await {
+        if !rt.begin_stream(&node_id).await {
             // Registering now would let the pending delete remove the Dataplane of a connected
             // proxy (seen with a slow store at 10,000 reconnects): the proxy retries.
             return Err(Status::unavailable(
                 "this proxy is being deregistered; retry",
             ));
-        }
-        if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
-            p.generation += 1;
-            p.connecting += 1;
         }
         // A starting proxy whose kuma-dp reports readiness joins its peers' endpoints when it
         // says it is ready; a reconnecting one (it holds a configuration) serves already.
