@@ -439,22 +439,29 @@ impl Runtime {
     /// deregistration still to come. The check and the count are made under the proxies lock,
     /// the lock a deregistration decides under: either it decided first (and this waits for
     /// its delete) or this stream counts first (and it gives up). `false` when the delete is
-    /// still under way.
-    async fn begin_stream(&self, node_id: &str) -> bool {
+    /// still under way; otherwise whether the stream was counted (the node was known).
+    async fn begin_stream(&self, node_id: &str) -> Option<bool> {
         for _ in 0..500 {
             {
                 let mut proxies = self.registry.proxies();
                 if !self.registry.deregistering().contains(node_id) {
-                    if let Some(p) = proxies.get_mut(node_id) {
+                    let counted = proxies.get_mut(node_id).map(|p| {
                         p.generation += 1;
                         p.connecting += 1;
-                    }
-                    return true;
+                    });
+                    return Some(counted.is_some());
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        false
+        None
+    }
+
+    /// Undoes [`Self::begin_stream`]'s count of a stream that did not register.
+    fn abort_stream(&self, node_id: &str, counted: bool) {
+        if counted && let Some(p) = self.registry.proxies().get_mut(node_id) {
+            p.connecting = p.connecting.saturating_sub(1);
+        }
     }
 
     async fn deregister_later(
@@ -507,13 +514,13 @@ impl Callbacks for XdsCallbacks {
     async fn on_stream_open(&self, info: &StreamInfo) -> Result<(), Status> {
         let rt = &self.0;
         let node_id = info.node.id.clone();
-        if !rt.begin_stream(&node_id).await {
+        let Some(counted) = rt.begin_stream(&node_id).await else {
             // Registering now would let the pending delete remove the Dataplane of a connected
             // proxy (seen with a slow store at 10,000 reconnects): the proxy retries.
             return Err(Status::unavailable(
                 "this proxy is being deregistered; retry",
             ));
-        }
+        };
         // A starting proxy whose kuma-dp reports readiness joins its peers' endpoints when it
         // says it is ready; a reconnecting one (it holds a configuration) serves already.
         let reports = info
@@ -530,9 +537,7 @@ impl Callbacks for XdsCallbacks {
         let kind = match proxy_kind(info) {
             Ok(k) => k,
             Err(e) => {
-                if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
-                    p.connecting = p.connecting.saturating_sub(1);
-                }
+                rt.abort_stream(&node_id, counted);
                 return Err(e);
             }
         };
@@ -542,14 +547,16 @@ impl Callbacks for XdsCallbacks {
             ProxyKind::Dataplane => rt.register(info, hold).await,
             zone_proxy => rt.register_zone_proxy(info, zone_proxy).await,
         };
-        if let Some(p) = rt.registry.proxies().get_mut(&node_id) {
-            p.connecting = p.connecting.saturating_sub(1);
-        }
-        let (mesh, name, direct, res) = registered?;
-        if !hold && kind == ProxyKind::Dataplane {
-            rt.set_ready(&mesh, &name, true);
-        }
+        let (mesh, name, direct, res) = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                rt.abort_stream(&node_id, counted);
+                return Err(e);
+            }
+        };
         {
+            // The stream stops counting as connecting and starts counting as open in one
+            // step: a deregistration deciding in between would see neither.
             let mut proxies = rt.registry.proxies();
             let p = proxies.entry(node_id.clone()).or_insert_with(|| Proxy {
                 kind,
@@ -565,10 +572,16 @@ impl Callbacks for XdsCallbacks {
                 consumes: Vec::new(),
                 outbound: None,
             });
+            if counted {
+                p.connecting = p.connecting.saturating_sub(1);
+            }
             p.streams.insert(info.stream_id);
             p.direct = direct;
             // A new stream needs a snapshot in the cache even if nothing changed.
             p.fingerprint = None;
+        }
+        if !hold && kind == ProxyKind::Dataplane {
+            rt.set_ready(&mesh, &name, true);
         }
         rt.registry
             .stream_nodes()
