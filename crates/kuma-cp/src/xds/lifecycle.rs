@@ -145,6 +145,10 @@ pub(super) struct Registry {
     stream_nodes: Mutex<HashMap<u64, String>>,
     /// Nodes whose resources are being deleted by a deregistration.
     deregistering: Mutex<HashSet<String>>,
+    /// Streams registering for a node that had no entry when they began (a proxy's second
+    /// stream can begin while its first one is still registering): a deregistration of the
+    /// node waits for them too. Locked after `proxies`, never before.
+    opening: Mutex<HashMap<String, u32>>,
     /// Per mesh: Dataplanes whose proxy does not serve (starting, draining or gone), left
     /// out of every endpoint list.
     not_ready: Mutex<HashMap<String, HashSet<String>>>,
@@ -156,6 +160,7 @@ impl Registry {
             proxies: Mutex::new(HashMap::new()),
             stream_nodes: Mutex::new(HashMap::new()),
             deregistering: Mutex::new(HashSet::new()),
+            opening: Mutex::new(HashMap::new()),
             not_ready: Mutex::new(HashMap::new()),
         }
     }
@@ -171,6 +176,21 @@ impl Registry {
 
     pub(super) fn deregistering(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.deregistering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn opening(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.opening.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One stream of `node_id` counted in [`Self::opening`] ended its registration.
+    fn opened(&self, node_id: &str) {
+        let mut opening = self.opening();
+        if let Some(n) = opening.get_mut(node_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                opening.remove(node_id);
+            }
+        }
     }
 
     fn not_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
@@ -439,7 +459,8 @@ impl Runtime {
     /// deregistration still to come. The check and the count are made under the proxies lock,
     /// the lock a deregistration decides under: either it decided first (and this waits for
     /// its delete) or this stream counts first (and it gives up). `false` when the delete is
-    /// still under way; otherwise whether the stream was counted (the node was known).
+    /// still under way; otherwise whether the stream was counted in the node's entry (else
+    /// in [`Registry::opening`], the node having none yet).
     async fn begin_stream(&self, node_id: &str) -> Option<bool> {
         for _ in 0..500 {
             {
@@ -449,6 +470,13 @@ impl Runtime {
                         p.generation += 1;
                         p.connecting += 1;
                     });
+                    if counted.is_none() {
+                        *self
+                            .registry
+                            .opening()
+                            .entry(node_id.to_string())
+                            .or_default() += 1;
+                    }
                     return Some(counted.is_some());
                 }
             }
@@ -459,7 +487,10 @@ impl Runtime {
 
     /// Undoes [`Self::begin_stream`]'s count of a stream that did not register.
     fn abort_stream(&self, node_id: &str, counted: bool) {
-        if counted && let Some(p) = self.registry.proxies().get_mut(node_id) {
+        let mut proxies = self.registry.proxies();
+        if !counted {
+            self.registry.opened(node_id);
+        } else if let Some(p) = proxies.get_mut(node_id) {
             p.connecting = p.connecting.saturating_sub(1);
         }
     }
@@ -481,7 +512,10 @@ impl Runtime {
             let mut proxies = self.registry.proxies();
             match proxies.get(&node_id) {
                 Some(p)
-                    if p.streams.is_empty() && p.connecting == 0 && p.generation == generation =>
+                    if p.streams.is_empty()
+                        && p.connecting == 0
+                        && p.generation == generation
+                        && !self.registry.opening().contains_key(&node_id) =>
                 {
                     proxies.remove(&node_id);
                     self.registry.deregistering().insert(node_id.clone());
@@ -574,6 +608,8 @@ impl Callbacks for XdsCallbacks {
             });
             if counted {
                 p.connecting = p.connecting.saturating_sub(1);
+            } else {
+                rt.registry.opened(&node_id);
             }
             p.streams.insert(info.stream_id);
             p.direct = direct;
