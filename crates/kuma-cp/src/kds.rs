@@ -38,40 +38,28 @@ impl ZoneAuthenticator for crate::tokens::Validator {
 pub mod types {
     use kuma_core::resource::ResourceType;
 
-    fn existing(names: &[&str]) -> impl Iterator<Item = ResourceType> {
-        names
-            .iter()
-            .filter_map(|n| ResourceType::from_name(n))
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-
     /// Global → zones: Meshes, GlobalSecrets, Secrets and policies created on global, and
     /// the other zones' ZoneIngresses.
     pub fn global_to_zone() -> Vec<ResourceType> {
-        let mut v = vec![
+        vec![
             ResourceType::Mesh,
             ResourceType::GlobalSecret,
             ResourceType::Secret,
             ResourceType::MeshTrafficPermission,
-        ];
-        v.extend(existing(&["ZoneIngress"]));
-        v
+            ResourceType::ZoneIngress,
+        ]
     }
 
     /// Zone → global: what the zone originates.
     pub fn zone_to_global() -> Vec<ResourceType> {
-        let mut v = vec![
+        vec![
             ResourceType::Dataplane,
             ResourceType::DataplaneInsight,
             ResourceType::MeshTrafficPermission,
-        ];
-        v.extend(existing(&[
-            "ZoneIngress",
-            "ZoneIngressInsight",
-            "ZoneEgress",
-            "ZoneEgressInsight",
-        ]));
-        v
+            ResourceType::ZoneIngress,
+            ResourceType::ZoneIngressInsight,
+            ResourceType::ZoneEgress,
+            ResourceType::ZoneEgressInsight,
+        ]
     }
 }

@@ -124,15 +124,13 @@ pub const ZONE_READ_ONLY: &str = "On zone control plane you can only modify zone
 pub fn provided_by(rtype: ResourceType) -> (bool, bool) {
     match rtype {
         ResourceType::Mesh | ResourceType::GlobalSecret => (true, false),
-        ResourceType::Dataplane | ResourceType::DataplaneInsight => (false, true),
-        ResourceType::Secret | ResourceType::Zone => (true, true),
-        t if t.is_new_style() => (true, true),
-        t => match t.name() {
-            "ZoneIngress" | "ZoneEgress" | "ZoneIngressInsight" | "ZoneEgressInsight" => {
-                (false, true)
-            }
-            _ => (true, true),
-        },
+        ResourceType::Dataplane
+        | ResourceType::DataplaneInsight
+        | ResourceType::ZoneIngress
+        | ResourceType::ZoneIngressInsight
+        | ResourceType::ZoneEgress
+        | ResourceType::ZoneEgressInsight => (false, true),
+        _ => (true, true),
     }
 }
 

@@ -458,12 +458,8 @@ impl Tracker {
 
     /// The subscriptions of the stored ZoneInsight (a restarted global continues them).
     async fn load(&self, zone: &str) -> Vec<Subscription> {
-        let key = ResourceKey::new(ResourceType::Zone, "", zone);
-        let Some(rtype) = ResourceType::from_name("ZoneInsight") else {
-            let _ = key;
-            return Vec::new();
-        };
-        let Ok(res) = self.manager.get(&ResourceKey::new(rtype, "", zone)).await else {
+        let key = ResourceKey::new(ResourceType::ZoneInsight, "", zone);
+        let Ok(res) = self.manager.get(&key).await else {
             return Vec::new();
         };
         let wire = res.to_wire();
@@ -501,11 +497,8 @@ impl Tracker {
                 .map(|s| self.subscription_json(s))
                 .collect()
         };
-        let Some(rtype) = ResourceType::from_name("ZoneInsight") else {
-            return;
-        };
         let doc = json!({"type": "ZoneInsight", "name": zone, "subscriptions": subs});
-        match Resource::from_wire(doc, Some(rtype)) {
+        match Resource::from_wire(doc, Some(ResourceType::ZoneInsight)) {
             Ok(res) => {
                 if let Err(e) = self.manager.upsert_internal(res).await {
                     tracing::warn!(%zone, error = %e, "KDS: writing ZoneInsight failed");

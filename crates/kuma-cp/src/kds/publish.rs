@@ -119,7 +119,7 @@ impl Publisher {
                 }
                 let offered = match rtype {
                     ResourceType::GlobalSecret => !global_secret_stays(&res.meta.name),
-                    t if t.name() == "ZoneIngress" => origin == Some("zone"),
+                    ResourceType::ZoneIngress => origin == Some("zone"),
                     ResourceType::Mesh | ResourceType::Secret => true,
                     _ => origin != Some("zone"),
                 };

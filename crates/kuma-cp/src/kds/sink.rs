@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use kuma_core::Resource;
-use kuma_core::resource::{ResourceKey, ResourceType};
+use kuma_core::resource::{ResourceKey, ResourceType, Spec};
 use kuma_core::store;
 use serde_json::Value;
 
@@ -80,8 +80,8 @@ impl Peer {
                 res.meta.name
             ));
         }
-        let mut w = res.to_wire();
         if res.rtype() == ResourceType::Dataplane {
+            let w = res.to_wire();
             let tagged = |v: &Value| {
                 v.get("tags")
                     .and_then(|t| t.get("kuma.io/zone"))
@@ -98,9 +98,10 @@ impl Peer {
             }
         }
         // A zone proxy's zone is the zone that sent it, whatever it says.
-        if matches!(res.rtype().name(), "ZoneIngress" | "ZoneEgress") {
-            w["zone"] = Value::String(z.clone());
-            res = Resource::from_wire(w, Some(res.rtype())).map_err(|e| e.to_string())?;
+        match &mut res.spec {
+            Spec::ZoneIngress(zi) => zi.zone.clone_from(z),
+            Spec::ZoneEgress(ze) => ze.zone.clone_from(z),
+            _ => {}
         }
         Ok(res)
     }
