@@ -51,6 +51,9 @@ pub struct Request {
     pub workdir: String,
     pub readiness_port: u32,
     pub dynamic_metadata: Value,
+    /// Port of kuma-dp's DNS server (0 = none): records are generated only with it.
+    pub dns_port: u32,
+    pub ipv6_enabled: bool,
 }
 
 /// What the bootstrap generator needs besides the request.
@@ -513,6 +516,12 @@ pub fn envoy_bootstrap(
     });
     if !req.version.is_null() {
         metadata["version"] = req.version.clone();
+    }
+    if req.dns_port != 0 {
+        metadata["dataplane.dns.port"] = json!(req.dns_port.to_string());
+    }
+    if req.ipv6_enabled {
+        metadata["ipv6Enabled"] = json!(true);
     }
     if req
         .dynamic_metadata

@@ -265,6 +265,19 @@ pub struct TransparentProxying {
     pub reachable_backends: Option<ReachableBackends>,
 }
 
+impl TransparentProxying {
+    /// Whether the proxy also captures IPv6 (`ipFamilyMode` `DualStack` or `IPv6`; the
+    /// unspecified mode is IPv4 only here).
+    pub fn ipv6(&self) -> bool {
+        matches!(self.ip_family_mode.as_deref(), Some("DualStack" | "IPv6"))
+    }
+
+    /// Whether a service gets an outbound (`reachableServices` empty = every service).
+    pub fn reaches(&self, service: &str) -> bool {
+        self.reachable_services.is_empty() || self.reachable_services.iter().any(|s| s == service)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReachableBackends {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -479,6 +492,17 @@ impl Dataplane {
 
     pub fn gateway(&self) -> Option<&Gateway> {
         self.networking.as_ref()?.gateway.as_ref()
+    }
+
+    /// `networking.transparentProxying` when it redirects anything (an inbound or outbound
+    /// redirect port is set): the proxy runs behind iptables rules, so the CP gives it the
+    /// capture listeners, an outbound per service VIP and DNS records.
+    pub fn transparent_proxying(&self) -> Option<&TransparentProxying> {
+        self.networking
+            .as_ref()?
+            .transparent_proxying
+            .as_ref()
+            .filter(|tp| tp.redirect_port_inbound != 0 || tp.redirect_port_outbound != 0)
     }
 
     /// First `kuma.io/service` value in sorted order (Envoy `node.cluster`), `unknown` if none.

@@ -172,6 +172,16 @@ impl Mesh {
             .find(|b| b.name == mtls.enabled_backend)
     }
 
+    /// `networking.outbound.passthrough` (default true): transparent proxies forward
+    /// traffic to destinations outside the mesh.
+    pub fn outbound_passthrough(&self) -> bool {
+        self.networking
+            .as_ref()
+            .and_then(|n| n.pointer("/outbound/passthrough"))
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
     /// Whether mTLS is on (`mtls.enabledBackend` set), as Kuma's `MTLSEnabled`.
     pub fn mtls_enabled(&self) -> bool {
         self.mtls

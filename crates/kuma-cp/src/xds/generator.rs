@@ -20,6 +20,7 @@
 
 pub mod egress;
 pub mod ingress;
+pub mod transparent;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub struct Proxy<'a> {
     pub dataplane: &'a Dataplane,
     /// `identity_cert:secret:<mesh>` of this proxy, when the mesh has mTLS on.
     pub identity: Option<Arc<Resource>>,
+    /// What its node metadata says (work dir, DNS port, IPv6).
+    pub node: &'a super::lifecycle::NodeInfo,
 }
 
 /// The snapshot of a proxy of a mesh without mTLS (kept for tests and tools).
@@ -97,6 +100,7 @@ pub fn generate(view: &MeshView, dp: &Dataplane) -> Snapshot {
             labels: &labels,
             dataplane: dp,
             identity: None,
+            node: &Default::default(),
         },
     )
 }
@@ -131,13 +135,23 @@ pub fn assemble(view: &MeshView, proxy: &Proxy, outbound: &[Arc<Resource>]) -> S
         }
         _ => None,
     };
+    let tp = dp.transparent_proxying();
     for inbound in &net.inbound {
-        for r in inbound_resources(view, proxy, net, inbound, tls.as_ref()) {
+        for r in inbound_resources(view, proxy, net, inbound, tls.as_ref(), tp.is_some()) {
             snap.insert(Arc::new(r));
         }
     }
     for r in outbound {
         snap.insert(r.clone());
+    }
+    if let Some(tp) = tp {
+        let strict = tls.as_ref().is_some_and(|t| !t.permissive);
+        for r in transparent::capture_resources(view, dp, tp, strict) {
+            snap.insert(r);
+        }
+        if let Some(r) = transparent::dns_listener(view, tp, proxy.node) {
+            snap.insert(Arc::new(r));
+        }
     }
     snap
 }
@@ -156,44 +170,79 @@ pub fn outbound_resources(view: &MeshView, dp: &Dataplane, mtls: bool) -> Vec<Ar
         let Some(service) = outbound.service() else {
             continue;
         };
-        let protocol = view.protocol(service);
-        let name = format!("outbound:{}:{}", outbound.address(), outbound.port);
-        // Outbound listeners and clusters depend only on the view: proxies of the mesh share
-        // one Arc per distinct resource.
-        let listener = view.shared(&format!("listener|{name}|{service}"), || {
-            let route_name = format!("outbound:{service}");
-            let listener = listener(
-                &name,
-                outbound.address(),
-                outbound.port,
-                TrafficDirection::Outbound,
-                vec![FilterChain {
-                    filters: vec![network_filter(
-                        &name,
-                        service,
-                        protocol,
-                        &route_name,
-                        service,
-                        None,
-                    )],
-                    ..Default::default()
-                }],
-            );
-            Resource::new(name.clone(), pack_any(listener))
-        });
-        out.push(listener);
-        if seen_services.insert(service.to_string()) {
-            out.push(view.shared(&format!("cluster|{service}"), || {
-                let mut cluster = outbound_cluster(service, protocol);
-                if mtls {
-                    cluster.transport_socket = Some(upstream_tls(&view.mesh, service));
-                }
-                Resource::new(service, pack_any(cluster))
-            }));
-            out.push(view.endpoints(service));
-        }
+        out.push(outbound_listener(
+            view,
+            outbound.address(),
+            outbound.port,
+            service,
+            true,
+        ));
+        push_service(view, service, mtls, &mut seen_services, &mut out);
+    }
+    if let Some(tp) = dp.transparent_proxying() {
+        transparent::vip_outbounds(view, tp, mtls, &mut seen_services, &mut out);
     }
     out
+}
+
+/// The outbound listener `outbound:<ip>:<port>` to `service`; `bind` false for a
+/// transparent proxy's VIP listeners (reached through the capture listener). Shared by every
+/// proxy of the mesh that has it.
+fn outbound_listener(
+    view: &MeshView,
+    ip: &str,
+    port: u32,
+    service: &str,
+    bind: bool,
+) -> Arc<Resource> {
+    let protocol = view.protocol(service);
+    let name = format!("outbound:{ip}:{port}");
+    view.shared(&format!("listener|{name}|{service}|{bind}"), || {
+        let route_name = format!("outbound:{service}");
+        let mut listener = listener(
+            &name,
+            ip,
+            port,
+            TrafficDirection::Outbound,
+            vec![FilterChain {
+                filters: vec![network_filter(
+                    &name,
+                    service,
+                    protocol,
+                    &route_name,
+                    service,
+                    None,
+                )],
+                ..Default::default()
+            }],
+        );
+        if !bind {
+            listener.bind_to_port = Some(BoolValue { value: false });
+        }
+        Resource::new(name.clone(), pack_any(listener))
+    })
+}
+
+/// The cluster and ClusterLoadAssignment of `service`, once per proxy.
+fn push_service(
+    view: &MeshView,
+    service: &str,
+    mtls: bool,
+    seen: &mut BTreeSet<String>,
+    out: &mut Vec<Arc<Resource>>,
+) {
+    if !seen.insert(service.to_string()) {
+        return;
+    }
+    let protocol = view.protocol(service);
+    out.push(view.shared(&format!("cluster|{service}"), || {
+        let mut cluster = outbound_cluster(service, protocol);
+        if mtls {
+            cluster.transport_socket = Some(upstream_tls(&view.mesh, service));
+        }
+        Resource::new(service, pack_any(cluster))
+    }));
+    out.push(view.endpoints(service));
 }
 
 /// mTLS settings of the mesh, as the generator needs them.
@@ -280,6 +329,7 @@ fn inbound_resources(
     net: &Networking,
     inbound: &Inbound,
     tls: Option<&Tls>,
+    transparent: bool,
 ) -> Vec<Resource> {
     let ip = inbound.listener_address(net);
     let service = inbound.service().unwrap_or_default();
@@ -386,7 +436,12 @@ fn inbound_resources(
     };
     let mut listener = listener(&name, ip, inbound.port, TrafficDirection::Inbound, chains);
     listener.listener_filters = listener_filters;
-    let cluster = Cluster {
+    let workload_ip = inbound.workload_address(net);
+    if transparent {
+        // Reached through the inbound capture listener (original destination).
+        listener.bind_to_port = Some(BoolValue { value: false });
+    }
+    let mut cluster = Cluster {
         name: cluster_name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(seconds(10)),
@@ -394,13 +449,17 @@ fn inbound_resources(
         load_assignment: Some(load_assignment(
             &cluster_name,
             &[EndpointAddr {
-                ip: inbound.workload_address(net).to_string(),
+                ip: workload_ip.to_string(),
                 port: inbound.workload_port(),
             }],
             None,
         )),
         ..Default::default()
     };
+    if transparent {
+        // From 127.0.0.6 (::6), which the iptables rules never capture.
+        cluster.upstream_bind_config = transparent::inbound_source(workload_ip);
+    }
     vec![
         Resource::new(cluster_name, pack_any(cluster)),
         Resource::new(name, pack_any(listener)),

@@ -102,6 +102,38 @@ fn proxy_kind(info: &StreamInfo) -> Result<ProxyKind, Status> {
     })
 }
 
+/// What the generator reads from a proxy's node metadata besides its resource: where
+/// kuma-dp's work dir is (the dynamic-config socket lives there), the port of kuma-dp's DNS
+/// server (0 = no DNS, so no records) and whether the proxy has IPv6.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeInfo {
+    pub workdir: String,
+    pub dns_port: u32,
+    pub ipv6: bool,
+}
+
+impl NodeInfo {
+    /// Kuma's metadata keys: `workdir`, `dataplane.dns.port` (a string), `ipv6Enabled`.
+    pub(super) fn from_metadata(metadata: Option<&Struct>) -> Self {
+        let field = |k: &str| {
+            metadata
+                .and_then(|m| m.fields.get(k))
+                .and_then(|v| v.kind.as_ref())
+        };
+        let text = |k: &str| match field(k) {
+            Some(Kind::StringValue(s)) => s.clone(),
+            Some(Kind::NumberValue(n)) => n.to_string(),
+            Some(Kind::BoolValue(b)) => b.to_string(),
+            _ => String::new(),
+        };
+        Self {
+            workdir: text("workdir"),
+            dns_port: text("dataplane.dns.port").parse().unwrap_or(0),
+            ipv6: text("ipv6Enabled") == "true",
+        }
+    }
+}
+
 /// The resource text a stream's node metadata carries, if any.
 fn embedded_resource(info: &StreamInfo) -> Option<String> {
     info.node
@@ -137,6 +169,8 @@ pub(super) struct Proxy {
     /// The outbound half of the current snapshot and the hash of its inputs
     /// ([`outbound_key`]): reused while they are unchanged.
     pub(super) outbound: Option<(u64, Arc<[Arc<kuma_xds::Resource>]>)>,
+    /// From the node metadata of its latest stream.
+    pub(super) node: NodeInfo,
 }
 
 /// The connected proxies and their readiness (see the module docs).
@@ -605,6 +639,7 @@ impl Callbacks for XdsCallbacks {
                 dp_version: None,
                 consumes: Vec::new(),
                 outbound: None,
+                node: NodeInfo::default(),
             });
             if counted {
                 p.connecting = p.connecting.saturating_sub(1);
@@ -613,6 +648,7 @@ impl Callbacks for XdsCallbacks {
             }
             p.streams.insert(info.stream_id);
             p.direct = direct;
+            p.node = NodeInfo::from_metadata(info.node.metadata.as_ref());
             // A new stream needs a snapshot in the cache even if nothing changed.
             p.fingerprint = None;
         }

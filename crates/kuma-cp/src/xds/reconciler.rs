@@ -555,15 +555,17 @@ impl Runtime {
             identity.as_ref().map(|id| &id.version).hash(&mut h);
             h.finish()
         };
-        let reusable = {
+        let (reusable, node) = {
             let proxies = self.registry.proxies();
             match proxies.get(node_id) {
                 Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => return None,
-                Some(p) => p
-                    .outbound
-                    .as_ref()
-                    .filter(|(k, _)| *k == out_key)
-                    .map(|(_, o)| o.clone()),
+                Some(p) => (
+                    p.outbound
+                        .as_ref()
+                        .filter(|(k, _)| *k == out_key)
+                        .map(|(_, o)| o.clone()),
+                    p.node.clone(),
+                ),
                 None => return None,
             }
         };
@@ -577,6 +579,7 @@ impl Runtime {
                 labels: &res.meta.labels,
                 dataplane: dp,
                 identity,
+                node: &node,
             },
             &outbound,
         );
@@ -592,7 +595,9 @@ impl Runtime {
                 p.consumes = dp
                     .outbounds()
                     .iter()
-                    .filter_map(|o| o.service().map(str::to_string))
+                    .filter_map(|o| o.service())
+                    .chain(generator::transparent::consumed_services(view, dp))
+                    .map(str::to_string)
                     .collect();
                 Some(reused)
             }
@@ -740,12 +745,15 @@ fn outbound_key(view: &MeshView, res: &Resource, dp: &Dataplane, mtls: bool) -> 
     res.meta.modification_time.hash(&mut h);
     view.mesh.hash(&mut h);
     mtls.hash(&mut h);
-    for out in dp.outbounds() {
-        if let Some(s) = out.service() {
-            s.hash(&mut h);
-            view.endpoints_version(s).hash(&mut h);
-            view.protocol(s).hash(&mut h);
-        }
+    let explicit = dp.outbounds().iter().filter_map(|o| o.service());
+    for s in explicit.chain(generator::transparent::consumed_services(view, dp)) {
+        s.hash(&mut h);
+        view.endpoints_version(s).hash(&mut h);
+        view.protocol(s).hash(&mut h);
+        view.service_ports(s).hash(&mut h);
+    }
+    if dp.transparent_proxying().is_some() {
+        view.vips().hash(&mut h);
     }
     h.finish()
 }

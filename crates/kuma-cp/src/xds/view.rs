@@ -13,7 +13,7 @@
 //! cross-zone endpoint (as in Kuma). Ingresses behind one advertised address count once,
 //! represented by the first that announces services.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use kuma_core::resource::dataplane::PROTOCOL_TAG;
@@ -165,9 +165,25 @@ pub struct MeshView {
     inbound_protocols: BTreeMap<String, String>,
     policies: Vec<(String, MeshTrafficPermission)>,
     cross: CrossZone,
+    /// Service VIPs of the mesh and how transparent proxies reach them (see [`Vips`]).
+    vips: Vips,
     fingerprint: std::sync::OnceLock<u64>,
     /// Resources built once per view and shared by every proxy that needs them.
     shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
+}
+
+/// The mesh's service VIPs (`kuma-<mesh>-dns-vips`, allocated by [`crate::vips`]) and the
+/// `dnsServer` settings transparent proxies are generated with.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct Vips {
+    /// Service → VIP, in use (not in their grace period).
+    pub services: BTreeMap<String, std::net::Ipv4Addr>,
+    /// `dnsServer.domain` (`mesh`).
+    pub domain: String,
+    /// `dnsServer.serviceVipPort` (80).
+    pub port: u32,
+    /// `networking.outbound.passthrough` of the Mesh (default true).
+    pub passthrough: bool,
 }
 
 /// The mesh's mTLS at its current stage (see [`super::transition`]): the backend issuing
@@ -300,6 +316,7 @@ impl MeshView {
             inbound_protocols: BTreeMap::new(),
             policies: Vec::new(),
             cross: cross.clone(),
+            vips: Vips::default(),
             fingerprint: std::sync::OnceLock::new(),
             shared: std::sync::Mutex::new(HashMap::new()),
         }
@@ -322,6 +339,25 @@ impl MeshView {
     fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Resource>>> {
         // Only inserts of finished values happen under the lock: a poisoned lock is consistent.
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the service VIPs and `dnsServer` settings.
+    pub fn with_vips(mut self, vips: Vips) -> Self {
+        self.vips = vips;
+        self
+    }
+
+    pub fn vips(&self) -> &Vips {
+        &self.vips
+    }
+
+    /// The inbound ports the local replicas of `service` listen on (a transparent proxy
+    /// gets an outbound on `<VIP>:<port>` for each, besides the service VIP port).
+    pub fn service_ports(&self, service: &str) -> BTreeSet<u32> {
+        self.services
+            .get(service)
+            .map(|s| s.addrs.iter().map(|a| a.port).collect())
+            .unwrap_or_default()
     }
 
     /// Sets the build order of the view.
@@ -384,6 +420,7 @@ impl MeshView {
         }
         self.broken.is_some().hash(&mut h);
         self.inbound_protocols.hash(&mut h);
+        self.vips.hash(&mut h);
         for (name, p) in &self.policies {
             name.hash(&mut h);
             format!("{p:?}").hash(&mut h);

@@ -160,9 +160,16 @@ impl MtlsMesh {
             identity: Some(Arc::new(crate::xds::envoy::identity_secret(
                 "default", "CERT-PEM", "KEY-PEM",
             ))),
+            node: &NO_NODE,
         }
     }
 }
+
+static NO_NODE: crate::xds::lifecycle::NodeInfo = crate::xds::lifecycle::NodeInfo {
+    workdir: String::new(),
+    dns_port: 0,
+    ipv6: false,
+};
 
 fn rendered(snap: &kuma_xds::Snapshot) -> String {
     let json = kuma_xds::json::snapshot_to_json(snap);
@@ -548,4 +555,88 @@ fn egress_sni_chains_to_remote_ingresses() {
         "{text}"
     );
     assert_golden("generator/egress.golden.json", &text);
+}
+
+/// A transparent proxy (`web`, redirect ports 15006/15001, dual stack) in a mesh with VIPs
+/// for `backend` (local replicas on 8080) and `remote_svc` (a name with `_`, no local
+/// replica): capture listeners and passthrough clusters, unbound inbound and VIP listeners
+/// (`<VIP>:80` and `<VIP>:8080` for backend), the application dialled from 127.0.0.6, and
+/// the DNS records on the dynamic-config pipe in the work dir (IPv6 answers too).
+#[test]
+fn transparent_proxy_with_vips_and_dns() {
+    let web = dataplane(json!({"networking": {
+        "address": "10.0.0.1",
+        "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web", "kuma.io/protocol": "http"}}],
+        "transparentProxying": {"redirectPortInbound": 15006, "redirectPortOutbound": 15001,
+                                "ipFamilyMode": "DualStack"}
+    }}));
+    let backends = [server(2, "backend", Some("http"))];
+    let vips = crate::xds::view::Vips {
+        services: BTreeMap::from([
+            ("backend".to_string(), "240.0.0.0".parse().unwrap()),
+            ("remote_svc".to_string(), "240.0.0.1".parse().unwrap()),
+            ("web".to_string(), "240.0.0.2".parse().unwrap()),
+        ]),
+        domain: "mesh".into(),
+        port: 80,
+        passthrough: true,
+    };
+    let view = MeshView::build("default", "zone-1", backends.iter().chain([&web])).with_vips(vips);
+    let node = crate::xds::lifecycle::NodeInfo {
+        workdir: "/tmp/kuma-dp-1".into(),
+        dns_port: 15053,
+        ipv6: true,
+    };
+    let labels = BTreeMap::new();
+    let snap = super::generate_proxy(
+        &view,
+        &super::Proxy {
+            name: "web-1",
+            labels: &labels,
+            dataplane: &web,
+            identity: None,
+            node: &node,
+        },
+    );
+    let json = rendered(&snap);
+    assert_golden("generator/transparent-proxy.golden.json", &json);
+    // The records kuma-dp serves, as it parses them.
+    let tp = web.transparent_proxying().unwrap();
+    let body: Value = serde_json::from_str(&super::transparent::dns_body(&view, tp, true)).unwrap();
+    assert_eq!(
+        body,
+        json!({"records": [
+            {"name": "backend.mesh", "ips": ["240.0.0.0", "::ffff:240.0.0.0"]},
+            {"name": "remote.svc.mesh", "ips": ["240.0.0.1", "::ffff:240.0.0.1"]},
+            {"name": "remote_svc.mesh", "ips": ["240.0.0.1", "::ffff:240.0.0.1"]},
+            {"name": "web.mesh", "ips": ["240.0.0.2", "::ffff:240.0.0.2"]}
+        ], "ttl": 30, "domain": "mesh"})
+    );
+    // Without passthrough the outbound capture keeps its listener but loses its cluster.
+    let mut closed = view.vips().clone();
+    closed.passthrough = false;
+    let view =
+        MeshView::build("default", "zone-1", backends.iter().chain([&web])).with_vips(closed);
+    let snap = super::generate_proxy(
+        &view,
+        &super::Proxy {
+            name: "web-1",
+            labels: &labels,
+            dataplane: &web,
+            identity: None,
+            node: &node,
+        },
+    );
+    assert!(
+        snap.get(kuma_xds::type_url::LISTENER, "outbound:passthrough:ipv4")
+            .is_some()
+    );
+    assert!(
+        snap.get(kuma_xds::type_url::CLUSTER, "outbound:passthrough:ipv4")
+            .is_none()
+    );
+    assert!(
+        snap.get(kuma_xds::type_url::CLUSTER, "inbound:passthrough:ipv4")
+            .is_some()
+    );
 }
