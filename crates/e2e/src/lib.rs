@@ -302,6 +302,10 @@ pub struct ControlPlane {
     /// Bearer token sent with API calls (a CP in a network namespace sees the test as a
     /// remote caller: it gets the admin token).
     pub auth: Option<String>,
+    /// Where proxies dial the DP server and the CA they verify it with, when not
+    /// `https://127.0.0.1:<dp port>` and the CP's own certificate (a CP serving proxies of
+    /// other network namespaces with a certificate for its namespace address).
+    pub dp_endpoint: Option<(String, PathBuf)>,
 }
 
 impl ControlPlane {
@@ -392,6 +396,7 @@ impl ControlPlane {
             env,
             launcher,
             auth: None,
+            dp_endpoint: None,
         };
         cp.wait_ready();
         if netns_ip.is_some() {
@@ -584,11 +589,17 @@ impl ControlPlane {
     }
 
     pub fn cp_address(&self) -> String {
-        format!("https://127.0.0.1:{}", self.dp_port)
+        match &self.dp_endpoint {
+            Some((address, _)) => address.clone(),
+            None => format!("https://127.0.0.1:{}", self.dp_port),
+        }
     }
 
     pub fn ca_file(&self) -> PathBuf {
-        self.work_dir.join("kuma-cp.crt")
+        match &self.dp_endpoint {
+            Some((_, ca)) => ca.clone(),
+            None => self.work_dir.join("kuma-cp.crt"),
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -930,6 +941,8 @@ pub struct DpSpec<'a> {
     pub tags: Vec<(&'a str, &'a str)>,
     /// Address the outbound listeners bind (default 127.0.0.1).
     pub outbound_address: &'a str,
+    /// `networking.transparentProxying` with Kuma's redirect ports (15006 in, 15001 out).
+    pub transparent: bool,
 }
 
 impl Default for DpSpec<'_> {
@@ -944,6 +957,7 @@ impl Default for DpSpec<'_> {
             token: DpToken::Generated,
             tags: vec![],
             outbound_address: "127.0.0.1",
+            transparent: false,
         }
     }
 }
@@ -975,6 +989,11 @@ impl DpSpec<'_> {
                     s.push_str(&format!("    address: {}\n", self.outbound_address));
                 }
             }
+        }
+        if self.transparent {
+            s.push_str(
+                "  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
+            );
         }
         s
     }

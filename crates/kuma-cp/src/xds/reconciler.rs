@@ -21,7 +21,7 @@ use kuma_core::store::{self, EventKind};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use super::view::{CrossZone, MeshView};
+use super::view::{CrossZone, MeshView, Vips};
 use super::{MTLS_STAGE_DELAY, Runtime, generator, inputs, transition};
 
 /// A service's protocol as its proxies were last given it, and the change under way, if any
@@ -353,6 +353,7 @@ impl Runtime {
         if let Some(mesh_res) = self.reconciler.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
+            view = view.with_vips(self.vips(mesh, spec));
             match self.mtls_for(&mesh_res, spec, epoch, idle).await {
                 Ok(Some(m)) => view = view.with_mtls(m),
                 Ok(None) => {}
@@ -382,6 +383,20 @@ impl Runtime {
             }
         };
         Ok((newest, dataplanes))
+    }
+
+    /// The service VIPs of `mesh` (its `kuma-<mesh>-dns-vips` Config) with the `dnsServer`
+    /// settings; empty when service VIPs are off.
+    fn vips(&self, mesh: &str, spec: &kuma_core::resource::Mesh) -> Vips {
+        let Some(dns) = &self.settings.dns else {
+            return Vips::default();
+        };
+        Vips {
+            services: self.reconciler.inputs.vips(mesh),
+            domain: dns.domain.clone(),
+            port: dns.vip_port,
+            passthrough: spec.outbound_passthrough(),
+        }
     }
 
     /// What of the mirrored zone proxies the meshes' views read: every remote ZoneIngress
