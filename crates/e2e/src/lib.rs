@@ -1554,3 +1554,70 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// Requests in a loop on a thread until stopped: `probe` makes one and returns `None` when
+/// it succeeded, or what went wrong. Counts every request and failure, keeps the first five
+/// failures.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    worker: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    /// Starts probing, `pause` between requests.
+    pub fn start(
+        pause: Duration,
+        mut probe: impl FnMut() -> Option<String> + Send + 'static,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (st, se, fa) = (stop.clone(), sent.clone(), failed.clone());
+        let worker = std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                let outcome = probe();
+                se.fetch_add(1, Ordering::Relaxed);
+                if let Some(e) = outcome {
+                    fa.fetch_add(1, Ordering::Relaxed);
+                    if errors.len() < 5 {
+                        errors.push(e);
+                    }
+                }
+                std::thread::sleep(pause);
+            }
+            errors
+        });
+        Self {
+            stop,
+            sent,
+            failed,
+            worker: Some(worker),
+        }
+    }
+
+    /// Stops and returns (sent, failed, first failures).
+    pub fn stop(mut self) -> (u64, u64, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self
+            .worker
+            .take()
+            .map(|w| w.join().unwrap_or_default())
+            .unwrap_or_default();
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

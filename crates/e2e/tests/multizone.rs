@@ -13,8 +13,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::netns::Topology;
@@ -44,56 +42,12 @@ fn mtp_from(from: Value) -> Value {
                  "from": [{"targetRef": from, "default": {"action": "Allow"}}]}})
 }
 
-/// Requests through `addr` in a loop until stopped: (sent, failed, first failures).
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    worker: Option<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (st, se, fa) = (stop.clone(), sent.clone(), failed.clone());
-        let worker = std::thread::spawn(move || {
-            let mut errors = Vec::new();
-            while !st.load(Ordering::Relaxed) {
-                let (code, body) = get(addr);
-                se.fetch_add(1, Ordering::Relaxed);
-                if code != 200 {
-                    fa.fetch_add(1, Ordering::Relaxed);
-                    if errors.len() < 5 {
-                        errors.push(format!("{code} {body}"));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            errors
-        });
-        Self {
-            stop,
-            sent,
-            failed,
-            worker: Some(worker),
-        }
-    }
-
-    fn stop(mut self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let errors = self.worker.take().unwrap().join().unwrap();
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            errors,
-        )
-    }
-}
-
 /// Requests through `addr` for 3.5 s, `kill` run 0.5 s in: not one may fail.
 fn no_failures_while(addr: SocketAddr, what: &str, kill: impl FnOnce()) {
-    let load = Load::start(addr);
+    let load = Load::start(Duration::from_millis(20), move || {
+        let (code, body) = get(addr);
+        (code != 200).then(|| format!("{code} {body}"))
+    });
     std::thread::sleep(Duration::from_millis(500));
     kill();
     std::thread::sleep(Duration::from_secs(3));
