@@ -542,8 +542,25 @@ impl ControlPlane {
         work_dir: &Path,
         extra_env: &[(&str, &str)],
     ) -> Self {
+        let ca = global.ca_file();
+        Self::start_zone_at(&[], None, global, zone, token, &ca, work_dir, extra_env)
+    }
+
+    /// [`ControlPlane::start_zone`] run by `launcher` (see [`ControlPlane::start_at`]),
+    /// verifying global with the CA in `ca`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_zone_at(
+        launcher: &[&str],
+        netns_ip: Option<&str>,
+        global: &ControlPlane,
+        zone: &str,
+        token: Option<&str>,
+        ca: &Path,
+        work_dir: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let address = global.kds_address();
-        let ca = global.ca_file().display().to_string();
+        let ca = ca.display().to_string();
         let mut env = vec![
             ("KUMA_MULTIZONE_ZONE_NAME", zone),
             ("KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS", address.as_str()),
@@ -555,7 +572,7 @@ impl ControlPlane {
             env.push(("KUMA_MULTIZONE_ZONE_KDS_AUTH_CP_TOKEN_INLINE", t));
         }
         env.extend_from_slice(extra_env);
-        Self::start(work_dir, &env)
+        Self::start_at(launcher, netns_ip, work_dir, &env)
     }
 
     /// `grpcs://<address>:<kds port>` of a global CP.

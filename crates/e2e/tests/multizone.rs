@@ -74,20 +74,15 @@ fn zone_cp(
     ca: &Path,
     token: &str,
 ) -> ControlPlane {
-    let address = global.kds_address();
-    let ca = ca.display().to_string();
-    ControlPlane::start_at(
+    ControlPlane::start_zone_at(
         &strs(&launcher(t, ns)),
         Some(&t.ip(ns)),
+        global,
+        zone,
+        Some(token),
+        ca,
         &dir.join(ns),
-        &[
-            ("KUMA_MULTIZONE_ZONE_NAME", zone),
-            ("KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS", &address),
-            ("KUMA_MULTIZONE_ZONE_KDS_ROOT_CA_FILE", &ca),
-            ("KUMA_MULTIZONE_ZONE_KDS_AUTH_CP_TOKEN_INLINE", token),
-            ("KUMA_MULTIZONE_ZONE_KDS_RECONNECT_BASE_BACKOFF", "200ms"),
-            ("KUMA_MULTIZONE_ZONE_KDS_RECONNECT_MAX_BACKOFF", "1s"),
-        ],
+        &[],
     )
 }
 
