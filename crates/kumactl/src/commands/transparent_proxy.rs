@@ -1,0 +1,272 @@
+//! `kumactl install transparent-proxy` and `kumactl uninstall transparent-proxy`: resolve the
+//! flags against the host, then apply (or print, with `--dry-run`) the rules of
+//! [`crate::transparent_proxy`] per IP family.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cli::{InstallTransparentProxyArgs, IpFamilyMode, UninstallTransparentProxyArgs};
+use crate::transparent_proxy::rules::{self, Dns, Family, Plan};
+use crate::transparent_proxy::{cleanup, host, iptables};
+
+/// Where the nameservers to redirect are read (`ip netns exec` bind-mounts
+/// `/etc/netns/<ns>/resolv.conf` over it).
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn root_check(dry_run: bool, err: &mut dyn Write) -> Result<()> {
+    if is_root() {
+        return Ok(());
+    }
+    if !dry_run {
+        bail!("you need to have root privileges to run this command");
+    }
+    let _ = writeln!(
+        err,
+        "# [WARNING] [dry-run]: running this command as a non-root user may lead to unpredictable results"
+    );
+    Ok(())
+}
+
+/// The families to handle: IPv4 always; IPv6 in `dualstack` mode when the host has a
+/// non-loopback IPv6 address and ip6tables works (else a note on `err`).
+fn families(mode: IpFamilyMode, err: &mut dyn Write) -> Vec<Family> {
+    let mut fams = vec![Family::Ipv4];
+    if mode == IpFamilyMode::Dualstack {
+        match host::has_local_ipv6().and_then(|()| iptables::usable(Family::Ipv6)) {
+            Ok(()) => fams.push(Family::Ipv6),
+            Err(why) => {
+                let _ = writeln!(
+                    err,
+                    "# [WARNING] [ip6tables]: IPv6 rules skipped, installing IPv4 rules only: {why}"
+                );
+            }
+        }
+    }
+    fams
+}
+
+/// The plan of each family from the flags and the host.
+pub fn plans(
+    args: &InstallTransparentProxyArgs,
+    families: &[Family],
+    kuma_dp_uid: u32,
+    loopback: &str,
+    resolv_conf: &Path,
+    err: &mut dyn Write,
+) -> Result<Vec<Plan>> {
+    let servers = if args.redirect_dns {
+        host::read_nameservers(resolv_conf)?
+    } else {
+        Vec::new()
+    };
+    Ok(families
+        .iter()
+        .map(|&family| {
+            let dns = if args.redirect_all_dns_traffic {
+                Dns::All {
+                    port: args.redirect_dns_port,
+                }
+            } else if args.redirect_dns {
+                let mine: Vec<_> = servers
+                    .iter()
+                    .filter(|s| family.contains(s))
+                    .copied()
+                    .collect();
+                if mine.is_empty() {
+                    let _ = writeln!(
+                        err,
+                        "# [WARNING] [{}]: no {} DNS servers found in {}. DNS traffic capture for {} will be disabled",
+                        family.iptables(),
+                        family.label(),
+                        resolv_conf.display(),
+                        family.label()
+                    );
+                    Dns::Off
+                } else {
+                    Dns::Servers {
+                        port: args.redirect_dns_port,
+                        servers: mine,
+                    }
+                }
+            } else {
+                Dns::Off
+            };
+            Plan {
+                family,
+                kuma_dp_uid,
+                loopback: loopback.to_string(),
+                redirect_inbound: args.redirect_inbound,
+                inbound_port: args.redirect_inbound_port,
+                exclude_inbound_ports: args.exclude_inbound_ports.0.clone(),
+                outbound_port: args.redirect_outbound_port,
+                exclude_outbound_ports: args.exclude_outbound_ports.0.clone(),
+                dns,
+                verbose: args.verbose,
+            }
+        })
+        .collect())
+}
+
+/// `kumactl install transparent-proxy`.
+pub fn install(
+    args: &InstallTransparentProxyArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    if args.redirect_dns && args.redirect_all_dns_traffic {
+        bail!("only one of '--redirect-dns' or '--redirect-all-dns-traffic' should be specified");
+    }
+    root_check(args.dry_run, err)?;
+    let uid = host::kuma_dp_uid(args.kuma_dp_user.as_deref())?;
+    let fams = families(args.ip_family_mode, err);
+    let loopback = host::loopback_interface();
+    let plans = plans(args, &fams, uid, &loopback, Path::new(RESOLV_CONF), err)?;
+
+    if args.dry_run {
+        out.write_all(rules::dry_run(&plans).as_bytes())?;
+        return Ok(());
+    }
+
+    // Refuse before changing anything when any family already has our rules.
+    for &f in &fams {
+        let found = cleanup::find(&iptables::save(f)?)?;
+        if !found.is_empty() {
+            bail!(
+                "transparent proxy is already installed ({}: {}); run kumactl uninstall transparent-proxy first",
+                f.iptables(),
+                cleanup::describe(&found)
+            );
+        }
+    }
+
+    writeln!(
+        out,
+        "# kumactl is about to apply the iptables rules that will enable transparent proxying on the machine. The SSH connection may drop. If that happens, just reconnect again"
+    )?;
+    let mut applied: Vec<Family> = Vec::new();
+    for plan in &plans {
+        let input = rules::restore_input(plan);
+        let result = (|| -> Result<()> {
+            if plan.family == Family::Ipv6 {
+                host::add_ipv6_passthrough_address(&plan.loopback)?;
+            }
+            iptables::restore(plan.family, &input)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // All or nothing: take back the families already applied.
+            for &f in &applied {
+                if let Err(undo) = remove(f, false, &mut *out) {
+                    let _ = writeln!(
+                        err,
+                        "# [WARNING] [{}]: rolling back failed: {undo:#}",
+                        f.iptables()
+                    );
+                }
+            }
+            return Err(e)
+                .with_context(|| format!("unable to restore {} rules", plan.family.iptables()));
+        }
+        applied.push(plan.family);
+        let chains = [
+            rules::CHAIN_INBOUND,
+            rules::CHAIN_OUTBOUND,
+            rules::CHAIN_INBOUND_REDIRECT,
+            rules::CHAIN_OUTBOUND_REDIRECT,
+        ];
+        writeln!(
+            out,
+            "# [{}] installed: table nat, chains {}; inbound TCP -> port {}{}, outbound TCP -> port {}, kuma-dp user UID {} not redirected{}",
+            plan.family.iptables(),
+            chains.join(", "),
+            plan.inbound_port,
+            if plan.redirect_inbound {
+                String::new()
+            } else {
+                " (disabled)".into()
+            },
+            plan.outbound_port,
+            plan.kuma_dp_uid,
+            match &plan.dns {
+                Dns::Off => String::new(),
+                Dns::All { port } => format!(", all DNS -> port {port}"),
+                Dns::Servers { port, servers } => format!(
+                    ", DNS to {} -> port {port}",
+                    servers
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        )?;
+        if args.verbose {
+            out.write_all(input.as_bytes())?;
+        }
+    }
+    writeln!(
+        out,
+        "# transparent proxy setup completed successfully. You can now run kuma-dp with the transparent-proxy feature enabled"
+    )?;
+    Ok(())
+}
+
+/// Removes (or with `dry_run` prints the removal of) one family's rules; whether there were any.
+fn remove(family: Family, dry_run: bool, out: &mut dyn Write) -> Result<bool> {
+    let found = cleanup::find(&iptables::save(family)?)?;
+    if found.is_empty() {
+        return Ok(false);
+    }
+    let input = cleanup::removal_input(&found);
+    if dry_run {
+        writeln!(out, "### {} ###", family.label())?;
+        out.write_all(input.as_bytes())?;
+        return Ok(true);
+    }
+    iptables::restore(family, &input)
+        .with_context(|| format!("removing the {} rules", family.iptables()))?;
+    writeln!(
+        out,
+        "# [{}] removed: {}",
+        family.iptables(),
+        cleanup::describe(&found)
+    )?;
+    Ok(true)
+}
+
+/// `kumactl uninstall transparent-proxy`: per family whose tools work, removes our rules and
+/// chains; nothing installed is not an error.
+pub fn uninstall(
+    args: &UninstallTransparentProxyArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    root_check(args.dry_run, err)?;
+    let mut any = false;
+    for family in [Family::Ipv4, Family::Ipv6] {
+        // IPv6 is cleaned whenever ip6tables works, whatever the addresses of the host now.
+        if family == Family::Ipv6 && iptables::usable(family).is_err() {
+            continue;
+        }
+        if args.verbose && !args.dry_run {
+            let found = cleanup::find(&iptables::save(family)?)?;
+            out.write_all(cleanup::removal_input(&found).as_bytes())?;
+        }
+        any |= remove(family, args.dry_run, out)?;
+    }
+    if !any {
+        writeln!(
+            out,
+            "# no transparent proxy rules detected. No cleanup necessary"
+        )?;
+    } else if !args.dry_run {
+        writeln!(out, "# transparent proxy cleanup completed successfully")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Running the iptables tools of one family: `iptables-save` to read, and
+//! `iptables-restore --noflush` to apply a change atomically (each table of the input is one
+//! transaction, committed by its `COMMIT`).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use super::rules::Family;
+
+/// Errors of running an iptables tool.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The tool could not be started (not installed, not on PATH).
+    #[error("running {tool}: {source}")]
+    Spawn {
+        tool: String,
+        source: std::io::Error,
+    },
+    /// The tool ran and failed.
+    #[error("{tool} failed ({status}): {stderr}")]
+    Failed {
+        tool: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+/// The output of `iptables-save` (or `ip6tables-save`).
+pub fn save(family: Family) -> Result<String, Error> {
+    let tool = format!("{}-save", family.iptables());
+    let out = Command::new(&tool)
+        .output()
+        .map_err(|source| Error::Spawn {
+            tool: tool.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            tool,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Feeds `input` to `iptables-restore --noflush` (or `ip6tables-restore`).
+pub fn restore(family: Family, input: &str) -> Result<(), Error> {
+    let tool = format!("{}-restore", family.iptables());
+    let spawn_err = |source| Error::Spawn {
+        tool: tool.clone(),
+        source,
+    };
+    let mut child = Command::new(&tool)
+        .arg("--noflush")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error shows as the tool's failure below (it exited early).
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            tool,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the family's tools work here (`-save` runs); `Err` says why not.
+pub fn usable(family: Family) -> Result<(), String> {
+    save(family).map(|_| ()).map_err(|e| e.to_string())
+}
