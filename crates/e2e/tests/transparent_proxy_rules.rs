@@ -74,7 +74,8 @@ else:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         if kind == "tcp":
-            s = socket.create_connection((host, port), timeout=3)
+            src = (sys.argv[4], 0) if len(sys.argv) > 4 else None
+            s = socket.create_connection((host, port), timeout=3, source_address=src)
             print(s.makefile().readline().strip())
         else:
             s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -349,6 +350,29 @@ fn install_redirects_tcp_and_dns_and_uninstall_restores_the_rules() {
     assert_eq!(
         net.client(&net.app, None, &["tcp", "10.77.0.2", "8081"]),
         "direct"
+    );
+    // Loopback, as Kuma: kuma-dp calling the host's own address goes to the inbound port
+    // (excluded inbound ports do not apply), but not from the inbound passthrough source
+    // 127.0.0.6; other users' loopback traffic is left alone.
+    assert_eq!(
+        net.client(&net.app, Some(&user), &["tcp", "10.77.0.1", "2222"]),
+        "inbound 10.77.0.1:2222"
+    );
+    assert_eq!(
+        net.client(
+            &net.app,
+            Some(&user),
+            &["tcp", "10.77.0.1", "2222", "127.0.0.6"]
+        ),
+        "direct-in"
+    );
+    assert_eq!(
+        net.client(&net.app, None, &["tcp", "10.77.0.1", "2222"]),
+        "direct-in"
+    );
+    assert_eq!(
+        net.client(&net.app, None, &["tcp", "127.0.0.1", "2222"]),
+        "direct-in"
     );
     // Inbound TCP lands on the inbound port, but for the excluded port.
     assert_eq!(

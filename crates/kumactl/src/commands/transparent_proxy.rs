@@ -270,3 +270,118 @@ pub fn uninstall(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(extra: &[&str]) -> InstallTransparentProxyArgs {
+        let argv = ["kumactl", "install", "transparent-proxy"]
+            .iter()
+            .chain(extra)
+            .copied();
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Install {
+                what: crate::cli::InstallCommand::TransparentProxy(a),
+            } => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dns_servers_go_to_the_plan_of_their_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.0.0.2\nnameserver fd00::53\n").unwrap();
+        let a = args(&["--redirect-dns", "--exclude-outbound-ports", "5432"]);
+        let mut err = Vec::new();
+        let plans = plans(
+            &a,
+            &[Family::Ipv4, Family::Ipv6],
+            1001,
+            "lo",
+            &resolv,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(
+            plans[0].dns,
+            Dns::Servers {
+                port: 15053,
+                servers: vec!["10.0.0.2".parse().unwrap()]
+            }
+        );
+        assert_eq!(
+            plans[1].dns,
+            Dns::Servers {
+                port: 15053,
+                servers: vec!["fd00::53".parse().unwrap()]
+            }
+        );
+        assert_eq!(plans[1].exclude_outbound_ports, vec![5432]);
+        assert_eq!(plans[0].kuma_dp_uid, 1001);
+        assert!(err.is_empty());
+    }
+
+    #[test]
+    fn a_family_without_nameservers_gets_no_dns_rules_and_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.0.0.2\n").unwrap();
+        let mut err = Vec::new();
+        let plans = plans(
+            &args(&["--redirect-dns"]),
+            &[Family::Ipv4, Family::Ipv6],
+            1001,
+            "lo",
+            &resolv,
+            &mut err,
+        )
+        .unwrap();
+        assert_eq!(plans[1].dns, Dns::Off);
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("no IPv6 DNS servers found in") && err.contains("will be disabled"),
+            "{err}"
+        );
+        // --redirect-all-dns-traffic needs no nameserver.
+        let all = super::plans(
+            &args(&["--redirect-all-dns-traffic"]),
+            &[Family::Ipv6],
+            1001,
+            "lo",
+            Path::new("/nonexistent/resolv.conf"),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(all[0].dns, Dns::All { port: 15053 });
+    }
+
+    #[test]
+    fn a_missing_resolv_conf_is_an_error_naming_it() {
+        let err = plans(
+            &args(&["--redirect-dns"]),
+            &[Family::Ipv4],
+            1001,
+            "lo",
+            Path::new("/nonexistent/resolv.conf"),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unable to read file /nonexistent/resolv.conf"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn both_dns_flags_are_refused() {
+        let a = args(&["--redirect-dns", "--redirect-all-dns-traffic", "--dry-run"]);
+        let err = install(&a, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "only one of '--redirect-dns' or '--redirect-all-dns-traffic' should be specified"
+        );
+    }
+}
