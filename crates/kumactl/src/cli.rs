@@ -143,6 +143,10 @@ pub struct InstallTransparentProxyArgs {
     /// Accepted for compatibility with Kuma; conntrack zones are never split here.
     #[arg(long)]
     pub skip_dns_conntrack_zone_split: bool,
+    /// Seconds to wait for the xtables exclusive lock before failing (legacy iptables;
+    /// 0: do not wait).
+    #[arg(long, default_value_t = crate::transparent_proxy::iptables::DEFAULT_WAIT, value_name = "SECONDS")]
+    pub wait: u32,
 }
 
 /// Flags of `kumactl uninstall transparent-proxy`.
@@ -154,6 +158,10 @@ pub struct UninstallTransparentProxyArgs {
     /// Print the iptables-restore input applied.
     #[arg(long)]
     pub verbose: bool,
+    /// Seconds to wait for the xtables exclusive lock before failing (legacy iptables;
+    /// 0: do not wait).
+    #[arg(long, default_value_t = crate::transparent_proxy::iptables::DEFAULT_WAIT, value_name = "SECONDS")]
+    pub wait: u32,
 }
 
 /// A comma separated list of ports.
@@ -508,6 +516,7 @@ mod tests {
         assert_eq!(a.ip_family_mode, IpFamilyMode::Dualstack);
         assert_eq!(a.kuma_dp_user, None);
         assert_eq!(a.exclude_inbound_ports, Ports(vec![]));
+        assert_eq!(a.wait, 5);
     }
 
     #[test]

@@ -130,6 +130,19 @@ pub fn install(
 
     if args.dry_run {
         out.write_all(rules::dry_run(&plans).as_bytes())?;
+        // Say so when the real install would be refused (readable as root only).
+        for &f in &fams {
+            if let Ok(Ok(found)) = iptables::save(f).map(|s| cleanup::find(&s))
+                && !found.is_empty()
+            {
+                let _ = writeln!(
+                    err,
+                    "# [WARNING] [{}]: transparent proxy is already installed ({}); the install would be refused",
+                    f.iptables(),
+                    cleanup::describe(&found)
+                );
+            }
+        }
         return Ok(());
     }
 
@@ -156,13 +169,13 @@ pub fn install(
             if plan.family == Family::Ipv6 {
                 host::add_ipv6_passthrough_address(&plan.loopback)?;
             }
-            iptables::restore(plan.family, &input)?;
+            iptables::restore(plan.family, &input, args.wait)?;
             Ok(())
         })();
         if let Err(e) = result {
             // All or nothing: take back the families already applied.
             for &f in &applied {
-                if let Err(undo) = remove(f, false, &mut *out) {
+                if let Err(undo) = remove(f, false, args.wait, &mut *out) {
                     let _ = writeln!(
                         err,
                         "# [WARNING] [{}]: rolling back failed: {undo:#}",
@@ -218,7 +231,7 @@ pub fn install(
 }
 
 /// Removes (or with `dry_run` prints the removal of) one family's rules; whether there were any.
-fn remove(family: Family, dry_run: bool, out: &mut dyn Write) -> Result<bool> {
+fn remove(family: Family, dry_run: bool, wait: u32, out: &mut dyn Write) -> Result<bool> {
     let found = cleanup::find(&iptables::save(family)?)?;
     if found.is_empty() {
         return Ok(false);
@@ -229,7 +242,7 @@ fn remove(family: Family, dry_run: bool, out: &mut dyn Write) -> Result<bool> {
         out.write_all(input.as_bytes())?;
         return Ok(true);
     }
-    iptables::restore(family, &input)
+    iptables::restore(family, &input, wait)
         .with_context(|| format!("removing the {} rules", family.iptables()))?;
     writeln!(
         out,
@@ -258,7 +271,7 @@ pub fn uninstall(
             let found = cleanup::find(&iptables::save(family)?)?;
             out.write_all(cleanup::removal_input(&found).as_bytes())?;
         }
-        any |= remove(family, args.dry_run, out)?;
+        any |= remove(family, args.dry_run, args.wait, out)?;
     }
     if !any {
         writeln!(

@@ -44,15 +44,24 @@ pub fn save(family: Family) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Feeds `input` to `iptables-restore --noflush` (or `ip6tables-restore`).
-pub fn restore(family: Family, input: &str) -> Result<(), Error> {
+/// Seconds `iptables-restore` waits for the xtables lock (Kuma's `--wait` default); the lock
+/// only exists with the legacy backend, nf_tables accepts and ignores the flag.
+pub const DEFAULT_WAIT: u32 = 5;
+
+/// Feeds `input` to `iptables-restore --noflush` (or `ip6tables-restore`), waiting up to
+/// `wait` seconds for the xtables lock (0: not at all).
+pub fn restore(family: Family, input: &str, wait: u32) -> Result<(), Error> {
     let tool = format!("{}-restore", family.iptables());
     let spawn_err = |source| Error::Spawn {
         tool: tool.clone(),
         source,
     };
-    let mut child = Command::new(&tool)
-        .arg("--noflush")
+    let mut cmd = Command::new(&tool);
+    cmd.arg("--noflush");
+    if wait > 0 {
+        cmd.arg(format!("--wait={wait}"));
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
