@@ -2,7 +2,7 @@
 //! the test creates (the host's rules are never touched).
 //!
 //! Topology: namespace `app` (where the rules go) joined by a veth to namespace `peer`
-//! (`10.77.0.1` / `10.77.0.2`, plus `10.77.0.3` on the peer; `fd77::1` / `fd77::2`). In
+//! (`10.77.0.1` / `10.77.0.2`, plus `10.77.0.3` and `10.77.0.4` on the peer; `fd77::1` / `fd77::2`). In
 //! `app`, small TCP/UDP servers stand in for Envoy and kuma-dp on the redirect ports and
 //! answer with their name and the connection's original destination (`SO_ORIGINAL_DST`);
 //! in `peer`, "direct" servers answer what is not redirected. A connection's answer thus
@@ -102,7 +102,10 @@ impl Net {
         let id = std::process::id() % 100_000;
         let app = Namespace::new(&format!("tp-{tag}-app-{id}"));
         let peer = Namespace::new(&format!("tp-{tag}-peer-{id}"));
-        let (mut here, mut there) = (vec!["10.77.0.1/24"], vec!["10.77.0.2/24", "10.77.0.3/24"]);
+        let (mut here, mut there) = (
+            vec!["10.77.0.1/24"],
+            vec!["10.77.0.2/24", "10.77.0.3/24", "10.77.0.4/24"],
+        );
         if ipv6 {
             here.push("fd77::1/64");
             there.push("fd77::2/64");
@@ -287,6 +290,8 @@ fn install_redirects_tcp_and_dns_and_uninstall_restores_the_rules() {
         "2222",
         "--exclude-outbound-ports",
         "8081",
+        "--exclude-outbound-ips",
+        "10.77.0.4/32",
         "--ip-family-mode",
         "ipv4",
     ];
@@ -350,6 +355,14 @@ fn install_redirects_tcp_and_dns_and_uninstall_restores_the_rules() {
     assert_eq!(
         net.client(&net.app, None, &["tcp", "10.77.0.2", "8081"]),
         "direct"
+    );
+    assert_eq!(
+        net.client(&net.app, None, &["tcp", "10.77.0.4", "8080"]),
+        "direct"
+    );
+    assert_eq!(
+        net.client(&net.app, None, &["tcp", "10.77.0.3", "8080"]),
+        "outbound 10.77.0.3:8080"
     );
     // Loopback, as Kuma: kuma-dp calling the host's own address goes to the inbound port
     // (excluded inbound ports do not apply), but not from the inbound passthrough source

@@ -130,6 +130,14 @@ pub struct InstallTransparentProxyArgs {
     /// A comma separated list of outbound ports to exclude from redirect to Envoy.
     #[arg(long, value_parser = parse_ports, value_name = "PORTS", default_value = "")]
     pub exclude_outbound_ports: Ports,
+    /// IP addresses (IPv4 or IPv6, with or without CIDR) excluded from inbound redirection
+    /// (by source), comma separated; repeatable.
+    #[arg(long, value_name = "IPS")]
+    pub exclude_inbound_ips: Vec<String>,
+    /// IP addresses (IPv4 or IPv6, with or without CIDR) excluded from outbound redirection
+    /// (by destination), comma separated; repeatable.
+    #[arg(long, value_name = "IPS")]
+    pub exclude_outbound_ips: Vec<String>,
     /// Redirect DNS requests (UDP and TCP port 53) to the servers listed in
     /// /etc/resolv.conf to the DNS port.
     #[arg(long)]

@@ -51,6 +51,43 @@ fn families(mode: IpFamilyMode, err: &mut dyn Write) -> Vec<Family> {
     fams
 }
 
+/// The addresses of `--exclude-*-ips` values (comma separated items, each an address or a
+/// CIDR), with their family; Kuma's message for an invalid one.
+fn excluded_ips(values: &[String]) -> Result<Vec<(Family, String)>> {
+    let mut ips = Vec::new();
+    for item in values.iter().flat_map(|v| v.split(',')) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (addr, prefix) = match item.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (item, None),
+        };
+        let ip: Option<std::net::IpAddr> = addr.parse().ok();
+        let valid_prefix = |ip: &std::net::IpAddr| {
+            prefix.is_none_or(|p| {
+                p.parse::<u8>()
+                    .is_ok_and(|n| n <= if ip.is_ipv4() { 32 } else { 128 })
+            })
+        };
+        match ip.filter(valid_prefix) {
+            Some(ip) => {
+                let family = if ip.is_ipv4() {
+                    Family::Ipv4
+                } else {
+                    Family::Ipv6
+                };
+                ips.push((family, item.to_string()));
+            }
+            None => bail!(
+                "invalid exclusion rule: invalid IP address: '{item}'. Expected format: <ip> or <ip>/<cidr> (e.g., 10.0.0.1, 172.16.0.0/16, fe80::1, fe80::/10)"
+            ),
+        }
+    }
+    Ok(ips)
+}
+
 /// The plan of each family from the flags and the host.
 pub fn plans(
     args: &InstallTransparentProxyArgs,
@@ -60,6 +97,14 @@ pub fn plans(
     resolv_conf: &Path,
     err: &mut dyn Write,
 ) -> Result<Vec<Plan>> {
+    let inbound_ips = excluded_ips(&args.exclude_inbound_ips)?;
+    let outbound_ips = excluded_ips(&args.exclude_outbound_ips)?;
+    let of = |ips: &[(Family, String)], family: Family| -> Vec<String> {
+        ips.iter()
+            .filter(|(f, _)| *f == family)
+            .map(|(_, ip)| ip.clone())
+            .collect()
+    };
     let servers = if args.redirect_dns {
         host::read_nameservers(resolv_conf)?
     } else {
@@ -106,6 +151,8 @@ pub fn plans(
                 exclude_inbound_ports: args.exclude_inbound_ports.0.clone(),
                 outbound_port: args.redirect_outbound_port,
                 exclude_outbound_ports: args.exclude_outbound_ports.0.clone(),
+                exclude_inbound_ips: of(&inbound_ips, family),
+                exclude_outbound_ips: of(&outbound_ips, family),
                 dns,
                 verbose: args.verbose,
             }
@@ -386,6 +433,46 @@ mod tests {
             format!("{err:#}").contains("unable to read file /nonexistent/resolv.conf"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn excluded_ips_go_to_the_plan_of_their_family_and_bad_ones_are_refused() {
+        let a = args(&[
+            "--exclude-outbound-ips",
+            "10.0.0.1,fd00::/8",
+            "--exclude-outbound-ips=172.16.0.0/16",
+            "--exclude-inbound-ips",
+            "fe80::1",
+        ]);
+        let p = plans(
+            &a,
+            &[Family::Ipv4, Family::Ipv6],
+            1,
+            "lo",
+            Path::new("/nonexistent"),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(p[0].exclude_outbound_ips, ["10.0.0.1", "172.16.0.0/16"]);
+        assert_eq!(p[1].exclude_outbound_ips, ["fd00::/8"]);
+        assert!(p[0].exclude_inbound_ips.is_empty());
+        assert_eq!(p[1].exclude_inbound_ips, ["fe80::1"]);
+        for bad in ["10.0.0.300", "10.0.0.0/33", "fd00::/129", "host.example"] {
+            let err = plans(
+                &args(&["--exclude-inbound-ips", bad]),
+                &[Family::Ipv4],
+                1,
+                "lo",
+                Path::new("/nonexistent"),
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("invalid IP address: '{bad}'")),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub struct Plan {
     pub outbound_port: u16,
     /// `--exclude-outbound-ports`.
     pub exclude_outbound_ports: Vec<u16>,
+    /// `--exclude-inbound-ips` of this family (addresses or CIDRs, as given).
+    pub exclude_inbound_ips: Vec<String>,
+    /// `--exclude-outbound-ips` of this family (addresses or CIDRs, as given).
+    pub exclude_outbound_ips: Vec<String>,
     pub dns: Dns,
     /// Long flag names and section headers (`--verbose`).
     pub verbose: bool,
@@ -247,7 +251,15 @@ pub fn restore_input(plan: &Plan) -> String {
     let mut inbound_redirect = Chain::new(CHAIN_INBOUND_REDIRECT);
     let mut outbound_redirect = Chain::new(CHAIN_OUTBOUND_REDIRECT);
 
-    // OUTPUT: DNS first (inserted at the top), then the jump to KUMA_MESH_OUTBOUND.
+    // OUTPUT: excluded destinations, then DNS (all inserted at the top), then the jump to
+    // KUMA_MESH_OUTBOUND.
+    for ip in &plan.exclude_outbound_ips {
+        output.insert(
+            v,
+            "skip further processing for configured IP addresses, ports and UIDs".into(),
+            &[DST, Lit(ip), JUMP, Lit("RETURN")],
+        );
+    }
     let dns_port = match &plan.dns {
         Dns::Off => None,
         Dns::Servers { port, .. } | Dns::All { port } => Some(port.to_string()),
@@ -353,6 +365,13 @@ pub fn restore_input(plan: &Plan) -> String {
 
     // KUMA_MESH_INBOUND
     if plan.redirect_inbound {
+        for ip in &plan.exclude_inbound_ips {
+            inbound.append(
+                v,
+                "skip further processing for configured IP address".into(),
+                &[SRC, Lit(ip), JUMP, Lit("RETURN")],
+            );
+        }
         for p in ports(&plan.exclude_inbound_ports) {
             inbound.append(
                 v,
@@ -530,6 +549,8 @@ mod tests {
             exclude_inbound_ports: vec![],
             outbound_port: 15001,
             exclude_outbound_ports: vec![],
+            exclude_inbound_ips: vec![],
+            exclude_outbound_ips: vec![],
             dns: Dns::Off,
             verbose: false,
         }
@@ -562,6 +583,8 @@ mod tests {
         p.outbound_port = 25001;
         p.exclude_inbound_ports = vec![22, 8443];
         p.exclude_outbound_ports = vec![5432];
+        p.exclude_inbound_ips = vec!["192.168.0.0/24".into()];
+        p.exclude_outbound_ips = vec!["10.0.0.1".into(), "172.16.0.0/16".into()];
         crate::printers::assert_golden("transparent-proxy-exclude-ports", &dry_run(&[p]));
     }
 
