@@ -78,10 +78,13 @@ else:
             s = socket.create_connection((host, port), timeout=3, source_address=src)
             print(s.makefile().readline().strip())
         else:
+            # Connected, as resolvers are: only an answer from (host, port) is received, so
+            # the reply of a redirected query must come back translated.
             s = socket.socket(fam, socket.SOCK_DGRAM)
             s.settimeout(2)
-            s.sendto(b"query", (host, port))
-            print(s.recvfrom(2048)[0].decode())
+            s.connect((host, port))
+            s.send(b"query")
+            print(s.recv(2048).decode())
     except OSError as e:
         print("ERR %s" % e)
 "#;
@@ -123,14 +126,16 @@ impl Net {
         let mut app_specs = vec![
             "tcp,outbound,127.0.0.1,15001",
             "tcp,inbound,0.0.0.0,15006",
-            "udp,dns,127.0.0.1,15053",
-            "tcp,dns-tcp,127.0.0.1,15053",
             "tcp,direct-in,0.0.0.0,2222",
         ];
+        // kuma-dp's DNS runs as the kuma-dp user (the conntrack zone rules match its uid).
+        let dns_specs = ["udp,dns,127.0.0.1,15053", "tcp,dns-tcp,127.0.0.1,15053"];
         let mut peer_specs = vec![
             "tcp,direct,0.0.0.0,8080",
             "tcp,direct,0.0.0.0,8081",
-            "udp,direct-dns,0.0.0.0,53",
+            // One UDP socket per address: it answers from the address it was asked at.
+            "udp,direct-dns,10.77.0.2,53",
+            "udp,direct-dns,10.77.0.3,53",
             "tcp,direct-dns-tcp,0.0.0.0,53",
         ];
         if ipv6 {
@@ -138,8 +143,15 @@ impl Net {
             peer_specs.push("tcp,direct,::,8080");
         }
         let servers = vec![
-            serve(&app, dir.path(), "app", &app_specs),
-            serve(&peer, dir.path(), "peer", &peer_specs),
+            serve(&app, None, dir.path(), "app", &app_specs),
+            serve(
+                &app,
+                Some(&kuma_dp_user()),
+                dir.path(),
+                "app-dns",
+                &dns_specs,
+            ),
+            serve(&peer, None, dir.path(), "peer", &peer_specs),
         ];
         Self {
             app,
@@ -213,10 +225,13 @@ impl Net {
     }
 }
 
-fn serve(ns: &Namespace, dir: &Path, name: &str, specs: &[&str]) -> Proc {
+fn serve(ns: &Namespace, user: Option<&User>, dir: &Path, name: &str, specs: &[&str]) -> Proc {
     let exec = ns.exec();
     let launcher: Vec<&str> = exec.iter().map(String::as_str).collect();
-    let mut cmd = launched(&launcher, PYTHON);
+    let mut cmd = match user {
+        Some(u) => u.command(&launcher, PYTHON),
+        None => launched(&launcher, PYTHON),
+    };
     cmd.arg("-u")
         .arg(dir.join("net.py"))
         .arg("serve")
@@ -302,7 +317,7 @@ fn install_redirects_tcp_and_dns_and_uninstall_restores_the_rules() {
     let (ok, out, err) = net.kumactl(&dry);
     assert!(ok, "{err}");
     assert!(
-        out.starts_with("### IPv4 ###\n* nat\n-N KUMA_MESH_INBOUND\n"),
+        out.starts_with("### IPv4 ###\n* raw\n") && out.contains("\n* nat\n-N KUMA_MESH_INBOUND\n"),
         "{out}"
     );
     assert!(
@@ -337,6 +352,11 @@ fn install_redirects_tcp_and_dns_and_uninstall_restores_the_rules() {
     }
     assert!(
         after.contains(&format!("-m owner --uid-owner {uid} -j RETURN")),
+        "{after}"
+    );
+    // DNS conntrack zones are split in the raw table.
+    assert!(
+        after.contains("-j CT --zone 2") && after.contains("-s 10.77.0.2/32 -p udp"),
         "{after}"
     );
     // Someone else's rules are still there.
@@ -519,4 +539,33 @@ fn dualstack_installs_the_same_rules_with_ip6tables() {
         net.client(&net.app, None, &["tcp", "fd77::2", "8080"]),
         "direct"
     );
+}
+
+#[test]
+fn a_fresh_namespace_is_left_without_tables() {
+    // No nat or raw table before: the install creates them, the uninstall deletes them again
+    // (empty, nf_tables backend), so iptables-save shows the same (nothing) afterwards.
+    let net = Net::new("c", true);
+    let user = kuma_dp_user();
+    let (before4, before6) = (net.save("iptables-save"), net.save("ip6tables-save"));
+    assert!(
+        !before4.contains("*nat") && !before4.contains("*raw"),
+        "{before4}"
+    );
+    let (ok, out, err) = net.kumactl(&[
+        "install",
+        "transparent-proxy",
+        "--kuma-dp-user",
+        &user.name,
+        "--redirect-dns",
+    ]);
+    assert!(ok, "{err}\n{out}");
+    // resolv.conf has an IPv4 nameserver only.
+    assert!(err.contains("no IPv6 DNS servers found"), "{err}");
+    assert!(net.save("iptables-save").contains("*raw"));
+    assert!(net.save("ip6tables-save").contains("*nat"));
+    let (ok, out, err) = net.kumactl(&["uninstall", "transparent-proxy"]);
+    assert!(ok, "{err}\n{out}");
+    assert_eq!(net.save("iptables-save"), before4);
+    assert_eq!(net.save("ip6tables-save"), before6);
 }

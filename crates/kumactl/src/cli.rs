@@ -148,7 +148,8 @@ pub struct InstallTransparentProxyArgs {
     /// The port where kuma-dp's DNS server listens.
     #[arg(long, default_value_t = 15053, value_parser = parse_port, value_name = "PORT")]
     pub redirect_dns_port: u16,
-    /// Accepted for compatibility with Kuma; conntrack zones are never split here.
+    /// Do not split conntrack zones for DNS (the raw table rules that keep the application's
+    /// redirected UDP queries and kuma-dp's own queries apart).
     #[arg(long)]
     pub skip_dns_conntrack_zone_split: bool,
     /// Seconds to wait for the xtables exclusive lock before failing (legacy iptables;

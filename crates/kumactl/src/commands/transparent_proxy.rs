@@ -154,6 +154,7 @@ pub fn plans(
                 exclude_inbound_ips: of(&inbound_ips, family),
                 exclude_outbound_ips: of(&outbound_ips, family),
                 dns,
+                conntrack_zone_split: !args.skip_dns_conntrack_zone_split,
                 verbose: args.verbose,
             }
         })
@@ -211,16 +212,26 @@ pub fn install(
     )?;
     let mut applied: Vec<Family> = Vec::new();
     for plan in &plans {
-        let input = rules::restore_input(plan);
-        let result = (|| -> Result<()> {
-            if plan.family == Family::Ipv6 {
-                host::add_ipv6_passthrough_address(&plan.loopback)?;
-            }
-            iptables::restore(plan.family, &input, args.wait)?;
-            Ok(())
-        })();
+        let mut plan = plan.clone();
+        let mut result = apply(&plan, args.wait);
+        if let Err(e) = &result
+            && plan.conntrack_zone_split
+            && plan.dns != Dns::Off
+        {
+            // Kuma skips zone splitting when the CT target is missing; so do we, once the
+            // attempt failed (anything of it that went in is taken out first).
+            let _ = remove(plan.family, false, args.wait, &mut std::io::sink());
+            let _ = writeln!(
+                err,
+                "# [WARNING] [{}]: conntrack zone splitting failed ({e:#}); installing without it",
+                plan.family.iptables()
+            );
+            plan.conntrack_zone_split = false;
+            result = apply(&plan, args.wait);
+        }
         if let Err(e) = result {
-            // All or nothing: take back the families already applied.
+            // All or nothing: take back what went in, of this family and the ones before.
+            let _ = remove(plan.family, false, args.wait, &mut std::io::sink());
             for &f in &applied {
                 if let Err(undo) = remove(f, false, args.wait, &mut *out) {
                     let _ = writeln!(
@@ -233,6 +244,7 @@ pub fn install(
             return Err(e)
                 .with_context(|| format!("unable to restore {} rules", plan.family.iptables()));
         }
+        let input = rules::restore_input(&plan);
         applied.push(plan.family);
         let chains = [
             rules::CHAIN_INBOUND,
@@ -242,8 +254,13 @@ pub fn install(
         ];
         writeln!(
             out,
-            "# [{}] installed: table nat, chains {}; inbound TCP -> port {}{}, outbound TCP -> port {}, kuma-dp user UID {} not redirected{}",
+            "# [{}] installed: {}table nat, chains {}; inbound TCP -> port {}{}, outbound TCP -> port {}, kuma-dp user UID {} not redirected{}",
             plan.family.iptables(),
+            if plan.conntrack_zone_split && plan.dns != Dns::Off {
+                "table raw (DNS conntrack zones), "
+            } else {
+                ""
+            },
             chains.join(", "),
             plan.inbound_port,
             if plan.redirect_inbound {
@@ -277,16 +294,34 @@ pub fn install(
     Ok(())
 }
 
-/// Removes (or with `dry_run` prints the removal of) one family's rules; whether there were any.
+/// Applies one family's rules (and, for IPv6, the passthrough address on the loopback).
+fn apply(plan: &Plan, wait: u32) -> Result<()> {
+    if plan.family == Family::Ipv6 {
+        host::add_ipv6_passthrough_address(&plan.loopback)?;
+    }
+    iptables::restore(plan.family, &rules::restore_input(plan), wait)?;
+    Ok(())
+}
+
+/// Removes (or with `dry_run` prints the removal of) one family's rules, then deletes the
+/// tables left empty (see [`cleanup::left_empty`]); whether there were any rules.
 fn remove(family: Family, dry_run: bool, wait: u32, out: &mut dyn Write) -> Result<bool> {
-    let found = cleanup::find(&iptables::save(family)?)?;
+    let save = iptables::save(family)?;
+    let found = cleanup::find(&save)?;
     if found.is_empty() {
         return Ok(false);
     }
     let input = cleanup::removal_input(&found);
+    let empty = cleanup::left_empty(&save, &found);
     if dry_run {
         writeln!(out, "### {} ###", family.label())?;
         out.write_all(input.as_bytes())?;
+        for t in &empty {
+            writeln!(
+                out,
+                "# then the empty table {t} is deleted (nf_tables backend)"
+            )?;
+        }
         return Ok(true);
     }
     iptables::restore(family, &input, wait)
@@ -297,6 +332,17 @@ fn remove(family: Family, dry_run: bool, wait: u32, out: &mut dyn Write) -> Resu
         family.iptables(),
         cleanup::describe(&found)
     )?;
+    for t in &empty {
+        let deleted = iptables::delete_empty_table(family, t)
+            .with_context(|| format!("deleting the empty {} table {t}", family.iptables()))?;
+        if deleted {
+            writeln!(
+                out,
+                "# [{}] deleted the table {t}, empty without the transparent proxy rules",
+                family.iptables()
+            )?;
+        }
+    }
     Ok(true)
 }
 

@@ -107,6 +107,45 @@ pub fn removal_input(found: &[TableFindings]) -> String {
     text
 }
 
+/// The tables of `found` that hold nothing once the removal is done: no rule and no chain
+/// left but the built-in ones, each with policy `ACCEPT`. With the nf_tables backend such a
+/// table is usually one the install created (a fresh host or namespace has no nat or raw
+/// table); deleting it too makes `iptables-save` show what it showed before the install.
+pub fn left_empty(save: &str, found: &[TableFindings]) -> Vec<String> {
+    let mut empty = Vec::new();
+    let mut table: Option<&TableFindings> = None;
+    let mut holds_more = false;
+    for line in save.lines() {
+        let line = line.trim_end();
+        if let Some(name) = line.strip_prefix('*') {
+            table = found.iter().find(|t| t.table == name.trim());
+            holds_more = false;
+        } else if line == "COMMIT" {
+            if let Some(t) = table.take()
+                && !holds_more
+            {
+                empty.push(t.table.clone());
+            }
+        } else if let (Some(t), Some(decl)) = (table, line.strip_prefix(':')) {
+            let mut f = decl.split_whitespace();
+            let (name, policy) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+            let ours = t.chains.iter().any(|c| c == name);
+            // A user chain (policy `-`) not ours, or a built-in chain that drops, stays.
+            if !ours && policy != "ACCEPT" {
+                holds_more = true;
+            }
+        } else if let (Some(t), Some(rule)) = (table, line.strip_prefix("-A ")) {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            let ours = t.chains.iter().any(|c| c == chain)
+                || t.rules.iter().any(|(c, r)| c == chain && r == spec);
+            if !ours {
+                holds_more = true;
+            }
+        }
+    }
+    empty
+}
+
 /// A one-line account of `found` (`table nat: 3 rules in built-in chains, chains A, B`).
 pub fn describe(found: &[TableFindings]) -> String {
     found
@@ -174,6 +213,22 @@ COMMIT
             describe(&found),
             "table nat: 2 rule(s) in built-in chains, chains KUMA_MESH_INBOUND, KUMA_MESH_INBOUND_REDIRECT"
         );
+    }
+
+    #[test]
+    fn only_tables_left_with_nothing_are_empty() {
+        let found = find(SAVE).unwrap();
+        // nat keeps USER_CHAIN and a rule of someone else.
+        assert_eq!(left_empty(SAVE, &found), Vec::<String>::new());
+        let fresh = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m comment --comment \"kuma/mesh/transparent/proxy/z\" -j CT --zone 1\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:KUMA_MESH_OUTBOUND - [0:0]\n-A OUTPUT -p tcp -m comment --comment \"kuma/mesh/transparent/proxy/o\" -j KUMA_MESH_OUTBOUND\n-A KUMA_MESH_OUTBOUND -j RETURN\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+        let found = find(fresh).unwrap();
+        assert_eq!(left_empty(fresh, &found), ["raw", "nat"]);
+        // A built-in chain whose policy is not ACCEPT keeps its table.
+        let dropping = fresh.replace(
+            ":PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp",
+            ":PREROUTING DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp",
+        );
+        assert_eq!(left_empty(&dropping, &find(&dropping).unwrap()), ["nat"]);
     }
 
     #[test]

@@ -82,6 +82,44 @@ pub fn restore(family: Family, input: &str, wait: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Deletes the empty table `table` of `family` when iptables runs on the nf_tables backend
+/// (`nft delete table ip|ip6 <table>`); `Ok(false)` when it cannot be done here (legacy
+/// backend, or no `nft`), so the empty table stays.
+pub fn delete_empty_table(family: Family, table: &str) -> Result<bool, Error> {
+    let version = Command::new(family.iptables()).arg("--version").output();
+    let nf_tables = version
+        .as_ref()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
+    if !nf_tables {
+        return Ok(false);
+    }
+    let nft_family = match family {
+        Family::Ipv4 => "ip",
+        Family::Ipv6 => "ip6",
+    };
+    let out = match Command::new("nft")
+        .args(["delete", "table", nft_family, table])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(Error::Spawn {
+                tool: "nft".into(),
+                source,
+            });
+        }
+    };
+    if !out.status.success() {
+        return Err(Error::Failed {
+            tool: format!("nft delete table {nft_family} {table}"),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(true)
+}
+
 /// Whether the family's tools work here (`-save` runs); `Err` says why not.
 pub fn usable(family: Family) -> Result<(), String> {
     save(family).map(|_| ()).map_err(|e| e.to_string())

@@ -124,6 +124,9 @@ pub struct Plan {
     /// `--exclude-outbound-ips` of this family (addresses or CIDRs, as given).
     pub exclude_outbound_ips: Vec<String>,
     pub dns: Dns,
+    /// Split conntrack zones for UDP DNS in the raw table (Kuma's default with DNS
+    /// redirection; off with `--skip-dns-conntrack-zone-split`).
+    pub conntrack_zone_split: bool,
     /// Long flag names and section headers (`--verbose`).
     pub verbose: bool,
 }
@@ -492,29 +495,148 @@ pub fn restore_input(plan: &Plan) -> String {
     }
 
     let custom = [inbound, outbound, inbound_redirect, outbound_redirect];
+    let nat = table("nat", &[&prerouting, &output], &custom, v);
+    let tables: Vec<String> = [raw_table(plan), nat].into_iter().flatten().collect();
+    let mut text = tables.join(if v { "\n\n" } else { "\n" });
+    text.push('\n');
+    text
+}
+
+/// One table as Kuma renders it: `* <name>`, the custom chains (`-N`), the rules of the
+/// built-in chains then of the custom ones, `COMMIT`; `None` without any rule.
+fn table(name: &str, builtin: &[&Chain], custom: &[Chain], v: bool) -> Option<String> {
     let new_chain = if v { "--new-chain" } else { "-N" };
     let mut chain_lines: Vec<String> = custom
         .iter()
         .map(|c| format!("{new_chain} {}", c.name))
         .collect();
-    let mut rule_lines: Vec<String> = [&prerouting, &output]
-        .into_iter()
+    let mut rule_lines: Vec<String> = builtin
+        .iter()
+        .copied()
         .chain(custom.iter())
         .flat_map(|c| c.rules.iter().map(|r| r.line(v)))
         .collect();
+    if rule_lines.is_empty() {
+        return None;
+    }
     if v {
-        chain_lines.insert(0, "# Custom Chains:".into());
+        if !chain_lines.is_empty() {
+            chain_lines.insert(0, "# Custom Chains:".into());
+        }
         rule_lines.insert(0, "# Rules:".into());
     }
-    let sections = [
-        "* nat".to_string(),
-        chain_lines.join("\n"),
-        rule_lines.join("\n"),
-        "COMMIT".to_string(),
-    ];
-    let mut text = sections.join(if v { "\n\n" } else { "\n" });
-    text.push('\n');
-    text
+    let mut sections = vec![format!("* {name}")];
+    if !chain_lines.is_empty() {
+        sections.push(chain_lines.join("\n"));
+    }
+    sections.push(rule_lines.join("\n"));
+    sections.push("COMMIT".into());
+    Some(sections.join(if v { "\n\n" } else { "\n" }))
+}
+
+/// The raw table: Kuma's conntrack zone splitting for UDP DNS, so the application's queries
+/// redirected to kuma-dp (zone 2) and kuma-dp's own queries to the same nameservers (zone 1)
+/// never share a conntrack entry. Only with DNS redirection and `conntrack_zone_split`.
+fn raw_table(plan: &Plan) -> Option<String> {
+    let port = match &plan.dns {
+        Dns::Servers { port, .. } | Dns::All { port } if plan.conntrack_zone_split => *port,
+        _ => return None,
+    };
+    let v = plan.verbose;
+    let uid = plan.kuma_dp_uid.to_string();
+    let uid = uid.as_str();
+    let (d53, dns_port) = (DNS_PORT.to_string(), port.to_string());
+    let (d53, dns_port) = (d53.as_str(), dns_port.as_str());
+    const SPORT: Tok = Flag("--sport", "--source-port");
+    let zone = |z: &'static str| [JUMP, Lit("CT"), Lit("--zone"), Lit(z)];
+    let mut prerouting = Chain::new("PREROUTING");
+    let mut output = Chain::new("OUTPUT");
+    output
+        .append(
+            v,
+            format!(
+                "assign connection tracking zone 1 to DNS traffic from the kuma-dp user (UID {uid})"
+            ),
+            &[
+                &[
+                    PROTO,
+                    Lit("udp"),
+                    DPORT,
+                    Lit(d53),
+                    MATCH,
+                    Lit("owner"),
+                    Lit("--uid-owner"),
+                    Lit(uid),
+                ][..],
+                &zone("1"),
+            ]
+            .concat(),
+        )
+        .append(
+            v,
+            "assign connection tracking zone 2 to DNS responses from the kuma-dp DNS proxy".into(),
+            &[
+                &[
+                    PROTO,
+                    Lit("udp"),
+                    SPORT,
+                    Lit(dns_port),
+                    MATCH,
+                    Lit("owner"),
+                    Lit("--uid-owner"),
+                    Lit(uid),
+                ][..],
+                &zone("2"),
+            ]
+            .concat(),
+        );
+    match &plan.dns {
+        Dns::All { .. } => {
+            output.append(
+                v,
+                "assign connection tracking zone 2 to all DNS requests".into(),
+                &[&[PROTO, Lit("udp"), DPORT, Lit(d53)][..], &zone("2")].concat(),
+            );
+            prerouting.append(
+                v,
+                "assign connection tracking zone 1 to all DNS responses".into(),
+                &[&[PROTO, Lit("udp"), SPORT, Lit(d53)][..], &zone("1")].concat(),
+            );
+        }
+        Dns::Servers { servers, .. } => {
+            let localhost = plan.family.localhost();
+            for ip in servers {
+                let s = ip.to_string();
+                output.append(
+                    v,
+                    format!("assign connection tracking zone 2 to DNS requests destined for {s}"),
+                    &[
+                        &[DST, Lit(&s), PROTO, Lit("udp"), DPORT, Lit(d53)][..],
+                        &zone("2"),
+                    ]
+                    .concat(),
+                );
+                if ip.is_loopback() {
+                    output.append(
+                        v,
+                        "assign conntrack zone 1 to DNS responses from the local DNS server to localhost, needed when the DNS query port is altered by a DNAT iptables rule, such as with Docker containers in a custom network".into(),
+                        &[&[SRC, Lit(&s), DST, Lit(localhost), PROTO, Lit("udp")][..], &zone("1")].concat(),
+                    );
+                }
+                prerouting.append(
+                    v,
+                    format!("assign connection tracking zone 1 to DNS responses from {s}"),
+                    &[
+                        &[SRC, Lit(&s), PROTO, Lit("udp"), SPORT, Lit(d53)][..],
+                        &zone("1"),
+                    ]
+                    .concat(),
+                );
+            }
+        }
+        Dns::Off => {}
+    }
+    table("raw", &[&prerouting, &output], &[], v)
 }
 
 /// What `--dry-run` prints: each family's input under a `### IPv4 ###` / `### IPv6 ###`
@@ -552,6 +674,7 @@ mod tests {
             exclude_inbound_ips: vec![],
             exclude_outbound_ips: vec![],
             dns: Dns::Off,
+            conntrack_zone_split: true,
             verbose: false,
         }
     }
@@ -569,9 +692,15 @@ mod tests {
         let mut p = plan(Family::Ipv4);
         p.dns = Dns::Servers {
             port: 15053,
-            servers: vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
+            servers: vec!["10.0.0.2".parse().unwrap(), "127.0.0.53".parse().unwrap()],
         };
-        crate::printers::assert_golden("transparent-proxy-redirect-dns", &dry_run(&[p]));
+        crate::printers::assert_golden("transparent-proxy-redirect-dns", &dry_run(&[p.clone()]));
+        p.conntrack_zone_split = false;
+        let text = restore_input(&p);
+        assert!(
+            text.starts_with("* nat\n") && !text.contains("* raw"),
+            "{text}"
+        );
     }
 
     #[test]
