@@ -12,9 +12,9 @@
 //!
 //! Invariants: every rule the install adds to a built-in chain carries a comment starting
 //! with [`rules::COMMENT_PREFIX`], and every chain it creates starts with
-//! [`rules::CHAIN_PREFIX`]; the uninstall removes exactly those. Each family's change is one
-//! `iptables-restore --noflush` transaction. Only the nat table is used (Kuma's conntrack
-//! zone splitting for DNS, in the raw table, is not implemented).
+//! [`rules::CHAIN_PREFIX`]; the uninstall removes exactly those (and a table left empty
+//! by that, see [`cleanup::left_empty`]). Each family's change is one `iptables-restore
+//! --noflush` input: the nat table, plus the raw table for DNS conntrack zones.
 
 pub mod cleanup;
 pub mod host;

@@ -13,7 +13,9 @@
 //!   `KUMA_MESH_OUTBOUND_REDIRECT` (`REDIRECT` to the outbound port, 15001).
 //! - DNS (`--redirect-dns` / `--redirect-all-dns-traffic`): rules inserted at the top of
 //!   `OUTPUT`: kuma-dp's own UDP queries return first, then queries to the resolv.conf
-//!   nameservers (or every query) are redirected to the DNS port.
+//!   nameservers (or every query) are redirected to the DNS port; in the raw table,
+//!   conntrack zones keep the application's redirected UDP queries (zone 2) apart from
+//!   kuma-dp's own queries to the same servers (zone 1).
 //!
 //! Every rule carries a comment `kuma/mesh/transparent/proxy/<text>` with Kuma's text; the
 //! uninstall finds the rules it must delete from the built-in chains by that prefix.
