@@ -57,6 +57,144 @@ pub enum Command {
     },
     /// Print the client and control plane versions.
     Version,
+    /// Install components on this host.
+    Install {
+        #[command(subcommand)]
+        what: InstallCommand,
+    },
+    /// Uninstall components from this host.
+    Uninstall {
+        #[command(subcommand)]
+        what: UninstallCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallCommand {
+    /// Install the transparent proxy's iptables rules on this host (root): inbound TCP to
+    /// the inbound redirect port, outbound TCP to the outbound redirect port, optionally DNS
+    /// to the DNS port; the kuma-dp user's own traffic is not captured. Undo with `kumactl
+    /// uninstall transparent-proxy`.
+    #[command(name = "transparent-proxy")]
+    TransparentProxy(InstallTransparentProxyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UninstallCommand {
+    /// Remove the transparent proxy's iptables rules and chains (and nothing else).
+    #[command(name = "transparent-proxy")]
+    TransparentProxy(UninstallTransparentProxyArgs),
+}
+
+/// `--ip-family-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IpFamilyMode {
+    /// IPv4 and, when the host has IPv6 and ip6tables works, IPv6.
+    Dualstack,
+    /// IPv4 only.
+    Ipv4,
+}
+
+/// Flags of `kumactl install transparent-proxy` (Kuma's names and defaults).
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub struct InstallTransparentProxyArgs {
+    /// Print the iptables-restore input instead of applying it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Long flag names in the rules, and print the rules applied.
+    #[arg(long)]
+    pub verbose: bool,
+    /// The IP family mode to enable traffic redirection for.
+    #[arg(long, value_enum, default_value_t = IpFamilyMode::Dualstack)]
+    pub ip_family_mode: IpFamilyMode,
+    /// The username or UID of the user that will run kuma-dp (its traffic is not
+    /// captured). If not provided, the user with UID 5678, else the user `kuma-dp`.
+    #[arg(long, alias = "kuma-dp-uid", value_name = "USER")]
+    pub kuma_dp_user: Option<String>,
+    /// Inbound port redirected to Envoy, as in the Dataplane's
+    /// `networking.transparentProxying.redirectPortInbound`.
+    #[arg(long, default_value_t = 15006, value_parser = parse_port, value_name = "PORT")]
+    pub redirect_inbound_port: u16,
+    /// Outbound port redirected to Envoy, as in the Dataplane's
+    /// `networking.transparentProxying.redirectPortOutbound`.
+    #[arg(long, default_value_t = 15001, value_parser = parse_port, value_name = "PORT")]
+    pub redirect_outbound_port: u16,
+    /// Redirect the inbound traffic to Envoy (`--redirect-inbound=false` for gateways).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub redirect_inbound: bool,
+    /// A comma separated list of inbound ports to exclude from redirect to Envoy.
+    #[arg(long, value_parser = parse_ports, value_name = "PORTS", default_value = "")]
+    pub exclude_inbound_ports: Ports,
+    /// A comma separated list of outbound ports to exclude from redirect to Envoy.
+    #[arg(long, value_parser = parse_ports, value_name = "PORTS", default_value = "")]
+    pub exclude_outbound_ports: Ports,
+    /// IP addresses (IPv4 or IPv6, with or without CIDR) excluded from inbound redirection
+    /// (by source), comma separated; repeatable.
+    #[arg(long, value_name = "IPS")]
+    pub exclude_inbound_ips: Vec<String>,
+    /// IP addresses (IPv4 or IPv6, with or without CIDR) excluded from outbound redirection
+    /// (by destination), comma separated; repeatable.
+    #[arg(long, value_name = "IPS")]
+    pub exclude_outbound_ips: Vec<String>,
+    /// Redirect DNS requests (UDP and TCP port 53) to the servers listed in
+    /// /etc/resolv.conf to the DNS port.
+    #[arg(long)]
+    pub redirect_dns: bool,
+    /// Redirect all DNS traffic (port 53, to any server) to the DNS port.
+    #[arg(long)]
+    pub redirect_all_dns_traffic: bool,
+    /// The port where kuma-dp's DNS server listens.
+    #[arg(long, default_value_t = 15053, value_parser = parse_port, value_name = "PORT")]
+    pub redirect_dns_port: u16,
+    /// Do not split conntrack zones for DNS (the raw table rules that keep the application's
+    /// redirected UDP queries and kuma-dp's own queries apart).
+    #[arg(long)]
+    pub skip_dns_conntrack_zone_split: bool,
+    /// Seconds to wait for the xtables exclusive lock before failing (legacy iptables;
+    /// 0: do not wait).
+    #[arg(long, default_value_t = crate::transparent_proxy::iptables::DEFAULT_WAIT, value_name = "SECONDS")]
+    pub wait: u32,
+}
+
+/// Flags of `kumactl uninstall transparent-proxy`.
+#[derive(Debug, Args)]
+pub struct UninstallTransparentProxyArgs {
+    /// Print the iptables-restore input that would remove the rules, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the iptables-restore input applied.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Seconds to wait for the xtables exclusive lock before failing (legacy iptables;
+    /// 0: do not wait).
+    #[arg(long, default_value_t = crate::transparent_proxy::iptables::DEFAULT_WAIT, value_name = "SECONDS")]
+    pub wait: u32,
+}
+
+/// A comma separated list of ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+/// A port in 1..=65535, with Kuma's message otherwise.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(format!(
+            "value '{s}' is not a valid port (uint16 in the range [1, 65535])"
+        )),
+    }
+}
+
+/// A comma separated list of ports (empty items ignored).
+pub fn parse_ports(s: &str) -> Result<Ports, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse_port)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ports)
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +496,95 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("1x").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    fn install_tp(args: &[&str]) -> Result<InstallTransparentProxyArgs, String> {
+        let argv = ["kumactl", "install", "transparent-proxy"]
+            .iter()
+            .chain(args)
+            .copied();
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Install {
+                what: InstallCommand::TransparentProxy(a),
+            } => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn install_transparent_proxy_defaults_are_kumas() {
+        let a = install_tp(&[]).unwrap();
+        assert_eq!(a.redirect_inbound_port, 15006);
+        assert_eq!(a.redirect_outbound_port, 15001);
+        assert_eq!(a.redirect_dns_port, 15053);
+        assert!(a.redirect_inbound);
+        assert!(!a.redirect_dns && !a.redirect_all_dns_traffic && !a.dry_run);
+        assert_eq!(a.ip_family_mode, IpFamilyMode::Dualstack);
+        assert_eq!(a.kuma_dp_user, None);
+        assert_eq!(a.exclude_inbound_ports, Ports(vec![]));
+        assert_eq!(a.wait, 5);
+    }
+
+    #[test]
+    fn install_transparent_proxy_flags_parse() {
+        let a = install_tp(&[
+            "--kuma-dp-uid",
+            "1234",
+            "--redirect-inbound=false",
+            "--exclude-inbound-ports",
+            "22, 8443",
+            "--exclude-outbound-ports=5432",
+            "--ip-family-mode",
+            "ipv4",
+            "--redirect-dns",
+            "--redirect-dns-port",
+            "25053",
+        ])
+        .unwrap();
+        assert_eq!(a.kuma_dp_user.as_deref(), Some("1234"));
+        assert!(!a.redirect_inbound);
+        assert_eq!(a.exclude_inbound_ports, Ports(vec![22, 8443]));
+        assert_eq!(a.exclude_outbound_ports, Ports(vec![5432]));
+        assert_eq!(a.ip_family_mode, IpFamilyMode::Ipv4);
+        assert!(a.redirect_dns);
+        assert_eq!(a.redirect_dns_port, 25053);
+        assert!(
+            install_tp(&["--redirect-inbound"])
+                .unwrap()
+                .redirect_inbound
+        );
+    }
+
+    #[test]
+    fn install_transparent_proxy_refuses_bad_ports_and_modes() {
+        for (args, want) in [
+            (
+                &["--redirect-inbound-port", "0"][..],
+                "value '0' is not a valid port (uint16 in the range [1, 65535])",
+            ),
+            (
+                &["--redirect-outbound-port", "70000"][..],
+                "value '70000' is not a valid port",
+            ),
+            (
+                &["--exclude-inbound-ports", "22,x"][..],
+                "value 'x' is not a valid port",
+            ),
+            (
+                &["--redirect-dns-port=-1"][..],
+                "value '-1' is not a valid port",
+            ),
+            (
+                &["--ip-family-mode", "ipv6"][..],
+                "possible values: dualstack, ipv4",
+            ),
+        ] {
+            let err = install_tp(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod delete;
 pub mod generate;
 pub mod get;
 pub mod inspect;
+pub mod transparent_proxy;
 pub mod version;
 
 use std::io::Write;
@@ -18,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, Utc};
 use kuma_core::resource::ResourceType;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, InstallCommand, UninstallCommand};
 use crate::client::Client;
 use crate::config::{self as cfg, ApiServer, Config};
 
@@ -90,6 +91,16 @@ impl Env<'_> {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    // Host commands: no configuration file, no control plane.
+    match &cli.command {
+        Command::Install {
+            what: InstallCommand::TransparentProxy(args),
+        } => return transparent_proxy::install(args, out, err),
+        Command::Uninstall {
+            what: UninstallCommand::TransparentProxy(args),
+        } => return transparent_proxy::uninstall(args, out, err),
+        _ => {}
+    }
     let config_path = cli.config_file.clone().unwrap_or_else(cfg::default_path);
     let config = if cli.no_config {
         Config::default()
@@ -119,6 +130,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         }
         Command::Generate { what } => generate::run(&mut env, what).await,
         Command::Version => version::run(&mut env).await,
+        Command::Install { .. } | Command::Uninstall { .. } => {
+            unreachable!("host commands return above")
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! `kumactl`: the command-line client of the control plane's REST API (Universal mode),
 //! compatible with Kuma 2.x's kumactl for the commands it implements: `apply`, `get`,
 //! `delete`, `inspect dataplanes|dataplane`, `config control-planes add|list|switch|remove`,
-//! `config view`, `generate dataplane-token|user-token|signing-key` and `version`.
+//! `config view`, `generate dataplane-token|user-token|signing-key`, `version`, and on the
+//! host itself `install|uninstall transparent-proxy` (iptables, see [`transparent_proxy`]).
 //!
 //! Layout: [`cli`] (arguments), [`config`] (the `~/.kumactl/config` file), [`client`] (typed
 //! REST client), [`template`] (`--var` substitution), [`printers`] (tables, YAML, JSON; pure)
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod printers;
 pub mod template;
+pub mod transparent_proxy;
 
 use std::io::Write;
 use std::process::ExitCode;
