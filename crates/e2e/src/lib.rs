@@ -674,6 +674,8 @@ fn kuma_dp(launcher: &[&str], cp: &ControlPlane, file: &Path, delta: bool) -> Co
         .arg("--envoy-log-level")
         .arg("warning")
         .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
+    // Each kuma-dp runs its DNS server (on by default) on a port of its own.
+    cmd.arg("--dns-coredns-port").arg(free_port().to_string());
     if delta {
         cmd.env(
             "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
