@@ -142,6 +142,8 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     let (cp, recorded) = fake_cp(StatusCode::OK, "").await;
     let readiness_port = free_port();
     let port = readiness_port.to_string();
+    // No transparent proxying: readiness does not wait for a DNS table.
+    let dns_port = free_port();
     let mut child = kuma_dp(
         &[
             "--cp-address",
@@ -159,8 +161,8 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
             "--drain-time",
             "1s",
             "--xds-delta",
-            // Readiness would wait up to 15 s for a DNS table no fake CP sends.
-            "--dns-enabled=false",
+            "--dns-coredns-port",
+            &dns_port.to_string(),
         ],
         dir.path(),
     )
@@ -195,14 +197,15 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     assert_eq!(request["mesh"], "default");
     assert_eq!(request["proxyType"], "dataplane");
     assert_eq!(request["readinessPort"], readiness_port);
-    assert_eq!(request["dnsPort"], 0);
+    assert_eq!(request["dnsPort"], dns_port);
     assert_eq!(request["version"]["envoy"]["version"], "1.38.2");
     assert_eq!(
         request["features"],
         serde_json::json!([
             "feature-tcp-accesslog-via-named-pipe",
             "feature-readiness-reporting",
-            "feature-delta-grpc"
+            "feature-delta-grpc",
+            "feature-embedded-dns"
         ])
     );
     let resource: serde_json::Value =
