@@ -452,3 +452,148 @@ impl Throttle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::dns::table::Table;
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    async fn ask_udp(server: SocketAddr, raw: &[u8]) -> Message {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(raw, server).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        Message::from_vec(&buf[..n]).unwrap()
+    }
+
+    /// A server whose only upstream never answers, with `limits`.
+    async fn server(limits: Limits) -> (SocketAddr, CancellationToken, std::net::UdpSocket) {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstreams = Upstreams::new(vec![silent.local_addr().unwrap()], Duration::from_secs(30));
+        let table =
+            Table::from_json(br#"{"records":[{"name":"a.mesh","ips":["240.0.0.1"]}]}"#).unwrap();
+        let (_tx, rx) = watch::channel(Some(Arc::new(table)));
+        let server = Server::bind(0, "test", rx, upstreams, limits)
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0];
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
+        (addr, shutdown, silent)
+    }
+
+    #[tokio::test]
+    async fn forwards_are_bounded_in_time_and_number() {
+        let limits = Limits {
+            query_timeout: Duration::from_millis(600),
+            max_forwards: 1,
+            ..Limits::default()
+        };
+        let (addr, shutdown, _silent) = server(limits).await;
+        // The first forward waits on the silent upstream...
+        let first = tokio::spawn(async move { ask_udp(addr, &query(1, "example.com.")).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ... so a second one is refused at once, while local names still answer.
+        let started = Instant::now();
+        let second = ask_udp(addr, &query(2, "example.org.")).await;
+        assert_eq!(second.metadata.id, 2);
+        assert_eq!(second.metadata.response_code, ResponseCode::ServFail);
+        assert!(started.elapsed() < Duration::from_millis(300));
+        let local = ask_udp(addr, &query(3, "a.mesh.")).await;
+        assert_eq!(local.answers.len(), 1);
+        // The first one gets SERVFAIL at the query deadline.
+        let first = first.await.unwrap();
+        assert_eq!(first.metadata.id, 1);
+        assert_eq!(first.metadata.response_code, ResponseCode::ServFail);
+        // The slot is free again.
+        let started = Instant::now();
+        let again = ask_udp(addr, &query(4, "example.net.")).await;
+        assert_eq!(again.metadata.response_code, ResponseCode::ServFail);
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "waited for the upstream"
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn tcp_connections_are_capped_and_idle_ones_closed() {
+        let limits = Limits {
+            max_tcp_connections: 2,
+            tcp_idle_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let (addr, shutdown, _silent) = server(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Over the cap: closed at once.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // A held connection answers, then is closed once idle, which frees its slot.
+        let raw = query(9, "a.mesh.");
+        let mut framed = (raw.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&raw);
+        held[0].write_all(&framed).await.unwrap();
+        let answer = forward::read_frame(&mut held[0]).await.unwrap();
+        let answer = Message::from_vec(&answer).unwrap();
+        assert_eq!(answer.metadata.id, 9);
+        assert_eq!(answer.answers.len(), 1);
+        let n = tokio::time::timeout(Duration::from_secs(2), held[1].read(&mut byte))
+            .await
+            .expect("idle connection closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut fresh = TcpStream::connect(addr).await.unwrap();
+        fresh.write_all(&framed).await.unwrap();
+        let answer = forward::read_frame(&mut fresh).await.unwrap();
+        assert_eq!(Message::from_vec(&answer).unwrap().metadata.id, 9);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_names_address_and_setting() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let (_tx, rx) = watch::channel(None);
+        let err = Server::bind(
+            port,
+            "--dns-coredns-port / KUMA_DNS_CORE_DNS_PORT",
+            rx,
+            Upstreams::new(vec![], Duration::from_secs(1)),
+            Limits::default(),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("udp 127.0.0.1:{port}")), "{text}");
+        assert!(
+            text.contains("--dns-coredns-port / KUMA_DNS_CORE_DNS_PORT"),
+            "{text}"
+        );
+    }
+}
