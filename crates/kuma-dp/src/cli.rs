@@ -177,6 +177,43 @@ pub struct RunArgs {
     )]
     pub dns_proxy_port: u16,
 
+    /// Kuma's CoreDNS-mode settings, accepted so Kuma command lines keep working and ignored
+    /// (this kuma-dp answers DNS itself; a warning names each one given).
+    #[arg(long = "dns-envoy-port", env = "KUMA_DNS_ENVOY_DNS_PORT", hide = true)]
+    pub dns_envoy_port: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-coredns-path",
+        env = "KUMA_DNS_CORE_DNS_BINARY_PATH",
+        hide = true
+    )]
+    pub dns_coredns_path: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-coredns-config-template-path",
+        env = "KUMA_DNS_CORE_DNS_CONFIG_TEMPLATE_PATH",
+        hide = true
+    )]
+    pub dns_coredns_config_template_path: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-server-config-dir",
+        env = "KUMA_DNS_CONFIG_DIR",
+        hide = true
+    )]
+    pub dns_server_config_dir: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-prometheus-port",
+        env = "KUMA_DNS_PROMETHEUS_PORT",
+        hide = true
+    )]
+    pub dns_prometheus_port: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(long = "dns-enable-logging", env = "KUMA_DNS_ENABLE_LOGGING", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", hide = true)]
+    pub dns_enable_logging: Option<String>,
+
     /// The resolv.conf whose nameservers answer the names outside the mesh.
     #[arg(long = "dns-resolv-conf", env = "KUMA_DNS_RESOLV_CONF",
           default_value = crate::dns::DEFAULT_RESOLV_CONF, hide = true)]

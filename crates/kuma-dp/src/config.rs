@@ -288,6 +288,24 @@ impl Config {
 /// The DNS server of a Dataplane: the port from `KUMA_DNS_PROXY_PORT` when non-zero, else
 /// `--dns-coredns-port`. Zone proxies run none (as Kuma).
 fn dns_settings(args: &RunArgs) -> Result<Option<dns::Settings>, Error> {
+    for (flag, given) in [
+        ("--dns-envoy-port", &args.dns_envoy_port),
+        ("--dns-coredns-path", &args.dns_coredns_path),
+        (
+            "--dns-coredns-config-template-path",
+            &args.dns_coredns_config_template_path,
+        ),
+        ("--dns-server-config-dir", &args.dns_server_config_dir),
+        ("--dns-prometheus-port", &args.dns_prometheus_port),
+        ("--dns-enable-logging", &args.dns_enable_logging),
+    ] {
+        if given.is_some() {
+            tracing::warn!(
+                flag,
+                "CoreDNS setting ignored: this kuma-dp answers DNS itself (no CoreDNS)"
+            );
+        }
+    }
     if !args.dns_enabled || !args.proxy_type.is_mesh_scoped() {
         return Ok(None);
     }
@@ -601,6 +619,22 @@ mod tests {
             let cfg = config(&["--name", "z", "--proxy-type", kind]).unwrap();
             assert!(cfg.dns.is_none(), "{kind}");
         }
+        // Kuma's CoreDNS settings are accepted (and ignored).
+        let cfg = config(&[
+            "--name",
+            "n",
+            "--mesh",
+            "m",
+            "--dns-envoy-port",
+            "15054",
+            "--dns-coredns-path",
+            "/usr/bin/coredns",
+            "--dns-enable-logging",
+            "--dns-prometheus-port",
+            "19153",
+        ])
+        .unwrap();
+        assert_eq!(cfg.dns.unwrap().port, 15053);
         let err = config(&["--name", "n", "--mesh", "m", "--dns-coredns-port", "0"]).unwrap_err();
         assert!(matches!(err, Error::DnsPort), "{err}");
     }
