@@ -674,8 +674,6 @@ fn kuma_dp(launcher: &[&str], cp: &ControlPlane, file: &Path, delta: bool) -> Co
         .arg("--envoy-log-level")
         .arg("warning")
         .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
-    // Each kuma-dp runs its DNS server (on by default) on a port of its own.
-    cmd.arg("--dns-coredns-port").arg(free_port().to_string());
     if delta {
         cmd.env(
             "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT",
@@ -901,6 +899,8 @@ pub struct DataplaneProc {
     pub name: String,
     pub mesh: String,
     pub admin: SocketAddr,
+    /// The port of kuma-dp's DNS server (UDP and TCP on 127.0.0.1 where kuma-dp runs).
+    pub dns_port: u16,
 }
 
 /// The dataplane token a test proxy presents.
@@ -932,6 +932,8 @@ pub struct DpSpec<'a> {
     pub tags: Vec<(&'a str, &'a str)>,
     /// Address the outbound listeners bind (default 127.0.0.1).
     pub outbound_address: &'a str,
+    /// kuma-dp's DNS port (default: a free port, so proxies run side by side).
+    pub dns_port: Option<u16>,
 }
 
 impl Default for DpSpec<'_> {
@@ -946,6 +948,7 @@ impl Default for DpSpec<'_> {
             token: DpToken::Generated,
             tags: vec![],
             outbound_address: "127.0.0.1",
+            dns_port: None,
         }
     }
 }
@@ -994,6 +997,8 @@ impl DataplaneProc {
         let file = dir.join(format!("{}-{}.yaml", spec.mesh, spec.name));
         std::fs::write(&file, spec.yaml(admin_port)).expect("writing dataplane yaml");
         let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);
+        let dns_port = spec.dns_port.unwrap_or_else(free_port);
+        cmd.arg("--dns-coredns-port").arg(dns_port.to_string());
         cmd.arg("--dataplane-var")
             .arg(format!("name={}", spec.name))
             .arg("--dataplane-var")
@@ -1015,6 +1020,7 @@ impl DataplaneProc {
             name: spec.name.into(),
             mesh: spec.mesh.into(),
             admin: SocketAddr::new(cp.api.ip(), admin_port),
+            dns_port,
         }
     }
 
