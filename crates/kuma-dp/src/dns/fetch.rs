@@ -222,3 +222,110 @@ async fn poll(socket: &Path, etag: Option<&str>) -> Result<Poll, Error> {
     connection.abort();
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    const A: &str = r#"{"records":[{"name":"a.mesh","ips":["240.0.0.1"]}]}"#;
+    const B: &str = r#"{"records":[{"name":"b.mesh","ips":["240.0.0.2"]}]}"#;
+
+    fn ok(body: &str, etag: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\netag: {etag}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// Answers each connection with the next scripted response; records each request's
+    /// `If-None-Match` (or `-`).
+    fn scripted(socket: &Path, script: Vec<String>) -> Arc<Mutex<Vec<String>>> {
+        let listener = UnixListener::bind(socket).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut script: VecDeque<String> = script.into();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 512];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let tag = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("if-none-match:"))
+                    .map_or("-".to_string(), |v| v.trim().to_string());
+                log.lock().unwrap().push(tag);
+                let Some(response) = script.pop_front() else {
+                    return;
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        seen
+    }
+
+    #[tokio::test]
+    async fn keeps_the_last_table_through_errors_and_uses_the_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(SOCKET_FILE);
+        let (tx, mut rx) = watch::channel(None);
+        let fetcher = Fetcher::new(socket.clone(), tx).with_interval(Duration::from_millis(30));
+        let shutdown = CancellationToken::new();
+        // No socket yet: quietly nothing.
+        let task = tokio::spawn(fetcher.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.borrow().is_none());
+
+        let seen = scripted(
+            &socket,
+            vec![
+                ok(A, "ea"),
+                "HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n".into(),
+                ok("not json", "ez"),
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into(),
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into(),
+                ok(B, "eb"),
+                "HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n".into(),
+            ],
+        );
+        rx.changed().await.unwrap();
+        let first = rx.borrow_and_update().clone().unwrap();
+        assert!(first.get("a.mesh").is_some());
+        // Through 304, a bad body, a 500 and a 404 the table stays; then B replaces it whole.
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let second = rx.borrow_and_update().clone().unwrap();
+        assert!(second.get("b.mesh").is_some());
+        assert!(second.get("a.mesh").is_none());
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while seen.lock().unwrap().len() < 7 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // Kept from the 200 and after the 304; dropped after the bad body; eb after B.
+        assert_eq!(
+            seen.lock().unwrap()[..7],
+            ["-", "ea", "ea", "-", "-", "-", "eb"]
+        );
+        // Nothing answers any more (script done, listener gone): B stays.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(rx.borrow().as_ref().unwrap().get("b.mesh").is_some());
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

@@ -309,7 +309,9 @@ async fn serve_udp(
                 Ok(got) => got,
                 Err(err) => {
                     // ICMP errors of earlier replies surface here; the socket stays usable.
+                    // A short pause keeps a persistent error from spinning.
                     tracing::debug!(error = %err, "DNS UDP receive error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
