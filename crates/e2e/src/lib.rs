@@ -927,6 +927,8 @@ pub struct DataplaneProc {
     pub name: String,
     pub mesh: String,
     pub admin: SocketAddr,
+    /// The port of kuma-dp's DNS server (UDP and TCP on 127.0.0.1 where kuma-dp runs).
+    pub dns_port: u16,
 }
 
 /// The dataplane token a test proxy presents.
@@ -960,6 +962,8 @@ pub struct DpSpec<'a> {
     pub outbound_address: &'a str,
     /// `networking.transparentProxying` with Kuma's redirect ports (15006 in, 15001 out).
     pub transparent: bool,
+    /// kuma-dp's DNS port (default: a free port, so proxies run side by side).
+    pub dns_port: Option<u16>,
 }
 
 impl Default for DpSpec<'_> {
@@ -975,6 +979,7 @@ impl Default for DpSpec<'_> {
             tags: vec![],
             outbound_address: "127.0.0.1",
             transparent: false,
+            dns_port: None,
         }
     }
 }
@@ -1028,6 +1033,8 @@ impl DataplaneProc {
         let file = dir.join(format!("{}-{}.yaml", spec.mesh, spec.name));
         std::fs::write(&file, spec.yaml(admin_port)).expect("writing dataplane yaml");
         let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);
+        let dns_port = spec.dns_port.unwrap_or_else(free_port);
+        cmd.arg("--dns-coredns-port").arg(dns_port.to_string());
         cmd.arg("--dataplane-var")
             .arg(format!("name={}", spec.name))
             .arg("--dataplane-var")
@@ -1049,6 +1056,7 @@ impl DataplaneProc {
             name: spec.name.into(),
             mesh: spec.mesh.into(),
             admin: SocketAddr::new(cp.api.ip(), admin_port),
+            dns_port,
         }
     }
 

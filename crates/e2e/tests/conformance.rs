@@ -414,6 +414,8 @@ fn start_kuma_dp(cp: &ControlPlane, name: &str, yaml: &str, dir: &Path) -> Proc 
         .arg(free_port().to_string())
         .arg("--envoy-log-level")
         .arg("warning")
+        .arg("--dns-coredns-port")
+        .arg(free_port().to_string())
         .env("KUMA_CONTROL_PLANE_RETRY_BACKOFF", "200ms");
     Proc::spawn(
         &format!("kuma-dp {name}"),

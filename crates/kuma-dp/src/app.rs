@@ -7,7 +7,10 @@
 //! 2. find Envoy and run `envoy --version`;
 //! 3. prepare the work dir (a temporary `kuma-dp-*`, mode 0711, removed on exit, unless
 //!    `--work-dir` is given);
-//! 4. bind the readiness reporter (fail fast on a taken port) and serve it (`NOT_READY` meanwhile);
+//! 4. bind the DNS server (`127.0.0.1:<dns port>`, UDP and TCP) and the readiness reporter
+//!    (fail fast on a taken port, naming it), then serve both (`NOT_READY` meanwhile; with DNS
+//!    and `networking.transparentProxying`, `READY` also waits up to 15 s for the first DNS
+//!    table); DNS serves until Envoy stopped;
 //! 5. `POST /bootstrap` with retries, write `<workdir>/bootstrap.yaml`, find Envoy's admin
 //!    address in it;
 //! 6. start Envoy and supervise it: if Envoy exits on its own kuma-dp fails with its exit
@@ -28,6 +31,7 @@ use tracing_subscriber::EnvFilter;
 use crate::bootstrap;
 use crate::cli::{Cli, Command};
 use crate::config::Config;
+use crate::dns::{self, Dns};
 use crate::envoy::{self, admin};
 use crate::readiness::{self, Reporter};
 
@@ -177,12 +181,6 @@ fn watch_signals(shutdown: CancellationToken, force: CancellationToken) -> anyho
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
 
-    if config.dns_enabled {
-        tracing::warn!(
-            "--dns-enabled is set but this kuma-dp has no DNS server; continuing without DNS"
-        );
-    }
-
     // Built first so that a TLS misconfiguration fails before anything is started.
     let client = bootstrap::Client::new(&config.control_plane)?;
     let binary = envoy::find_binary(&config.envoy.binary_path)?;
@@ -194,15 +192,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let work_dir = WorkDir::prepare(config.work_dir.as_deref())?;
     tracing::info!(work_dir = %work_dir.path().display(), "using work dir");
 
+    // Every listener is bound before anything is served: a taken port fails here.
+    let dns = match &config.dns {
+        Some(settings) => Some(
+            Dns::bind(settings, dns::config_socket(work_dir.path()))
+                .await
+                .context("could not start the DNS server")?,
+        ),
+        None => None,
+    };
     let (state_tx, state_rx) = watch::channel(readiness::State::Starting);
-    let reporter_stop = CancellationToken::new();
-    let reporter_task = if config.readiness_port != 0 {
-        let reporter = Reporter::bind(config.readiness_port, state_rx).await?;
-        tracing::info!(address = %reporter.local_addr()?, "readiness reporter listening");
-        Some(tokio::spawn(reporter.run(reporter_stop.clone())))
+    let reporter = if config.readiness_port != 0 {
+        let mut reporter = Reporter::bind(config.readiness_port, state_rx).await?;
+        // The control plane sends DNS records only to transparent proxies: only they wait.
+        let transparent = config
+            .proxy
+            .resource
+            .as_ref()
+            .is_some_and(|r| r.transparent_proxying());
+        if let Some(dns) = dns.as_ref().filter(|_| transparent) {
+            reporter = reporter.with_dns_gate(dns.tables(), readiness::DNS_GATE_TIMEOUT);
+        }
+        Some(reporter)
     } else {
         None
     };
+
+    let reporter_stop = CancellationToken::new();
+    let reporter_task = match reporter {
+        Some(reporter) => {
+            tracing::info!(address = %reporter.local_addr()?, "readiness reporter listening");
+            Some(tokio::spawn(reporter.run(reporter_stop.clone())))
+        }
+        None => None,
+    };
+    // DNS answers from now until Envoy has stopped: the workload may resolve while it drains.
+    let dns_stop = CancellationToken::new();
+    let dns_task = dns.map(|dns| tokio::spawn(dns.run(dns_stop.clone())));
 
     let request = bootstrap_request(&config, envoy_version, work_dir.path());
     let outcome = bootstrap_and_supervise(
@@ -218,6 +244,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     state_tx.send_replace(readiness::State::Terminating);
     reporter_stop.cancel();
+    dns_stop.cancel();
+    if let Some(task) = dns_task
+        && let Err(err) = task.await
+    {
+        tracing::warn!(error = %err, "DNS server panicked");
+    }
     if let Some(task) = reporter_task {
         match tokio::time::timeout(Duration::from_secs(2), task).await {
             Ok(Ok(Err(err))) => tracing::warn!(error = %err, "readiness reporter failed"),
@@ -405,7 +437,7 @@ pub fn bootstrap_request(
         },
         ca_cert: config.control_plane.ca_cert_pem.clone().unwrap_or_default(),
         dynamic_metadata: Default::default(),
-        dns_port: 0,
+        dns_port: config.dns.as_ref().map_or(0, |dns| u32::from(dns.port)),
         readiness_port: u32::from(config.readiness_port),
         operating_system: "linux".to_string(),
         features: config.features(),

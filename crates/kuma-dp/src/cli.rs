@@ -156,12 +156,68 @@ pub struct RunArgs {
           value_parser = duration::parse_arg, hide = true)]
     pub cp_retry_max_duration: Duration,
 
-    /// Run a DNS server for the proxy. Not implemented by this kuma-dp: accepted for
-    /// compatibility, a warning is logged when true.
+    /// Run the DNS server for the proxy (mesh names from the control plane, other names
+    /// forwarded to the resolv.conf nameservers). Ignored for zone proxies.
     #[arg(long, env = "KUMA_DNS_ENABLED", action = ArgAction::Set, num_args = 0..=1,
-          require_equals = true, default_value = "false", default_missing_value = "true",
+          require_equals = true, default_value = "true", default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub dns_enabled: bool,
+
+    /// Port of the DNS server on 127.0.0.1 (UDP and TCP), unless KUMA_DNS_PROXY_PORT is set.
+    #[arg(long = "dns-coredns-port", env = "KUMA_DNS_CORE_DNS_PORT", default_value_t = crate::dns::DEFAULT_PORT)]
+    pub dns_coredns_port: u16,
+
+    /// Port of the DNS server when non-zero (Kuma's embedded DNS proxy port; wins over
+    /// --dns-coredns-port).
+    #[arg(
+        long = "dns-proxy-port",
+        env = "KUMA_DNS_PROXY_PORT",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub dns_proxy_port: u16,
+
+    /// Kuma's CoreDNS-mode settings, accepted so Kuma command lines keep working and ignored
+    /// (this kuma-dp answers DNS itself; a warning names each one given).
+    #[arg(long = "dns-envoy-port", env = "KUMA_DNS_ENVOY_DNS_PORT", hide = true)]
+    pub dns_envoy_port: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-coredns-path",
+        env = "KUMA_DNS_CORE_DNS_BINARY_PATH",
+        hide = true
+    )]
+    pub dns_coredns_path: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-coredns-config-template-path",
+        env = "KUMA_DNS_CORE_DNS_CONFIG_TEMPLATE_PATH",
+        hide = true
+    )]
+    pub dns_coredns_config_template_path: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-server-config-dir",
+        env = "KUMA_DNS_CONFIG_DIR",
+        hide = true
+    )]
+    pub dns_server_config_dir: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(
+        long = "dns-prometheus-port",
+        env = "KUMA_DNS_PROMETHEUS_PORT",
+        hide = true
+    )]
+    pub dns_prometheus_port: Option<String>,
+    /// Ignored (see `dns_envoy_port`).
+    #[arg(long = "dns-enable-logging", env = "KUMA_DNS_ENABLE_LOGGING", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", hide = true)]
+    pub dns_enable_logging: Option<String>,
+
+    /// The resolv.conf whose nameservers answer the names outside the mesh.
+    #[arg(long = "dns-resolv-conf", env = "KUMA_DNS_RESOLV_CONF",
+          default_value = crate::dns::DEFAULT_RESOLV_CONF, hide = true)]
+    pub dns_resolv_conf: PathBuf,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::dataplane::{self, ProxyType, Resource};
+use crate::dns;
 use crate::template;
 
 /// Feature always advertised: Envoy access logs go to kuma-dp over a named pipe.
@@ -79,6 +80,11 @@ pub enum Error {
          expected GRPC or DELTA_GRPC"
     )]
     XdsVariant(String),
+    /// The DNS port is 0.
+    #[error(
+        "invalid --dns-coredns-port / KUMA_DNS_CORE_DNS_PORT 0: the DNS server needs a port (or --dns-enabled=false)"
+    )]
+    DnsPort,
     /// An unknown Envoy log level.
     #[error(
         "invalid --envoy-log-level {0:?}: expected trace, debug, info, warning, error, critical or off"
@@ -148,8 +154,8 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     /// Readiness reporter port; 0 = disabled.
     pub readiness_port: u16,
-    /// `--dns-enabled` (not implemented; only warned about).
-    pub dns_enabled: bool,
+    /// The DNS server, or `None` when `--dns-enabled=false` or for a zone proxy.
+    pub dns: Option<dns::Settings>,
 }
 
 impl Config {
@@ -259,7 +265,7 @@ impl Config {
             envoy,
             work_dir: args.work_dir.clone(),
             readiness_port: args.readiness_port,
-            dns_enabled: args.dns_enabled,
+            dns: dns_settings(args)?,
         })
     }
 
@@ -272,8 +278,54 @@ impl Config {
         if self.envoy.delta {
             features.push(FEATURE_DELTA_GRPC.to_string());
         }
+        if self.dns.is_some() {
+            features.push(dns::FEATURE_EMBEDDED_DNS.to_string());
+        }
         features
     }
+}
+
+/// The DNS server of a Dataplane: the port from `KUMA_DNS_PROXY_PORT` when non-zero, else
+/// `--dns-coredns-port`. Zone proxies run none (as Kuma).
+fn dns_settings(args: &RunArgs) -> Result<Option<dns::Settings>, Error> {
+    for (flag, given) in [
+        ("--dns-envoy-port", &args.dns_envoy_port),
+        ("--dns-coredns-path", &args.dns_coredns_path),
+        (
+            "--dns-coredns-config-template-path",
+            &args.dns_coredns_config_template_path,
+        ),
+        ("--dns-server-config-dir", &args.dns_server_config_dir),
+        ("--dns-prometheus-port", &args.dns_prometheus_port),
+        ("--dns-enable-logging", &args.dns_enable_logging),
+    ] {
+        if given.is_some() {
+            tracing::warn!(
+                flag,
+                "CoreDNS setting ignored: this kuma-dp answers DNS itself (no CoreDNS)"
+            );
+        }
+    }
+    if !args.dns_enabled || !args.proxy_type.is_mesh_scoped() {
+        return Ok(None);
+    }
+    let (port, port_setting) = if args.dns_proxy_port != 0 {
+        (args.dns_proxy_port, "KUMA_DNS_PROXY_PORT")
+    } else {
+        (
+            args.dns_coredns_port,
+            "--dns-coredns-port / KUMA_DNS_CORE_DNS_PORT",
+        )
+    };
+    if port == 0 {
+        return Err(Error::DnsPort);
+    }
+    Ok(Some(dns::Settings {
+        port,
+        port_setting: port_setting.to_string(),
+        resolv_conf: args.dns_resolv_conf.clone(),
+        limits: dns::server::Limits::default(),
+    }))
 }
 
 fn read_file(flag: &'static str, path: &Path) -> Result<String, Error> {
@@ -480,10 +532,19 @@ mod tests {
             cfg.features(),
             vec![
                 FEATURE_TCP_ACCESSLOG_VIA_NAMED_PIPE,
-                FEATURE_READINESS_REPORTING
+                FEATURE_READINESS_REPORTING,
+                dns::FEATURE_EMBEDDED_DNS
             ]
         );
-        let cfg = config(&["--name", "n", "--mesh", "m", "--xds-delta"]).unwrap();
+        let cfg = config(&[
+            "--name",
+            "n",
+            "--mesh",
+            "m",
+            "--xds-delta",
+            "--dns-enabled=false",
+        ])
+        .unwrap();
         assert_eq!(
             cfg.features(),
             vec![
@@ -513,6 +574,69 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn dns_settings_follow_kuma_flags() {
+        let cfg = config(&["--name", "n", "--mesh", "m"]).unwrap();
+        let dns = cfg.dns.unwrap();
+        assert_eq!(dns.port, 15053);
+        assert_eq!(
+            dns.port_setting,
+            "--dns-coredns-port / KUMA_DNS_CORE_DNS_PORT"
+        );
+        assert_eq!(dns.resolv_conf, PathBuf::from("/etc/resolv.conf"));
+        let cfg = config(&["--name", "n", "--mesh", "m", "--dns-coredns-port", "5353"]).unwrap();
+        assert_eq!(cfg.dns.unwrap().port, 5353);
+        // KUMA_DNS_PROXY_PORT (the embedded proxy's port) wins when non-zero.
+        let cfg = config(&[
+            "--name",
+            "n",
+            "--mesh",
+            "m",
+            "--dns-coredns-port",
+            "5353",
+            "--dns-proxy-port",
+            "15055",
+            "--dns-resolv-conf",
+            "/tmp/r.conf",
+        ])
+        .unwrap();
+        let dns = cfg.dns.unwrap();
+        assert_eq!(
+            (dns.port, dns.port_setting.as_str()),
+            (15055, "KUMA_DNS_PROXY_PORT")
+        );
+        assert_eq!(dns.resolv_conf, PathBuf::from("/tmp/r.conf"));
+        let cfg = config(&["--name", "n", "--mesh", "m", "--dns-enabled=false"]).unwrap();
+        assert!(cfg.dns.is_none());
+        assert!(
+            !cfg.features()
+                .contains(&dns::FEATURE_EMBEDDED_DNS.to_string())
+        );
+        // Zone proxies run no DNS.
+        for kind in ["ingress", "egress"] {
+            let cfg = config(&["--name", "z", "--proxy-type", kind]).unwrap();
+            assert!(cfg.dns.is_none(), "{kind}");
+        }
+        // Kuma's CoreDNS settings are accepted (and ignored).
+        let cfg = config(&[
+            "--name",
+            "n",
+            "--mesh",
+            "m",
+            "--dns-envoy-port",
+            "15054",
+            "--dns-coredns-path",
+            "/usr/bin/coredns",
+            "--dns-enable-logging",
+            "--dns-prometheus-port",
+            "19153",
+        ])
+        .unwrap();
+        assert_eq!(cfg.dns.unwrap().port, 15053);
+        let err = config(&["--name", "n", "--mesh", "m", "--dns-coredns-port", "0"]).unwrap_err();
+        assert!(matches!(err, Error::DnsPort), "{err}");
     }
 
     #[test]

@@ -106,6 +106,12 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// Whether the resource asks for transparent proxying (`networking.transparentProxying`):
+    /// only such proxies get DNS records from the control plane.
+    pub fn transparent_proxying(&self) -> bool {
+        self.value["networking"]["transparentProxying"].is_object()
+    }
+
     /// Parses a rendered resource and checks it against `proxy_type`.
     pub fn parse(text: &str, proxy_type: ProxyType) -> Result<Self, Error> {
         // JSON is YAML, but serde_json gives the better error for text that looks like JSON.
@@ -177,6 +183,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.name.as_str(), r.mesh.as_str()), ("n", "m"));
+        assert!(!r.transparent_proxying());
+        let tp = Resource::parse(
+            r#"{"type":"Dataplane","mesh":"m","name":"n","networking":{"transparentProxying":{"redirectPortInbound":15006}}}"#,
+            ProxyType::Dataplane,
+        )
+        .unwrap();
+        assert!(tp.transparent_proxying());
     }
 
     #[test]

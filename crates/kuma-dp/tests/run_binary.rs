@@ -98,8 +98,12 @@ fn free_port() -> u16 {
 
 fn kuma_dp(args: &[&str], dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kuma-dp"));
-    cmd.arg("run")
-        .args(args)
+    cmd.arg("run");
+    // A free DNS port for each run, so tests in parallel do not race for 15053.
+    if !args.contains(&"--dns-coredns-port") {
+        cmd.arg(format!("--dns-coredns-port={}", free_port()));
+    }
+    cmd.args(args)
         .env("FAKE_ENVOY_ARGS", dir.join("envoy-args"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -138,6 +142,8 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     let (cp, recorded) = fake_cp(StatusCode::OK, "").await;
     let readiness_port = free_port();
     let port = readiness_port.to_string();
+    // No transparent proxying: readiness does not wait for a DNS table.
+    let dns_port = free_port();
     let mut child = kuma_dp(
         &[
             "--cp-address",
@@ -155,6 +161,8 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
             "--drain-time",
             "1s",
             "--xds-delta",
+            "--dns-coredns-port",
+            &dns_port.to_string(),
         ],
         dir.path(),
     )
@@ -189,13 +197,15 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     assert_eq!(request["mesh"], "default");
     assert_eq!(request["proxyType"], "dataplane");
     assert_eq!(request["readinessPort"], readiness_port);
+    assert_eq!(request["dnsPort"], dns_port);
     assert_eq!(request["version"]["envoy"]["version"], "1.38.2");
     assert_eq!(
         request["features"],
         serde_json::json!([
             "feature-tcp-accesslog-via-named-pipe",
             "feature-readiness-reporting",
-            "feature-delta-grpc"
+            "feature-delta-grpc",
+            "feature-embedded-dns"
         ])
     );
     let resource: serde_json::Value =
@@ -339,6 +349,46 @@ async fn https_without_trust_is_refused() {
         stderr.contains("--ca-cert-file") && stderr.contains("--skip-verify"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_taken_dns_port_fails_naming_the_address_and_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = fake_envoy(dir.path());
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (cp, recorded) = fake_cp(StatusCode::OK, "").await;
+    let child = kuma_dp(
+        &[
+            "--cp-address",
+            &cp,
+            "--dataplane",
+            DATAPLANE,
+            "-v",
+            "name=dp-1",
+            "-v",
+            "port=8080",
+            "--binary-path",
+            envoy.to_str().unwrap(),
+            "--readiness-port",
+            "0",
+            "--dns-coredns-port",
+            &port.to_string(),
+        ],
+        dir.path(),
+    )
+    .spawn()
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains("--dns-coredns-port / KUMA_DNS_CORE_DNS_PORT"),
+        "{stderr}"
+    );
+    // Failed before anything was asked of the control plane.
+    assert!(recorded.lock().unwrap().requests.is_empty());
 }
 
 #[tokio::test]

@@ -532,7 +532,8 @@ async fn run_mesh(
             .arg("--envoy-log-level")
             .arg("warning")
             .arg("--drain-time")
-            .arg("1s");
+            .arg("1s")
+            .arg("--dns-enabled=false");
         if cp.dp_tokens {
             let token = cp.dataplane_token("default", name, None).await?;
             let path = dir.join(format!("{name}.token"));
