@@ -305,7 +305,7 @@ fn start_kuma_dp(dir: &Path, work: &Path, port: u16, resolv: &Path) -> Proc {
         .arg("--cp-address")
         .arg(format!("http://127.0.0.1:{dead_cp}"))
         .arg("--dataplane")
-        .arg("type: Dataplane\nmesh: default\nname: dns-dp\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: 18080\n    tags:\n      kuma.io/service: dns\n")
+        .arg("type: Dataplane\nmesh: default\nname: dns-dp\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: 18080\n    tags:\n      kuma.io/service: dns\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n")
         .arg("--binary-path")
         .arg(envoy())
         .arg("--work-dir")

@@ -178,7 +178,7 @@ fn watch_signals(shutdown: CancellationToken, force: CancellationToken) -> anyho
 }
 
 /// `kuma-dp run`: see the module docs.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
 
     // Built first so that a TLS misconfiguration fails before anything is started.
@@ -192,6 +192,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let work_dir = WorkDir::prepare(config.work_dir.as_deref())?;
     tracing::info!(work_dir = %work_dir.path().display(), "using work dir");
 
+    // The control plane sends DNS records only to transparent proxies: a Dataplane without
+    // `networking.transparentProxying` runs no DNS (it would answer nothing of the mesh and
+    // keep proxies of one host from sharing the port). Without a resource (the Dataplane
+    // is in the store already) it runs, as Kuma's does.
+    if config.dns.is_some()
+        && config
+            .proxy
+            .resource
+            .as_ref()
+            .is_some_and(|r| !r.transparent_proxying())
+    {
+        tracing::info!("no DNS server: the Dataplane has no networking.transparentProxying");
+        config.dns = None;
+    }
     // Every listener is bound before anything is served: a taken port fails here.
     let dns = match &config.dns {
         Some(settings) => Some(
@@ -228,9 +242,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // DNS answers from now until Envoy has stopped: the workload may resolve while it drains.
     let dns_stop = CancellationToken::new();
+    // Kuma's `ipv6Enabled`: the host has IPv6 (kuma-dp's DNS bound `::1`), so the records
+    // carry IPv4-mapped IPv6 addresses too.
+    let ipv6 = dns
+        .as_ref()
+        .is_some_and(|d| d.local_addrs().iter().any(|a| a.is_ipv6()));
     let dns_task = dns.map(|dns| tokio::spawn(dns.run(dns_stop.clone())));
 
-    let request = bootstrap_request(&config, envoy_version, work_dir.path());
+    let mut request = bootstrap_request(&config, envoy_version, work_dir.path());
+    request.ipv6_enabled = ipv6;
     let outcome = bootstrap_and_supervise(
         &client,
         request,
@@ -442,6 +462,7 @@ pub fn bootstrap_request(
         operating_system: "linux".to_string(),
         features: config.features(),
         workdir: work_dir.display().to_string(),
+        ipv6_enabled: false,
     }
 }
 

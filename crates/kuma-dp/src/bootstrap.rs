@@ -151,6 +151,8 @@ pub struct Request {
     pub features: Vec<String>,
     /// The work directory (bootstrap file and sockets).
     pub workdir: String,
+    /// The host has IPv6: DNS records carry IPv6 addresses too.
+    pub ipv6_enabled: bool,
 }
 
 /// What the control plane returned.
@@ -389,6 +391,7 @@ mod tests {
             operating_system: "linux".into(),
             features: vec!["feature-tcp-accesslog-via-named-pipe".into()],
             workdir: "/tmp/kuma-dp-x".into(),
+            ipv6_enabled: false,
         }
     }
 
@@ -417,7 +420,8 @@ mod tests {
                 "readinessPort",
                 "operatingSystem",
                 "features",
-                "workdir"
+                "workdir",
+                "ipv6Enabled"
             ]
         );
         assert_eq!(

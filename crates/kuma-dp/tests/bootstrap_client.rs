@@ -77,6 +77,7 @@ fn request() -> Request {
         operating_system: "linux".into(),
         features: vec!["feature-tcp-accesslog-via-named-pipe".into()],
         workdir: "/tmp/kuma-dp-test".into(),
+        ipv6_enabled: false,
     }
 }
 

@@ -125,6 +125,7 @@ fn request() -> Request {
         operating_system: "linux".into(),
         features: vec![],
         workdir: "/tmp".into(),
+        ipv6_enabled: false,
     }
 }
 

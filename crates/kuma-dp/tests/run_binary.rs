@@ -13,6 +13,8 @@ use base64::Engine as _;
 use kuma_dp::envoy::admin;
 
 const DATAPLANE: &str = "type: Dataplane\nmesh: default\nname: {{ name }}\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: {{ port }}\n    tags:\n      kuma.io/service: web\n";
+/// [`DATAPLANE`] behind a transparent proxy (the only kind that runs DNS).
+const DATAPLANE_TP: &str = "type: Dataplane\nmesh: default\nname: {{ name }}\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: {{ port }}\n    tags:\n      kuma.io/service: web\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n";
 
 /// A fake Envoy: answers `--version`, records its arguments, then sleeps or exits.
 fn fake_envoy(dir: &Path) -> PathBuf {
@@ -142,7 +144,8 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     let (cp, recorded) = fake_cp(StatusCode::OK, "").await;
     let readiness_port = free_port();
     let port = readiness_port.to_string();
-    // No transparent proxying: readiness does not wait for a DNS table.
+    // No transparent proxying: no DNS (the CP would send it no record), readiness does not
+    // wait for a DNS table.
     let dns_port = free_port();
     let mut child = kuma_dp(
         &[
@@ -197,15 +200,18 @@ async fn runs_envoy_reports_readiness_and_drains_on_sigterm() {
     assert_eq!(request["mesh"], "default");
     assert_eq!(request["proxyType"], "dataplane");
     assert_eq!(request["readinessPort"], readiness_port);
-    assert_eq!(request["dnsPort"], dns_port);
+    assert_eq!(request["dnsPort"], 0);
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", dns_port)).is_ok(),
+        "a DNS server runs for a Dataplane without transparent proxying"
+    );
     assert_eq!(request["version"]["envoy"]["version"], "1.38.2");
     assert_eq!(
         request["features"],
         serde_json::json!([
             "feature-tcp-accesslog-via-named-pipe",
             "feature-readiness-reporting",
-            "feature-delta-grpc",
-            "feature-embedded-dns"
+            "feature-delta-grpc"
         ])
     );
     let resource: serde_json::Value =
@@ -363,7 +369,7 @@ async fn a_taken_dns_port_fails_naming_the_address_and_the_setting() {
             "--cp-address",
             &cp,
             "--dataplane",
-            DATAPLANE,
+            DATAPLANE_TP,
             "-v",
             "name=dp-1",
             "-v",
