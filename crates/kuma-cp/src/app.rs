@@ -425,6 +425,25 @@ impl App {
             tasks.spawn(server.run(shutdown.clone()));
             tasks.spawn(global.run(shutdown.clone(), flush));
         }
+        if mode != CpMode::FederatedZone {
+            // VIPs are allocated where every Dataplane is seen: standalone, or global for
+            // all zones (zones get global's tables over KDS). No leader election here: one
+            // instance per store.
+            let allocator = crate::vips::Allocator::new(
+                manager.clone(),
+                crate::vips::Settings {
+                    cidr: cfg.vip_cidr(),
+                    grace_period: cfg.vip_grace_period(),
+                    service_vip_enabled: cfg.dns_server.service_vip_enabled,
+                    local_zone: if mode == CpMode::Global {
+                        String::new()
+                    } else {
+                        zone.clone()
+                    },
+                },
+            );
+            tasks.spawn(allocator.run(shutdown.clone()));
+        }
         if mode == CpMode::FederatedZone {
             let client = ZoneClient::new(zone_settings(&cfg, &self.instance_id)?, manager.clone());
             tasks.spawn(client.run(shutdown.clone()));
