@@ -218,6 +218,16 @@ impl Cidr {
     }
 }
 
+impl Default for Cidr {
+    /// Kuma's `dnsServer.CIDR` default, `240.0.0.0/4`.
+    fn default() -> Self {
+        Self {
+            first: u32::from(Ipv4Addr::new(240, 0, 0, 0)),
+            prefix: 4,
+        }
+    }
+}
+
 impl FromStr for Cidr {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
@@ -483,7 +493,9 @@ mod tests {
     use serde_json::json;
 
     fn cidr() -> Cidr {
-        "240.0.0.0/4".parse().expect("cidr")
+        let c: Cidr = "240.0.0.0/4".parse().expect("cidr");
+        assert_eq!(c, Cidr::default());
+        c
     }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
