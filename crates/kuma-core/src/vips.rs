@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::resource::dataplane::SERVICE_TAG;
-use crate::resource::{Dataplane, ZoneIngress};
+use crate::resource::{Dataplane, Resource, Spec, ZoneIngress};
 
 /// `Origin` of the outbound of a service entry (Kuma's `metadata.OriginService`).
 pub const SERVICE_ORIGIN: &str = "service";
@@ -40,6 +40,16 @@ pub fn mesh_of_config(name: &str) -> Option<&str> {
     name.strip_prefix("kuma-")?
         .strip_suffix("-dns-vips")
         .filter(|m| !m.is_empty())
+}
+
+/// The mesh and the table of a Config holding a VIP table (`None` for any other resource):
+/// what readers of the store (the xDS views) call on a stored or watched Config.
+pub fn table_of(res: &Resource) -> Option<(&str, Result<VipTable, Error>)> {
+    let Spec::Config(c) = &res.spec else {
+        return None;
+    };
+    let mesh = mesh_of_config(&res.meta.name)?;
+    Some((mesh, VipTable::parse(&c.config)))
 }
 
 /// Problems of a stored table or of the settings.
@@ -507,6 +517,27 @@ mod tests {
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn table_of_a_stored_config() {
+        let r = VipTable::default().reconcile(&set(&["web"]), cidr(), HOUR, Utc::now());
+        let res = Resource::new(
+            config_name("default"),
+            "",
+            Spec::Config(crate::resource::ConfigSpec {
+                config: r.table.to_json(),
+            }),
+        );
+        let (mesh, t) = table_of(&res).expect("a VIP table");
+        assert_eq!(mesh, "default");
+        assert_eq!(t.expect("parses"), r.table);
+        let other = Resource::new(
+            "kuma-cluster-id",
+            "",
+            Spec::Config(crate::resource::ConfigSpec::default()),
+        );
+        assert!(table_of(&other).is_none());
+    }
 
     #[test]
     fn names() {
