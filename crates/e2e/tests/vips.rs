@@ -94,12 +94,23 @@ fn services_get_sequential_vips_that_survive_a_restart() {
     wait_for("web back with its VIP", Duration::from_secs(5), || {
         (cp.vips("default") == want).then_some(())
     });
+
+    // dnsServer.CIDR changed: every VIP outside the new range is allocated again from it.
+    cp.restart_with(&[("KUMA_DNS_SERVER_CIDR", "10.20.0.0/16")]);
+    let moved = table(&[
+        ("api", "10.20.0.0"),
+        ("backend", "10.20.0.1"),
+        ("web", "10.20.0.2"),
+    ]);
+    wait_for("VIPs in the new CIDR", Duration::from_secs(5), || {
+        (cp.vips("default") == moved).then_some(())
+    });
 }
 
 #[test]
 fn global_allocates_and_every_zone_has_the_same_vips() {
     let dir = tempfile::tempdir().unwrap();
-    let global = ControlPlane::start_global(&dir.path().join("global"), &[]);
+    let mut global = ControlPlane::start_global(&dir.path().join("global"), &[]);
     let t1 = global.zone_token("zone-1", &["cp"], "1h");
     let t2 = global.zone_token("zone-2", &["cp"], "1h");
     let zone1 = ControlPlane::start_zone(&global, "zone-1", Some(&t1), &dir.path().join("z1"), &[]);
@@ -152,6 +163,21 @@ fn global_allocates_and_every_zone_has_the_same_vips() {
             || (cp.vips("default") == want).then_some(()),
         );
     }
+    // Global restarted (SIGKILL): the same VIPs, and the zones' next service continues
+    // the sequence once they are back.
+    global.restart();
+    assert_eq!(global.vips("default"), want);
+    put_dataplane(&zone1, "api-1", 9020, "api");
+    let mut want = want;
+    want.insert("api".into(), "240.0.0.2".into());
+    for (name, cp) in [("global", &global), ("zone-1", &zone1), ("zone-2", &zone2)] {
+        wait_for(
+            &format!("api's VIP on {name}"),
+            Duration::from_secs(15),
+            || (cp.vips("default") == want).then_some(()),
+        );
+    }
+
     // A zone never allocates: its own new service waits for global.
     assert!(
         global.proc.log_text().contains("VIPs: mesh table changed"),
