@@ -179,7 +179,7 @@ mod rfc3339_opt {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
             None => s.serialize_none(),
         }
     }
@@ -598,6 +598,11 @@ mod tests {
         let b = &r.table.entries()[&HostnameEntry::service("b")];
         assert_eq!(b.address, "240.0.0.1");
         assert_eq!(b.unused_since, Some(t1));
+        // Stored and read back to the nanosecond: the grace period ends when it should.
+        assert_eq!(
+            VipTable::parse(&r.table.to_json()).expect("parses"),
+            r.table
+        );
         assert_eq!(r.next_expiry, Some(t1 + chrono::Duration::hours(1)));
         // A new service meanwhile does not take b's address.
         let t2 = t1 + chrono::Duration::minutes(1);
