@@ -1,7 +1,8 @@
 //! VIPs of services (Kuma's legacy DNS model): allocated by the CP where every Dataplane is
 //! seen, kept in Config `kuma-<mesh>-dns-vips` (read here from the sqlite store: Configs have
 //! no REST path), stable across restarts, and in a multi-zone deployment allocated by global
-//! and synced to zones so every zone has the same VIPs.
+//! and synced to zones so every zone has the same VIPs (a zone's new service waits for global
+//! while global is down).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -163,11 +164,15 @@ fn global_allocates_and_every_zone_has_the_same_vips() {
             || (cp.vips("default") == want).then_some(()),
         );
     }
-    // Global restarted (SIGKILL): the same VIPs, and the zones' next service continues
-    // the sequence once they are back.
+    // Global down (SIGKILL): a zone keeps its table, and a brand-new service of the zone
+    // has no VIP until global is back (zones never allocate).
+    global.kill();
+    put_dataplane(&zone1, "api-1", 9020, "api");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(zone1.vips("default"), want, "zone-1 while global is down");
+    // Global back: the same VIPs, and the new service continues the sequence everywhere.
     global.restart();
     assert_eq!(global.vips("default"), want);
-    put_dataplane(&zone1, "api-1", 9020, "api");
     let mut want = want;
     want.insert("api".into(), "240.0.0.2".into());
     for (name, cp) in [("global", &global), ("zone-1", &zone1), ("zone-2", &zone2)] {
