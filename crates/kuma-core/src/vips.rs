@@ -364,10 +364,14 @@ impl VipTable {
         let wanted: BTreeSet<HostnameEntry> = services.iter().map(HostnameEntry::service).collect();
         let mut changes = Vec::new();
         let mut next_expiry: Option<DateTime<Utc>> = None;
-        // Addresses kept from the old table (first owner wins on a duplicate).
+        // Addresses kept from the old table. Entries in use first, so that on a duplicate
+        // address (a hand-edited table) an entry in use keeps it rather than an unused one;
+        // then in entry order (the first owner wins).
         let mut taken: BTreeSet<u32> = BTreeSet::new();
         let mut kept: BTreeMap<HostnameEntry, VirtualOutbound> = BTreeMap::new();
-        for (k, v) in &self.entries {
+        let (in_use, rest): (Vec<_>, Vec<_>) =
+            self.entries.iter().partition(|(k, _)| wanted.contains(*k));
+        for (k, v) in in_use.into_iter().chain(rest) {
             let ip = v.address.parse::<Ipv4Addr>().ok();
             let usable = ip.filter(|ip| cidr.contains(*ip) && !taken.contains(&u32::from(*ip)));
             if wanted.contains(k) {
@@ -659,6 +663,23 @@ mod tests {
         let full = VipTable::default().reconcile(&set(&["x", "y"]), tiny, HOUR, now);
         assert_eq!(full.table.services()["x"], vip("192.168.0.1"));
         assert_eq!(full.exhausted, vec![HostnameEntry::service("y")]);
+        // A hand-edited table giving two entries one address: the one in use keeps it.
+        let dup = VipTable::parse(
+            r#"{"0:a":{"address":"240.0.0.5","outbounds":[{"TagSet":{"kuma.io/service":"a"}}],"unusedSince":"2026-01-01T00:00:00Z"},
+                "0:b":{"address":"240.0.0.5","outbounds":[{"TagSet":{"kuma.io/service":"b"}}]}}"#,
+        )
+        .expect("parses");
+        let t = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:01:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let fixed = dup.reconcile(&set(&["b"]), cidr(), HOUR, t);
+        assert_eq!(fixed.table.services()["b"], vip("240.0.0.5"));
+        assert!(
+            !fixed
+                .table
+                .entries()
+                .contains_key(&HostnameEntry::service("a"))
+        );
         assert!("240.0.0.0".parse::<Cidr>().is_err());
         assert!("240.0.0.0/33".parse::<Cidr>().is_err());
         assert!("::/0".parse::<Cidr>().is_err());
