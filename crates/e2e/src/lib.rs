@@ -619,6 +619,57 @@ impl ControlPlane {
         }
     }
 
+    /// The `config` string of the Config `name` in this CP's sqlite store (`kuma-cp.db` in
+    /// its work dir), read-only; `None` when there is none. Configs (the VIP tables) have no
+    /// REST path, as in Kuma, so tests read the store.
+    pub fn stored_config(&self, name: &str) -> Option<String> {
+        use sqlx::Connection;
+        let path = self.work_dir.join("kuma-cp.db");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .read_only(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&opts)
+                .await
+                .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            let spec: Option<String> = sqlx::query_scalar(
+                "SELECT spec FROM resources WHERE type = 'Config' AND mesh = '' AND name = ?",
+            )
+            .bind(name)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let _ = conn.close().await;
+            let spec: Value = serde_json::from_str(&spec?).expect("stored spec is JSON");
+            Some(spec["config"].as_str().unwrap_or_default().to_string())
+        })
+    }
+
+    /// The VIP table of `mesh` in this CP's store (Config `kuma-<mesh>-dns-vips`): service →
+    /// VIP, of the entries in use (no `unusedSince`).
+    pub fn vips(&self, mesh: &str) -> std::collections::BTreeMap<String, String> {
+        let Some(text) = self.stored_config(&format!("kuma-{mesh}-dns-vips")) else {
+            return Default::default();
+        };
+        let table: Value = serde_json::from_str(&text).expect("a VIP table is JSON");
+        table
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.get("unusedSince").is_none())
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix("0:")?.to_string(),
+                    v["address"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let (code, body) = self.call("GET", path, None);
         (

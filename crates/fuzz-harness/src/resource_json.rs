@@ -15,7 +15,12 @@ pub fn run(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let rtype = ResourceType::ALL[usize::from(sel & 0x7f) % ResourceType::ALL.len()];
+    // Types a URL can name (not the control plane's own Config), in their committed order.
+    let types: Vec<ResourceType> = ResourceType::ALL
+        .into_iter()
+        .filter(|t| t.is_exposed())
+        .collect();
+    let rtype = types[usize::from(sel & 0x7f) % types.len()];
     let (mut mesh, mut name) = ("default".to_string(), "web-1".to_string());
     if sel & 0x80 != 0
         && let Ok(v) = serde_json::from_slice::<Value>(body)

@@ -9,7 +9,8 @@
 //!   validation and report every problem at once, each with its field path.
 //!
 //! Main types: [`resource::Resource`], [`resource::ResourceType`], [`store::Store`],
-//! [`validate::ValidationError`]; [`policy::from_rules`] for MeshTrafficPermission matching.
+//! [`validate::ValidationError`]; [`policy::from_rules`] for MeshTrafficPermission matching;
+//! [`vips::VipTable`] for the VIPs of services.
 
 pub mod duration;
 pub mod name;
@@ -18,5 +19,6 @@ pub mod resource;
 pub mod store;
 pub mod tls_client;
 pub mod validate;
+pub mod vips;
 
 pub use resource::{Resource, ResourceKey, ResourceType, Spec};

@@ -6,6 +6,7 @@
 //! (unknown fields ignored, each named in a warning; see [`wire`]), and validates, reporting
 //! every problem with its field path.
 
+pub mod config;
 pub mod dataplane;
 pub mod insight;
 pub mod mesh;
@@ -23,6 +24,7 @@ use serde_json::{Map, Value};
 use crate::name;
 use crate::validate::{ValidationError, Violations};
 
+pub use config::ConfigSpec;
 pub use dataplane::Dataplane;
 pub use insight::DataplaneInsight;
 pub use mesh::Mesh;
@@ -53,11 +55,14 @@ pub enum ResourceType {
     ZoneIngressInsight,
     ZoneEgress,
     ZoneEgressInsight,
+    /// The control plane's own state (not on the REST API: see [`ResourceType::is_exposed`]).
+    Config,
 }
 
 impl ResourceType {
-    /// All types, in the order `kumactl` and `GET /_resources` list them.
-    pub const ALL: [ResourceType; 12] = [
+    /// All stored types, in the order `kumactl` and `GET /_resources` list them (those
+    /// that [are exposed](Self::is_exposed)).
+    pub const ALL: [ResourceType; 13] = [
         ResourceType::Mesh,
         ResourceType::Dataplane,
         ResourceType::DataplaneInsight,
@@ -70,6 +75,7 @@ impl ResourceType {
         ResourceType::ZoneIngressInsight,
         ResourceType::ZoneEgress,
         ResourceType::ZoneEgressInsight,
+        ResourceType::Config,
     ];
 
     /// The `type` field on the wire.
@@ -87,6 +93,7 @@ impl ResourceType {
             Self::ZoneIngressInsight => "ZoneIngressInsight",
             Self::ZoneEgress => "ZoneEgress",
             Self::ZoneEgressInsight => "ZoneEgressInsight",
+            Self::Config => "Config",
         }
     }
 
@@ -105,7 +112,14 @@ impl ResourceType {
             Self::ZoneIngressInsight => "zone-ingress-insights",
             Self::ZoneEgress => "zoneegresses",
             Self::ZoneEgressInsight => "zoneegressinsights",
+            // Kuma registers Config with an empty path: no REST endpoint.
+            Self::Config => "",
         }
+    }
+
+    /// Whether the REST API, `GET /_resources` and kumactl know the type (Config: not).
+    pub fn is_exposed(self) -> bool {
+        !self.ws_path().is_empty()
     }
 
     /// Other REST path segments Kuma registers for the same type.
@@ -140,6 +154,7 @@ impl ResourceType {
             Self::ZoneIngressInsight => &["zone-ingress-insight", "zone-ingress-insights"],
             Self::ZoneEgress => &["zone-egress", "zone-egresses", "zoneegress", "zoneegresses"],
             Self::ZoneEgressInsight => &["zoneegressinsight", "zoneegressinsights"],
+            Self::Config => &[],
         }
     }
 
@@ -152,7 +167,8 @@ impl ResourceType {
             | Self::ZoneIngress
             | Self::ZoneIngressInsight
             | Self::ZoneEgress
-            | Self::ZoneEgressInsight => Scope::Global,
+            | Self::ZoneEgressInsight
+            | Self::Config => Scope::Global,
             _ => Scope::Mesh,
         }
     }
@@ -194,6 +210,7 @@ impl ResourceType {
     pub fn from_ws_path(s: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
+            .filter(|t| t.is_exposed())
             .find(|t| t.ws_path() == s || t.ws_aliases().contains(&s))
     }
 
@@ -269,6 +286,7 @@ pub enum Spec {
     ZoneIngressInsight(ZoneProxyInsight),
     ZoneEgress(ZoneEgress),
     ZoneEgressInsight(ZoneProxyInsight),
+    Config(ConfigSpec),
 }
 
 impl Spec {
@@ -286,6 +304,7 @@ impl Spec {
             Spec::ZoneIngressInsight(_) => ResourceType::ZoneIngressInsight,
             Spec::ZoneEgress(_) => ResourceType::ZoneEgress,
             Spec::ZoneEgressInsight(_) => ResourceType::ZoneEgressInsight,
+            Spec::Config(_) => ResourceType::Config,
         }
     }
 
@@ -301,6 +320,7 @@ impl Spec {
             Spec::ZoneIngress(s) => serde_json::to_value(s),
             Spec::ZoneEgress(s) => serde_json::to_value(s),
             Spec::ZoneIngressInsight(s) | Spec::ZoneEgressInsight(s) => serde_json::to_value(s),
+            Spec::Config(s) => serde_json::to_value(s),
         };
         // Invariant: every spec type is plain data (strings, numbers, maps) that serializes.
         v.unwrap_or(Value::Null)
@@ -332,6 +352,7 @@ impl Spec {
             ResourceType::ZoneIngressInsight => typed(v, prefix, Spec::ZoneIngressInsight),
             ResourceType::ZoneEgress => typed(v, prefix, Spec::ZoneEgress),
             ResourceType::ZoneEgressInsight => typed(v, prefix, Spec::ZoneEgressInsight),
+            ResourceType::Config => typed(v, prefix, Spec::Config),
         }
     }
 
@@ -355,6 +376,7 @@ impl Spec {
             Spec::ZoneIngress(s) => s.validate(),
             Spec::ZoneEgress(s) => s.validate(),
             Spec::ZoneIngressInsight(_) | Spec::ZoneEgressInsight(_) => Ok(()),
+            Spec::Config(_) => Ok(()),
         }
     }
 }
@@ -526,7 +548,8 @@ impl Resource {
             }
             (Some(e), None) => Some(e),
             (None, Some(t)) => {
-                let rt = ResourceType::from_name(t);
+                // The control plane's own types (Config) are no user document.
+                let rt = ResourceType::from_name(t).filter(|rt| rt.is_exposed());
                 if rt.is_none() {
                     malformed.add("type", format!("invalid resource type {t:?}"));
                 }

@@ -200,6 +200,7 @@ async fn who_am_i(Extension(user): Extension<User>) -> Json<Value> {
 async fn resource_types() -> Json<Value> {
     let resources: Vec<Value> = ResourceType::ALL
         .into_iter()
+        .filter(|t| t.is_exposed())
         .map(|t| {
             let mut v = json!({
                 "name": t.name(),

@@ -296,10 +296,13 @@ impl App {
                 deregistration_delay: cfg.deregistration_delay(),
                 flush_interval: cfg.flush_interval(),
                 debounce: cfg.debounce(),
-                dns: Some(xds::DnsSettings {
-                    domain: "mesh".into(),
-                    vip_port: 80,
-                }),
+                dns: cfg
+                    .dns_server
+                    .service_vip_enabled
+                    .then(|| xds::DnsSettings {
+                        domain: cfg.dns_server.domain.clone(),
+                        vip_port: cfg.dns_server.service_vip_port,
+                    }),
             },
             manager.clone(),
             cache.clone(),
@@ -428,6 +431,25 @@ impl App {
             tracing::info!(port = k.grpc_port, "KDS server for zone control planes");
             tasks.spawn(server.run(shutdown.clone()));
             tasks.spawn(global.run(shutdown.clone(), flush));
+        }
+        if mode != CpMode::FederatedZone {
+            // VIPs are allocated where every Dataplane is seen: standalone, or global for
+            // all zones (zones get global's tables over KDS). No leader election here: one
+            // instance per store.
+            let allocator = crate::vips::Allocator::new(
+                manager.clone(),
+                crate::vips::Settings {
+                    cidr: cfg.vip_cidr(),
+                    grace_period: cfg.vip_grace_period(),
+                    service_vip_enabled: cfg.dns_server.service_vip_enabled,
+                    local_zone: if mode == CpMode::Global {
+                        String::new()
+                    } else {
+                        zone.clone()
+                    },
+                },
+            );
+            tasks.spawn(allocator.run(shutdown.clone()));
         }
         if mode == CpMode::FederatedZone {
             let client = ZoneClient::new(zone_settings(&cfg, &self.instance_id)?, manager.clone());

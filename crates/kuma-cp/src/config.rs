@@ -15,10 +15,17 @@ use serde_json::Value;
 pub const DEFAULTS_YAML: &str = include_str!("../kuma-cp.defaults.yaml");
 
 /// Environment names Kuma uses that do not follow the path rule, with the path they set.
-pub const ENV_ALIASES: [(&str, &str); 1] = [(
-    "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY",
-    "xdsServer.dataplaneDeregistrationDelay",
-)];
+pub const ENV_ALIASES: [(&str, &str); 2] = [
+    (
+        "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY",
+        "xdsServer.dataplaneDeregistrationDelay",
+    ),
+    // Kuma's typo (`SERVICE` for `SERVER`); the regular KUMA_DNS_SERVER_SERVICE_VIP_PORT works too.
+    (
+        "KUMA_DNS_SERVICE_SERVICE_VIP_PORT",
+        "dnsServer.serviceVipPort",
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -32,6 +39,7 @@ pub struct Config {
     pub diagnostics: Diagnostics,
     pub bootstrap_server: BootstrapServer,
     pub xds_server: XdsServer,
+    pub dns_server: DnsServer,
     pub multizone: Multizone,
     pub experimental: Experimental,
 }
@@ -196,6 +204,38 @@ pub struct XdsServer {
     pub configuration_debounce: String,
 }
 
+/// `dnsServer`: service names and their virtual IPs (Kuma's keys; `vipGracePeriod` is ours).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DnsServer {
+    /// Domain of service names: `<service>.<domain>` (`mesh`). `KUMA_DNS_SERVER_DOMAIN`.
+    pub domain: String,
+    /// IPv4 range VIPs are allocated from, sequentially from its first address
+    /// (`240.0.0.0/4`). `KUMA_DNS_SERVER_CIDR`.
+    #[serde(rename = "CIDR")]
+    pub cidr: String,
+    /// Whether every `kuma.io/service` gets a VIP (`true`). `KUMA_DNS_SERVER_SERVICE_VIP_ENABLED`.
+    pub service_vip_enabled: bool,
+    /// Port of the outbound listener on each service VIP (`80`).
+    /// `KUMA_DNS_SERVICE_SERVICE_VIP_PORT` (Kuma's name) or `KUMA_DNS_SERVER_SERVICE_VIP_PORT`.
+    pub service_vip_port: u32,
+    /// How long the VIP of a service that disappeared stays reserved for it (`1h`);
+    /// `KUMA_DNS_SERVER_VIP_GRACE_PERIOD`. Addition: Kuma frees it at once.
+    pub vip_grace_period: String,
+}
+
+impl Default for DnsServer {
+    fn default() -> Self {
+        Self {
+            domain: "mesh".into(),
+            cidr: "240.0.0.0/4".into(),
+            service_vip_enabled: true,
+            service_vip_port: 80,
+            vip_grace_period: "1h".into(),
+        }
+    }
+}
+
 /// Behaviour beyond Kuma's, off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -322,6 +362,7 @@ impl Default for Config {
             diagnostics: Diagnostics::default(),
             bootstrap_server: BootstrapServer::default(),
             xds_server: XdsServer::default(),
+            dns_server: DnsServer::default(),
             multizone: Multizone::default(),
             experimental: Experimental::default(),
         }
@@ -634,6 +675,25 @@ impl Config {
         if self.experimental.allowed_mtls_backends == 0 {
             bail!("experimental.allowedMtlsBackends: must be at least 1");
         }
+        let dns = &self.dns_server;
+        if dns.cidr.parse::<kuma_core::vips::Cidr>().is_err() {
+            bail!(
+                "dnsServer.CIDR: {:?} is not an IPv4 CIDR (a.b.c.d/n)",
+                dns.cidr
+            );
+        }
+        if dns.domain.is_empty() || dns.domain.starts_with('.') || dns.domain.ends_with('.') {
+            bail!("dnsServer.domain: must be a DNS name without leading or trailing dot");
+        }
+        if !(1..=65535).contains(&dns.service_vip_port) {
+            bail!("dnsServer.serviceVipPort: must be between 1 and 65535");
+        }
+        parse_duration(&dns.vip_grace_period).with_context(|| {
+            format!(
+                "dnsServer.vipGracePeriod: invalid duration {:?}",
+                dns.vip_grace_period
+            )
+        })?;
         if kuma_core::name::name_problem(&self.multizone.zone.name, false).is_some() {
             bail!("multizone.zone.name: must be a valid DNS-1123 label");
         }
@@ -719,6 +779,20 @@ impl Config {
             idle_timeout: parse_duration(&d.idle_timeout).unwrap_or_default(),
             max_connections: usize::try_from(d.max_connections).unwrap_or(usize::MAX),
         }
+    }
+
+    /// The VIP range (`dnsServer.CIDR`, checked at load).
+    pub fn vip_cidr(&self) -> kuma_core::vips::Cidr {
+        self.dns_server
+            .cidr
+            .parse()
+            // Invariant: `load` refused a CIDR that does not parse; the default is valid.
+            .unwrap_or_default()
+    }
+
+    /// How long an unused VIP stays reserved (`dnsServer.vipGracePeriod`).
+    pub fn vip_grace_period(&self) -> Duration {
+        parse_duration(&self.dns_server.vip_grace_period).unwrap_or_default()
     }
 
     /// Whether proxies must present a dataplane token (`dpServer.authn.dpProxy.type: dpToken`).
@@ -1007,6 +1081,55 @@ mod tests {
                 "{:#}",
                 Config::load(None, [(k.to_string(), v.to_string())]).unwrap_err()
             );
+            assert!(err.contains(named), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn dns_server_keys_from_env_and_their_checks() {
+        let load = |env: &[(&str, &str)]| {
+            Config::load(
+                None,
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let d = load(&[]).unwrap();
+        assert_eq!(d.dns_server.domain, "mesh");
+        assert_eq!(d.vip_cidr().to_string(), "240.0.0.0/4");
+        assert!(d.dns_server.service_vip_enabled);
+        assert_eq!(d.dns_server.service_vip_port, 80);
+        assert_eq!(d.vip_grace_period(), Duration::from_secs(3600));
+        let c = load(&[
+            ("KUMA_DNS_SERVER_DOMAIN", "internal"),
+            ("KUMA_DNS_SERVER_CIDR", "10.9.0.0/16"),
+            ("KUMA_DNS_SERVER_SERVICE_VIP_ENABLED", "false"),
+            ("KUMA_DNS_SERVICE_SERVICE_VIP_PORT", "8080"),
+            ("KUMA_DNS_SERVER_VIP_GRACE_PERIOD", "5m"),
+        ])
+        .unwrap();
+        assert_eq!(c.dns_server.domain, "internal");
+        assert_eq!(c.vip_cidr().to_string(), "10.9.0.0/16");
+        assert!(!c.dns_server.service_vip_enabled);
+        assert_eq!(c.dns_server.service_vip_port, 8080);
+        assert_eq!(c.vip_grace_period(), Duration::from_secs(300));
+        let c = load(&[("KUMA_DNS_SERVER_SERVICE_VIP_PORT", "81")]).unwrap();
+        assert_eq!(c.dns_server.service_vip_port, 81);
+        for (k, v, named) in [
+            ("KUMA_DNS_SERVER_CIDR", "240.0.0.0", "dnsServer.CIDR"),
+            ("KUMA_DNS_SERVER_CIDR", "fd00::/8", "dnsServer.CIDR"),
+            ("KUMA_DNS_SERVER_DOMAIN", "", "dnsServer.domain"),
+            (
+                "KUMA_DNS_SERVER_SERVICE_VIP_PORT",
+                "0",
+                "dnsServer.serviceVipPort",
+            ),
+            (
+                "KUMA_DNS_SERVER_VIP_GRACE_PERIOD",
+                "soon",
+                "dnsServer.vipGracePeriod",
+            ),
+        ] {
+            let err = format!("{:#}", load(&[(k, v)]).unwrap_err());
             assert!(err.contains(named), "{k}={v}: {err}");
         }
     }

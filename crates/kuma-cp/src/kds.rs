@@ -38,8 +38,8 @@ impl ZoneAuthenticator for crate::tokens::Validator {
 pub mod types {
     use kuma_core::resource::ResourceType;
 
-    /// Global → zones: Meshes, GlobalSecrets, Secrets and policies created on global, and
-    /// the other zones' ZoneIngresses.
+    /// Global → zones: Meshes, GlobalSecrets, Secrets and policies created on global, the
+    /// other zones' ZoneIngresses, and the VIP tables (Configs `kuma-<mesh>-dns-vips`).
     pub fn global_to_zone() -> Vec<ResourceType> {
         vec![
             ResourceType::Mesh,
@@ -47,6 +47,7 @@ pub mod types {
             ResourceType::Secret,
             ResourceType::MeshTrafficPermission,
             ResourceType::ZoneIngress,
+            ResourceType::Config,
         ]
     }
 

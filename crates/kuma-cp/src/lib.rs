@@ -19,4 +19,5 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod vips;
 pub mod xds;

@@ -142,6 +142,7 @@ pub fn resource_type(arg: &str) -> Result<ResourceType> {
     ResourceType::from_cli_name(&lower).with_context(|| {
         let known: Vec<&str> = ResourceType::ALL
             .iter()
+            .filter(|t| t.is_exposed())
             .flat_map(|t| t.cli_names().iter().copied())
             .collect();
         format!(

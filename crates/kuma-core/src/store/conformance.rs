@@ -68,6 +68,23 @@ async fn create_get_round_trip(s: &impl Store) {
     let insight = Resource::new("zone-1", "", Spec::ZoneInsight(insight));
     s.create(insight.clone()).await.expect("create insight");
     assert_eq!(s.get(&insight.key()).await.expect("get").spec, insight.spec);
+    // The control plane's own Config (a VIP table: a JSON document inside a string).
+    let config = Resource::new(
+        "kuma-default-dns-vips",
+        "",
+        Spec::Config(crate::resource::ConfigSpec {
+            config: r#"{"0:backend":{"address":"240.0.0.0","outbounds":[{"TagSet":{"kuma.io/service":"backend"},"Origin":"service","Port":0}]}}"#.into(),
+        }),
+    );
+    s.create(config.clone()).await.expect("create config");
+    let got = s.get(&config.key()).await.expect("get config");
+    assert_eq!(got.spec, config.spec);
+    assert_eq!(got.meta.mesh, "");
+    let listed = s
+        .list(ResourceType::Config, None)
+        .await
+        .expect("list configs");
+    assert_eq!(listed.len(), 1);
 }
 
 async fn create_twice_conflicts(s: &impl Store) {

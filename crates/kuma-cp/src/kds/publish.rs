@@ -3,7 +3,8 @@
 //! machines of the streams serve.
 //!
 //! Global offers every zone the Meshes, the policies and Secrets created on global, the
-//! GlobalSecrets zones need, and the ZoneIngresses of the *other* enabled zones. A zone offers
+//! GlobalSecrets zones need, the ZoneIngresses of the *other* enabled zones, and the VIP
+//! tables (Configs `kuma-<mesh>-dns-vips`, names kept). A zone offers
 //! global what it originates: Dataplanes and their insights, zone proxies and their insights,
 //! and policies created on the zone. Each offered resource is mapped once (Kuma's names and
 //! labels for the other side, [`wire::mapped`]) and encoded once; a peer's snapshot shares
@@ -110,7 +111,10 @@ impl Publisher {
                 let rtype = res.rtype();
                 let keep_name = matches!(
                     rtype,
-                    ResourceType::Mesh | ResourceType::Secret | ResourceType::GlobalSecret
+                    ResourceType::Mesh
+                        | ResourceType::Secret
+                        | ResourceType::GlobalSecret
+                        | ResourceType::Config
                 );
                 if rtype == ResourceType::GlobalSecret
                     && let Some(kid) = res.meta.name.strip_prefix("zone-token-signing-key-")
@@ -120,6 +124,10 @@ impl Publisher {
                 let offered = match rtype {
                     ResourceType::GlobalSecret => !global_secret_stays(&res.meta.name),
                     ResourceType::ZoneIngress => origin == Some("zone"),
+                    // Only the VIP tables (zones use global's VIPs, never allocate).
+                    ResourceType::Config => {
+                        kuma_core::vips::mesh_of_config(&res.meta.name).is_some()
+                    }
                     ResourceType::Mesh | ResourceType::Secret => true,
                     _ => origin != Some("zone"),
                 };
@@ -269,5 +277,44 @@ impl Publisher {
             }
             self.publish_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuma_core::resource::ConfigSpec;
+    use kuma_core::store::memory::MemoryStore;
+
+    #[test]
+    fn global_offers_vip_tables_under_their_own_name() {
+        let m = Arc::new(
+            ResourceManager::new(Arc::new(MemoryStore::new()), "default")
+                .with_mode(crate::config::CpMode::Global),
+        );
+        let p = Publisher::new(
+            m,
+            SnapshotCache::new(),
+            Side::Global,
+            crate::kds::types::global_to_zone(),
+        );
+        let config = |name: &str| {
+            Resource::new(
+                name,
+                "",
+                Spec::Config(ConfigSpec {
+                    config: "{}".into(),
+                }),
+            )
+        };
+        let offered = p
+            .offer(&config("kuma-default-dns-vips"))
+            .expect("a VIP table is offered");
+        assert_eq!(offered.meta.name, "kuma-default-dns-vips");
+        assert_eq!(
+            offered.meta.labels.get(ORIGIN_LABEL).map(String::as_str),
+            Some("global")
+        );
+        assert!(p.offer(&config("kuma-cluster-id")).is_none());
     }
 }

@@ -46,7 +46,11 @@ impl Peer {
         match self {
             Peer::Zone(z) => origin == Some("zone") && zone == Some(z.as_str()),
             Peer::Global { local_zone } => {
-                origin == Some("global") || zone.is_some_and(|z| z != local_zone)
+                origin == Some("global")
+                    || zone.is_some_and(|z| z != local_zone)
+                    // A federated zone never allocates: every VIP table is global's (one
+                    // left from standalone days is replaced, not defended).
+                    || is_vip_table(res)
             }
         }
     }
@@ -54,6 +58,13 @@ impl Peer {
     /// Checks (and completes) a resource received from this peer.
     fn admit(&self, mut res: Resource) -> Result<Resource, String> {
         let Peer::Zone(z) = self else {
+            // Of the control plane's Configs, global sends only the VIP tables.
+            if res.rtype() == ResourceType::Config && !is_vip_table(&res) {
+                return Err(format!(
+                    "Config {:?}: only VIP tables (kuma-<mesh>-dns-vips) are synced",
+                    res.meta.name
+                ));
+            }
             return Ok(res);
         };
         let labels = &res.meta.labels;
@@ -105,6 +116,11 @@ impl Peer {
         }
         Ok(res)
     }
+}
+
+/// A Config holding a mesh's VIP table (`kuma-<mesh>-dns-vips`).
+fn is_vip_table(res: &Resource) -> bool {
+    res.rtype() == ResourceType::Config && kuma_core::vips::mesh_of_config(&res.meta.name).is_some()
 }
 
 /// A resource received from `peer` on the stream of `rtype`: decoded, validated and checked
@@ -251,6 +267,12 @@ impl Sink {
                 }
                 if current.spec == res.spec && current.meta.labels == res.meta.labels {
                     return Ok(());
+                }
+                let origin = |r: &Resource| r.meta.labels.get(ORIGIN_LABEL).cloned();
+                if is_vip_table(&current) && origin(&current) != origin(&res) {
+                    // A table this zone wrote while standalone: replaced whole, as its
+                    // origin label cannot change.
+                    self.remove(&current.key()).await?;
                 }
             }
             Err(ManagerError::Store(store::Error::NotFound(_))) => {}
@@ -443,6 +465,106 @@ mod tests {
         assert_eq!(
             m.list(ResourceType::Dataplane, None).await.unwrap().len(),
             1
+        );
+    }
+
+    fn config(name: &str, body: &str, labels: &[(&str, &str)]) -> Resource {
+        let mut r = Resource::new(
+            name,
+            "",
+            Spec::Config(kuma_core::resource::ConfigSpec {
+                config: body.into(),
+            }),
+        );
+        for (k, v) in labels {
+            r.meta.labels.insert(k.to_string(), v.to_string());
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn a_zone_takes_globals_vip_tables_only() {
+        // The zone-to-global direction has no Config: a zone cannot send VIPs to global.
+        assert!(!crate::kds::types::zone_to_global().contains(&ResourceType::Config));
+        assert!(crate::kds::types::global_to_zone().contains(&ResourceType::Config));
+        let zone = Arc::new(
+            ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1")
+                .with_mode(CpMode::FederatedZone),
+        );
+        // A table this zone wrote while it was standalone.
+        zone.upsert_internal(config("kuma-default-dns-vips", "{}", &[]))
+            .await
+            .unwrap();
+        let mut sink = Sink::new(
+            zone.clone(),
+            Peer::Global {
+                local_zone: "zone-1".into(),
+            },
+            vec![ResourceType::Config],
+        );
+        let table = r#"{"0:backend":{"address":"240.0.0.0","outbounds":[{"TagSet":{"kuma.io/service":"backend"},"Origin":"service","Port":0}]}}"#;
+        let vips = wire::mapped(
+            &config("kuma-default-dns-vips", table, &[]),
+            "global",
+            None,
+            true,
+        );
+        let other = wire::mapped(&config("kuma-cluster-id", "x", &[]), "global", None, true);
+        let resp = DeltaDiscoveryResponse {
+            type_url: "Config".into(),
+            nonce: "1".into(),
+            resources: [&vips, &other]
+                .iter()
+                .map(|r| WireResource {
+                    name: wire::delta_name(r),
+                    resource: Some(wire::encode(r)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let a = sink.apply(resp).await;
+        let err = a
+            .reply
+            .error_detail
+            .expect("NACK for kuma-cluster-id")
+            .message;
+        assert!(err.contains("only VIP tables"), "{err}");
+        let stored = zone.list(ResourceType::Config, None).await.unwrap();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(
+            stored[0].meta.name, "kuma-default-dns-vips",
+            "name kept, not hashed"
+        );
+        assert_eq!(
+            stored[0].spec, vips.spec,
+            "global's table replaced the local one"
+        );
+        assert_eq!(
+            stored[0].meta.labels.get(ORIGIN_LABEL).map(String::as_str),
+            Some("global")
+        );
+        // Global's full set without it (the Mesh went): deleted here.
+        let mut sink = Sink::new(
+            zone.clone(),
+            Peer::Global {
+                local_zone: "zone-1".into(),
+            },
+            vec![ResourceType::Config],
+        );
+        let a = sink
+            .apply(DeltaDiscoveryResponse {
+                type_url: "Config".into(),
+                nonce: "1".into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(a.reply.error_detail.is_none());
+        assert!(
+            zone.list(ResourceType::Config, None)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 }

@@ -1,5 +1,5 @@
 //! The resources generation reads (Meshes, Dataplanes, MeshTrafficPermissions, and the
-//! global-scoped ZoneIngresses and ZoneEgresses, kept under mesh `""`), mirrored in
+//! global-scoped ZoneIngresses, ZoneEgresses and VIP tables (Configs), kept under mesh `""`), mirrored in
 //! memory from the store: loaded once, then kept current from the watch stream one key at a
 //! time, so a change costs one read instead of a full list of the mesh.
 
@@ -12,12 +12,13 @@ use kuma_core::store::{self, EventKind};
 use crate::manager::{ManagerError, ResourceManager};
 
 /// Types mirrored here.
-pub const MIRRORED: [ResourceType; 5] = [
+pub const MIRRORED: [ResourceType; 6] = [
     ResourceType::Mesh,
     ResourceType::Dataplane,
     ResourceType::MeshTrafficPermission,
     ResourceType::ZoneIngress,
     ResourceType::ZoneEgress,
+    ResourceType::Config,
 ];
 
 #[derive(Default)]
@@ -120,8 +121,16 @@ impl Inputs {
     }
 
     /// The VIPs of a mesh's services in use (from its `kuma-<mesh>-dns-vips` Config).
-    pub fn vips(&self, _mesh: &str) -> std::collections::BTreeMap<String, std::net::Ipv4Addr> {
-        std::collections::BTreeMap::new()
+    pub fn vips(&self, mesh: &str) -> BTreeMap<String, std::net::Ipv4Addr> {
+        let m = self.maps();
+        m.by_mesh
+            .get("")
+            .and_then(|t| t.get(&ResourceType::Config))
+            .and_then(|n| n.get(&kuma_core::vips::config_name(mesh)))
+            .and_then(|r| kuma_core::vips::table_of(r))
+            .and_then(|(_, t)| t.ok())
+            .map(|t| t.services())
+            .unwrap_or_default()
     }
 
     /// Resources of one type in a mesh, by name.

@@ -748,6 +748,7 @@ fn affected_mesh(ev: &store::Event) -> Option<String> {
             Some(ev.key.mesh.clone())
         }
         ResourceType::Mesh if ev.kind != EventKind::Deleted => Some(ev.key.name.clone()),
+        ResourceType::Config => kuma_core::vips::mesh_of_config(&ev.key.name).map(str::to_string),
         _ => None,
     }
 }
