@@ -104,6 +104,10 @@ impl Topology {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(n)])
                 .output();
+            // A pair left behind by a run that stopped before moving its peer.
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{}h", self.ns(n))])
+                .output();
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
