@@ -344,8 +344,12 @@ mod tests {
     }
 
     fn response(nonce: &str, res: &[Resource]) -> DeltaDiscoveryResponse {
+        typed_response("Dataplane", nonce, res)
+    }
+
+    fn typed_response(type_url: &str, nonce: &str, res: &[Resource]) -> DeltaDiscoveryResponse {
         DeltaDiscoveryResponse {
-            type_url: "Dataplane".into(),
+            type_url: type_url.into(),
             nonce: nonce.into(),
             resources: res
                 .iter()
@@ -510,19 +514,7 @@ mod tests {
             true,
         );
         let other = wire::mapped(&config("kuma-cluster-id", "x", &[]), "global", None, true);
-        let resp = DeltaDiscoveryResponse {
-            type_url: "Config".into(),
-            nonce: "1".into(),
-            resources: [&vips, &other]
-                .iter()
-                .map(|r| WireResource {
-                    name: wire::delta_name(r),
-                    resource: Some(wire::encode(r)),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let resp = typed_response("Config", "1", &[vips.clone(), other.clone()]);
         let a = sink.apply(resp).await;
         let err = a
             .reply

@@ -551,13 +551,7 @@ fn network_filter(
             // RBAC (when given) runs before the router.
             http_filters: http_rbac
                 .into_iter()
-                .chain(std::iter::once(HttpFilter {
-                    name: "envoy.filters.http.router".into(),
-                    config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                        Router::default(),
-                    ))),
-                    ..Default::default()
-                }))
+                .chain(std::iter::once(router_filter()))
                 .collect(),
             ..Default::default()
         })
@@ -576,6 +570,17 @@ fn network_filter(
     Filter {
         name: name.into(),
         config_type: Some(filter::ConfigType::TypedConfig(typed)),
+    }
+}
+
+/// The HTTP router, last of every HTTP filter chain.
+fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..Default::default()
     }
 }
 

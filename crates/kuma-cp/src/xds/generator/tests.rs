@@ -588,18 +588,22 @@ fn transparent_proxy_with_vips_and_dns() {
         ipv6: true,
     };
     let labels = BTreeMap::new();
-    let snap = super::generate_proxy(
-        &view,
-        &super::Proxy {
-            name: "web-1",
-            labels: &labels,
-            dataplane: &web,
-            identity: None,
-            node: &node,
-        },
+    let generate = |view: &MeshView| {
+        super::generate_proxy(
+            view,
+            &super::Proxy {
+                name: "web-1",
+                labels: &labels,
+                dataplane: &web,
+                identity: None,
+                node: &node,
+            },
+        )
+    };
+    assert_golden(
+        "generator/transparent-proxy.golden.json",
+        &rendered(&generate(&view)),
     );
-    let json = rendered(&snap);
-    assert_golden("generator/transparent-proxy.golden.json", &json);
     // The records kuma-dp serves, as it parses them.
     let tp = web.transparent_proxying().unwrap();
     let body: Value = serde_json::from_str(&super::transparent::dns_body(&view, tp, true)).unwrap();
@@ -615,17 +619,8 @@ fn transparent_proxy_with_vips_and_dns() {
     // Without passthrough the outbound capture keeps its listener but loses its cluster.
     let mut closed = view.vips().clone();
     closed.passthrough = false;
-    let view =
-        MeshView::build("default", "zone-1", backends.iter().chain([&web])).with_vips(closed);
-    let snap = super::generate_proxy(
-        &view,
-        &super::Proxy {
-            name: "web-1",
-            labels: &labels,
-            dataplane: &web,
-            identity: None,
-            node: &node,
-        },
+    let snap = generate(
+        &MeshView::build("default", "zone-1", backends.iter().chain([&web])).with_vips(closed),
     );
     assert!(
         snap.get(kuma_xds::type_url::LISTENER, "outbound:passthrough:ipv4")

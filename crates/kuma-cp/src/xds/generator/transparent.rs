@@ -37,11 +37,9 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, Route, RouteConfiguration, RouteMatch, VirtualHost,
     header_matcher::HeaderMatchSpecifier, route::Action, route_match::PathSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter,
+    HttpConnectionManager,
     http_connection_manager::{CodecType, RouteSpecifier},
-    http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
@@ -57,7 +55,7 @@ use sha2::{Digest, Sha256};
 use super::super::envoy::{sanitize, socket_address};
 use super::super::lifecycle::NodeInfo;
 use super::super::view::MeshView;
-use super::{listener, outbound_listener, push_service, seconds};
+use super::{listener, outbound_listener, push_service, router_filter, seconds};
 
 /// Kuma's name of the dynamic-config listener.
 pub const DYNCONF_LISTENER: &str = "_kuma:dynamicconfig";
@@ -358,13 +356,7 @@ pub(super) fn dns_listener(
             }),
             ..Default::default()
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: vec![router_filter()],
         ..Default::default()
     };
     let listener = Listener {
