@@ -266,6 +266,11 @@ fn curl_backend_mesh_through_kuma_dp_dns_and_iptables() {
         ["backend-1", "backend-2"].map(String::from).into(),
         "replicas reached through backend.mesh"
     );
+    // The explicit outbound (loopback, not captured) still leads to the backend.
+    assert!(
+        matches!(curl(&client_ns, &format!("127.0.0.1:{EXPLICIT_OUTBOUND}")), Some((200, b)) if b.starts_with("backend-")),
+        "explicit outbound of a transparent proxy"
+    );
     // A destination outside the mesh passes through the capture listener.
     let ext = format!("{}:{outside_port}", t.ip("ext"));
     assert_eq!(
@@ -388,6 +393,9 @@ fn client_namespace(t: &Topology, ns: &str, net: u8) -> ResolvConf {
     )
 }
 
+/// The client's explicit outbound port (on its namespace's 127.0.0.1).
+const EXPLICIT_OUTBOUND: u16 = 10000;
+
 /// Starts a transparent-proxying client (`kuma-dp` as the kuma-dp user) in `ns` against
 /// `cp` and installs the iptables rules there (admin port excluded, DNS redirected).
 fn transparent_client(t: &Topology, ns: &str, cp: &ControlPlane, dir: &Path) -> DataplaneProc {
@@ -399,6 +407,8 @@ fn transparent_client(t: &Topology, ns: &str, cp: &ControlPlane, dir: &Path) -> 
     let spec = DpSpec {
         name: "client",
         inbounds: vec![(8080, 8080, "demo-client", "http")],
+        // An explicit outbound next to the VIPs keeps working.
+        outbounds: vec![(EXPLICIT_OUTBOUND, "backend")],
         address: &ip,
         transparent: true,
         // The port the rules redirect DNS to.
