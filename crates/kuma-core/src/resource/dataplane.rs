@@ -266,10 +266,14 @@ pub struct TransparentProxying {
 }
 
 impl TransparentProxying {
-    /// Whether the proxy also captures IPv6 (`ipFamilyMode` `DualStack` or `IPv6`; the
-    /// unspecified mode is IPv4 only here).
-    pub fn ipv6(&self) -> bool {
-        matches!(self.ip_family_mode.as_deref(), Some("DualStack" | "IPv6"))
+    /// Whether the proxy also captures IPv6: `ipFamilyMode` `DualStack` or `IPv6`, or
+    /// unspecified on a host with IPv6 (`host_ipv6`, as kuma-dp reports it); `IPv4` never.
+    pub fn ipv6(&self, host_ipv6: bool) -> bool {
+        match self.ip_family_mode.as_deref() {
+            Some("DualStack" | "IPv6") => true,
+            Some("IPv4") => false,
+            _ => host_ipv6,
+        }
     }
 
     /// Whether a service gets an outbound (`reachableServices` empty = every service).

@@ -146,7 +146,7 @@ pub fn assemble(view: &MeshView, proxy: &Proxy, outbound: &[Arc<Resource>]) -> S
     }
     if let Some(tp) = tp {
         let strict = tls.as_ref().is_some_and(|t| !t.permissive);
-        for r in transparent::capture_resources(view, dp, tp, strict) {
+        for r in transparent::capture_resources(view, dp, tp, strict, proxy.node.ipv6) {
             snap.insert(r);
         }
         if let Some(r) = transparent::dns_listener(view, tp, proxy.node) {

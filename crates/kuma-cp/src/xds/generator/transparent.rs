@@ -7,7 +7,8 @@
 //!   `0.0.0.0:<redirectPortOutbound>` (and `:ipv6` on `::`) hands each connection to the
 //!   listener of its original destination, or else to the ORIGINAL_DST cluster of the same
 //!   name (omitted when the Mesh's `networking.outbound.passthrough` is false, so traffic
-//!   outside the mesh is dropped).
+//!   outside the mesh is dropped). IPv6 with `ipFamilyMode` `DualStack`/`IPv6`, or
+//!   unspecified when kuma-dp reported IPv6 (`ipv6Enabled`).
 //! - Inbound: the capture listener `inbound:passthrough:ipv4` on
 //!   `0.0.0.0:<redirectPortInbound>`; the inbound listeners are not bound; the application
 //!   is dialled from 127.0.0.6 (`::6`), which the rules never capture. With strict mTLS only
@@ -112,9 +113,10 @@ pub(super) fn capture_resources(
     dp: &Dataplane,
     tp: &TransparentProxying,
     strict: bool,
+    host_ipv6: bool,
 ) -> Vec<Arc<Resource>> {
     let mut families = vec![("ipv4", "0.0.0.0", "127.0.0.6")];
-    if tp.ipv6() {
+    if tp.ipv6(host_ipv6) {
         families.push(("ipv6", "::", "::6"));
     }
     let strict_ports: Vec<u32> = if strict {
