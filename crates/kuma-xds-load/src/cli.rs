@@ -39,6 +39,9 @@ pub enum Command {
     CaChange(LoadArgs),
     /// CP CPU over `--idle-secs` with every proxy connected and nothing changing.
     Idle(LoadArgs),
+    /// With `--transparent-proxy`: the first Dataplane of a new service appears (`--rounds`
+    /// times); time until every proxy has its VIP listeners and its endpoint.
+    NewService(LoadArgs),
     /// Global + 3 zone CPs (`--cp-binary` started 4 times), proxies spread over the zones:
     /// time until a Dataplane created in one zone reaches the consumers in the others
     /// (`--rounds` adds + removes), resync after SIGKILL + restart of global, global's
@@ -102,6 +105,11 @@ pub struct LoadArgs {
     /// Outbounds per proxy (to the services that follow its own).
     #[arg(long, default_value_t = 10)]
     pub fanout: usize,
+    /// Transparent-proxied Dataplanes (`networking.transparentProxying`, node metadata with a
+    /// work dir and a DNS port) with no explicit outbound: every proxy consumes every
+    /// service through its VIP (`--fanout` is ignored).
+    #[arg(long)]
+    pub transparent_proxy: bool,
     /// Incremental xDS (DELTA_GRPC) instead of state of the world.
     #[arg(long)]
     pub delta: bool,
@@ -185,6 +193,7 @@ impl LoadArgs {
             services,
             replicas: self.replicas,
             fanout: self.fanout.min(services.saturating_sub(1)),
+            transparent: self.transparent_proxy,
             delta: self.delta,
             streams_per_connection: self.streams_per_connection.max(1),
             token_per_proxy: self.token_per_proxy,
@@ -207,6 +216,7 @@ impl Command {
             Command::PolicyChange(a) => (Scenario::PolicyChange, a),
             Command::CaChange(a) => (Scenario::CaChange, a),
             Command::Idle(a) => (Scenario::Idle, a),
+            Command::NewService(a) => (Scenario::NewService, a),
             Command::Multizone(a) => (Scenario::Multizone, a),
             Command::Datapath(_) | Command::ColdMemory(_) => return None,
         })

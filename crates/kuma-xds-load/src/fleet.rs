@@ -72,6 +72,8 @@ pub struct State {
     pub history: Vec<Arrival>,
     /// Why the last stream ended, if it failed.
     pub last_error: Option<String>,
+    /// Encoded size of every response received (all streams), bytes.
+    pub bytes_received: u64,
 }
 
 /// One simulated proxy.
@@ -134,6 +136,7 @@ impl Proxy {
     ) -> Option<(R, Option<Instant>)> {
         let mut guard = self.state();
         let st = &mut *guard;
+        st.bytes_received += arrival.bytes;
         if st.session != session {
             return None;
         }
@@ -225,7 +228,7 @@ fn metadata(member: &Member, delta: bool) -> Struct {
     } else {
         vec![]
     };
-    let fields = vec![
+    let mut fields = vec![
         (
             "dataplane.resource",
             pb_string(member.dataplane.to_string()),
@@ -254,6 +257,12 @@ fn metadata(member: &Member, delta: bool) -> Struct {
             ]),
         ),
     ];
+    fields.extend(
+        member
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), pb_string(v.clone()))),
+    );
     Struct {
         fields: fields
             .into_iter()
@@ -551,6 +560,43 @@ impl Fleet {
             .sum()
     }
 
+    /// Bytes of responses received by every proxy so far (encoded size of each response).
+    pub fn bytes_received(&self) -> u64 {
+        self.proxies.iter().map(|p| p.state().bytes_received).sum()
+    }
+
+    /// Mean number of active resources per proxy of `indices`, by kind.
+    pub fn resources(&self, indices: &[usize]) -> crate::report::Resources {
+        let mut r = crate::report::Resources::default();
+        for &i in indices {
+            let st = self.proxies[i].state();
+            let c = &st.config;
+            r.listeners += c.listeners.len() as f64;
+            r.clusters += c.clusters.len() as f64;
+            r.endpoint_sets += c.active_endpoints().len() as f64;
+            r.endpoints += c
+                .active_endpoints()
+                .iter()
+                .filter_map(|n| c.endpoints.get(*n))
+                .map(|e| e.len() as f64)
+                .sum::<f64>();
+            r.secrets += c.active_secrets().len() as f64;
+            r.routes += c.routes.len() as f64;
+        }
+        let n = indices.len().max(1) as f64;
+        for v in [
+            &mut r.listeners,
+            &mut r.clusters,
+            &mut r.endpoint_sets,
+            &mut r.endpoints,
+            &mut r.secrets,
+            &mut r.routes,
+        ] {
+            *v /= n;
+        }
+        r
+    }
+
     /// Proxies with an open stream.
     pub fn connected(&self) -> usize {
         self.proxies.iter().filter(|p| p.state().connected).count()
@@ -649,6 +695,7 @@ fn arrival(
     version: &str,
     n: usize,
     removed: usize,
+    bytes: usize,
 ) -> Arrival {
     Arrival {
         at_ms: now.duration_since(shared.t0).as_secs_f64() * 1000.0,
@@ -656,6 +703,7 @@ fn arrival(
         version: version.to_string(),
         resources: n,
         removed,
+        bytes: bytes as u64,
     }
 }
 
@@ -768,6 +816,7 @@ async fn sotw(
         };
         got = true;
         let now = Instant::now();
+        let bytes = prost::Message::encoded_len(&resp);
         let type_url = resp.type_url.clone();
         let decoded = match cache.decode(&type_url, &resp.resources) {
             Ok(d) => d,
@@ -794,7 +843,7 @@ async fn sotw(
         let wildcard = type_url == record::CDS || type_url == record::LDS;
         let applied = proxy.apply(
             session,
-            arrival(shared, now, &type_url, &resp.version_info, n, 0),
+            arrival(shared, now, &type_url, &resp.version_info, n, 0, bytes),
             &resp.version_info,
             now,
             |cfg| {
@@ -912,6 +961,7 @@ async fn delta(
         };
         got = true;
         let now = Instant::now();
+        let bytes = prost::Message::encoded_len(&resp);
         let type_url = resp.type_url.clone();
         let decoded = match decode_all(
             &type_url,
@@ -945,7 +995,7 @@ async fn delta(
         let (n, removed) = (decoded.len(), resp.removed_resources.len());
         let applied = proxy.apply(
             session,
-            arrival(shared, now, &type_url, &version, n, removed),
+            arrival(shared, now, &type_url, &version, n, removed, bytes),
             &version,
             now,
             |cfg| {

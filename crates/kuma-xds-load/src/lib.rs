@@ -7,10 +7,12 @@
 //! - [`record`]: what each proxy holds and when it arrived; which clusters and listeners are
 //!   active and which are warming (as Envoy: until their EDS/SDS/RDS arrive after them, or the
 //!   15 s `init_fetch_timeout`); goals ("has endpoint X") on the active configuration.
-//! - [`topology`]: services × replicas with a fixed fan-out, and the exact configuration each
-//!   proxy must converge to.
-//! - [`scenario`]: connect/reconnect, endpoint change, policy change, CA change, idle; each
-//!   proves convergence of every affected proxy and reports times, CP memory and CPU
+//! - [`topology`]: services × replicas with a fixed fan-out (or transparent-proxied
+//!   Dataplanes that reach every service by its VIP), and the exact configuration each proxy
+//!   must converge to.
+//! - [`scenario`]: connect/reconnect, endpoint change, policy change, CA change, idle, new
+//!   service (VIP on every transparent proxy); each proves convergence of every affected
+//!   proxy and reports times, CP memory and CPU, bytes received and resources per proxy
 //!   ([`report`], from [`procfs`]).
 //! - [`multizone`]: global + 3 zone CPs, proxies spread over the zones; cross-zone
 //!   propagation, resync after a global restart, global's memory per synced Dataplane.

@@ -466,6 +466,8 @@ impl Run {
             cp_connected: None,
             quiesce_s: None,
             rss_per_proxy_mib: None,
+            connect_kib_per_proxy: None,
+            resources_per_proxy: None,
             phases: Vec::new(),
             idle: None,
             cp_end: None,

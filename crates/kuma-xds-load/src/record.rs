@@ -193,6 +193,8 @@ pub struct Arrival {
     /// Resources in the response (SotW) or changed/removed (delta).
     pub resources: usize,
     pub removed: usize,
+    /// Encoded size of the response.
+    pub bytes: u64,
 }
 
 pub fn hash_bytes(b: &[u8]) -> u64 {

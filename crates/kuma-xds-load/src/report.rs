@@ -66,6 +66,9 @@ pub struct Phase {
     /// Warming clusters and listeners that timed out during the phase's rounds (Envoy's
     /// `init_fetch_timeout`, 15 s): their dependencies never arrived after them.
     pub init_fetch_timeouts: u64,
+    /// Bytes of xDS responses the whole fleet received during the phase's rounds (encoded
+    /// size of each response).
+    pub received_bytes: u64,
     #[serde(skip)]
     times: Vec<Duration>,
 }
@@ -101,6 +104,19 @@ impl Phase {
     }
 }
 
+/// Mean active resources per proxy (what Envoy would serve), by kind.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Resources {
+    pub listeners: f64,
+    pub clusters: f64,
+    /// ClusterLoadAssignments of active EDS clusters.
+    pub endpoint_sets: f64,
+    /// Endpoints in those.
+    pub endpoints: f64,
+    pub secrets: f64,
+    pub routes: f64,
+}
+
 /// CP usage with nothing changing.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Idle {
@@ -131,6 +147,11 @@ pub struct Report {
     pub quiesce_s: Option<f64>,
     /// (connected − baseline) RSS / proxies, MiB.
     pub rss_per_proxy_mib: Option<f64>,
+    /// Response bytes each proxy received until its configuration was complete (connect
+    /// phase, mean), KiB.
+    pub connect_kib_per_proxy: Option<f64>,
+    /// Active resources per proxy once every proxy converged (connect phase, mean).
+    pub resources_per_proxy: Option<Resources>,
     pub phases: Vec<Phase>,
     pub idle: Option<Idle>,
     pub cp_end: Option<Sample>,
@@ -232,12 +253,16 @@ impl Report {
         let t = &self.topology;
         let _ = writeln!(
             s,
-            "scenario {}: {} proxies ({} services x {} replicas, fan-out {}), {}, {} streams per connection ({} connections), dataplane tokens {}",
+            "scenario {}: {} proxies ({} services x {} replicas, {}), {}, {} streams per connection ({} connections), dataplane tokens {}",
             self.scenario,
             self.proxies,
             t.services,
             t.replicas,
-            t.fanout,
+            if t.transparent {
+                "transparent proxies: every service by its VIP".to_string()
+            } else {
+                format!("fan-out {}", t.fanout)
+            },
             if self.delta { "delta xDS" } else { "SotW xDS" },
             self.streams_per_connection,
             self.connections,
@@ -245,7 +270,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<36} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<36} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             "phase",
             "rounds",
             "proxies",
@@ -255,12 +280,13 @@ impl Report {
             "p99 ms",
             "max ms",
             "CP cpu s",
-            "timeouts"
+            "timeouts",
+            "MiB rcvd"
         );
         for p in &self.phases {
             let _ = writeln!(
                 s,
-                "{:<36} {:>7} {:>8} {:>9.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9}",
+                "{:<36} {:>7} {:>8} {:>9.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9} {:>10.1}",
                 p.name,
                 p.rounds,
                 p.proxies,
@@ -270,7 +296,22 @@ impl Report {
                 p.latency.p99_ms,
                 p.latency.max_ms,
                 p.cp_cpu_s,
-                p.init_fetch_timeouts
+                p.init_fetch_timeouts,
+                p.received_bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
+        if let Some(r) = &self.resources_per_proxy {
+            let _ = writeln!(
+                s,
+                "per proxy once converged: {:.1} listeners, {:.1} clusters, {:.1} endpoint sets ({:.1} endpoints), {:.1} secrets, {:.1} routes; {} KiB received until complete",
+                r.listeners,
+                r.clusters,
+                r.endpoint_sets,
+                r.endpoints,
+                r.secrets,
+                r.routes,
+                self.connect_kib_per_proxy
+                    .map_or("n/a".to_string(), |k| format!("{k:.1}")),
             );
         }
         let _ = writeln!(

@@ -37,6 +37,10 @@ pub enum Scenario {
     /// Global + 3 zone CPs: cross-zone endpoint propagation, resync after a global restart,
     /// global's memory per synced Dataplane (see [`crate::multizone`]).
     Multizone,
+    /// Transparent proxies only: the first Dataplane of a new service appears; time until
+    /// every proxy has the service's VIP listeners and its endpoint (VIP allocation +
+    /// regeneration of every proxy).
+    NewService,
 }
 
 impl Scenario {
@@ -48,6 +52,7 @@ impl Scenario {
             Scenario::CaChange => "ca-change",
             Scenario::Idle => "idle",
             Scenario::Multizone => "multizone",
+            Scenario::NewService => "new-service",
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Options {
     pub services: usize,
     pub replicas: usize,
     pub fanout: usize,
+    /// Transparent-proxied Dataplanes without explicit outbounds (see [`crate::topology`]).
+    pub transparent: bool,
     pub delta: bool,
     pub streams_per_connection: usize,
     /// One dataplane token per proxy (bound to its name) instead of one per service.
@@ -96,6 +103,7 @@ impl Default for Options {
             services: 100,
             replicas: 10,
             fanout: 10,
+            transparent: false,
             delta: false,
             streams_per_connection: 1,
             token_per_proxy: false,
@@ -128,7 +136,13 @@ pub(crate) fn harness_cpu() -> f64 {
 /// Runs `scenario`; the figures, or an error naming what did not converge.
 pub async fn run(scenario: Scenario, opts: Options) -> anyhow::Result<Report> {
     if scenario == Scenario::Multizone {
+        if opts.transparent {
+            bail!("multizone does not simulate transparent proxies");
+        }
         return crate::multizone::run(opts).await;
+    }
+    if scenario == Scenario::NewService && !opts.transparent {
+        bail!("new-service measures VIP outbounds: it needs --transparent-proxy");
     }
     let mut run = Run::setup(scenario, opts).await?;
     let result = run.scenario(scenario).await;
@@ -170,7 +184,8 @@ fn mesh_spec(mesh: &str, enabled: &str) -> serde_json::Value {
 impl Run {
     async fn setup(scenario: Scenario, opts: Options) -> anyhow::Result<Self> {
         let harness_cpu0 = harness_cpu();
-        let topo = Topology::new(&opts.mesh, opts.services, opts.replicas, opts.fanout)?;
+        let topo = Topology::new(&opts.mesh, opts.services, opts.replicas, opts.fanout)?
+            .with_transparent(opts.transparent);
         let n = topo.proxies();
         // One socket per connection on each side; the CP inherits the limit.
         procfs::raise_nofile((n / opts.streams_per_connection.max(1)) as u64 * 2 + 1024);
@@ -196,6 +211,11 @@ impl Run {
             for k in 0..opts.rounds {
                 let service = change_target(&topo, k);
                 members.push(topo.extra(n + k, service, k));
+            }
+        }
+        if scenario == Scenario::NewService && opts.via == Via::Ads {
+            for k in 0..opts.rounds {
+                members.push(topo.extra(n + k, topo.services + k, k));
             }
         }
         let tokens = tokens(&cp, &opts, &members).await?;
@@ -228,6 +248,8 @@ impl Run {
             cp_connected: None,
             quiesce_s: None,
             rss_per_proxy_mib: None,
+            connect_kib_per_proxy: None,
+            resources_per_proxy: None,
             phases: Vec::new(),
             idle: None,
             cp_end: None,
@@ -259,6 +281,7 @@ impl Run {
             Scenario::PolicyChange => self.policy_change().await,
             Scenario::CaChange => self.ca_change().await,
             Scenario::Idle => self.idle().await,
+            Scenario::NewService => self.new_service().await,
             Scenario::Multizone => bail!("multizone runs on its own (crate::multizone)"),
         }
     }
@@ -279,6 +302,7 @@ impl Run {
         let targets = self.regular();
         let before = self.cp.sample();
         let timeouts = self.fleet.init_fetch_timeouts();
+        let bytes0 = self.fleet.bytes_received();
         let origin = Instant::now();
         let set = self.fleet.expect(&targets, |i| {
             self.complete[self.fleet.proxies[i].member.service].clone()
@@ -298,6 +322,10 @@ impl Run {
         let mut phase = Phase::new("connect");
         phase.add_round(times, wall, before, self.cp.sample());
         phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+        phase.received_bytes += self.fleet.bytes_received() - bytes0;
+        self.report.connect_kib_per_proxy =
+            Some(phase.received_bytes as f64 / 1024.0 / targets.len().max(1) as f64);
+        self.report.resources_per_proxy = Some(self.fleet.resources(&targets));
         self.report.phases.push(phase);
         self.fleet.clear_goals();
         tokio::time::sleep(self.opts.settle).await;
@@ -319,6 +347,7 @@ impl Run {
         for k in 0..self.opts.rounds {
             let before = self.cp.sample();
             let timeouts = self.fleet.init_fetch_timeouts();
+            let bytes0 = self.fleet.bytes_received();
             let origin = Instant::now();
             let (targets, set) = self
                 .fleet
@@ -337,6 +366,7 @@ impl Run {
             let wall = origin.elapsed();
             phase.add_round(times, wall, before, self.cp.sample());
             phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+            phase.received_bytes += self.fleet.bytes_received() - bytes0;
             self.fleet.clear_goals();
         }
         self.report.phases.push(phase);
@@ -373,6 +403,7 @@ impl Run {
             let set = self.fleet.expect(&targets, |_| endpoints_are(&svc, &grown));
             let before = self.cp.sample();
             let timeouts = self.fleet.init_fetch_timeouts();
+            let bytes0 = self.fleet.bytes_received();
             let origin = Instant::now();
             match self.opts.via {
                 Via::Ads => self.fleet.connect([n + k]),
@@ -391,6 +422,7 @@ impl Run {
                 .with_context(|| format!("round {k}: adding {} to {svc}", member.endpoint))?;
             add.add_round(times, origin.elapsed(), before, self.cp.sample());
             add.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+            add.received_bytes += self.fleet.bytes_received() - bytes0;
 
             if self.opts.via == Via::Ads {
                 self.fleet.disconnect([n + k]);
@@ -400,6 +432,7 @@ impl Run {
             let set = self.fleet.expect(&targets, |_| endpoints_are(&svc, &base));
             let before = self.cp.sample();
             let timeouts = self.fleet.init_fetch_timeouts();
+            let bytes0 = self.fleet.bytes_received();
             let origin = Instant::now();
             self.cp.delete(&path).await?;
             let times = self
@@ -415,6 +448,7 @@ impl Run {
                 .with_context(|| format!("round {k}: removing {} from {svc}", member.endpoint))?;
             remove.add_round(times, origin.elapsed(), before, self.cp.sample());
             remove.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+            remove.received_bytes += self.fleet.bytes_received() - bytes0;
             self.fleet.clear_goals();
         }
         let name = match self.opts.via {
@@ -425,6 +459,67 @@ impl Run {
         remove.name.push_str(" (DELETE Dataplane)");
         self.report.phases.push(add);
         self.report.phases.push(remove);
+        Ok(())
+    }
+
+    /// Round `k` adds the first Dataplane of service `svc-<services + k>` (a proxy connects,
+    /// or `PUT`); every regular proxy must then hold the VIP listeners of every service so
+    /// far (`<VIP>:80` and `<VIP>:<inbound port>`) and the new service's cluster with
+    /// exactly its endpoint. The new services stay (their VIPs would outlive them by the
+    /// grace period anyway).
+    async fn new_service(&mut self) -> anyhow::Result<()> {
+        let n = self.topo.proxies();
+        let mesh = self.opts.mesh.clone();
+        let targets = self.regular();
+        let mut phase = Phase::new(match self.opts.via {
+            Via::Ads => "new service VIP (proxy connects)",
+            Via::Api => "new service VIP (PUT Dataplane)",
+        });
+        for k in 0..self.opts.rounds {
+            let t = self.topo.services + k;
+            let member = match self.opts.via {
+                Via::Ads => self.fleet.proxies[n + k].member.clone(),
+                Via::Api => self.topo.extra(n + k, t, k),
+            };
+            let svc = Topology::service_name(t);
+            let listeners = Topology::tp_listeners(t + 1);
+            let want: BTreeSet<String> = [member.endpoint.clone()].into();
+            let check: Check = {
+                let (svc, want) = (svc.clone(), want.clone());
+                Arc::new(move |c: &Config| {
+                    c.listeners.len() == listeners && c.active_endpoints_of(&svc) == Some(&want)
+                })
+            };
+            let set = self.fleet.expect(&targets, |_| check.clone());
+            let before = self.cp.sample();
+            let timeouts = self.fleet.init_fetch_timeouts();
+            let bytes0 = self.fleet.bytes_received();
+            let origin = Instant::now();
+            match self.opts.via {
+                Via::Ads => self.fleet.connect([n + k]),
+                Via::Api => {
+                    let path = format!("/meshes/{mesh}/dataplanes/{}", member.name);
+                    self.cp.put(&path, &member.dataplane).await?
+                }
+            }
+            let times = self
+                .fleet
+                .wait(&set, &targets, origin, self.opts.timeout, |_, st| {
+                    format!(
+                        "{} listeners of {listeners}; {svc}: {:?}; {}",
+                        st.config.listeners.len(),
+                        st.config.active_endpoints_of(&svc),
+                        st.config.describe_warming().join("; ")
+                    )
+                })
+                .await
+                .with_context(|| format!("round {k}: new service {svc}"))?;
+            phase.add_round(times, origin.elapsed(), before, self.cp.sample());
+            phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+            phase.received_bytes += self.fleet.bytes_received() - bytes0;
+            self.fleet.clear_goals();
+        }
+        self.report.phases.push(phase);
         Ok(())
     }
 
@@ -453,6 +548,7 @@ impl Run {
                 let set = self.fleet.expect(&targets, |_| check.clone());
                 let before = self.cp.sample();
                 let timeouts = self.fleet.init_fetch_timeouts();
+                let bytes0 = self.fleet.bytes_received();
                 let origin = Instant::now();
                 if present {
                     self.cp.put(&path, &mtp).await?;
@@ -477,6 +573,7 @@ impl Run {
                     })?;
                 phase.add_round(times, origin.elapsed(), before, self.cp.sample());
                 phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+                phase.received_bytes += self.fleet.bytes_received() - bytes0;
             }
             self.fleet.clear_goals();
         }
@@ -503,6 +600,7 @@ impl Run {
             let set = self.fleet.expect(&targets, |_| check.clone());
             let before = self.cp.sample();
             let timeouts = self.fleet.init_fetch_timeouts();
+            let bytes0 = self.fleet.bytes_received();
             let origin = Instant::now();
             self.cp
                 .put(&format!("/meshes/{mesh}"), &mesh_spec(&mesh, backend))
@@ -522,6 +620,7 @@ impl Run {
                 .with_context(|| format!("round {k}: switching to {backend}"))?;
             phase.add_round(times, origin.elapsed(), before, self.cp.sample());
             phase.init_fetch_timeouts += self.fleet.init_fetch_timeouts() - timeouts;
+            phase.received_bytes += self.fleet.bytes_received() - bytes0;
             self.fleet.clear_goals();
             // Every identity is distinct (one key per proxy).
             let ids: BTreeSet<u64> = targets

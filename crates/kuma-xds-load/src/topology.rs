@@ -4,6 +4,15 @@
 //!
 //! Addresses are distinct loopback IPs (`127.10.0.0` upwards) with distinct ports; nothing
 //! binds them: only the control plane sees them, as endpoints of other proxies' clusters.
+//!
+//! Transparent proxying ([`Topology::transparent`]): every Dataplane has
+//! `networking.transparentProxying` (redirect ports [`REDIRECT_PORT_INBOUND`] /
+//! [`REDIRECT_PORT_OUTBOUND`], IPv4) and no explicit outbound; its node metadata carries a
+//! work dir and a DNS port, as kuma-dp's with its DNS on. Such a proxy consumes every service
+//! of the mesh through its VIP, so `fanout` is ignored: each proxy has an outbound to every
+//! service (its own included) and each service is consumed by every proxy. Every replica
+//! listens on the same inbound port ([`TP_INBOUND_PORT`], as replicas of one workload do),
+//! so each service has two VIP listeners (`<VIP>:80` and `<VIP>:<inbound port>`).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -16,6 +25,23 @@ const INBOUND_PORT_BASE: u32 = 10_000;
 const OUTBOUND_PORT_BASE: u32 = 20_000;
 /// Extra replicas (endpoint changes) take addresses after this many regular ones.
 const EXTRA_OFFSET: usize = 1 << 20;
+/// Inbound port of every replica of a transparent-proxied mesh.
+pub const TP_INBOUND_PORT: u32 = INBOUND_PORT_BASE;
+/// `networking.transparentProxying.redirectPortInbound` (Kuma's default).
+pub const REDIRECT_PORT_INBOUND: u32 = 15006;
+/// `networking.transparentProxying.redirectPortOutbound` (Kuma's default).
+pub const REDIRECT_PORT_OUTBOUND: u32 = 15001;
+/// `dataplane.dns.port` in the node metadata of a transparent proxy (kuma-dp's default).
+pub const DNS_PORT: u32 = 15053;
+/// `dnsServer.serviceVipPort` of the CP (Kuma's default).
+pub const SERVICE_VIP_PORT: u32 = 80;
+/// Listeners of a transparent proxy besides its inbound and the VIP listeners: the outbound
+/// and inbound capture listeners (IPv4) and the DNS dynamic-config listener.
+pub const TP_FIXED_LISTENERS: [&str; 3] = [
+    "outbound:passthrough:ipv4",
+    "inbound:passthrough:ipv4",
+    "_kuma:dynamicconfig",
+];
 
 /// Shape of the simulated mesh.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -24,6 +50,8 @@ pub struct Topology {
     pub services: usize,
     pub replicas: usize,
     pub fanout: usize,
+    /// Transparent-proxied Dataplanes without explicit outbounds (see the module doc).
+    pub transparent: bool,
 }
 
 /// One simulated proxy (a regular replica or an extra one added by a scenario).
@@ -39,6 +67,9 @@ pub struct Member {
     pub endpoint: String,
     /// The Dataplane resource (JSON, as in node metadata and the REST API).
     pub dataplane: Value,
+    /// Node metadata besides the Dataplane (`workdir`, `dataplane.dns.port` of a
+    /// transparent proxy), as kuma-dp's bootstrap puts it.
+    pub metadata: Vec<(String, String)>,
 }
 
 impl Topology {
@@ -64,7 +95,14 @@ impl Topology {
             services,
             replicas,
             fanout,
+            transparent: false,
         })
+    }
+
+    /// The same shape with transparent-proxied Dataplanes (see the module doc).
+    pub fn with_transparent(mut self, transparent: bool) -> Self {
+        self.transparent = transparent;
+        self
     }
 
     /// Number of regular proxies.
@@ -77,13 +115,20 @@ impl Topology {
         format!("svc-{s}")
     }
 
-    /// Services proxy of service `s` has outbounds to.
+    /// Services proxy of service `s` has outbounds to (all of them with transparent
+    /// proxying).
     pub fn outbounds_of(&self, s: usize) -> Vec<usize> {
+        if self.transparent {
+            return (0..self.services).collect();
+        }
         (1..=self.fanout).map(|k| (s + k) % self.services).collect()
     }
 
-    /// Services whose proxies consume service `t`.
+    /// Services whose proxies consume service `t` (all of them with transparent proxying).
     pub fn consumers_of(&self, t: usize) -> Vec<usize> {
+        if self.transparent {
+            return (0..self.services).collect();
+        }
         (1..=self.fanout)
             .map(|k| (t + self.services - k) % self.services)
             .collect()
@@ -98,23 +143,34 @@ impl Topology {
     pub fn member(&self, index: usize) -> Member {
         let service = index / self.replicas;
         let replica = index % self.replicas;
+        let port = if self.transparent {
+            TP_INBOUND_PORT
+        } else {
+            INBOUND_PORT_BASE + replica as u32
+        };
         self.build(
             index,
             format!("svc-{service}-{replica}"),
             service,
             index,
-            INBOUND_PORT_BASE + replica as u32,
+            port,
         )
     }
 
-    /// The `n`-th extra replica of service `service` (fleet index `index`).
+    /// The `n`-th extra replica of service `service` (fleet index `index`); `service` may
+    /// be beyond `services` (a new service).
     pub fn extra(&self, index: usize, service: usize, n: usize) -> Member {
+        let port = if self.transparent {
+            TP_INBOUND_PORT
+        } else {
+            INBOUND_PORT_BASE + 5_000 + (n % 1_000) as u32
+        };
         self.build(
             index,
             format!("svc-{service}-extra-{n}"),
             service,
             EXTRA_OFFSET + n,
-            INBOUND_PORT_BASE + 5_000 + (n % 1_000) as u32,
+            port,
         )
     }
 
@@ -130,7 +186,7 @@ impl Topology {
                        "tags": {"kuma.io/service": Self::service_name(t)}})
             })
             .collect();
-        let dataplane = json!({
+        let mut dataplane = json!({
             "type": "Dataplane",
             "mesh": self.mesh,
             "name": name,
@@ -145,12 +201,28 @@ impl Topology {
                 "outbound": outbound
             }
         });
+        let mut metadata = Vec::new();
+        if self.transparent {
+            let net = &mut dataplane["networking"];
+            if let Some(net) = net.as_object_mut() {
+                net.remove("outbound");
+            }
+            net["transparentProxying"] = json!({
+                "redirectPortInbound": REDIRECT_PORT_INBOUND,
+                "redirectPortOutbound": REDIRECT_PORT_OUTBOUND,
+                "ipFamilyMode": "IPv4"
+            });
+            // Never created: the CP only puts it in the DNS listener's pipe address.
+            metadata.push(("workdir".into(), format!("/tmp/kuma-xds-load/{name}")));
+            metadata.push(("dataplane.dns.port".into(), DNS_PORT.to_string()));
+        }
         Member {
             index,
             name,
             service,
             endpoint: format!("{ip}:{port}"),
             dataplane,
+            metadata,
         }
     }
 
@@ -161,11 +233,23 @@ impl Topology {
             .collect()
     }
 
+    /// Listeners of a complete transparent proxy with `services` services in the mesh: its
+    /// inbound, two VIP listeners per service, the fixed ones ([`TP_FIXED_LISTENERS`]).
+    pub fn tp_listeners(services: usize) -> usize {
+        1 + 2 * services + TP_FIXED_LISTENERS.len()
+    }
+
     /// The complete configuration a regular proxy of service `s` must reach: one listener per
-    /// inbound and outbound, and each outbound cluster with exactly its service's endpoints.
+    /// inbound and outbound, and each outbound cluster with exactly its service's endpoints
+    /// (with transparent proxying: [`Topology::tp_listeners`], and a cluster per service).
     pub fn expected(&self, s: usize) -> Expected {
+        let listeners = if self.transparent {
+            Self::tp_listeners(self.services)
+        } else {
+            1 + self.fanout
+        };
         Expected {
-            listeners: 1 + self.fanout,
+            listeners,
             clusters: self
                 .outbounds_of(s)
                 .into_iter()
@@ -209,5 +293,36 @@ mod tests {
         assert_eq!(t.member(4).name, "svc-1-1");
         assert_eq!(address(256).to_string(), "127.10.1.0");
         assert!(Topology::new("default", 3, 1, 3).is_err());
+    }
+
+    #[test]
+    fn transparent_proxies_consume_every_service_through_vips() {
+        let t = Topology::new("default", 4, 2, 1)
+            .unwrap()
+            .with_transparent(true);
+        assert_eq!(t.outbounds_of(2), vec![0, 1, 2, 3]);
+        assert_eq!(t.consumers_of(1), vec![0, 1, 2, 3]);
+        let m = t.member(3);
+        let net = &m.dataplane["networking"];
+        assert!(net.get("outbound").is_none(), "{net}");
+        assert_eq!(net["transparentProxying"]["redirectPortOutbound"], 15001);
+        assert_eq!(net["inbound"][0]["port"], TP_INBOUND_PORT);
+        assert_eq!(m.endpoint, format!("127.10.0.3:{TP_INBOUND_PORT}"));
+        let keys: Vec<&str> = m.metadata.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["workdir", "dataplane.dns.port"]);
+        // A new service's replica: same port, an address of its own.
+        let x = t.extra(8, 4, 0);
+        assert_eq!(
+            x.dataplane["networking"]["inbound"][0]["tags"]["kuma.io/service"],
+            "svc-4"
+        );
+        assert_ne!(x.endpoint, m.endpoint);
+        let want = t.expected(0);
+        assert_eq!(want.listeners, 1 + 2 * 4 + 3);
+        assert_eq!(want.clusters.len(), 4);
+        assert_eq!(want.clusters["svc-0"].len(), 2, "its own service too");
+        let plain = Topology::new("default", 4, 2, 1).unwrap();
+        assert!(plain.member(0).metadata.is_empty());
+        assert!(plain.member(0).dataplane["networking"]["outbound"].is_array());
     }
 }

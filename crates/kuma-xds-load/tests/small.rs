@@ -82,6 +82,12 @@ fn assert_connected(r: &Report) {
     assert_eq!(c.latency.samples, PROXIES);
     assert!(r.cp_baseline.is_some() && r.cp_connected.is_some());
     assert!(r.rss_per_proxy_mib.is_some());
+    let res = r.resources_per_proxy.expect("resources per proxy");
+    assert_eq!(res.listeners, (1 + FANOUT) as f64, "inbound + outbounds");
+    assert_eq!(res.endpoint_sets, FANOUT as f64);
+    assert_eq!(res.endpoints, (FANOUT * REPLICAS) as f64);
+    assert!(r.connect_kib_per_proxy.is_some_and(|k| k > 0.0));
+    assert!(c.received_bytes > 0);
     assert!(r.dp_tokens, "the CP requires dataplane tokens by default");
     assert!(
         r.connections >= 2,
@@ -160,4 +166,59 @@ async fn idle() {
     assert!(idle.seconds >= 2.0);
     assert!(r.quiesce_s.is_some_and(|q| q > 0.0));
     assert!(idle.cp_cpu_s.is_finite());
+}
+
+fn transparent() -> Options {
+    let mut o = options();
+    o.transparent = true;
+    o
+}
+
+/// A transparent proxy's complete configuration, as counted by the harness: the inbound,
+/// two VIP listeners per service, the capture and DNS listeners; a cluster per service.
+fn assert_transparent_connected(r: &Report) {
+    assert!(r.topology.transparent);
+    assert_eq!(phase(r, "connect").proxies, PROXIES);
+    let res = r.resources_per_proxy.expect("resources per proxy");
+    assert_eq!(res.listeners, (1 + 2 * SERVICES + 3) as f64);
+    assert_eq!(
+        res.endpoint_sets, SERVICES as f64,
+        "every service, its own too"
+    );
+    assert_eq!(res.endpoints, PROXIES as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_proxies_endpoint_change() {
+    let r = run(Scenario::EndpointChange, transparent()).await;
+    assert_transparent_connected(&r);
+    // Every transparent proxy consumes every service.
+    let add = phase(&r, "endpoint add");
+    assert_eq!(add.proxies, PROXIES * ROUNDS);
+    assert!(add.received_bytes > 0);
+    assert_eq!(phase(&r, "endpoint remove").proxies, PROXIES * ROUNDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_proxies_get_a_new_service_vip() {
+    let r = run(Scenario::NewService, transparent()).await;
+    assert_transparent_connected(&r);
+    assert_eq!(phase(&r, "new service").proxies, PROXIES * ROUNDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_proxies_new_service_through_the_api_delta() {
+    let mut o = transparent();
+    o.via = Via::Api;
+    o.delta = true;
+    let r = run(Scenario::NewService, o).await;
+    assert_eq!(phase(&r, "new service").proxies, PROXIES * ROUNDS);
+}
+
+#[tokio::test]
+async fn new_service_needs_transparent_proxies() {
+    let e = scenario::run(Scenario::NewService, options())
+        .await
+        .expect_err("no VIP outbounds without transparent proxying");
+    assert!(format!("{e:#}").contains("--transparent-proxy"), "{e:#}");
 }
