@@ -17,6 +17,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use kuma_dp::dns::answer::{Reply, respond};
 use kuma_dp::dns::table::{self, Table};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Names checked against `respond` per input (bounds the time of one run).
@@ -26,19 +27,18 @@ pub fn run(data: &[u8]) {
     let Ok(table) = Table::from_json(data) else {
         return;
     };
-    // Accepted, so it is a JSON object whose `records` (if any) have string names.
-    let body: Value = serde_json::from_slice(data).expect("an accepted body is JSON");
+    // Accepted, so its records read as the wire shape (other fields, even ones that are
+    // not valid JSON text such as bad UTF-8, are skipped unread by both).
+    let body: Body = serde_json::from_slice(data).expect("an accepted body has records");
     let mut want: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for record in body["records"].as_array().into_iter().flatten() {
-        let name = table::normalize(record["name"].as_str().expect("a record's name"));
+    for record in body.records {
+        let name = table::normalize(&record.name);
         if name.is_empty() {
             continue;
         }
         let ips = want.entry(name).or_default();
-        for ip in record["ips"].as_array().into_iter().flatten() {
-            if let Some(ip) = ip.as_str().and_then(|s| s.parse::<IpAddr>().ok())
-                && !ips.contains(&ip)
-            {
+        for ip in record.ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()) {
+            if !ips.contains(&ip) {
                 ips.push(ip);
             }
         }
@@ -98,6 +98,20 @@ pub fn run(data: &[u8]) {
             .collect();
         assert_eq!(got, table.get(name).expect("listed").v4, "{name} A answers");
     }
+}
+
+/// The records of a `/dns` body (Kuma's `DNSProxyConfig`), read independently of the product.
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    records: Vec<Record>,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    name: String,
+    #[serde(default)]
+    ips: Vec<String>,
 }
 
 /// A name a resolver sends as is: labels of letters, digits, `_` and inner `-`, within the
