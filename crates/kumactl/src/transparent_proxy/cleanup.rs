@@ -80,8 +80,8 @@ pub fn find(save: &str) -> Result<Vec<TableFindings>, Error> {
     Ok(found)
 }
 
-/// A rule spec split into its arguments as `iptables-restore` reads it: white space
-/// separates them, `"` quotes (a closing quote ends the argument), `\` escapes the next
+/// A rule spec split into its arguments as `iptables-restore` reads it: space, tab and line
+/// feed (only those: a form feed is part of an argument) separate them, `"` quotes (a closing quote ends the argument), `\` escapes the next
 /// character inside quotes. A rule is judged on its arguments, never on a substring: text
 /// inside another rule's comment (`--comment "see -j KUMA_MESH_OUTBOUND"`) is not a jump,
 /// and a comment of ours must be a `--comment` argument.
@@ -104,7 +104,7 @@ fn arguments(spec: &str) -> Vec<String> {
             }
         } else if c == '"' {
             quoted = true;
-        } else if c.is_ascii_whitespace() {
+        } else if matches!(c, ' ' | '\t' | '\n') {
             if !arg.is_empty() {
                 args.push(std::mem::take(&mut arg));
             }
@@ -311,6 +311,15 @@ COMMIT
         assert_eq!(
             arguments(r#"-m comment --comment "a \"b\" \\c"  -j  X"#),
             ["-m", "comment", "--comment", r#"a "b" \c"#, "-j", "X"]
+        );
+        // Found by fuzzing: a form feed does not separate arguments.
+        assert_eq!(
+            arguments("-m comment\x0c--comment \"kuma/mesh/transparent/proxy/o\""),
+            [
+                "-m",
+                "comment\x0c--comment",
+                "kuma/mesh/transparent/proxy/o"
+            ]
         );
     }
 
