@@ -15,17 +15,31 @@
 //! | [`token`] | `kuma_cp::tokens::Validator` (dataplane and user tokens) against real keys |
 //! | [`kumactl_apply`] | `kumactl::template::parse_vars` + `kumactl::commands::apply::prepare` |
 //! | [`kds_sink`] | `kuma_cp::kds::sink::receive`: what a zone sends global over KDS |
+//! | [`dns_query`] | `kuma_dp::dns::server::decide`: a DNS query from any local process |
+//! | [`dns_table`] | `kuma_dp::dns::table::Table::from_json`: the `/dns` body |
+//! | [`dns_forward`] | `kuma_dp::dns::{forward::is_answer_to, server::relay}`: an upstream's answer |
+//! | [`resolv_conf`] | `kuma_dp::dns::forward::parse_resolv_conf` |
+//! | [`vip_table`] | `kuma_core::vips::VipTable::{parse, to_json, reconcile}`: a stored/synced VIP Config |
+//! | [`tproxy_cleanup`] | `kumactl::transparent_proxy::cleanup::find`: `iptables-save` output |
 //!
 //! Invariants checked beyond "no panic, no hang": what is accepted round-trips through its
-//! wire shape (JSON and the YAML printers), refusals are client errors (4xx), and the xDS
-//! state machines answer only subscribed types with what the current snapshot holds.
+//! wire shape (JSON and the YAML printers), refusals are client errors (4xx), the xDS
+//! state machines answer only subscribed types with what the current snapshot holds, DNS
+//! replies parse, keep the query's id and fit the client's limit, and the transparent
+//! proxy's cleanup only ever removes what carries its comment.
 
 pub mod bootstrap_request;
+pub mod dns_forward;
+pub mod dns_query;
+pub mod dns_table;
 pub mod kds_sink;
 pub mod kumactl_apply;
+pub mod resolv_conf;
 pub mod resource_json;
 pub mod resource_yaml;
 pub mod token;
+pub mod tproxy_cleanup;
+pub mod vip_table;
 pub mod xds_delta;
 pub mod xds_sotw;
 
@@ -37,13 +51,19 @@ pub type EntryPoint = fn(&[u8]);
 
 /// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the
 /// `fuzz/corpus/<name>` directory) and its entry point.
-pub const TARGETS: [(&str, EntryPoint); 8] = [
+pub const TARGETS: [(&str, EntryPoint); 14] = [
     ("bootstrap_request", bootstrap_request::run),
+    ("dns_forward", dns_forward::run),
+    ("dns_query", dns_query::run),
+    ("dns_table", dns_table::run),
     ("kds_sink", kds_sink::run),
     ("kumactl_apply", kumactl_apply::run),
+    ("resolv_conf", resolv_conf::run),
     ("resource_json", resource_json::run),
     ("resource_yaml", resource_yaml::run),
     ("token", token::run),
+    ("tproxy_cleanup", tproxy_cleanup::run),
+    ("vip_table", vip_table::run),
     ("xds_delta", xds_delta::run),
     ("xds_sotw", xds_sotw::run),
 ];

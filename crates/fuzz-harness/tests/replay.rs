@@ -71,6 +71,36 @@ fn xds_sotw() {
     replay("xds_sotw");
 }
 
+#[test]
+fn dns_forward() {
+    replay("dns_forward");
+}
+
+#[test]
+fn dns_query() {
+    replay("dns_query");
+}
+
+#[test]
+fn dns_table() {
+    replay("dns_table");
+}
+
+#[test]
+fn resolv_conf() {
+    replay("resolv_conf");
+}
+
+#[test]
+fn tproxy_cleanup() {
+    replay("tproxy_cleanup");
+}
+
+#[test]
+fn vip_table() {
+    replay("vip_table");
+}
+
 /// `fuzz/fuzz_targets/<name>.rs` exist for exactly the entry points, each calling its own,
 /// and each is a `[[bin]]` of the fuzz crate.
 #[test]

@@ -6,7 +6,8 @@
 //! - a name under the mesh domain that is not in the table → NXDOMAIN (the domain itself →
 //!   NODATA); before the first table arrived → SERVFAIL, so clients retry rather than cache a
 //!   negative answer;
-//! - anything else (other names, other classes, other opcodes) → forwarded as is.
+//! - anything else (other names, other classes, other opcodes) → forwarded as is;
+//! - a response (QR set) → nothing at all.
 //!
 //! The helpers below build the other replies the server sends (SERVFAIL, FORMERR) and fit a
 //! reply into a UDP client's size limit.
@@ -27,12 +28,16 @@ pub enum Reply {
     Local(Message),
     /// Send the query to the upstream resolvers and return their answer.
     Forward,
+    /// Send nothing: the message is a response, not a query.
+    Ignore,
 }
 
 /// Decides how to answer `query` from `table` (`None`: no table received yet).
 pub fn respond(table: Option<&Table>, query: &Message) -> Reply {
     if query.metadata.message_type != MessageType::Query {
-        return Reply::Local(error(query, ResponseCode::FormErr));
+        // Never answer a response (as `formerr_raw`, and CoreDNS): two servers answering
+        // each other's replies, or a spoofed source, would loop.
+        return Reply::Ignore;
     }
     if query.metadata.op_code != OpCode::Query {
         return Reply::Forward;
@@ -132,8 +137,9 @@ pub fn udp_limit(query: &Message) -> usize {
 }
 
 /// `wire` (a complete reply) if it fits in `limit` bytes, else the same reply emptied of its
-/// records with the TC bit set, so the client asks again over TCP. `None` when `wire` does not
-/// parse and does not fit.
+/// records, with its first question only and the TC bit set, so the client asks again over
+/// TCP. `None` when `wire` does not fit and does not parse, or even emptied does not fit
+/// (an upstream's outsized EDNS options): what is returned always fits.
 pub fn fit(wire: Vec<u8>, limit: usize) -> Option<Vec<u8>> {
     if wire.len() <= limit {
         return Some(wire);
@@ -146,11 +152,12 @@ pub fn fit(wire: Vec<u8>, limit: usize) -> Option<Vec<u8>> {
     );
     cut.metadata = reply.metadata;
     cut.metadata.truncation = true;
-    cut.add_queries(reply.queries.iter().cloned());
+    // Clients ask one question; an upstream echoing many must not overflow the limit.
+    cut.add_queries(reply.queries.first().cloned());
     if let Some(edns) = reply.edns.clone() {
         cut.set_edns(edns);
     }
-    cut.to_vec().ok()
+    cut.to_vec().ok().filter(|cut| cut.len() <= limit)
 }
 
 #[cfg(test)]
@@ -188,7 +195,7 @@ mod tests {
                 // Whatever we answer must encode and decode again.
                 Message::from_vec(&m.to_vec().unwrap()).unwrap()
             }
-            Reply::Forward => panic!("expected a local answer"),
+            other => panic!("expected a local answer, got {other:?}"),
         }
     }
 
@@ -325,11 +332,12 @@ mod tests {
         let m = local(respond(Some(&t), &q));
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(m.metadata.id, 7);
-        // A response is not a query.
+        // A response is not a query, and never answered (found by the `dns_query` fuzz
+        // target: it got FORMERR, a reflection loop between two servers).
         let mut q = query("backend.mesh.", RecordType::A);
         q.metadata.message_type = MessageType::Response;
-        let m = local(respond(Some(&t), &q));
-        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(respond(Some(&t), &q), Reply::Ignore);
+        assert_eq!(respond(None, &q), Reply::Ignore);
         // Raw garbage with a query header.
         let raw = [0x12, 0x34, 0x01, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 1, 2];
         let m = Message::from_vec(&formerr_raw(&raw).unwrap()).unwrap();
@@ -370,5 +378,30 @@ mod tests {
         assert!(cut.answers.is_empty());
         assert_eq!(cut.metadata.id, 4242);
         assert_eq!(cut.queries.len(), 1);
+    }
+
+    /// An upstream answer echoing many questions used to be "truncated" to all of them and
+    /// relayed over UDP at 1584 bytes to a 512-byte client (found by the `dns_forward` fuzz
+    /// target): the cut keeps the first question, and what still does not fit is `None`.
+    #[test]
+    fn a_truncated_reply_fits_the_limit() {
+        let mut upstream = Message::response(77, OpCode::Query);
+        for i in 0..12 {
+            let long = format!("{i:02}{}.{i:02}{}.c{i:02}.", "a".repeat(58), "b".repeat(58));
+            upstream.add_query(Query::query(
+                Name::from_ascii(&long).unwrap(),
+                RecordType::A,
+            ));
+        }
+        let wire = upstream.to_vec().unwrap();
+        assert!(wire.len() > 1232, "{}", wire.len());
+        let cut = fit(wire.clone(), 512).expect("a truncated reply");
+        assert!(cut.len() <= 512, "{}", cut.len());
+        let cut = Message::from_vec(&cut).unwrap();
+        assert!(cut.metadata.truncation);
+        assert_eq!(cut.metadata.id, 77);
+        assert_eq!(cut.queries, upstream.queries[..1]);
+        // Even one question over the limit: nothing (the server sends SERVFAIL instead).
+        assert_eq!(fit(wire, 100), None);
     }
 }

@@ -194,8 +194,9 @@ pub async fn read_frame<S: AsyncReadExt + Unpin>(stream: &mut S) -> std::io::Res
     Ok(message)
 }
 
-/// Whether `answer` is a response carrying `query`'s id.
-fn is_answer_to(answer: &[u8], query: &[u8]) -> bool {
+/// Whether `answer` (bytes from an upstream) is a response carrying `query`'s id: the only
+/// datagrams and frames taken as the answer.
+pub fn is_answer_to(answer: &[u8], query: &[u8]) -> bool {
     answer.len() >= 12 && query.len() >= 2 && answer[..2] == query[..2] && answer[2] & 0x80 != 0
 }
 

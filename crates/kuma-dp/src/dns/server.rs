@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::answer::{self, Reply};
 use super::fetch::Tables;
 use super::forward::{self, Transport, Upstreams};
+use super::table::Table;
 
 /// Largest UDP query read.
 const MAX_UDP_QUERY: usize = 4096;
@@ -203,32 +204,54 @@ impl Server {
     }
 }
 
-/// What to do with one query.
-enum Step {
-    /// Send these bytes.
+/// What to do with the bytes of one query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Send these bytes back.
     Send(Vec<u8>),
-    /// Forward; the parsed query is kept for the SERVFAIL and the size limit.
+    /// Forward the query's bytes; the parsed query is kept for the SERVFAIL and the size limit.
     Forward(Message),
     /// Send nothing.
     Drop,
 }
 
+/// Decides, without waiting, what to do with the bytes of one query that came over
+/// `transport`, `table` being the latest table (`None`: none received yet). Pure: the server
+/// calls it on every datagram and TCP frame; a reply sent over UDP fits the client's limit.
+pub fn decide(table: Option<&Table>, raw: &[u8], transport: Transport) -> Step {
+    let query = match Message::from_vec(raw) {
+        Ok(query) => query,
+        Err(err) => {
+            tracing::debug!(error = %err, "malformed DNS query");
+            return answer::formerr_raw(raw).map_or(Step::Drop, Step::Send);
+        }
+    };
+    match answer::respond(table, &query) {
+        Reply::Local(reply) => encode(&reply, &query, transport).map_or(Step::Drop, Step::Send),
+        Reply::Forward => Step::Forward(query),
+        Reply::Ignore => Step::Drop,
+    }
+}
+
+/// What the client gets for an upstream's `answer` to its `query` (an answer
+/// [`forward::is_answer_to`] matched to the query's bytes): the answer as is over TCP; over
+/// UDP the answer fitted to the client's limit ([`answer::fit`]), or SERVFAIL when it cannot
+/// be. Pure.
+pub fn relay(answer: Vec<u8>, query: &Message, transport: Transport) -> Option<Vec<u8>> {
+    match transport {
+        Transport::Tcp => Some(answer),
+        Transport::Udp => {
+            answer::fit(answer, answer::udp_limit(query)).or_else(|| servfail(query, transport))
+        }
+    }
+}
+
 impl Shared {
-    /// Decides without waiting: a local answer, a forward, or nothing.
+    /// Decides without waiting ([`decide`] on the latest table).
     fn decide(&self, raw: &[u8], transport: Transport) -> Step {
-        let query = match Message::from_vec(raw) {
-            Ok(query) => query,
-            Err(err) => {
-                tracing::debug!(error = %err, "malformed DNS query");
-                return answer::formerr_raw(raw).map_or(Step::Drop, Step::Send);
-            }
-        };
         // Cloned out of the watch: no borrow lives on.
         let table = self.tables.borrow().clone();
-        match answer::respond(table.as_deref(), &query) {
-            Reply::Local(reply) => encode(&reply, &query, transport).map_or(Step::Drop, Step::Send),
-            Reply::Forward => Step::Forward(query),
-        }
+        decide(table.as_deref(), raw, transport)
     }
 
     /// Forwards `raw`; the upstream's answer, or SERVFAIL.
@@ -249,12 +272,7 @@ impl Shared {
                 return servfail(query, transport);
             }
         };
-        match transport {
-            Transport::Tcp => Some(answer),
-            Transport::Udp => {
-                answer::fit(answer, answer::udp_limit(query)).or_else(|| servfail(query, transport))
-            }
-        }
+        relay(answer, query, transport)
     }
 
     /// A permit for one forward, or `None` (logged) when too many are under way.
@@ -463,7 +481,6 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::dns::table::Table;
 
     fn query(id: u16, name: &str) -> Vec<u8> {
         let mut m = Message::query();

@@ -65,9 +65,10 @@ pub fn find(save: &str) -> Result<Vec<TableFindings>, Error> {
             if chain.starts_with(CHAIN_PREFIX) {
                 continue;
             }
-            if spec.contains(&format!("--comment \"{COMMENT_PREFIX}")) {
+            let args = arguments(spec);
+            if has_our_comment(&args) {
                 t.rules.push((chain.to_string(), spec.to_string()));
-            } else if jumps_to_ours(spec) {
+            } else if jumps_to_ours(&args) {
                 return Err(Error::Uncommented {
                     table: t.table.clone(),
                     chain: chain.to_string(),
@@ -79,10 +80,54 @@ pub fn find(save: &str) -> Result<Vec<TableFindings>, Error> {
     Ok(found)
 }
 
-fn jumps_to_ours(spec: &str) -> bool {
-    let toks: Vec<&str> = spec.split_whitespace().collect();
-    toks.windows(2)
-        .any(|w| matches!(w[0], "-j" | "-g") && w[1].starts_with(CHAIN_PREFIX))
+/// A rule spec split into its arguments as `iptables-restore` reads it: space, tab and line
+/// feed (only those: a form feed is part of an argument) separate them, `"` quotes (a closing quote ends the argument), `\` escapes the next
+/// character inside quotes. A rule is judged on its arguments, never on a substring: text
+/// inside another rule's comment (`--comment "see -j KUMA_MESH_OUTBOUND"`) is not a jump,
+/// and a comment of ours must be a `--comment` argument.
+fn arguments(spec: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut arg = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in spec.chars() {
+        if quoted {
+            if escaped {
+                arg.push(c);
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                quoted = false;
+                args.push(std::mem::take(&mut arg));
+            } else {
+                arg.push(c);
+            }
+        } else if c == '"' {
+            quoted = true;
+        } else if matches!(c, ' ' | '\t' | '\n') {
+            if !arg.is_empty() {
+                args.push(std::mem::take(&mut arg));
+            }
+        } else {
+            arg.push(c);
+        }
+    }
+    if !arg.is_empty() {
+        args.push(arg);
+    }
+    args
+}
+
+/// `--comment <text starting with our prefix>`.
+fn has_our_comment(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--comment" && w[1].starts_with(COMMENT_PREFIX))
+}
+
+/// `-j` / `-g` to a `KUMA_MESH*` chain.
+fn jumps_to_ours(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| matches!(w[0].as_str(), "-j" | "-g") && w[1].starts_with(CHAIN_PREFIX))
 }
 
 /// The `iptables-restore --noflush` input removing `found`: per table, the rules of the
@@ -237,6 +282,45 @@ COMMIT
         assert_eq!(find(save).unwrap(), vec![]);
         assert_eq!(removal_input(&[]), "");
         assert_eq!(find("").unwrap(), vec![]);
+    }
+
+    /// A rule is ours by its arguments, not by a substring: the `tproxy_cleanup` fuzz target
+    /// found a rule whose own comment (`"kuma/meshUTPUT ... --comment "`) is not ours, but
+    /// which held `--comment "kuma/mesh/transparent/proxy` as text, and was listed for
+    /// deletion. (`iptables-save` escapes quotes inside values, so its output never reads
+    /// so; the check is the safety line of the uninstall all the same.) Text inside a
+    /// comment is no jump either.
+    #[test]
+    fn rules_are_judged_on_their_arguments() {
+        let save = "*nat\n:OUTPUT ACCEPT [0:0]\n:KUMA_MESH_OUTBOUND - [0:0]\n\
+            -A OUTPUT -p udp -m comment --comment \"kuma/meshX -m comment --comment \"kuma/mesh/transparent/proxy/a b -j RETURN\n\
+            -A OUTPUT -m comment --comment \"x\\\" --comment \\\"kuma/mesh/transparent/proxy/evil\" -j RETURN\n\
+            -A OUTPUT -m comment --comment \"do not -j KUMA_MESH_OUTBOUND\" -j RETURN\n\
+            -A OUTPUT -m comment --comment \"kuma/mesh/transparent/proxy/o\" -j KUMA_MESH_OUTBOUND\n\
+            COMMIT\n";
+        let found = find(save).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].rules,
+            vec![(
+                "OUTPUT".to_string(),
+                "-m comment --comment \"kuma/mesh/transparent/proxy/o\" -j KUMA_MESH_OUTBOUND"
+                    .to_string()
+            )]
+        );
+        assert_eq!(
+            arguments(r#"-m comment --comment "a \"b\" \\c"  -j  X"#),
+            ["-m", "comment", "--comment", r#"a "b" \c"#, "-j", "X"]
+        );
+        // Found by fuzzing: a form feed does not separate arguments.
+        assert_eq!(
+            arguments("-m comment\x0c--comment \"kuma/mesh/transparent/proxy/o\""),
+            [
+                "-m",
+                "comment\x0c--comment",
+                "kuma/mesh/transparent/proxy/o"
+            ]
+        );
     }
 
     #[test]
