@@ -94,6 +94,16 @@ impl Topology {
         format!("10.{}.0.{}", self.net, i + 1)
     }
 
+    /// Runs `args` in `name`'s namespace and returns its output, whatever its exit status.
+    pub fn output(&self, name: &str, args: &[&str]) -> std::process::Output {
+        output_in(&self.ns(name), args)
+    }
+
+    /// Writes `name`'s `/etc/resolv.conf` (removed with the topology).
+    pub fn set_resolv_conf(&self, name: &str, text: &str) {
+        write_resolv_conf(&self.ns(name), text);
+    }
+
     /// `ip netns exec <ns>`: a launcher running a command in `name`'s namespace.
     pub fn exec(&self, name: &str) -> Vec<String> {
         vec!["ip".into(), "netns".into(), "exec".into(), self.ns(name)]
@@ -108,6 +118,7 @@ impl Topology {
             let _ = Command::new("ip")
                 .args(["link", "del", &format!("{}h", self.ns(n))])
                 .output();
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(self.ns(n)));
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge()])
@@ -164,18 +175,12 @@ impl Namespace {
 
     /// Runs `args` in the namespace and returns its output, whatever its exit status.
     pub fn output(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {} {args:?}: {e}", self.name))
+        output_in(&self.name, args)
     }
 
     /// Writes the namespace's `/etc/resolv.conf` (seen by commands under [`Self::exec`]).
     pub fn set_resolv_conf(&self, text: &str) {
-        let dir = std::path::Path::new("/etc/netns").join(&self.name);
-        std::fs::create_dir_all(&dir).expect("creating /etc/netns/<ns>");
-        std::fs::write(dir.join("resolv.conf"), text).expect("writing the namespace's resolv.conf");
+        write_resolv_conf(&self.name, text);
     }
 
     /// Joins this namespace and `peer` with a veth pair `<link>a` (here) / `<link>b` (there)
@@ -208,6 +213,23 @@ impl Namespace {
             .output();
         let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
     }
+}
+
+/// Runs `args` in namespace `ns` and returns its output, whatever its exit status.
+pub fn output_in(ns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip netns exec {ns} {args:?}: {e}"))
+}
+
+/// Writes `/etc/netns/<ns>/resolv.conf`, which `ip netns exec` bind-mounts over
+/// `/etc/resolv.conf`; the namespace's owner removes the directory.
+fn write_resolv_conf(ns: &str, text: &str) {
+    let dir = std::path::Path::new("/etc/netns").join(ns);
+    std::fs::create_dir_all(&dir).expect("creating /etc/netns/<ns>");
+    std::fs::write(dir.join("resolv.conf"), text).expect("writing the namespace's resolv.conf");
 }
 
 impl Drop for Namespace {

@@ -9,10 +9,10 @@
 //! (`iptables-save` equal to before).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use e2e::netns::Topology;
+use e2e::netns::{Topology, output_in as in_ns};
 use e2e::{
     ControlPlane, DataplaneProc, DpSpec, Load, NsWorkload, Proc, free_port, server_cert, wait_for,
 };
@@ -20,15 +20,6 @@ use serde_json::json;
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// Runs `args` in namespace `ns`.
-fn in_ns(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?} in {ns}: {e}"))
 }
 
 fn text(o: &Output) -> String {
@@ -117,24 +108,6 @@ fn outside_server(t: &Topology, dir: &Path, ns: &str, name: &str) -> (Proc, u16)
     (proc, port)
 }
 
-/// Removes the namespace's resolv.conf on drop.
-struct ResolvConf(std::path::PathBuf);
-
-impl ResolvConf {
-    fn new(ns: &str, content: &str) -> Self {
-        let dir = std::path::PathBuf::from(format!("/etc/netns/{ns}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), content).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for ResolvConf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn curl_backend_mesh_through_kuma_dp_dns_and_iptables() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,7 +116,7 @@ fn curl_backend_mesh_through_kuma_dp_dns_and_iptables() {
     std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let t = Topology::new("tp", 78, &["cp", "cl", "ext"]);
     let client_ns = t.ns("cl");
-    let _resolv = client_namespace(&t, "cl", 78);
+    client_namespace(&t, "cl", 78);
 
     let (ca, crt, key) = server_cert(&d.join("cp-tls"), &t.ip("cp"));
     let (crt, key) = (crt.display().to_string(), key.display().to_string());
@@ -373,8 +346,8 @@ fn curl_backend_mesh_through_kuma_dp_dns_and_iptables() {
 
 /// Prepares `ns` for an application behind a transparent proxy: a default route via the
 /// bridge, a resolv.conf naming a nameserver that does not exist (only the redirect to
-/// kuma-dp answers); removed with the returned guard.
-fn client_namespace(t: &Topology, ns: &str, net: u8) -> ResolvConf {
+/// kuma-dp answers); both go with the topology.
+fn client_namespace(t: &Topology, ns: &str, net: u8) {
     let out = in_ns(
         &t.ns(ns),
         &[
@@ -387,10 +360,10 @@ fn client_namespace(t: &Topology, ns: &str, net: u8) -> ResolvConf {
         ],
     );
     assert!(out.status.success(), "default route: {out:?}");
-    ResolvConf::new(
-        &t.ns(ns),
+    t.set_resolv_conf(
+        ns,
         &format!("nameserver 10.{net}.0.254\noptions timeout:1 attempts:1\n"),
-    )
+    );
 }
 
 /// The client's explicit outbound port (on its namespace's 127.0.0.1).
@@ -449,7 +422,7 @@ fn backend_mesh_is_one_name_across_zones() {
     let d = dir.path();
     std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let t = Topology::new("tz", 79, &["g", "z1", "c1", "z2"]);
-    let _resolv = client_namespace(&t, "c1", 79);
+    client_namespace(&t, "c1", 79);
     let (kds_ca, crt, key) = server_cert(&d.join("kds-tls"), &t.ip("g"));
     let (crt, key) = (crt.display().to_string(), key.display().to_string());
     let global = ControlPlane::start_at(

@@ -12,7 +12,9 @@
 //!   smuggled in), and the tables found empty are tables it found;
 //! - after the removal (applied to the save text) nothing of ours is found any more.
 
-use kumactl::transparent_proxy::cleanup::{TableFindings, find, left_empty, removal_input};
+use kumactl::transparent_proxy::cleanup::{
+    TableFindings, arguments, find, left_empty, removal_input,
+};
 use kumactl::transparent_proxy::rules::{CHAIN_PREFIX, COMMENT_PREFIX};
 
 pub fn run(data: &[u8]) {
@@ -104,44 +106,10 @@ fn remove(save: &str, found: &[TableFindings]) -> String {
     out
 }
 
-/// Whether the rule spec, split into arguments as `iptables-restore` does (white space
-/// separates; `"` quotes, a closing quote ends the argument; `\` escapes inside quotes),
-/// holds `--comment <argument starting with our prefix>`.
+/// Whether the rule spec, split into arguments as `iptables-restore` does (kumactl's
+/// splitter, pinned by its own tests), holds `--comment <argument starting with our prefix>`.
 fn has_our_comment(spec: &str) -> bool {
-    let args = split_args(spec);
+    let args = arguments(spec);
     args.windows(2)
         .any(|w| w[0] == "--comment" && w[1].starts_with(COMMENT_PREFIX))
-}
-
-fn split_args(spec: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut arg = String::new();
-    let (mut quoted, mut escaped) = (false, false);
-    for c in spec.chars() {
-        if quoted {
-            if escaped {
-                arg.push(c);
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                quoted = false;
-                args.push(std::mem::take(&mut arg));
-            } else {
-                arg.push(c);
-            }
-        } else if c == '"' {
-            quoted = true;
-        } else if matches!(c, ' ' | '\t' | '\n') {
-            if !arg.is_empty() {
-                args.push(std::mem::take(&mut arg));
-            }
-        } else {
-            arg.push(c);
-        }
-    }
-    if !arg.is_empty() {
-        args.push(arg);
-    }
-    args
 }

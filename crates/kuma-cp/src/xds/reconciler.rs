@@ -765,8 +765,8 @@ fn outbound_key(view: &MeshView, res: &Resource, dp: &Dataplane, mtls: bool) -> 
     for s in explicit.chain(generator::transparent::consumed_services(view, dp)) {
         s.hash(&mut h);
         view.endpoints_version(s).hash(&mut h);
+        // The endpoints' version covers their ports (the VIP listeners' ports).
         view.protocol(s).hash(&mut h);
-        view.service_ports(s).hash(&mut h);
     }
     if dp.transparent_proxying().is_some() {
         view.vips().hash(&mut h);

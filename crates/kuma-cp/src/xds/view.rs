@@ -167,6 +167,9 @@ pub struct MeshView {
     cross: CrossZone,
     /// Service VIPs of the mesh and how transparent proxies reach them (see [`Vips`]).
     vips: Vips,
+    /// The DNS records body and its Etag for transparent proxies without
+    /// `reachableServices`, built once per view: `[IPv4 only, with IPv6]`.
+    dns_records: [std::sync::OnceLock<Arc<(String, String)>>; 2],
     fingerprint: std::sync::OnceLock<u64>,
     /// Resources built once per view and shared by every proxy that needs them.
     shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
@@ -317,6 +320,7 @@ impl MeshView {
             policies: Vec::new(),
             cross: cross.clone(),
             vips: Vips::default(),
+            dns_records: Default::default(),
             fingerprint: std::sync::OnceLock::new(),
             shared: std::sync::Mutex::new(HashMap::new()),
         }
@@ -349,6 +353,18 @@ impl MeshView {
 
     pub fn vips(&self) -> &Vips {
         &self.vips
+    }
+
+    /// The DNS records (body, Etag) every proxy of the view that reaches every service gets,
+    /// built by `make` on first use per IPv6 flag.
+    pub fn dns_records(
+        &self,
+        ipv6: bool,
+        make: impl FnOnce() -> (String, String),
+    ) -> Arc<(String, String)> {
+        self.dns_records[usize::from(ipv6)]
+            .get_or_init(|| Arc::new(make()))
+            .clone()
     }
 
     /// The inbound ports the local replicas of `service` listen on (a transparent proxy

@@ -85,7 +85,7 @@ pub fn find(save: &str) -> Result<Vec<TableFindings>, Error> {
 /// character inside quotes. A rule is judged on its arguments, never on a substring: text
 /// inside another rule's comment (`--comment "see -j KUMA_MESH_OUTBOUND"`) is not a jump,
 /// and a comment of ours must be a `--comment` argument.
-fn arguments(spec: &str) -> Vec<String> {
+pub fn arguments(spec: &str) -> Vec<String> {
     let mut args = Vec::new();
     let mut arg = String::new();
     let (mut quoted, mut escaped) = (false, false);

@@ -299,8 +299,18 @@ pub(super) fn dns_listener(
         );
         return None;
     }
-    let body = dns_body(view, tp, node.ipv6);
-    let etag = hex::encode(Sha256::digest(body.as_bytes()));
+    let make = || {
+        let body = dns_body(view, tp, node.ipv6);
+        let etag = hex::encode(Sha256::digest(body.as_bytes()));
+        (body, etag)
+    };
+    // Every proxy reaching every service gets the same records: built once per view.
+    let records = if tp.reachable_services.is_empty() {
+        view.dns_records(node.ipv6, make)
+    } else {
+        Arc::new(make())
+    };
+    let (body, etag) = (&records.0, records.1.clone());
     let path_match = |headers: Vec<HeaderMatcher>| RouteMatch {
         path_specifier: Some(PathSpecifier::Path("/dns".into())),
         headers,
