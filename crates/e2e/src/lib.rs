@@ -1015,6 +1015,8 @@ pub struct DpSpec<'a> {
     pub transparent: bool,
     /// kuma-dp's DNS port (default: a free port, so proxies run side by side).
     pub dns_port: Option<u16>,
+    /// Envoy's admin port (default: a free port).
+    pub admin_port: Option<u16>,
 }
 
 impl Default for DpSpec<'_> {
@@ -1031,6 +1033,7 @@ impl Default for DpSpec<'_> {
             outbound_address: "127.0.0.1",
             transparent: false,
             dns_port: None,
+            admin_port: None,
         }
     }
 }
@@ -1080,7 +1083,7 @@ impl DataplaneProc {
     /// [`DataplaneProc::start`] run by `launcher` (`ip netns exec <ns>`: next to its CP in
     /// that namespace; Envoy admin is then on the CP's namespace address).
     pub fn start_under(launcher: &[&str], cp: &ControlPlane, spec: &DpSpec, dir: &Path) -> Self {
-        let admin_port = free_port();
+        let admin_port = spec.admin_port.unwrap_or_else(free_port);
         let file = dir.join(format!("{}-{}.yaml", spec.mesh, spec.name));
         std::fs::write(&file, spec.yaml(admin_port)).expect("writing dataplane yaml");
         let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);

@@ -369,30 +369,18 @@ fn client_namespace(t: &Topology, ns: &str, net: u8) {
 /// The client's explicit outbound port (on its namespace's 127.0.0.1).
 const EXPLICIT_OUTBOUND: u16 = 10000;
 
-/// Starts a transparent-proxying client (`kuma-dp` as the kuma-dp user) in `ns` against
-/// `cp` and installs the iptables rules there (admin port excluded, DNS redirected).
+/// Installs the iptables rules in `ns` (admin port excluded, DNS redirected), then starts a
+/// transparent-proxying client there (`kuma-dp` as the kuma-dp user) against `cp`.
 fn transparent_client(t: &Topology, ns: &str, cp: &ControlPlane, dir: &Path) -> DataplaneProc {
     // kuma-dp and Envoy as their own user: their traffic is not captured.
     let user = e2e::netns::ensure_user("kuma-dp-test");
     let mut launcher = t.exec(ns);
     launcher.extend(user.setpriv());
-    let ip = t.ip(ns);
-    let spec = DpSpec {
-        name: "client",
-        inbounds: vec![(8080, 8080, "demo-client", "http")],
-        // An explicit outbound next to the VIPs keeps working.
-        outbounds: vec![(EXPLICIT_OUTBOUND, "backend")],
-        address: &ip,
-        transparent: true,
-        // The port the rules redirect DNS to.
-        dns_port: Some(15053),
-        ..Default::default()
-    };
-    let mut client = DataplaneProc::start_under(&strs(&launcher), cp, &spec, dir);
-    client.admin = std::net::SocketAddr::new(ip.parse().unwrap(), client.admin.port());
-    DataplaneProc::wait_live(&[&client]);
+    // The rules first, then the proxy (as Kuma's docs say): a connection that exists before
+    // the rules is picked up mid-stream by conntrack, and a packet from the CP arriving first
+    // is taken for a new inbound connection and redirected, cutting kuma-dp's ADS stream.
+    let admin_port = free_port();
     let kumactl = e2e::binary("kumactl").display().to_string();
-    let admin_port = client.admin.port().to_string();
     let install = in_ns(
         &t.ns(ns),
         &[
@@ -403,7 +391,7 @@ fn transparent_client(t: &Topology, ns: &str, cp: &ControlPlane, dir: &Path) -> 
             &user.name,
             "--redirect-dns",
             "--exclude-inbound-ports",
-            &admin_port,
+            &admin_port.to_string(),
         ],
     );
     assert!(
@@ -411,6 +399,23 @@ fn transparent_client(t: &Topology, ns: &str, cp: &ControlPlane, dir: &Path) -> 
         "install transparent-proxy: {}",
         String::from_utf8_lossy(&install.stderr)
     );
+    let ip = t.ip(ns);
+    let spec = DpSpec {
+        name: "client",
+        inbounds: vec![(8080, 8080, "demo-client", "http")],
+        // An explicit outbound next to the VIPs keeps working.
+        outbounds: vec![(EXPLICIT_OUTBOUND, "backend")],
+        address: &ip,
+        transparent: true,
+        // The port the rules redirect DNS to.
+        dns_port: Some(15053),
+        // Excluded from the inbound redirect: the test reads Envoy's admin from outside.
+        admin_port: Some(admin_port),
+        ..Default::default()
+    };
+    let mut client = DataplaneProc::start_under(&strs(&launcher), cp, &spec, dir);
+    client.admin = std::net::SocketAddr::new(ip.parse().unwrap(), admin_port);
+    DataplaneProc::wait_live(&[&client]);
     client
 }
 
