@@ -15,6 +15,7 @@
 //! the test calls them with the admin token.
 
 pub mod netns;
+pub mod prometheus;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -1017,6 +1018,8 @@ pub struct DpSpec<'a> {
     pub dns_port: Option<u16>,
     /// Envoy's admin port (default: a free port).
     pub admin_port: Option<u16>,
+    /// YAML appended to the Dataplane at the top level (`metrics:` ...), or empty.
+    pub extra_yaml: &'a str,
 }
 
 impl Default for DpSpec<'_> {
@@ -1034,6 +1037,7 @@ impl Default for DpSpec<'_> {
             transparent: false,
             dns_port: None,
             admin_port: None,
+            extra_yaml: "",
         }
     }
 }
@@ -1071,6 +1075,7 @@ impl DpSpec<'_> {
                 "  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
             );
         }
+        s.push_str(self.extra_yaml);
         s
     }
 }
@@ -1327,31 +1332,36 @@ pub struct Workload {
 
 impl Workload {
     pub fn http(name: &str) -> Self {
-        Self::serve(name, true)
+        Self::serve(&format!("{name}\n"), true)
+    }
+
+    /// HTTP: answers every request with exactly `body` (an application's `/metrics`, say).
+    pub fn http_body(body: &str) -> Self {
+        Self::serve(body, true)
     }
 
     /// TCP: answers every chunk the client sends with `name\n`.
     pub fn tcp(name: &str) -> Self {
-        Self::serve(name, false)
+        Self::serve(&format!("{name}\n"), false)
     }
 
-    fn serve(name: &str, http: bool) -> Self {
+    fn serve(answer: &str, http: bool) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind workload");
         let port = l.local_addr().expect("addr").port();
         l.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
-        let name = name.to_string();
+        let answer = answer.to_string();
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
-                        let name = name.clone();
+                        let answer = answer.clone();
                         std::thread::spawn(move || {
                             let _ = if http {
-                                serve_http(s, &name)
+                                serve_http(s, &answer)
                             } else {
-                                serve_tcp(s, &name)
+                                serve_tcp(s, &answer)
                             };
                         });
                     }
@@ -1369,7 +1379,7 @@ impl Drop for Workload {
     }
 }
 
-fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve_http(mut s: TcpStream, body: &str) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut buf = Vec::new();
@@ -1378,7 +1388,6 @@ fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
         // Requests carry no body in these tests: one request ends at the blank line.
         while let Some(end) = find(&buf, b"\r\n\r\n") {
             buf.drain(..end + 4);
-            let body = format!("{name}\n");
             write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
@@ -1393,13 +1402,13 @@ fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
     }
 }
 
-fn serve_tcp(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve_tcp(mut s: TcpStream, answer: &str) -> std::io::Result<()> {
     // Client speaks first (as most TCP protocols do): each chunk read is answered with `name`.
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut buf = [0u8; 1024];
     while s.read(&mut buf)? > 0 {
-        s.write_all(format!("{name}\n").as_bytes())?;
+        s.write_all(answer.as_bytes())?;
     }
     Ok(())
 }
