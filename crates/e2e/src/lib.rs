@@ -74,10 +74,69 @@ pub fn envoy() -> PathBuf {
     );
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released), never one this process handed out
-/// before: a port is released long before its user (an Envoy listener, say) binds it, and
-/// the kernel may offer it again meanwhile.
+/// A free TCP port on 127.0.0.1 for a listener a test process starts (an Envoy listener, a
+/// control plane port). Ports come from outside the kernel's ephemeral range
+/// (`ip_local_port_range`), so no outgoing connection of any process can hold one between the
+/// pick and the bind, and from one counter shared by every test process (a file under an
+/// exclusive lock in the temporary directory), so two tests running side by side never get
+/// the same one; each is checked bindable before it is handed out. When the ephemeral range
+/// leaves no room, the kernel's choice of an ephemeral port is used as before.
 pub fn free_port() -> u16 {
+    match outside_ephemeral_range() {
+        Some(range) => next_shared_port(range),
+        None => ephemeral_port(),
+    }
+}
+
+/// The range of ports below (or above) the kernel's ephemeral range this harness hands out.
+fn outside_ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    if lo > 12_000 {
+        Some((10_000, (lo - 1).min(32_000) as u16))
+    } else if hi < 63_000 {
+        Some(((hi + 1) as u16, 65_000))
+    } else {
+        None
+    }
+}
+
+fn next_shared_port((first, last): (u16, u16)) -> u16 {
+    use std::fs::OpenOptions;
+    use std::io::Seek;
+    let path = std::env::temp_dir().join("kuma-e2e-next-port");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let mut next = text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| (first..=last).contains(p))
+        .unwrap_or(first);
+    for _ in first..=last {
+        let port = next;
+        next = if next >= last { first } else { next + 1 };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            file.set_len(0).and_then(|()| file.rewind()).ok();
+            let _ = write!(file, "{next}");
+            return port;
+        }
+    }
+    panic!("no free port in {first}..={last}")
+}
+
+/// A port the kernel picks (bound then released), never one this process handed out before.
+fn ephemeral_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
