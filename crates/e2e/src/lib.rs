@@ -292,6 +292,8 @@ pub struct ControlPlane {
     pub api_https: SocketAddr,
     pub dp_port: u16,
     pub diag: SocketAddr,
+    /// The monitoring assignment server (MADS, `/http_sd`); not served by a global CP.
+    pub mads: SocketAddr,
     /// The KDS port a global CP (`KUMA_MODE=global`) serves on 127.0.0.1.
     pub kds_port: u16,
     pub work_dir: PathBuf,
@@ -341,6 +343,7 @@ impl ControlPlane {
         let dp_port = free_port();
         let diag = SocketAddr::new(ip, free_port());
         let kds_port = free_port();
+        let mads = SocketAddr::new(ip, free_port());
         let mut env: Vec<(String, String)> = vec![
             ("KUMA_MULTIZONE_GLOBAL_KDS_INTERFACE".into(), bind.into()),
             (
@@ -364,6 +367,14 @@ impl ControlPlane {
             (
                 "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
                 diag.port().to_string(),
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE".into(),
+                bind.into(),
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT".into(),
+                mads.port().to_string(),
             ),
             (
                 "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY".into(),
@@ -391,6 +402,7 @@ impl ControlPlane {
             api_https,
             dp_port,
             diag,
+            mads,
             kds_port,
             work_dir: work_dir.to_path_buf(),
             env,
