@@ -1029,6 +1029,8 @@ pub struct DpSpec<'a> {
     pub dns_port: Option<u16>,
     /// Envoy's admin port (default: a free port).
     pub admin_port: Option<u16>,
+    /// kuma-dp's work dir (`--work-dir`; default: a temporary one of its own).
+    pub work_dir: Option<&'a Path>,
 }
 
 impl Default for DpSpec<'_> {
@@ -1046,6 +1048,7 @@ impl Default for DpSpec<'_> {
             transparent: false,
             dns_port: None,
             admin_port: None,
+            work_dir: None,
         }
     }
 }
@@ -1101,6 +1104,9 @@ impl DataplaneProc {
         let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);
         let dns_port = spec.dns_port.unwrap_or_else(free_port);
         cmd.arg("--dns-coredns-port").arg(dns_port.to_string());
+        if let Some(w) = spec.work_dir {
+            cmd.arg("--work-dir").arg(w);
+        }
         cmd.arg("--dataplane-var")
             .arg(format!("name={}", spec.name))
             .arg("--dataplane-var")
@@ -1253,6 +1259,15 @@ impl DataplaneProc {
         let suffix = format!(":{port}");
         dump["configs"].as_array()?.iter().find_map(|l| {
             (l["name"].as_str()?.ends_with(&suffix) && l.get("warming_state").is_none())
+                .then(|| l["active_state"]["listener"].clone())
+        })
+    }
+
+    /// The listener named `name` in use (not warming), if Envoy has it.
+    pub fn active_listener_named(&self, name: &str) -> Option<Value> {
+        let dump = self.config_dump("dynamic_listeners")?;
+        dump["configs"].as_array()?.iter().find_map(|l| {
+            (l["name"] == name && l.get("warming_state").is_none())
                 .then(|| l["active_state"]["listener"].clone())
         })
     }

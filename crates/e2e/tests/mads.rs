@@ -1,0 +1,366 @@
+//! Prometheus discovery and the Prometheus endpoint of proxies, against a real kuma-cp (and
+//! real Envoy): `GET /http_sd` and MADS (`POST /v3/discovery:monitoringassignments`) on the
+//! monitoring assignment server follow Dataplanes created and deleted through the API within
+//! a second, and a kuma-dp sidecar in a mesh with a Prometheus backend gets the
+//! `kuma:metrics:prometheus` listener, routed to `kuma:metrics:hijacker`, which goes away
+//! with the backend.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use serde_json::{Value, json};
+
+const MADS: &str = "/v3/discovery:monitoringassignments";
+
+fn put_ok(cp: &ControlPlane, path: &str, body: &Value) {
+    let (code, resp) = cp.put(path, body);
+    assert!(code == 200 || code == 201, "PUT {path}: {code} {resp}");
+}
+
+fn mesh_with_backend(cp: &ControlPlane, mesh: &str, port: u16) {
+    put_ok(
+        cp,
+        &format!("/meshes/{mesh}"),
+        &json!({"type": "Mesh", "name": mesh, "metrics": {
+            "enabledBackend": "prom",
+            "backends": [{"name": "prom", "type": "prometheus",
+                          "conf": {"port": port, "path": "/metrics", "skipMTLS": true}}]
+        }}),
+    );
+}
+
+fn put_dataplane(cp: &ControlPlane, mesh: &str, name: &str, address: &str, service: &str) {
+    put_ok(
+        cp,
+        &format!("/meshes/{mesh}/dataplanes/{name}"),
+        &json!({"type": "Dataplane", "mesh": mesh, "name": name,
+        "networking": {"address": address, "inbound": [
+            {"port": 8080, "servicePort": 8081,
+             "tags": {"kuma.io/service": service, "version": "v1"}}
+        ]}}),
+    );
+}
+
+/// `GET /http_sd[?mesh=]`: status, Content-Type, parsed body.
+fn http_sd(cp: &ControlPlane, query: &str) -> (u16, String, Value) {
+    let mut s = std::net::TcpStream::connect(cp.mads).expect("connect to MADS");
+    write!(
+        s,
+        "GET /http_sd{query} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (
+        status,
+        ctype,
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
+
+fn dataplanes_in(sd: &Value) -> Vec<String> {
+    sd.as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            g["labels"]["__meta_kuma_dataplane"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Polls `/http_sd` every 20 ms until `pred` holds; the time it took.
+fn until_sd(cp: &ControlPlane, what: &str, pred: impl Fn(&Value) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (code, _, body) = http_sd(cp, "");
+        if code == 200 && pred(&body) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: not seen within 5s; last /http_sd: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// MADS request; `(status, body)`.
+fn mads(cp: &ControlPlane, version: &str, fetch_timeout: &str) -> (u16, String) {
+    let body = json!({"version_info": version, "response_nonce": "",
+        "type_url": "type.googleapis.com/kuma.observability.v1.MonitoringAssignment",
+        "resource_names": [], "node": {"id": "e2e"}})
+    .to_string();
+    http_with(
+        "POST",
+        cp.mads,
+        &format!("{MADS}?fetch-timeout={fetch_timeout}"),
+        &[("Accept", "application/json")],
+        Some(&body),
+    )
+    .expect("MADS request")
+}
+
+#[test]
+fn http_sd_and_mads_follow_dataplanes_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let (code, _, body) = http_sd(&cp, "");
+    assert_eq!((code, body), (200, json!([])), "no mesh has a backend yet");
+    mesh_with_backend(&cp, "default", 5670);
+    put_ok(
+        &cp,
+        "/meshes/quiet",
+        &json!({"type": "Mesh", "name": "quiet"}),
+    );
+
+    // A new Dataplane is listed within a second, with exactly these labels.
+    put_dataplane(&cp, "default", "web-1", "127.0.5.1", "web");
+    let took = until_sd(&cp, "web-1 listed", |sd| dataplanes_in(sd) == ["web-1"]);
+    println!("/http_sd lists a new Dataplane {took:?} after its PUT returned");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let (code, ctype, sd) = http_sd(&cp, "");
+    assert_eq!((code, ctype.as_str()), (200, "application/json"));
+    assert_eq!(
+        sd,
+        json!([{"targets": ["127.0.5.1:5670"], "labels": {
+            "__meta_kuma_mesh": "default",
+            "__meta_kuma_dataplane": "web-1",
+            "__meta_kuma_service": "web",
+            "__meta_kuma_zone": "default",
+            "__meta_kuma_label_kuma_io_service": "web",
+            "__meta_kuma_label_kuma_io_services": ",web,",
+            "__meta_kuma_label_kuma_io_zone": "default",
+            "__meta_kuma_label_kuma_io_zones": ",default,",
+            "__meta_kuma_label_version": "v1",
+            "__meta_kuma_label_versions": ",v1,",
+            "__metrics_path__": "/metrics",
+            "__scheme__": "http"
+        }}])
+    );
+    // A Dataplane of a mesh without a backend is not listed.
+    put_dataplane(&cp, "quiet", "q-1", "127.0.5.9", "q");
+
+    // MADS: the whole state at first, then 304 for the same version without waiting.
+    let (code, body) = mads(&cp, "", "0s");
+    assert_eq!(code, 200, "{body}");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    let version = first["version_info"].as_str().unwrap().to_string();
+    assert_eq!(
+        first["resources"],
+        json!([{"@type": "type.googleapis.com/kuma.observability.v1.MonitoringAssignment",
+            "mesh": "default", "service": "web", "targets": [{
+                "name": "web-1", "scheme": "http", "address": "127.0.5.1:5670",
+                "metrics_path": "/metrics", "labels": {
+                    "kuma_io_service": "web", "kuma_io_services": ",web,",
+                    "kuma_io_zone": "default", "kuma_io_zones": ",default,",
+                    "version": "v1", "versions": ",v1,"}}]}])
+    );
+    assert_eq!(mads(&cp, &version, "0s"), (304, String::new()));
+
+    // A long poll with the current version returns when a Dataplane is added.
+    let polled = Arc::new(Mutex::new(None));
+    let poller = {
+        let (polled, version) = (polled.clone(), version.clone());
+        let cp_mads = cp.mads;
+        std::thread::spawn(move || {
+            let body = json!({"version_info": version, "node": {"id": "e2e"}}).to_string();
+            let r = http_with(
+                "POST",
+                cp_mads,
+                &format!("{MADS}?fetch-timeout=10s"),
+                &[],
+                Some(&body),
+            )
+            .expect("long poll");
+            *polled.lock().unwrap() = Some((r, Instant::now()));
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        polled.lock().unwrap().is_none(),
+        "the long poll answered before any change"
+    );
+    let added = Instant::now();
+    put_dataplane(&cp, "default", "web-2", "127.0.5.2", "web");
+    poller.join().unwrap();
+    let ((code, body), answered) = polled.lock().unwrap().take().unwrap();
+    let delay = answered - added;
+    println!("MADS long poll answered {delay:?} after the PUT of a new Dataplane");
+    assert_eq!(code, 200, "{body}");
+    assert!(delay < Duration::from_secs(1), "{delay:?}");
+    let next: Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(next["version_info"], first["version_info"]);
+    let names: Vec<_> = next["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["targets"][0]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web-1", "web-2"]);
+
+    // ?mesh= filters; a Dataplane override of the port is honoured.
+    mesh_with_backend(&cp, "other", 5671);
+    put_ok(
+        &cp,
+        "/meshes/other/dataplanes/o-1",
+        &json!({"type": "Dataplane", "mesh": "other", "name": "o-1",
+            "networking": {"address": "127.0.5.3", "advertisedAddress": "127.0.6.3",
+                "inbound": [{"port": 8080, "tags": {"kuma.io/service": "o"}}]},
+            "metrics": {"type": "prometheus", "conf": {"port": 9999, "path": "/stats"}}}),
+    );
+    until_sd(&cp, "o-1 listed", |sd| dataplanes_in(sd).len() == 3);
+    let (_, _, only) = http_sd(&cp, "?mesh=other");
+    assert_eq!(dataplanes_in(&only), ["o-1"]);
+    assert_eq!(only[0]["targets"], json!(["127.0.6.3:9999"]));
+    assert_eq!(only[0]["labels"]["__metrics_path__"], "/stats");
+    let (_, _, default) = http_sd(&cp, "?mesh=default");
+    assert_eq!(dataplanes_in(&default), ["web-1", "web-2"]);
+
+    // A deleted Dataplane is gone within a second.
+    assert_eq!(cp.delete("/meshes/default/dataplanes/web-1"), 200);
+    let took = until_sd(&cp, "web-1 gone", |sd| {
+        !dataplanes_in(sd).contains(&"web-1".to_string())
+    });
+    println!("/http_sd drops a deleted Dataplane {took:?} after its DELETE returned");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Taking the backend away empties the mesh.
+    put_ok(
+        &cp,
+        "/meshes/other",
+        &json!({"type": "Mesh", "name": "other"}),
+    );
+    until_sd(&cp, "mesh other emptied", |sd| {
+        dataplanes_in(sd) == ["web-2"]
+    });
+}
+
+/// A stand-in for kuma-dp's metrics hijacker on its socket: answers every request with
+/// `marker` and records the request lines it saw.
+fn stand_in_hijacker(path: &str, marker: &'static str) -> Arc<Mutex<Vec<String>>> {
+    let listener = UnixListener::bind(path).expect("binding the hijacker stand-in");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf);
+            log.lock()
+                .unwrap()
+                .push(text.lines().next().unwrap_or_default().to_string());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{marker}",
+                marker.len()
+            );
+        }
+    });
+    seen
+}
+
+#[test]
+fn sidecar_gets_the_prometheus_listener_and_loses_it_with_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let port = free_port();
+    put_ok(
+        &cp,
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default", "metrics": {
+            "enabledBackend": "prom",
+            "backends": [{"name": "prom", "type": "prometheus",
+                "conf": {"port": port, "path": "/metrics", "skipMTLS": true,
+                         "envoy": {"usedOnly": true}}}]}}),
+    );
+    let work = dir.path().join("w");
+    std::fs::create_dir_all(&work).unwrap();
+    let web = Workload::http("web");
+    let dp = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web-1",
+            address: "127.0.7.1",
+            inbounds: vec![(free_port(), web.port, "web", "http")],
+            work_dir: Some(&work),
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    DataplaneProc::wait_live(&[&dp]);
+    let listener = wait_for(
+        "the kuma:metrics:prometheus listener",
+        Duration::from_secs(15),
+        || dp.active_listener_named("kuma:metrics:prometheus"),
+    );
+    let text = listener.to_string();
+    assert_eq!(
+        listener["address"]["socket_address"]["address"], "127.0.7.1",
+        "{text}"
+    );
+    assert_eq!(
+        listener["address"]["socket_address"]["port_value"], port,
+        "{text}"
+    );
+    let cluster = dp
+        .active_cluster("kuma:metrics:hijacker")
+        .expect("the kuma:metrics:hijacker cluster");
+    let socket = format!("{}/kuma-mh-web-1-default.sock", work.display());
+    assert!(cluster.to_string().contains(&socket), "{cluster}");
+    let scrape = std::net::SocketAddr::new("127.0.7.1".parse().unwrap(), port);
+    if std::path::Path::new(&socket).exists() {
+        // kuma-dp's own hijacker serves the socket: Envoy's stats in Prometheus format.
+        let (code, body) = http("GET", scrape, "/metrics", None).expect("scraping");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("envoy_"), "{body}");
+    } else {
+        let seen = stand_in_hijacker(&socket, "stand-in metrics\n");
+        let (code, body) = http("GET", scrape, "/metrics", None).expect("scraping");
+        assert_eq!((code, body.as_str()), (200, "stand-in metrics\n"));
+        // The route rewrote the path to Envoy's stats query (`usedOnly`).
+        assert_eq!(seen.lock().unwrap().as_slice(), ["GET /?usedonly HTTP/1.1"]);
+    }
+
+    // Taking the backend away removes the listener and the cluster.
+    put_ok(
+        &cp,
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default"}),
+    );
+    wait_for("the listener to go away", Duration::from_secs(15), || {
+        dp.active_listener_named("kuma:metrics:prometheus")
+            .is_none()
+            .then_some(())
+    });
+    wait_for("the cluster to go away", Duration::from_secs(15), || {
+        dp.active_cluster("kuma:metrics:hijacker")
+            .is_none()
+            .then_some(())
+    });
+    assert!(
+        std::net::TcpStream::connect_timeout(&scrape, Duration::from_secs(1)).is_err(),
+        "the metrics port still accepts connections"
+    );
+}
