@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::*;
+
 use serde_json::{Value, json};
 
 const MADS: &str = "/v3/discovery:monitoringassignments";
@@ -250,10 +251,12 @@ fn http_sd_and_mads_follow_dataplanes_through_the_api() {
     });
 }
 
-/// A stand-in for kuma-dp's metrics hijacker on its socket: answers every request with
-/// `marker` and records the request lines it saw.
+/// A stand-in for kuma-dp's metrics hijacker on its socket (open to every user: Envoy may
+/// run as another one): answers every request with `marker` and records the request lines
+/// it saw.
 fn stand_in_hijacker(path: &str, marker: &'static str) -> Arc<Mutex<Vec<String>>> {
     let listener = UnixListener::bind(path).expect("binding the hijacker stand-in");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     std::thread::spawn(move || {
@@ -363,4 +366,120 @@ fn sidecar_gets_the_prometheus_listener_and_loses_it_with_the_backend() {
         std::net::TcpStream::connect_timeout(&scrape, Duration::from_secs(1)).is_err(),
         "the metrics port still accepts connections"
     );
+}
+
+/// Behind Kuma's iptables rules (transparent proxying, inbound capture on): a scrape from
+/// another host to `<address>:<metrics port>` is redirected to the inbound capture listener,
+/// which hands it to `kuma:metrics:prometheus` by its original destination (as in Kuma: the
+/// port is not excluded from the redirect, and needs not be).
+#[test]
+fn metrics_port_answers_behind_the_transparent_proxy_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // kuma-dp runs as another user: it reads its files here.
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = e2e::netns::Topology::new("mt", 81, &["cp", "cl"]);
+    let exec_cp = t.exec("cp");
+    let exec_cp: Vec<&str> = exec_cp.iter().map(String::as_str).collect();
+    let (ca, crt, key) = server_cert(&d.join("cp-tls"), &t.ip("cp"));
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
+    let mut cp = ControlPlane::start_at(
+        &exec_cp,
+        Some(&t.ip("cp")),
+        &d.join("cp"),
+        &[
+            ("KUMA_GENERAL_TLS_CERT_FILE", crt.as_str()),
+            ("KUMA_GENERAL_TLS_KEY_FILE", key.as_str()),
+            ("KUMA_BOOTSTRAP_SERVER_PARAMS_ADMIN_ADDRESS", "0.0.0.0"),
+        ],
+    );
+    cp.dp_endpoint = Some((format!("https://{}:{}", t.ip("cp"), cp.dp_port), ca));
+    let port = free_port();
+    mesh_with_backend(&cp, "default", port);
+
+    let user = e2e::netns::ensure_user("kuma-dp-test");
+    let admin_port = free_port();
+    let kumactl = e2e::binary("kumactl").display().to_string();
+    let install = t.output(
+        "cl",
+        &[
+            &kumactl,
+            "install",
+            "transparent-proxy",
+            "--kuma-dp-user",
+            &user.name,
+            "--exclude-inbound-ports",
+            &admin_port.to_string(),
+        ],
+    );
+    assert!(
+        install.status.success(),
+        "install transparent-proxy: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let work = d.join("w");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut launcher = t.exec("cl");
+    launcher.extend(user.setpriv());
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    let ip = t.ip("cl");
+    let spec = DpSpec {
+        name: "client",
+        inbounds: vec![(8080, 8080, "demo-client", "http")],
+        address: &ip,
+        transparent: true,
+        admin_port: Some(admin_port),
+        work_dir: Some(&work),
+        ..Default::default()
+    };
+    let mut client = DataplaneProc::start_under(&launcher, &cp, &spec, d);
+    client.admin = std::net::SocketAddr::new(ip.parse().unwrap(), admin_port);
+    DataplaneProc::wait_live(&[&client]);
+    wait_for(
+        "the kuma:metrics:prometheus listener",
+        Duration::from_secs(15),
+        || client.active_listener_named("kuma:metrics:prometheus"),
+    );
+    let socket = format!("{}/kuma-mh-client-default.sock", work.display());
+    let stand_in = (!std::path::Path::new(&socket).exists())
+        .then(|| stand_in_hijacker(&socket, "stand-in metrics\n"));
+    let scrape = std::net::SocketAddr::new(ip.parse().unwrap(), port);
+    let (code, body) = wait_for(
+        "a scrape through the rules",
+        Duration::from_secs(10),
+        || http("GET", scrape, "/metrics", None).ok(),
+    );
+    assert_eq!(code, 200, "{body}");
+    // The scrape was redirected by the rules (to the inbound capture listener, which
+    // handed it over by its original destination), not delivered around them.
+    let nat = t.output(
+        "cl",
+        &[
+            "iptables",
+            "-t",
+            "nat",
+            "-L",
+            "KUMA_MESH_INBOUND_REDIRECT",
+            "-n",
+            "-v",
+            "-x",
+        ],
+    );
+    let redirected: u64 = String::from_utf8_lossy(&nat.stdout)
+        .lines()
+        .filter(|l| l.contains("REDIRECT"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        redirected >= 1,
+        "no packet went through the inbound redirect: {nat:?}"
+    );
+    match stand_in {
+        Some(seen) => {
+            assert_eq!(body, "stand-in metrics\n");
+            assert_eq!(seen.lock().unwrap().as_slice(), ["GET / HTTP/1.1"]);
+        }
+        None => assert!(body.contains("envoy_"), "{body}"),
+    }
 }
