@@ -483,3 +483,80 @@ fn metrics_port_answers_behind_the_transparent_proxy_rules() {
         None => assert!(body.contains("envoy_"), "{body}"),
     }
 }
+
+/// `curl` of `url` from source address `from`: the status and body, or `None` without an
+/// HTTP answer.
+fn curl_from(from: &str, url: &str) -> Option<(u16, String)> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--interface",
+            from,
+            url,
+        ])
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n')?;
+    let code: u16 = code.trim().parse().ok()?;
+    (out.status.success() && code != 0).then(|| (code, body.to_string()))
+}
+
+/// Mesh mTLS on and the backend's default `tls` (activeMTLSBackend): the proxy's own
+/// address scrapes in plaintext; any other source must speak mTLS with a mesh identity, so a
+/// plaintext scrape from elsewhere gets no answer.
+#[test]
+fn with_mesh_mtls_only_the_proxys_own_address_scrapes_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let port = free_port();
+    put_ok(
+        &cp,
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default",
+            "mtls": {"enabledBackend": "ca-1", "backends": [{"name": "ca-1", "type": "builtin"}]},
+            "metrics": {"enabledBackend": "prom", "backends": [
+                {"name": "prom", "type": "prometheus", "conf": {"port": port}}]}}),
+    );
+    let work = dir.path().join("w");
+    std::fs::create_dir_all(&work).unwrap();
+    let web = Workload::http("web");
+    let dp = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web-1",
+            address: "127.0.7.2",
+            inbounds: vec![(free_port(), web.port, "web", "http")],
+            work_dir: Some(&work),
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    DataplaneProc::wait_live(&[&dp]);
+    let listener = wait_for(
+        "the kuma:metrics:prometheus listener",
+        Duration::from_secs(15),
+        || dp.active_listener_named("kuma:metrics:prometheus"),
+    );
+    let chains = listener["filter_chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 2, "{listener}");
+    let socket = format!("{}/kuma-mh-web-1-default.sock", work.display());
+    let seen = (!std::path::Path::new(&socket).exists())
+        .then(|| stand_in_hijacker(&socket, "stand-in metrics\n"));
+    let url = format!("http://127.0.7.2:{port}/metrics");
+    let (code, body) =
+        curl_from("127.0.7.2", &url).expect("a plaintext scrape from the proxy's own address");
+    assert_eq!(code, 200, "{body}");
+    if seen.is_some() {
+        assert_eq!(body, "stand-in metrics\n");
+    }
+    assert_eq!(
+        curl_from("127.0.0.1", &url),
+        None,
+        "a plaintext scrape from another address was answered"
+    );
+}
