@@ -1,7 +1,7 @@
 //! The composition root: raises the open-file limit, binds every listener first (a taken port
 //! fails start-up naming it), opens the store, creates the default resources, then runs the
-//! API (HTTP and HTTPS), the DP server (bootstrap + ADS), diagnostics and the xDS reconciler
-//! until shutdown.
+//! API (HTTP and HTTPS), the DP server (bootstrap + ADS), diagnostics, the monitoring
+//! assignment server and the xDS reconciler until shutdown.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
