@@ -364,7 +364,9 @@ async fn fetch(
     };
     let timeout = match query.as_ref().map(|q| q.fetch_timeout.as_deref()) {
         Ok(None) => s.default_fetch_timeout,
-        Ok(Some(t)) => match kuma_core::duration::parse(t) {
+        // Go's durations may be negative: like 0, no wait.
+        Ok(Some(t)) => match kuma_core::duration::parse(t.trim().strip_prefix('-').unwrap_or(t)) {
+            Ok(_) if t.trim().starts_with('-') => Duration::ZERO,
             Ok(d) => d,
             Err(e) => {
                 return error(

@@ -182,6 +182,10 @@ async fn fetch_answers_304_when_unchanged_and_waits_for_a_change() {
     let same = json!({"versionInfo": a.version, "node": {"id": "prom"}}).to_string();
     let (st, body, _) = call(&router, mads("?fetch-timeout=0s", &same)).await;
     assert_eq!((st, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
+    let started = Instant::now();
+    let (st, _, _) = call(&router, mads("?fetch-timeout=-5s", &same)).await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+    assert!(started.elapsed() < Duration::from_secs(1));
     // Same version, short wait, nothing changes: 304 after the wait.
     let started = Instant::now();
     let (st, _, _) = call(&router, mads("?fetch-timeout=200ms", &same)).await;
