@@ -119,8 +119,14 @@ fn fd_budget(cfg: &Config) -> (Limits, Limits, crate::dp_server::Limits) {
         diag.max_connections = caps[0];
         api.max_connections = api_cap;
     }
-    // The DP server gets what the other listeners' caps leave.
-    let others = diag.max_connections + api.max_connections * listeners;
+    // The DP server gets what the other listeners' caps leave (MADS's included).
+    let mads = &cfg.monitoring_assignment_server;
+    let mads_cap = if mads.enabled && cfg.cp_mode() != CpMode::Global {
+        cfg.mads_limits().max_connections
+    } else {
+        0
+    };
+    let others = diag.max_connections + api.max_connections * listeners + mads_cap;
     let mut dp = cfg.dp_server_limits();
     if let Some(cap) =
         crate::dp_server::bounds::fit_to_descriptors(dp.max_connections, soft, others)
