@@ -352,6 +352,8 @@ pub struct ControlPlane {
     pub api_https: SocketAddr,
     pub dp_port: u16,
     pub diag: SocketAddr,
+    /// The monitoring assignment server (MADS, `/http_sd`); not served by a global CP.
+    pub mads: SocketAddr,
     /// The KDS port a global CP (`KUMA_MODE=global`) serves on 127.0.0.1.
     pub kds_port: u16,
     pub work_dir: PathBuf,
@@ -401,6 +403,7 @@ impl ControlPlane {
         let dp_port = free_port();
         let diag = SocketAddr::new(ip, free_port());
         let kds_port = free_port();
+        let mads = SocketAddr::new(ip, free_port());
         let mut env: Vec<(String, String)> = vec![
             ("KUMA_MULTIZONE_GLOBAL_KDS_INTERFACE".into(), bind.into()),
             (
@@ -424,6 +427,14 @@ impl ControlPlane {
             (
                 "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
                 diag.port().to_string(),
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE".into(),
+                bind.into(),
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT".into(),
+                mads.port().to_string(),
             ),
             (
                 "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY".into(),
@@ -451,6 +462,7 @@ impl ControlPlane {
             api_https,
             dp_port,
             diag,
+            mads,
             kds_port,
             work_dir: work_dir.to_path_buf(),
             env,
@@ -1079,6 +1091,8 @@ pub struct DpSpec<'a> {
     pub admin_port: Option<u16>,
     /// YAML appended to the Dataplane at the top level (`metrics:` ...), or empty.
     pub extra_yaml: &'a str,
+    /// kuma-dp's work dir (`--work-dir`; default: a temporary one of its own).
+    pub work_dir: Option<&'a Path>,
 }
 
 impl Default for DpSpec<'_> {
@@ -1097,6 +1111,7 @@ impl Default for DpSpec<'_> {
             dns_port: None,
             admin_port: None,
             extra_yaml: "",
+            work_dir: None,
         }
     }
 }
@@ -1153,6 +1168,9 @@ impl DataplaneProc {
         let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);
         let dns_port = spec.dns_port.unwrap_or_else(free_port);
         cmd.arg("--dns-coredns-port").arg(dns_port.to_string());
+        if let Some(w) = spec.work_dir {
+            cmd.arg("--work-dir").arg(w);
+        }
         cmd.arg("--dataplane-var")
             .arg(format!("name={}", spec.name))
             .arg("--dataplane-var")
@@ -1305,6 +1323,15 @@ impl DataplaneProc {
         let suffix = format!(":{port}");
         dump["configs"].as_array()?.iter().find_map(|l| {
             (l["name"].as_str()?.ends_with(&suffix) && l.get("warming_state").is_none())
+                .then(|| l["active_state"]["listener"].clone())
+        })
+    }
+
+    /// The listener named `name` in use (not warming), if Envoy has it.
+    pub fn active_listener_named(&self, name: &str) -> Option<Value> {
+        let dump = self.config_dump("dynamic_listeners")?;
+        dump["configs"].as_array()?.iter().find_map(|l| {
+            (l["name"] == name && l.get("warming_state").is_none())
                 .then(|| l["active_state"]["listener"].clone())
         })
     }

@@ -898,6 +898,11 @@ fn kuma_cp_failing_start(
         .env("KUMA_DP_SERVER_PORT", free_port().to_string())
         .env("KUMA_DIAGNOSTICS_INTERFACE", "127.0.0.1")
         .env("KUMA_DIAGNOSTICS_SERVER_PORT", free_port().to_string())
+        .env("KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", "127.0.0.1")
+        .env(
+            "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT",
+            free_port().to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap());
@@ -934,6 +939,10 @@ fn kuma_cp_exits_naming_a_taken_port_and_its_key() {
         ("apiServer.https.port", "KUMA_API_SERVER_HTTPS_PORT"),
         ("dpServer.port", "KUMA_DP_SERVER_PORT"),
         ("diagnostics.serverPort", "KUMA_DIAGNOSTICS_SERVER_PORT"),
+        (
+            "monitoringAssignmentServer.port",
+            "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT",
+        ),
     ] {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();

@@ -13,6 +13,7 @@
 //! [`vips::VipTable`] for the VIPs of services.
 
 pub mod duration;
+pub mod metrics;
 pub mod name;
 pub mod policy;
 pub mod resource;

@@ -1,7 +1,7 @@
 //! The composition root: raises the open-file limit, binds every listener first (a taken port
 //! fails start-up naming it), opens the store, creates the default resources, then runs the
-//! API (HTTP and HTTPS), the DP server (bootstrap + ADS), diagnostics and the xDS reconciler
-//! until shutdown.
+//! API (HTTP and HTTPS), the DP server (bootstrap + ADS), diagnostics, the monitoring
+//! assignment server and the xDS reconciler until shutdown.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -42,6 +42,9 @@ pub struct App {
     /// The KDS server's listener, on global only.
     kds: Option<TcpListener>,
     diag: TcpListener,
+    /// The monitoring assignment server's listener ([`crate::mads`]); `None` on global or
+    /// with `monitoringAssignmentServer.enabled` false.
+    mads: Option<TcpListener>,
     /// `apiServer.*` limits, caps fitted to the descriptor budget.
     api_limits: Limits,
     /// `diagnostics.*` limits, cap fitted to the descriptor budget.
@@ -116,8 +119,14 @@ fn fd_budget(cfg: &Config) -> (Limits, Limits, crate::dp_server::Limits) {
         diag.max_connections = caps[0];
         api.max_connections = api_cap;
     }
-    // The DP server gets what the other listeners' caps leave.
-    let others = diag.max_connections + api.max_connections * listeners;
+    // The DP server gets what the other listeners' caps leave (MADS's included).
+    let mads = &cfg.monitoring_assignment_server;
+    let mads_cap = if mads.enabled && cfg.cp_mode() != CpMode::Global {
+        cfg.mads_limits().max_connections
+    } else {
+        0
+    };
+    let others = diag.max_connections + api.max_connections * listeners + mads_cap;
     let mut dp = cfg.dp_server_limits();
     if let Some(cap) =
         crate::dp_server::bounds::fit_to_descriptors(dp.max_connections, soft, others)
@@ -184,6 +193,12 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         "diagnostics.serverPort",
     )
     .await?;
+    let m = &cfg.monitoring_assignment_server;
+    let mads = if !global && m.enabled {
+        Some(bind(&m.interface, m.port, "monitoringAssignmentServer.port").await?)
+    } else {
+        None
+    };
     let hostname = hostname();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let instance_id = format!("{hostname}-{}", &id[..4]);
@@ -194,6 +209,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         dp,
         kds,
         diag,
+        mads,
         api_limits,
         diag_limits,
         dp_limits,
@@ -216,6 +232,11 @@ impl App {
     /// The bound address of the HTTPS API, when enabled.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.api_https.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound address of the monitoring assignment server, when served.
+    pub fn mads_addr(&self) -> Option<SocketAddr> {
+        self.mads.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Phase two: serve until `shutdown` is cancelled or a part fails.
@@ -403,6 +424,28 @@ impl App {
             });
         }
         tasks.spawn(diagnostics.run(shutdown.clone()));
+        if let Some(listener) = self.mads {
+            let m = &cfg.monitoring_assignment_server;
+            let tls = match (m.tls_enabled, m.tls_cert_file.is_empty()) {
+                (false, _) => None,
+                (true, true) => Some(identity.server_config_alpn(&[b"http/1.1"])?),
+                (true, false) => Some(
+                    Identity::from_files(
+                        (&m.tls_cert_file, "monitoringAssignmentServer.tlsCertFile"),
+                        (&m.tls_key_file, "monitoringAssignmentServer.tlsKeyFile"),
+                    )?
+                    .server_config_alpn(&[b"http/1.1"])?,
+                ),
+            };
+            let mads = crate::mads::Server::new(
+                listener,
+                cfg.mads_limits(),
+                tls,
+                manager.clone(),
+                cfg.mads_settings(),
+            );
+            tasks.spawn(mads.run(shutdown.clone()));
+        }
         if let Some(dp_server) = dp_server {
             tasks.spawn(dp_server.run(shutdown.clone()));
             tasks.spawn(runtime.run());

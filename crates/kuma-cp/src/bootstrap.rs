@@ -54,6 +54,16 @@ pub struct Request {
     /// Port of kuma-dp's DNS server (0 = none): records are generated only with it.
     pub dns_port: u32,
     pub ipv6_enabled: bool,
+    /// kuma-dp's certificate and key for a `providedTLS` Prometheus endpoint.
+    pub metrics_resources: MetricsResources,
+}
+
+/// `metricsResources` of the request (Kuma's), passed to the generator in node metadata.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetricsResources {
+    pub cert_path: String,
+    pub key_path: String,
 }
 
 /// What the bootstrap generator needs besides the request.
@@ -243,7 +253,55 @@ pub async fn handler(
             }
         }
     }
-    respond(&st, &req, &dataplane, &headers)
+    let aggregate = match metrics_aggregate(&st, &dataplane).await {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Store unavailable",
+                &e.to_string(),
+                vec![],
+            );
+        }
+    };
+    respond(&st, &req, &dataplane, &headers, aggregate)
+}
+
+/// `kumaSidecarConfiguration.metrics.aggregate` (Kuma's `getMetricsConfig`): the
+/// application endpoints kuma-dp's hijacker merges, from the Dataplane's effective metrics
+/// configuration (`enabled: false` left out, address defaulted to `networking.address`);
+/// empty without metrics. Read once at start by kuma-dp.
+async fn metrics_aggregate(
+    st: &BootstrapState,
+    dataplane: &Resource,
+) -> Result<Vec<Value>, ManagerError> {
+    let Spec::Dataplane(dp) = &dataplane.spec else {
+        return Ok(Vec::new());
+    };
+    let key = ResourceKey::new(ResourceType::Mesh, "", &dataplane.meta.mesh);
+    let mesh = match st.manager.get(&key).await {
+        Ok(m) => m,
+        Err(ManagerError::Store(store::Error::NotFound(_))) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let Spec::Mesh(mesh) = &mesh.spec else {
+        return Ok(Vec::new());
+    };
+    Ok(aggregate_json(mesh, dp))
+}
+
+/// The `aggregate` entries of `dp` in `mesh`, in Kuma's JSON shape.
+pub fn aggregate_json(
+    mesh: &kuma_core::resource::Mesh,
+    dp: &kuma_core::resource::Dataplane,
+) -> Vec<Value> {
+    let address = dp.networking().map_or("", |n| n.address.as_str());
+    kuma_core::metrics::effective(mesh, dp)
+        .map(|c| c.enabled_aggregates(address))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| json!({"name": a.name, "address": a.address, "port": a.port, "path": a.path}))
+        .collect()
 }
 
 /// The bootstrap of a zone proxy: its zone token checked, its ZoneIngress / ZoneEgress from
@@ -298,7 +356,7 @@ async fn zone_proxy(
             }
         }
     };
-    respond(st, req, &resource, headers)
+    respond(st, req, &resource, headers, Vec::new())
 }
 
 /// The answer carrying the Envoy bootstrap of `dataplane` (a Dataplane or zone proxy).
@@ -307,6 +365,7 @@ fn respond(
     req: &Request,
     dataplane: &Resource,
     headers: &HeaderMap,
+    aggregate: Vec<Value>,
 ) -> Response {
     let host = headers
         .get(header::HOST)
@@ -337,7 +396,7 @@ fn respond(
         "bootstrap": base64::engine::general_purpose::STANDARD.encode(yaml),
         "kumaSidecarConfiguration": {
             "networking": {"address": address, "corefileTemplate": null},
-            "metrics": {"aggregate": []}
+            "metrics": {"aggregate": aggregate}
         }
     }))
     .into_response()
@@ -522,6 +581,15 @@ pub fn envoy_bootstrap(
     }
     if req.ipv6_enabled {
         metadata["ipv6Enabled"] = json!(true);
+    }
+    // Kuma always sends both keys; only non-empty ones here (the bootstrap stays unchanged
+    // for proxies without them).
+    let m = &req.metrics_resources;
+    if !m.cert_path.is_empty() {
+        metadata["metricsCertPath"] = json!(m.cert_path);
+    }
+    if !m.key_path.is_empty() {
+        metadata["metricsKeyPath"] = json!(m.key_path);
     }
     if req
         .dynamic_metadata

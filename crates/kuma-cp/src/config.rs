@@ -40,6 +40,7 @@ pub struct Config {
     pub bootstrap_server: BootstrapServer,
     pub xds_server: XdsServer,
     pub dns_server: DnsServer,
+    pub monitoring_assignment_server: MonitoringAssignmentServer,
     pub multizone: Multizone,
     pub experimental: Experimental,
 }
@@ -236,6 +237,49 @@ impl Default for DnsServer {
     }
 }
 
+/// `monitoringAssignmentServer`: MADS and Prometheus HTTP service discovery
+/// ([`crate::mads`]); not served on global.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MonitoringAssignmentServer {
+    pub enabled: bool,
+    /// Addition: the address it listens on (Kuma: every interface).
+    pub interface: String,
+    pub port: u16,
+    /// How long a MADS request waits for a change when it names no `fetch-timeout`.
+    pub default_fetch_timeout: String,
+    /// Longest a change of Dataplanes or Meshes waits before it is served (changes arriving
+    /// together are served at once); Kuma's regeneration period.
+    pub assignment_refresh_interval: String,
+    /// Serve TLS (HTTP/1.1) with `tlsCertFile` / `tlsKeyFile`, or the control plane's own
+    /// certificate when both are empty.
+    pub tls_enabled: bool,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Addition: most connections open at once; more are closed at once.
+    pub max_connections: u64,
+    /// Addition: most MADS requests waiting for a change at once; above it a request is
+    /// answered at once, as with `fetch-timeout=0s`.
+    pub max_long_polls: u64,
+}
+
+impl Default for MonitoringAssignmentServer {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interface: "0.0.0.0".into(),
+            port: 5676,
+            default_fetch_timeout: "30s".into(),
+            assignment_refresh_interval: "1s".into(),
+            tls_enabled: false,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            max_connections: 256,
+            max_long_polls: 128,
+        }
+    }
+}
+
 /// Behaviour beyond Kuma's, off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -363,6 +407,7 @@ impl Default for Config {
             bootstrap_server: BootstrapServer::default(),
             xds_server: XdsServer::default(),
             dns_server: DnsServer::default(),
+            monitoring_assignment_server: MonitoringAssignmentServer::default(),
             multizone: Multizone::default(),
             experimental: Experimental::default(),
         }
@@ -694,6 +739,30 @@ impl Config {
                 dns.vip_grace_period
             )
         })?;
+        let mads = &self.monitoring_assignment_server;
+        for (key, v) in [
+            (
+                "monitoringAssignmentServer.defaultFetchTimeout",
+                &mads.default_fetch_timeout,
+            ),
+            (
+                "monitoringAssignmentServer.assignmentRefreshInterval",
+                &mads.assignment_refresh_interval,
+            ),
+        ] {
+            parse_duration(v).with_context(|| format!("{key}: invalid duration {v:?}"))?;
+        }
+        if parse_duration(&mads.assignment_refresh_interval)?.is_zero() {
+            bail!("monitoringAssignmentServer.assignmentRefreshInterval: must be greater than 0");
+        }
+        if mads.tls_cert_file.is_empty() != mads.tls_key_file.is_empty() {
+            bail!(
+                "monitoringAssignmentServer.tlsCertFile and monitoringAssignmentServer.tlsKeyFile must be set together"
+            );
+        }
+        if mads.max_connections == 0 {
+            bail!("monitoringAssignmentServer.maxConnections: must be at least 1");
+        }
         if kuma_core::name::name_problem(&self.multizone.zone.name, false).is_some() {
             bail!("multizone.zone.name: must be a valid DNS-1123 label");
         }
@@ -778,6 +847,31 @@ impl Config {
             write_timeout: parse_duration(&d.write_timeout).unwrap_or_default(),
             idle_timeout: parse_duration(&d.idle_timeout).unwrap_or_default(),
             max_connections: usize::try_from(d.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The MADS listener's deadlines and cap: Kuma's 1s for the headers, and room for the
+    /// longest long poll ([`crate::mads::MAX_FETCH_TIMEOUT`]) in the write deadline.
+    pub fn mads_limits(&self) -> crate::serve::Limits {
+        crate::serve::Limits {
+            read_header_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(10),
+            write_timeout: crate::mads::MAX_FETCH_TIMEOUT + Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: usize::try_from(self.monitoring_assignment_server.max_connections)
+                .unwrap_or(usize::MAX),
+        }
+    }
+
+    /// What the MADS server needs from `monitoringAssignmentServer` (checked at load).
+    pub fn mads_settings(&self) -> crate::mads::Settings {
+        let m = &self.monitoring_assignment_server;
+        crate::mads::Settings {
+            zone: self.multizone.zone.name.clone(),
+            default_fetch_timeout: parse_duration(&m.default_fetch_timeout).unwrap_or_default(),
+            refresh_interval: parse_duration(&m.assignment_refresh_interval)
+                .unwrap_or(Duration::from_secs(1)),
+            max_long_polls: usize::try_from(m.max_long_polls).unwrap_or(usize::MAX),
         }
     }
 

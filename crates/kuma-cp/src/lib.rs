@@ -13,6 +13,7 @@ pub mod dp_server;
 #[cfg(test)]
 mod golden;
 pub mod kds;
+pub mod mads;
 pub mod manager;
 pub mod mesh_setup;
 pub mod serve;

@@ -156,6 +156,7 @@ impl ControlPlane {
         let dp_port = free_port()?;
         let diag_port = free_port()?;
         let https_port = free_port()?;
+        let mads_port = free_port()?;
         let mut env: Vec<(String, String)> = vec![
             ("KUMA_GENERAL_WORK_DIR".into(), dir.display().to_string()),
             ("KUMA_API_SERVER_HTTP_INTERFACE".into(), "127.0.0.1".into()),
@@ -166,6 +167,14 @@ impl ControlPlane {
             ("KUMA_DP_SERVER_PORT".into(), dp_port.to_string()),
             ("KUMA_DIAGNOSTICS_INTERFACE".into(), "127.0.0.1".into()),
             ("KUMA_DIAGNOSTICS_SERVER_PORT".into(), diag_port.to_string()),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE".into(),
+                "127.0.0.1".into(),
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT".into(),
+                mads_port.to_string(),
+            ),
             // The whole simulated fleet connects from 127.0.0.1, and may share connections
             // (`--streams-per-connection`): no connection caps, and as many streams per
             // connection as before the DP server had bounds (`--cp-env` overrides these).

@@ -950,7 +950,7 @@ fn typed<T: DeserializeOwned + Default>(
 }
 
 /// jsonpb's message for a string that names no value of an enum.
-fn unknown_enum(value: &str, enum_name: &str) -> String {
+pub(crate) fn unknown_enum(value: &str, enum_name: &str) -> String {
     format!(
         "unknown value {:?} for enum {enum_name}",
         format!("{value:?}")
@@ -1094,7 +1094,7 @@ mod shape {
 /// Typed views of the sections kept as JSON, mirroring Kuma's protobuf messages: field
 /// names as in Kuma's protobuf (camelCase there), unknown fields ignored,
 /// `null` as the zero value.
-mod view {
+pub(crate) mod view {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer};
@@ -1221,90 +1221,8 @@ mod view {
         pub conf: Option<Map<String, Value>>,
     }
 
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(dead_code)] // port, path, tags: decoded for their types only
-    pub struct Prometheus {
-        #[serde(default, deserialize_with = "uint32")]
-        pub port: u32,
-        #[serde(default, deserialize_with = "nd")]
-        pub path: String,
-        #[serde(default, deserialize_with = "nd")]
-        pub tags: BTreeMap<String, String>,
-        #[serde(default, rename = "skipMTLS")]
-        pub skip_mtls: Option<bool>,
-        #[serde(default, deserialize_with = "nd")]
-        pub aggregate: Vec<Aggregate>,
-        #[serde(default)]
-        pub envoy: Option<PrometheusEnvoy>,
-        #[serde(default)]
-        pub tls: Option<PrometheusTls>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(dead_code)] // all but name: decoded for their types only
-    pub struct Aggregate {
-        #[serde(default, deserialize_with = "nd")]
-        pub name: String,
-        #[serde(default, deserialize_with = "uint32")]
-        pub port: u32,
-        #[serde(default, deserialize_with = "nd")]
-        pub path: String,
-        #[serde(default)]
-        pub enabled: Option<bool>,
-        #[serde(default, deserialize_with = "nd")]
-        pub address: String,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct PrometheusEnvoy {
-        #[serde(default, deserialize_with = "nd")]
-        pub filter_regex: String,
-        #[serde(default)]
-        #[allow(dead_code)] // decoded for its type only
-        pub used_only: Option<bool>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    pub struct PrometheusTls {
-        #[serde(default, deserialize_with = "nd")]
-        pub mode: TlsMode,
-    }
-
-    /// `PrometheusTlsConfig.Mode`, by name or number.
-    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-    pub enum TlsMode {
-        #[default]
-        ActiveMTLSBackend,
-        ProvidedTLS,
-        Disabled,
-    }
-
-    impl<'de> Deserialize<'de> for TlsMode {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let v = Value::deserialize(d)?;
-            match v
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| v.as_u64().map(|n| n.to_string()))
-            {
-                Some(s) => match s.as_str() {
-                    "activeMTLSBackend" | "0" => Ok(Self::ActiveMTLSBackend),
-                    "providedTLS" | "1" => Ok(Self::ProvidedTLS),
-                    "disabled" | "2" => Ok(Self::Disabled),
-                    other => Err(serde::de::Error::custom(super::unknown_enum(
-                        other,
-                        "kuma.mesh.v1alpha1.PrometheusTlsConfig.Mode",
-                    ))),
-                },
-                None => Err(serde::de::Error::custom(format!(
-                    "invalid value {v} for enum kuma.mesh.v1alpha1.PrometheusTlsConfig.Mode"
-                ))),
-            }
-        }
-    }
+    // The Prometheus backend `conf` is typed once, in `crate::metrics`.
+    pub use crate::metrics::{PrometheusConf as Prometheus, TlsMode};
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(rename_all = "camelCase")]

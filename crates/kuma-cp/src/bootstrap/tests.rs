@@ -83,3 +83,35 @@ fn dns_xds_host() {
     .unwrap();
     assert_golden("bootstrap/dns.golden.yaml", &yaml);
 }
+
+/// `kumaSidecarConfiguration.metrics.aggregate`: the effective entries (Mesh's merged with
+/// the Dataplane's by name), `enabled: false` left out, the address defaulted to the
+/// Dataplane's; empty without a Mesh backend.
+#[test]
+fn metrics_aggregate_from_the_effective_config() {
+    let mut mesh: kuma_core::resource::Mesh = serde_json::from_value(json!({"metrics": {
+        "enabledBackend": "prom",
+        "backends": [{"name": "prom", "type": "prometheus", "conf": {"aggregate": [
+            {"name": "app", "port": 8000, "path": "/metrics"},
+            {"name": "off", "port": 8001, "path": "/x"}
+        ]}}]
+    }}))
+    .unwrap();
+    mesh.apply_defaults();
+    let dp: kuma_core::resource::Dataplane = serde_json::from_value(json!({
+        "networking": {"address": "10.0.0.7"},
+        "metrics": {"type": "prometheus", "conf": {"aggregate": [
+            {"name": "off", "enabled": false},
+            {"name": "side", "port": 9000, "path": "/s", "address": "127.0.0.1"}
+        ]}}
+    }))
+    .unwrap();
+    assert_eq!(
+        super::aggregate_json(&mesh, &dp),
+        vec![
+            json!({"name": "app", "address": "10.0.0.7", "port": 8000, "path": "/metrics"}),
+            json!({"name": "side", "address": "127.0.0.1", "port": 9000, "path": "/s"}),
+        ]
+    );
+    assert!(super::aggregate_json(&kuma_core::resource::Mesh::default(), &dp).is_empty());
+}

@@ -20,6 +20,7 @@
 
 pub mod egress;
 pub mod ingress;
+pub mod metrics;
 pub mod transparent;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,6 +151,12 @@ pub fn assemble(view: &MeshView, proxy: &Proxy, outbound: &[Arc<Resource>]) -> S
             snap.insert(r);
         }
         if let Some(r) = transparent::dns_listener(view, tp, proxy.node) {
+            snap.insert(Arc::new(r));
+        }
+    }
+    if let Some(conf) = kuma_core::metrics::effective_from(view.metrics(), dp) {
+        let (mesh, name) = (&view.mesh, proxy.name);
+        for r in metrics::resources(mesh, name, net, &conf, tls.as_ref(), proxy.node) {
             snap.insert(Arc::new(r));
         }
     }

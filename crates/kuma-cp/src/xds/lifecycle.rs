@@ -110,6 +110,12 @@ pub struct NodeInfo {
     pub workdir: String,
     pub dns_port: u32,
     pub ipv6: bool,
+    /// Envoy's admin port (`dataplane.admin.port`); 0: no admin, so no Prometheus endpoint.
+    pub admin_port: u32,
+    /// kuma-dp's certificate and key for a `providedTLS` Prometheus endpoint
+    /// (`metricsCertPath`, `metricsKeyPath`).
+    pub metrics_cert_path: String,
+    pub metrics_key_path: String,
 }
 
 impl NodeInfo {
@@ -130,6 +136,9 @@ impl NodeInfo {
             workdir: text("workdir"),
             dns_port: text("dataplane.dns.port").parse().unwrap_or(0),
             ipv6: text("ipv6Enabled") == "true",
+            admin_port: text("dataplane.admin.port").parse().unwrap_or(0),
+            metrics_cert_path: text("metricsCertPath"),
+            metrics_key_path: text("metricsKeyPath"),
         }
     }
 }

@@ -353,7 +353,9 @@ impl Runtime {
         if let Some(mesh_res) = self.reconciler.inputs.mesh(mesh)
             && let Spec::Mesh(spec) = &mesh_res.spec
         {
-            view = view.with_vips(self.vips(mesh, spec));
+            view = view
+                .with_vips(self.vips(mesh, spec))
+                .with_metrics(kuma_core::metrics::mesh_backend(spec).and_then(Result::ok));
             match self.mtls_for(&mesh_res, spec, epoch, idle).await {
                 Ok(Some(m)) => view = view.with_mtls(m),
                 Ok(None) => {}

@@ -171,6 +171,8 @@ pub struct MeshView {
     /// `reachableServices`, built once per view: `[IPv4 only, with IPv6]`.
     dns_records: [std::sync::OnceLock<Arc<(String, String)>>; 2],
     fingerprint: std::sync::OnceLock<u64>,
+    /// The Mesh's enabled Prometheus backend (`metrics.enabledBackend`), if any.
+    metrics: Option<kuma_core::metrics::PrometheusConf>,
     /// Resources built once per view and shared by every proxy that needs them.
     shared: std::sync::Mutex<HashMap<String, Arc<Resource>>>,
 }
@@ -322,6 +324,7 @@ impl MeshView {
             vips: Vips::default(),
             dns_records: Default::default(),
             fingerprint: std::sync::OnceLock::new(),
+            metrics: None,
             shared: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -343,6 +346,17 @@ impl MeshView {
     fn lock_shared(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Resource>>> {
         // Only inserts of finished values happen under the lock: a poisoned lock is consistent.
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the Mesh's enabled Prometheus backend.
+    pub fn with_metrics(mut self, metrics: Option<kuma_core::metrics::PrometheusConf>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The Mesh's enabled Prometheus backend, if any.
+    pub fn metrics(&self) -> Option<&kuma_core::metrics::PrometheusConf> {
+        self.metrics.as_ref()
     }
 
     /// Sets the service VIPs and `dnsServer` settings.
@@ -437,6 +451,7 @@ impl MeshView {
         self.broken.is_some().hash(&mut h);
         self.inbound_protocols.hash(&mut h);
         self.vips.hash(&mut h);
+        self.metrics.hash(&mut h);
         for (name, p) in &self.policies {
             name.hash(&mut h);
             format!("{p:?}").hash(&mut h);

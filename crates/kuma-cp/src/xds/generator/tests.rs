@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::generate;
 use crate::xds::view::MeshView;
 
-fn dataplane(spec: Value) -> Dataplane {
+pub(super) fn dataplane(spec: Value) -> Dataplane {
     serde_json::from_value(spec).expect("a valid Dataplane spec")
 }
 
@@ -96,15 +96,15 @@ fn http2_and_grpc() {
 
 /// The mesh of the mTLS cases: `web` (an HTTP and a TCP inbound, an outbound to `backend`),
 /// one `backend`, a builtin CA, an allow-all permission and a Deny of `legacy` into `web`.
-struct MtlsMesh {
-    proxy: Dataplane,
+pub(super) struct MtlsMesh {
+    pub(super) proxy: Dataplane,
     others: Vec<Dataplane>,
     mtls: Mtls,
     policies: Vec<(String, MeshTrafficPermission)>,
 }
 
 impl MtlsMesh {
-    fn new(permissive: bool) -> Self {
+    pub(super) fn new(permissive: bool) -> Self {
         let proxy = dataplane(json!({"networking": {
             "address": "10.0.0.1",
             "inbound": [
@@ -146,7 +146,7 @@ impl MtlsMesh {
     }
 
     /// The view with the first `policies` permissions.
-    fn view(&self, policies: usize) -> MeshView {
+    pub(super) fn view(&self, policies: usize) -> MeshView {
         MeshView::build("default", "zone-1", self.others.iter().chain([&self.proxy]))
             .with_mtls(self.mtls.clone())
             .with_policies(self.policies[..policies].to_vec())
@@ -169,9 +169,12 @@ static NO_NODE: crate::xds::lifecycle::NodeInfo = crate::xds::lifecycle::NodeInf
     workdir: String::new(),
     dns_port: 0,
     ipv6: false,
+    admin_port: 0,
+    metrics_cert_path: String::new(),
+    metrics_key_path: String::new(),
 };
 
-fn rendered(snap: &kuma_xds::Snapshot) -> String {
+pub(super) fn rendered(snap: &kuma_xds::Snapshot) -> String {
     let json = kuma_xds::json::snapshot_to_json(snap);
     let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
     assert!(!text.contains("@error"), "unrenderable resource:\n{text}");
@@ -586,6 +589,7 @@ fn transparent_proxy_with_vips_and_dns() {
         workdir: "/tmp/kuma-dp-1".into(),
         dns_port: 15053,
         ipv6: true,
+        ..Default::default()
     };
     let labels = BTreeMap::new();
     let generate = |view: &MeshView| {
