@@ -1514,3 +1514,5 @@ async fn zone_overviews() {
     );
     assert_eq!(api.delete("/zones/zone-b").await.status, StatusCode::OK);
 }
+
+mod insights;
