@@ -109,9 +109,8 @@ fn services_and_mesh_insight_follow_proxies_and_their_health() {
     DataplaneProc::wait_live(&[&b1, &b2, &web]);
     let took = wait_service(&cp, "backend", "Online", "2/2");
     println!("insights: backend Online 2/2 seen {took:?} after both proxies were LIVE");
-    let s = services(&cp);
-    assert_eq!(s["web"], ("Online".to_string(), "1/1".to_string()));
-    assert_eq!(s["web-api"], ("Online".to_string(), "1/1".to_string()));
+    wait_service(&cp, "web", "Online", "1/1");
+    wait_service(&cp, "web-api", "Online", "1/1");
     let mi = wait_mesh_dataplanes(&cp, json!({"total": 3, "online": 3}));
     assert_eq!(mi["services"], json!({"total": 3, "internal": 3}), "{mi}");
     assert_eq!(
@@ -188,4 +187,101 @@ fn services_and_mesh_insight_follow_proxies_and_their_health() {
         "{g}"
     );
     drop((b1, b2, web));
+}
+
+/// Multi-zone: global computes the insights from what the zones sync up (their Dataplanes and
+/// DataplaneInsights); a federated zone computes its own from what it sees (its Dataplanes).
+/// `GET /global-insight` counts the zone control planes from their ZoneInsights.
+#[test]
+fn global_sees_the_services_of_every_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let global = ControlPlane::start_global(&dir.path().join("global"), &[]);
+    let zones: Vec<ControlPlane> = ["zone-1", "zone-2"]
+        .iter()
+        .map(|z| {
+            let token = global.zone_token(z, &["cp"], "1h");
+            ControlPlane::start_zone(&global, z, Some(&token), &dir.path().join(z), &[])
+        })
+        .collect();
+    for z in &zones {
+        wait_for(
+            "the default Mesh in the zone",
+            Duration::from_secs(15),
+            || {
+                z.names("/meshes")
+                    .contains(&"default".to_string())
+                    .then_some(())
+            },
+        );
+    }
+    // A live proxy in zone-1, a Dataplane that never connected in zone-2.
+    let app = Workload::http("backend-1");
+    let live = DataplaneProc::start(
+        &zones[0],
+        &DpSpec {
+            name: "backend-1",
+            inbounds: vec![(free_port(), app.port, "backend", "http")],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    DataplaneProc::wait_live(&[&live]);
+    let (code, body) = zones[1].put(
+        "/meshes/default/dataplanes/backend-2",
+        &json!({"type": "Dataplane", "mesh": "default", "name": "backend-2",
+            "networking": {"address": "127.0.0.1", "inbound": [
+                {"port": 9000, "servicePort": 9001, "tags": {"kuma.io/service": "backend"}}]}}),
+    );
+    assert!(code == 201 || code == 200, "{code} {body}");
+
+    let started = Instant::now();
+    let svc = wait_for(
+        "backend of both zones on global",
+        Duration::from_secs(20),
+        || {
+            let (code, v) = global.get("/meshes/default/service-insights/backend");
+            (code == 200 && v["dataplanes"] == json!({"total": 2, "online": 1, "offline": 1}))
+                .then_some(v)
+        },
+    );
+    println!(
+        "insights: global shows both zones' replicas {:?} after the second Dataplane was written",
+        started.elapsed()
+    );
+    assert_eq!(svc["status"], "partially_degraded", "{svc}");
+    assert_eq!(svc["zones"], json!(["zone-1", "zone-2"]), "{svc}");
+    let (ok, out, err) = global.kumactl(&["inspect", "services"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().any(
+            |l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).eq([
+                "backend",
+                "Partially degraded",
+                "1/2"
+            ])
+        ),
+        "{out}"
+    );
+    // Each zone sees its own.
+    let (_, z1) = wait_for("zone-1's own insight", Duration::from_secs(10), || {
+        let r = zones[0].get("/meshes/default/service-insights/backend");
+        (r.1["dataplanes"] == json!({"total": 1, "online": 1})).then_some(r)
+    });
+    assert_eq!(z1["zones"], json!(["zone-1"]), "{z1}");
+    // Zone control planes from their ZoneInsights.
+    let g = wait_for(
+        "both zones online in the global insight",
+        Duration::from_secs(10),
+        || {
+            let (code, g) = global.get("/global-insight");
+            (code == 200 && g["zones"]["controlPlanes"] == json!({"online": 2, "total": 2}))
+                .then_some(g)
+        },
+    );
+    assert_eq!(
+        g["dataplanes"]["standard"],
+        json!({"offline": 1, "online": 1, "partiallyDegraded": 0, "total": 2}),
+        "{g}"
+    );
+    assert_eq!(g["meshes"], json!({"total": 1}), "{g}");
 }
