@@ -72,6 +72,13 @@ impl Mirror {
             }
             return Some(key.name.clone());
         }
+        if !matters(key) {
+            return None;
+        }
+        if current.is_none() && !self.inputs.contains_key(&key.mesh) {
+            // Gone from a mesh the mirror has nothing of (its Mesh was deleted first).
+            return Some(key.mesh.clone());
+        }
         let inputs = self.inputs.entry(key.mesh.clone()).or_default();
         match (key.rtype, current) {
             (ResourceType::Dataplane, Some(Spec::Dataplane(dp))) => {
