@@ -179,13 +179,11 @@ fn mesh_item(s: &Shared, mesh: &str, spec: &Spec, e: Option<&MeshInsights>) -> V
             out.extend(fields);
         }
     }
-    let mtls = out
-        .entry("mTLS")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let mut mtls = mtls;
+    // Kuma's mTLS fields first, then ours; the key keeps its place.
+    let mut mtls = match out.get_mut("mTLS") {
+        Some(Value::Object(m)) => std::mem::take(m),
+        _ => Map::new(),
+    };
     if let Spec::Mesh(m) = spec
         && let Some(b) = m.enabled_backend()
     {
