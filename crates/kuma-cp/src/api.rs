@@ -9,7 +9,7 @@
 //! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms;
 //! - `GET /zones/_overview` (`zones+insights`) and the single forms;
 //! - insights ([`insights`]): `/meshes/{mesh}/service-insights[/{service}]`,
-//!   `/service-insights`, `/mesh-insights[/{mesh}]`, `/global-insight`;
+//!   `/service-insights`, `/mesh-insights[/{mesh}]`, `/global-insight`, `/global-insights`;
 //! - `POST /tokens/dataplane`, `POST /tokens/user`, `POST /tokens/zone` (admins only).
 //!
 //! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
@@ -134,6 +134,7 @@ pub fn router(state: State) -> Router {
             get(insights::get_service),
         )
         .route("/global-insight", get(insights::global))
+        .route("/global-insights", get(insights::global_counts))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))
         .route("/tokens/zone", post(tokens::zone))

@@ -12,7 +12,9 @@
 //!   its proxies keep their last configuration). A Mesh whose insight is not computed yet
 //!   (the first second after start) shows only those;
 //! - `GET /global-insight`: computed on request from the meshes' insights and the zone
-//!   insights, every number present.
+//!   insights, every number present;
+//! - `GET /global-insights` (Kuma's older endpoint): the number of resources of each
+//!   global-scoped type but Config and the insights, zeros included.
 //!
 //! An internal service's `addressPort` is `<service>.<dnsServer.domain>:<dnsServer.serviceVipPort>`.
 
@@ -326,5 +328,24 @@ pub async fn global(AxState(s): AxState<Shared>) -> Result<Json<Value>, ApiError
             "zoneEgresses": online_of(ResourceType::ZoneEgressInsight).await?,
             "zoneIngresses": online_of(ResourceType::ZoneIngressInsight).await?,
         },
+    })))
+}
+
+/// `GET /global-insights`.
+pub async fn global_counts(AxState(s): AxState<Shared>) -> Result<Json<Value>, ApiError> {
+    let mut resources = Map::new();
+    for t in ResourceType::ALL {
+        let counted = t.scope() == kuma_core::resource::Scope::Global
+            && t != ResourceType::Config
+            && !t.name().ends_with("Insight");
+        if counted {
+            let n = s.manager.list(t, None).await?.len();
+            resources.insert(t.name().to_string(), json!({"total": n}));
+        }
+    }
+    Ok(Json(json!({
+        "type": "GlobalInsights",
+        "creationTime": format_time(&Utc::now()),
+        "resources": resources,
     })))
 }

@@ -367,6 +367,22 @@ async fn service_mesh_and_global_insights() {
                 "zoneIngresses": {"online": 0, "total": 0}},
         })
     );
+    // Kuma's older `/global-insights`: counts of global types, zeros included.
+    let r = api.get("/global-insights").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["type"], "GlobalInsights");
+    let keys: Vec<&str> = r.body["resources"]
+        .as_object()
+        .expect("resources")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["Mesh", "GlobalSecret", "Zone", "ZoneIngress", "ZoneEgress"]
+    );
+    assert_eq!(r.body["resources"]["Mesh"], json!({"total": 2}));
+    assert_eq!(r.body["resources"]["ZoneEgress"], json!({"total": 0}));
     shutdown.cancel();
 }
 
