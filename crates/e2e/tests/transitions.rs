@@ -36,8 +36,11 @@ const STEP_LEAD: Duration = Duration::from_millis(500);
 /// Traffic after the change became visible (counted in the step).
 const STEP_TAIL: Duration = Duration::from_secs(2);
 /// A change must be visible on the wire within this long of its API call (its first effect:
-/// an mTLS change is made in stages, one after the other).
-const VISIBLE_BOUND: Duration = Duration::from_secs(1);
+/// an mTLS change is made in stages, one after the other). A bound against holes (a push that
+/// never came, a resource left warming for Envoy's 15 s), not a speed figure: the figures are
+/// printed per step and measured in BENCHMARKS.md; 1 s was exceeded (1.15 s) on a 2-core
+/// machine running five builds beside the suite.
+const VISIBLE_BOUND: Duration = Duration::from_secs(3);
 /// ... and complete (every proxy in its final configuration, none warming) within this long.
 const COMPLETE_BOUND: Duration = Duration::from_secs(5);
 /// How long a step waits for its change before giving up (longer than Envoy's 15 s initial
