@@ -8,6 +8,8 @@
 //!   `GET|PUT|DELETE /meshes/{mesh}/{ws}/{name}`;
 //! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms;
 //! - `GET /zones/_overview` (`zones+insights`) and the single forms;
+//! - insights ([`insights`]): `/meshes/{mesh}/service-insights[/{service}]`,
+//!   `/service-insights`, `/mesh-insights[/{mesh}]`, `/global-insight`, `/global-insights`;
 //! - `POST /tokens/dataplane`, `POST /tokens/user`, `POST /tokens/zone` (admins only).
 //!
 //! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
@@ -20,6 +22,7 @@
 
 pub mod auth;
 mod error;
+pub mod insights;
 mod overview;
 mod query;
 mod resources;
@@ -67,6 +70,8 @@ pub struct State {
     pub localhost_is_admin: bool,
     /// Per-mesh mTLS errors of the xDS runtime (`GET /mesh-insights/{mesh}`).
     pub mesh_status: crate::xds::MeshStatus,
+    /// Service and mesh insights ([`insights`]).
+    pub insights: insights::View,
 }
 
 type Shared = Arc<State>;
@@ -117,7 +122,19 @@ pub fn router(state: State) -> Router {
         .route("/zoneegresses/{name}/_overview", get(ze_one))
         .route("/zoneegressoverviews/{name}", get(ze_one))
         .route("/zoneegresses+insights/{name}", get(ze_one))
-        .route("/mesh-insights/{mesh}", get(mesh_insight))
+        .route("/mesh-insights", get(insights::list_meshes))
+        .route("/mesh-insights/{mesh}", get(insights::get_mesh))
+        .route("/service-insights", get(insights::list_all))
+        .route(
+            "/meshes/{mesh}/service-insights",
+            get(insights::list_in_mesh),
+        )
+        .route(
+            "/meshes/{mesh}/service-insights/{service}",
+            get(insights::get_service),
+        )
+        .route("/global-insight", get(insights::global))
+        .route("/global-insights", get(insights::global_counts))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))
         .route("/tokens/zone", post(tokens::zone))
@@ -161,30 +178,6 @@ async fn ze_one(
 
 async fn index(AxState(s): AxState<Shared>) -> Json<Value> {
     Json(s.index.clone())
-}
-
-/// `GET /mesh-insights/{mesh}`: Kuma's MeshInsight, so far with its mTLS part only, plus
-/// `mTLS.error` when the mesh's CA cannot be loaded (its proxies keep their last config).
-async fn mesh_insight(
-    AxState(s): AxState<Shared>,
-    axum::extract::Path(mesh): axum::extract::Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let key = kuma_core::resource::ResourceKey::new(ResourceType::Mesh, "", &mesh);
-    let res = s.manager.get(&key).await?;
-    let enabled = match &res.spec {
-        kuma_core::resource::Spec::Mesh(m) => m.enabled_backend().map(|b| b.name.clone()),
-        _ => None,
-    };
-    let mut mtls = json!({});
-    if let Some(b) = enabled {
-        mtls["enabledBackend"] = json!(b);
-    }
-    if let Some(e) = s.mesh_status.mtls_error(&mesh) {
-        mtls["error"] = json!(e);
-    }
-    Ok(Json(
-        json!({"type": "MeshInsight", "name": mesh, "mTLS": mtls}),
-    ))
 }
 
 async fn config(AxState(s): AxState<Shared>) -> Json<Value> {

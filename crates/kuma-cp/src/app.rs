@@ -363,6 +363,9 @@ impl App {
             )
         });
 
+        // Insights from store events (on every kind of CP; a federated zone computes its
+        // own from what it sees rather than receiving global's).
+        let (resyncer, insights) = crate::insights::Resyncer::new(manager.clone());
         let config_json = serde_json::to_value(&cfg)?;
         let api_state = crate::api::State {
             manager: manager.clone(),
@@ -381,6 +384,11 @@ impl App {
             validator: validator.clone(),
             localhost_is_admin: cfg.api_server.authn.localhost_is_admin,
             mesh_status: runtime.status(),
+            insights: crate::api::insights::View {
+                insights,
+                dns_domain: cfg.dns_server.domain.clone(),
+                vip_port: cfg.dns_server.service_vip_port,
+            },
         };
         let api_router = crate::api::router(api_state);
         let ready = Arc::new(AtomicBool::new(false));
@@ -446,6 +454,7 @@ impl App {
             );
             tasks.spawn(mads.run(shutdown.clone()));
         }
+        tasks.spawn(resyncer.run(shutdown.clone()));
         if let Some(dp_server) = dp_server {
             tasks.spawn(dp_server.run(shutdown.clone()));
             tasks.spawn(runtime.run());

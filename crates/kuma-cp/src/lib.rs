@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod dp_server;
 #[cfg(test)]
 mod golden;
+pub mod insights;
 pub mod kds;
 pub mod mads;
 pub mod manager;

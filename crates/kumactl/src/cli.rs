@@ -260,6 +260,16 @@ pub enum InspectCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Services of a mesh with their status and Dataplanes online / total (the control
+    /// plane's ServiceInsights).
+    Services {
+        /// Mesh to inspect.
+        #[arg(short, long)]
+        mesh: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Zone ingresses with their xDS stream state.
     #[command(alias = "zoneingresses")]
     ZoneIngresses {

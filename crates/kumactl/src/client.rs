@@ -322,6 +322,12 @@ impl Client {
         self.list_all(url).await
     }
 
+    /// Every `ServiceInsight` item of a mesh (`/meshes/{mesh}/service-insights`, all pages).
+    pub async fn service_insights(&self, mesh: &str) -> Result<Vec<Value>, Error> {
+        let url = self.url(&["meshes", mesh, "service-insights"], &[]);
+        self.list_all(url).await
+    }
+
     /// Every overview of a zone proxy type (`zoneingresses`, `zoneegresses`), all pages.
     pub async fn zone_proxy_overviews(&self, ws: &str) -> Result<Vec<Value>, Error> {
         let url = self.url(&[ws, "_overview"], &[]);

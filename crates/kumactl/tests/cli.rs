@@ -91,6 +91,11 @@ async fn handler(
                  "status": {"lastUpdateTime": "2020-01-01T00:00:01Z", "total": {"responsesSent": "7", "responsesAcknowledged": "7"}},
                  "version": {"kumaDp": {"version": "0.1.0"}, "envoy": {"version": "1.38.2"}}}]}}
         ], "next": null})),
+        ("GET", "/meshes/demo/service-insights") => ok(json!({"total": 2, "items": [
+            {"type": "ServiceInsight", "mesh": "demo", "name": "backend", "status": "partially_degraded",
+             "dataplanes": {"total": 2, "online": 1, "offline": 1}, "addressPort": "backend.mesh:80"},
+            {"type": "ServiceInsight", "mesh": "demo", "name": "web", "status": "online",
+             "dataplanes": {"total": 1, "online": 1}, "addressPort": "web.mesh:80"}], "next": null})),
         ("GET", "/zones/_overview") if query.is_empty() => ok(json!({"total": 2, "items": [
             {"type": "ZoneOverview", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_",
              "zone": {"enabled": true},
@@ -479,6 +484,29 @@ async fn delete_and_inspect() {
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "cluster.a.upstream_cx_total: 1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_services() {
+    let fake = Fake::start().await;
+    let out = fake.run(&["inspect", "services", "--mesh", "demo"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "SERVICE   STATUS               DATAPLANES\nbackend   Partially degraded   1/2\nweb       Online               1/1\n"
+    );
+    let seen: Vec<String> = fake.take_log().into_iter().map(|s| s.uri).collect();
+    assert_eq!(seen, ["/meshes/demo/service-insights"]);
+    let out = fake
+        .run(&["inspect", "services", "-m", "demo", "-o", "json"])
+        .await;
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(doc["total"], 2);
+    assert_eq!(doc["items"][0]["type"], "ServiceOverview");
+    assert_eq!(doc["items"][0]["dataplanes"]["online"], 1);
+    // Another mesh: the API's 404 is reported.
+    let out = fake.run(&["inspect", "services"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,7 @@ impl Api {
             validator: Arc::new(Validator::new(manager.clone(), true)),
             localhost_is_admin,
             mesh_status: Default::default(),
+            insights: Default::default(),
         };
         (
             Self {
@@ -864,6 +865,8 @@ async fn access_control() {
         ("GET", "/config"),
         ("GET", "/no-such-type"),
         ("GET", "/global-secrets/admin-user-token"),
+        ("GET", "/service-insights"),
+        ("GET", "/global-insight"),
         ("PUT", "/meshes/x"),
         ("POST", "/tokens/user"),
     ] {
@@ -931,6 +934,10 @@ async fn access_control() {
         "/meshes/default/dataplanes/_overview",
         "/meshes/default/dataplanes+insights",
         "/mesh-insights/default",
+        "/mesh-insights",
+        "/service-insights",
+        "/meshes/default/service-insights",
+        "/global-insight",
         "/meshes/default/meshtrafficpermissions",
         "/config",
         "/_resources",
@@ -1513,3 +1520,5 @@ async fn zone_overviews() {
     );
     assert_eq!(api.delete("/zones/zone-b").await.status, StatusCode::OK);
 }
+
+mod insights;

@@ -1,5 +1,5 @@
 //! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect zones`,
-//! `kumactl inspect dataplanes` and `kumactl inspect zone-ingresses|zone-egresses` (the
+//! `kumactl inspect services` (ServiceInsights as Kuma's table), `kumactl inspect dataplanes` and `kumactl inspect zone-ingresses|zone-egresses` (the
 //! `_overview` lists as status tables) and
 //! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
 //! policies, printed as the control plane returns them).
@@ -72,6 +72,23 @@ pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
             let text = match output {
                 Format::Table => printers::inspect::dataplanes(&items, env.now).render(),
                 f => printers::document(&printers::list_document(items), f),
+            };
+            write_out(env.out, &text)
+        }
+        InspectCommand::Services { mesh, output } => {
+            let mesh = env.mesh(mesh.as_deref());
+            let items = env.client()?.service_insights(&mesh).await?;
+            let text = match output {
+                Format::Table => printers::inspect::services(&items).render(),
+                f => printers::document(
+                    &printers::list_document(
+                        items
+                            .into_iter()
+                            .map(printers::inspect::service_overview)
+                            .collect(),
+                    ),
+                    f,
+                ),
             };
             write_out(env.out, &text)
         }

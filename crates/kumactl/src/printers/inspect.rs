@@ -269,6 +269,73 @@ mod tests {
     }
 }
 
+/// Column headers of `kumactl inspect services` (Kuma's).
+pub const SERVICE_HEADERS: [&str; 3] = ["SERVICE", "STATUS", "DATAPLANES"];
+
+/// The table of `kumactl inspect services`, from `ServiceInsight` items: Kuma's status words
+/// (`online` → `Online`, `partially_degraded` → `Partially degraded`, anything else →
+/// `Offline`) and `<online>/<total>` Dataplanes (absent numbers are `0`).
+pub fn services(items: &[Value]) -> Table {
+    let mut t = Table::new(SERVICE_HEADERS);
+    for item in items {
+        let status = match item.get("status").and_then(Value::as_str) {
+            Some("online") => "Online",
+            Some("partially_degraded") => "Partially degraded",
+            _ => "Offline",
+        };
+        let n = |k: &str| {
+            counter(
+                item.pointer(&format!("/dataplanes/{k}"))
+                    .unwrap_or(&Value::Null),
+            )
+        };
+        t.push(vec![
+            item.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            status.into(),
+            format!("{}/{}", n("online"), n("total")),
+        ]);
+    }
+    t
+}
+
+/// A `ServiceInsight` item as `kumactl inspect services -o json|yaml` prints it (Kuma's
+/// `ServiceOverview` type).
+pub fn service_overview(mut item: Value) -> Value {
+    if let Some(t) = item.get_mut("type") {
+        *t = Value::String("ServiceOverview".into());
+    }
+    item
+}
+
+#[cfg(test)]
+mod service_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn inspect_services_table() {
+        let items = vec![
+            json!({"type": "ServiceInsight", "mesh": "default", "name": "backend", "status": "partially_degraded",
+                   "dataplanes": {"total": 10, "online": 5, "offline": 5}, "addressPort": "backend.mesh:80"}),
+            json!({"type": "ServiceInsight", "mesh": "default", "name": "web", "status": "online",
+                   "dataplanes": {"total": 20, "online": 20}}),
+            json!({"type": "ServiceInsight", "mesh": "default", "name": "orders", "status": "offline",
+                   "dataplanes": {"total": 5, "offline": 5}}),
+            json!({"type": "ServiceInsight", "mesh": "default", "name": "httpbin", "status": "not_available",
+                   "dataplanes": {}, "serviceType": "external"}),
+        ];
+        super::super::assert_golden("inspect-services", &services(&items).render());
+        assert_eq!(
+            service_overview(items[0].clone())["type"],
+            "ServiceOverview"
+        );
+    }
+}
+
 /// One mesh with what `inspect meshes` shows about it.
 pub struct MeshRow {
     /// The Mesh resource as the API returns it.
