@@ -460,10 +460,29 @@ impl ControlPlane {
             .expect("start kuma-cp")
     }
 
+    /// Waits until `/ready` holds, leaving out a federated zone's sync with global (`kds`):
+    /// tests start zones whose global is down, or refuses them, and wait for what they
+    /// expect themselves.
     pub fn wait_ready(&self) {
         wait_for("kuma-cp /ready", Duration::from_secs(30), || {
-            matches!(http("GET", self.diag, "/ready", None), Ok((200, _))).then_some(())
+            matches!(
+                http("GET", self.diag, "/ready?exclude=kds", None),
+                Ok((200, _))
+            )
+            .then_some(())
         });
+    }
+
+    /// `/ready`: its status and body.
+    pub fn ready(&self) -> (u16, String) {
+        http("GET", self.diag, "/ready", None).expect("GET /ready")
+    }
+
+    /// The CP's `/metrics` (Prometheus text).
+    pub fn metrics(&self) -> String {
+        let (code, body) = http("GET", self.diag, "/metrics", None).expect("GET /metrics");
+        assert_eq!(code, 200, "/metrics: {body}");
+        body
     }
 
     /// Kills the CP (SIGKILL).

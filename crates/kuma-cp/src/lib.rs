@@ -15,6 +15,7 @@ mod golden;
 pub mod kds;
 pub mod manager;
 pub mod mesh_setup;
+pub mod metrics;
 pub mod serve;
 pub mod store;
 pub mod tls;
