@@ -266,6 +266,34 @@ impl Drop for Proc {
     }
 }
 
+/// Relays TCP connections from `listen` (bound now) to `to`, in threads of the test process
+/// for as long as it runs: a peer that becomes reachable when the test says so, without
+/// restarting it on ports another test may have taken meanwhile.
+pub fn tcp_relay(listen: SocketAddr, to: SocketAddr) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    std::thread::spawn(move || {
+        for down in listener.incoming().flatten() {
+            let Ok(up) = TcpStream::connect(to) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut into: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            match (down.try_clone(), up.try_clone()) {
+                (Ok(down2), Ok(up2)) => {
+                    pipe(down, up);
+                    pipe(up2, down2);
+                }
+                _ => continue,
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -532,10 +560,35 @@ impl ControlPlane {
             .expect("start kuma-cp")
     }
 
+    /// Waits until `/ready` holds, leaving out a federated zone's sync with global (`kds`):
+    /// tests start zones whose global is down, or refuses them, and wait for what they
+    /// expect themselves.
     pub fn wait_ready(&self) {
-        wait_for("kuma-cp /ready", Duration::from_secs(30), || {
-            matches!(http("GET", self.diag, "/ready", None), Ok((200, _))).then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = http("GET", self.diag, "/ready?exclude=kds", None);
+            if matches!(last, Ok((200, _))) {
+                return;
+            }
+            // What was not ready, not only that it was not.
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 30s waiting for kuma-cp /ready: {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `/ready`: its status and body.
+    pub fn ready(&self) -> (u16, String) {
+        http("GET", self.diag, "/ready", None).expect("GET /ready")
+    }
+
+    /// The CP's `/metrics` (Prometheus text).
+    pub fn metrics(&self) -> String {
+        let (code, body) = http("GET", self.diag, "/metrics", None).expect("GET /metrics");
+        assert_eq!(code, 200, "/metrics: {body}");
+        body
     }
 
     /// Kills the CP (SIGKILL).

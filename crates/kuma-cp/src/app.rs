@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use kuma_core::resource::{Mesh, Resource, ResourceKey, ResourceType, Spec, Zone};
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{BootstrapState, Params};
 use crate::config::{Config, CpMode};
-use crate::diagnostics::Diagnostics;
+use crate::diagnostics::{Diagnostics, Readiness};
 use crate::dp_server::DpServer;
 use crate::kds::ZoneAuthenticator;
 use crate::kds::global::Global;
@@ -249,19 +248,37 @@ impl App {
             .mode(0o700)
             .create(&work_dir)
             .with_context(|| format!("creating work dir {}", work_dir.display()))?;
-        let store: Arc<dyn Store> = match cfg.store.store_type.as_str() {
-            "memory" => Arc::new(MemoryStore::new()),
-            _ => {
-                let path = cfg.sqlite_path();
-                Arc::new(
-                    SqliteStore::open(&path)
-                        .await
-                        .with_context(|| format!("opening sqlite store {}", path.display()))?,
-                )
-            }
-        };
         let zone = cfg.multizone.zone.name.clone();
         let mode = cfg.cp_mode();
+        let metrics = crate::metrics::Metrics::new(
+            &crate::metrics::zone_label(mode, &zone),
+            &crate::metrics::Info {
+                instance_id: self.instance_id.clone(),
+                cluster_id: String::new(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                based_on_kuma: "2.14.3".into(),
+            },
+        )
+        .context("registering the metrics")?;
+        // What `/ready` waits for; each part adds its own condition.
+        let readiness = Readiness::default();
+        let (store, probe): (Arc<dyn Store>, Arc<dyn crate::store::Probe>) =
+            match cfg.store.store_type.as_str() {
+                "memory" => {
+                    let s = Arc::new(MemoryStore::new());
+                    (s.clone(), s)
+                }
+                _ => {
+                    let path = cfg.sqlite_path();
+                    let s = Arc::new(
+                        SqliteStore::open(&path)
+                            .await
+                            .with_context(|| format!("opening sqlite store {}", path.display()))?,
+                    );
+                    (s.clone(), s)
+                }
+            };
+        let store = metrics.store.wrap(store);
         let mut manager = ResourceManager::new(store, zone.clone()).with_mode(mode);
         // Installed before any write: every Mesh written from now on (the default one
         // included) gets its signing key and builtin CA roots. Not on a federated zone:
@@ -329,8 +346,15 @@ impl App {
             cache.clone(),
             validator.clone(),
             shutdown.clone(),
+            metrics.clone(),
         );
-        let ads = kuma_xds::Server::new(cache.clone(), Arc::new(XdsCallbacks(runtime.clone())));
+        let ads = kuma_xds::Server::new(
+            cache.clone(),
+            metrics.xds.wrap(
+                Arc::new(XdsCallbacks(runtime.clone())),
+                Some(metrics.delivery.clone()),
+            ),
+        );
         let xds_port = if cfg.bootstrap_server.params.xds_port == 0 {
             self.dp
                 .as_ref()
@@ -391,15 +415,18 @@ impl App {
             },
         };
         let api_router = crate::api::router(api_state);
-        let ready = Arc::new(AtomicBool::new(false));
         let diagnostics = Diagnostics::new(
             self.diag,
             self.diag_limits,
-            ready.clone(),
-            cache.clone(),
-            self.instance_id.clone(),
-            zone.clone(),
+            readiness.clone(),
+            metrics.clone(),
         );
+        let store_ready = readiness.condition("store", "not probed yet");
+        tokio::spawn(crate::diagnostics::ready::probe_store(
+            probe,
+            store_ready,
+            shutdown.clone(),
+        ));
 
         let mut tasks = tokio::task::JoinSet::new();
         // The peer address reaches the handlers as `ConnectInfo` on both listeners: it
@@ -412,10 +439,10 @@ impl App {
                 self.api_limits,
             );
             let (router, sd) = (api_router.clone(), shutdown.clone());
-            tasks.spawn(async move {
+            tasks.spawn(readiness.serving("apiServer.http", async move {
                 server.run(router, sd).await;
                 Ok(())
-            });
+            }));
         }
         if let Some(listener) = self.api_https {
             let server = serve::Server::new(
@@ -426,10 +453,10 @@ impl App {
             )
             .with_tls(api_tls);
             let (router, sd) = (api_router, shutdown.clone());
-            tasks.spawn(async move {
+            tasks.spawn(readiness.serving("apiServer.https", async move {
                 server.run(router, sd).await;
                 Ok(())
-            });
+            }));
         }
         tasks.spawn(diagnostics.run(shutdown.clone()));
         if let Some(listener) = self.mads {
@@ -456,7 +483,8 @@ impl App {
         }
         tasks.spawn(resyncer.run(shutdown.clone()));
         if let Some(dp_server) = dp_server {
-            tasks.spawn(dp_server.run(shutdown.clone()));
+            tasks.spawn(readiness.serving("dpServer", dp_server.run(shutdown.clone())));
+            readiness.add(runtime.reconciled());
             tasks.spawn(runtime.run());
         }
         if let Some(listener) = self.kds {
@@ -476,12 +504,13 @@ impl App {
                 auth,
                 self.instance_id.clone(),
                 k.max_msg_size,
+                metrics.kds.clone(),
             );
             let flush = crate::config::parse_duration(&k.zone_insight_flush_interval)?;
             let server =
                 DpServer::from_router(listener, kds_tls, global.router(), self.dp_limits.clone());
             tracing::info!(port = k.grpc_port, "KDS server for zone control planes");
-            tasks.spawn(server.run(shutdown.clone()));
+            tasks.spawn(readiness.serving("kdsServer", server.run(shutdown.clone())));
             tasks.spawn(global.run(shutdown.clone(), flush));
         }
         if mode != CpMode::FederatedZone {
@@ -500,15 +529,20 @@ impl App {
                         zone.clone()
                     },
                 },
-            );
+            )
+            .with_ready(readiness.condition("vips", "the first VIP allocation pass is not done"));
             tasks.spawn(allocator.run(shutdown.clone()));
         }
         if mode == CpMode::FederatedZone {
-            let client = ZoneClient::new(zone_settings(&cfg, &self.instance_id)?, manager.clone());
+            let client = ZoneClient::new(
+                zone_settings(&cfg, &self.instance_id)?,
+                manager.clone(),
+                metrics.kds.clone(),
+            );
+            readiness.add(client.synced());
             tasks.spawn(client.run(shutdown.clone()));
         }
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(instance_id = %self.instance_id, "kuma-cp is ready");
+        tracing::info!(instance_id = %self.instance_id, "kuma-cp is started; /ready says when it is ready");
 
         let mut result = Ok(());
         while let Some(joined) = tasks.join_next().await {

@@ -17,6 +17,7 @@ pub mod kds;
 pub mod mads;
 pub mod manager;
 pub mod mesh_setup;
+pub mod metrics;
 pub mod serve;
 pub mod store;
 pub mod tls;

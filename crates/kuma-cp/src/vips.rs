@@ -57,6 +57,8 @@ pub struct Settings {
 pub struct Allocator {
     manager: Arc<ResourceManager>,
     settings: Settings,
+    /// Met after the first full pass (a `/ready` condition).
+    ready: Option<crate::diagnostics::Condition>,
 }
 
 /// The allocator's mirror of what decides a mesh's services: the services of each
@@ -114,11 +116,21 @@ impl Inputs {
 
 impl Allocator {
     pub fn new(manager: Arc<ResourceManager>, settings: Settings) -> Self {
-        Self { manager, settings }
+        Self {
+            manager,
+            settings,
+            ready: None,
+        }
+    }
+
+    /// Meets `ready` once every mesh has had its first pass.
+    pub fn with_ready(mut self, ready: crate::diagnostics::Condition) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     /// Keeps every mesh's table current until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut events = self.manager.store().watch();
         let mut inputs = Inputs::default();
         // Per mesh: when to look again (a grace period ends, or a failed pass is retried).
@@ -162,6 +174,9 @@ impl Allocator {
             }
             if !reload && !meshes.is_empty() {
                 self.pass(&inputs, &meshes, &mut due).await;
+            }
+            if !reload && let Some(ready) = self.ready.take() {
+                ready.met();
             }
             let next = if reload {
                 Some(tokio::time::Instant::now() + RETRY)

@@ -83,6 +83,10 @@ pub struct Runtime {
     registry: lifecycle::Registry,
     identities: identity::Identities,
     shutdown: CancellationToken,
+    /// `xds_generation`, `xds_delivery`.
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Met once the first full reconcile is done (a `/ready` condition).
+    reconciled: crate::diagnostics::Condition,
 }
 
 impl Runtime {
@@ -92,6 +96,7 @@ impl Runtime {
         cache: SnapshotCache,
         validator: Arc<Validator>,
         shutdown: CancellationToken,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             tracker: insight::Tracker::new(manager.clone(), settings.instance_id.clone()),
@@ -103,7 +108,17 @@ impl Runtime {
             registry: lifecycle::Registry::new(),
             identities: identity::Identities::new(),
             shutdown,
+            metrics,
+            reconciled: crate::diagnostics::Condition::new(
+                "xds",
+                "the first reconcile of every mesh is not done",
+            ),
         })
+    }
+
+    /// Met once [`Runtime::run`] has reconciled every mesh once (for `/ready`).
+    pub fn reconciled(&self) -> crate::diagnostics::Condition {
+        self.reconciled.clone()
     }
 
     /// Per-mesh mTLS status, for the API.

@@ -80,6 +80,14 @@ pub struct LoadArgs {
     /// A running CP's pid (for memory and CPU figures).
     #[arg(long)]
     pub cp_pid: Option<u32>,
+    /// A running CP's diagnostics server (`http://host:5680`), for `--cp-metrics`.
+    #[arg(long)]
+    pub diag: Option<String>,
+    /// Scrape the CP's `/metrics` after the connect phase and at the end, and print its
+    /// `xds_delivery` histogram per type (count, sum, p50/p99 from the buckets) for each
+    /// part of the run.
+    #[arg(long)]
+    pub cp_metrics: bool,
     /// API token for a running CP reached from a non-admin address.
     #[arg(long)]
     pub api_token: Option<String>,
@@ -188,7 +196,9 @@ impl LoadArgs {
                 api_token: self.api_token.clone(),
                 dp_tokens: self.no_dp_tokens.then_some(false),
                 work_dir: None,
+                diag: self.diag.clone(),
             },
+            cp_metrics: self.cp_metrics,
             mesh: self.mesh.clone(),
             services,
             replicas: self.replicas,

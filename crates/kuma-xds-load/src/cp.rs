@@ -40,6 +40,8 @@ pub struct Options {
     /// Start the CP in this directory (created if missing, kept: the caller owns it) instead
     /// of a fresh temporary one.
     pub work_dir: Option<PathBuf>,
+    /// A running CP: its diagnostics server (`http://host:5680`), for `/metrics`.
+    pub diag: Option<String>,
 }
 
 /// A control plane ready for proxies.
@@ -58,6 +60,8 @@ pub struct ControlPlane {
     pub dp_tokens: bool,
     /// Log of a started CP.
     pub log: Option<PathBuf>,
+    /// Diagnostics server base URL (`http://127.0.0.1:5680`), when known.
+    pub diag: Option<String>,
     child: Option<Child>,
     work_dir: Option<tempfile::TempDir>,
     /// How a started CP was launched (binary, environment, work dir, log level): for
@@ -225,6 +229,7 @@ impl ControlPlane {
             pid: Some(pid),
             dp_tokens,
             log: Some(log.clone()),
+            diag: Some(format!("http://127.0.0.1:{diag_port}")),
             child: Some(child),
             work_dir: None,
             launch: Some(launch),
@@ -335,6 +340,10 @@ impl ControlPlane {
             pid: opts.pid,
             dp_tokens: false,
             log: None,
+            diag: opts
+                .diag
+                .as_ref()
+                .map(|d| d.trim_end_matches('/').to_string()),
             child: None,
             work_dir: None,
             launch: None,
@@ -346,6 +355,24 @@ impl ControlPlane {
             None => cp.dataplane_token("default", "", None).await.is_ok(),
         };
         Ok(cp)
+    }
+
+    /// The CP's `/metrics` (Prometheus text).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let diag = self
+            .diag
+            .as_deref()
+            .context("the CP's diagnostics address is unknown (--diag)")?;
+        let resp = self
+            .http
+            .get(format!("{diag}/metrics"))
+            .send()
+            .await
+            .context("GET /metrics")?;
+        if !resp.status().is_success() {
+            bail!("GET /metrics: {}", resp.status());
+        }
+        Ok(resp.text().await?)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

@@ -17,6 +17,8 @@
 //! - [`multizone`]: global + 3 zone CPs, proxies spread over the zones; cross-zone
 //!   propagation, resync after a global restart, global's memory per synced Dataplane.
 //! - [`cp`]: the control plane, started from a binary or already running, and its REST API.
+//! - [`cpmetrics`]: the CP's own `xds_delivery` histogram from its `/metrics`
+//!   (`--cp-metrics`), per part of the run.
 //! - [`datapath`] + [`loadgen`]: a fixed-rate (open-loop) HTTP load generator measuring
 //!   client → Envoy → Envoy → server through the mesh against direct and a minimal static
 //!   Envoy pair.
@@ -25,6 +27,7 @@
 pub mod cli;
 pub mod coldmem;
 pub mod cp;
+pub mod cpmetrics;
 pub mod datapath;
 pub mod fleet;
 pub mod loadgen;

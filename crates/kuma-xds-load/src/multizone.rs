@@ -474,6 +474,7 @@ impl Run {
             harness_cpu_s: 0.0,
             init_fetch_timeouts: 0,
             multizone: None,
+            cp_delivery: Vec::new(),
         };
         Ok(Self {
             opts,

@@ -163,6 +163,8 @@ pub struct Report {
     pub init_fetch_timeouts: u64,
     /// The `multizone` scenario's own figures (there `cp_*` is global).
     pub multizone: Option<Multizone>,
+    /// With `--cp-metrics`: the CP's `xds_delivery` histogram per part of the run and type.
+    pub cp_delivery: Vec<crate::cpmetrics::Row>,
 }
 
 /// Figures of the `multizone` scenario.
@@ -321,6 +323,9 @@ impl Report {
         );
         if let Some(m) = &self.multizone {
             m.table(&mut s);
+        }
+        if !self.cp_delivery.is_empty() {
+            crate::cpmetrics::table(&self.cp_delivery, &mut s);
         }
         if let Some(q) = self.quiesce_s {
             let _ = writeln!(

@@ -93,6 +93,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Write every proxy's arrivals (JSON lines) here at the end.
     pub history: Option<PathBuf>,
+    /// Scrape the CP's `xds_delivery` after the connect phase and at the end
+    /// ([`crate::cpmetrics`]).
+    pub cp_metrics: bool,
 }
 
 impl Default for Options {
@@ -113,6 +116,7 @@ impl Default for Options {
             settle: Duration::from_secs(3),
             timeout: Duration::from_secs(600),
             history: None,
+            cp_metrics: false,
         }
     }
 }
@@ -256,6 +260,7 @@ impl Run {
             harness_cpu_s: 0.0,
             init_fetch_timeouts: 0,
             multizone: None,
+            cp_delivery: Vec::new(),
         };
         Ok(Self {
             opts,
@@ -270,6 +275,7 @@ impl Run {
 
     async fn scenario(&mut self, scenario: Scenario) -> anyhow::Result<()> {
         self.connect_all().await?;
+        let connected = self.scrape("connect", None).await?;
         if scenario != Scenario::Connect {
             // Changes are timed against a quiet CP, not one still draining the connect storm.
             self.report.quiesce_s =
@@ -283,7 +289,22 @@ impl Run {
             Scenario::Idle => self.idle().await,
             Scenario::NewService => self.new_service().await,
             Scenario::Multizone => bail!("multizone runs on its own (crate::multizone)"),
+        }?;
+        self.scrape("after connect", connected.as_deref()).await?;
+        Ok(())
+    }
+
+    /// With `--cp-metrics`: the CP's `xds_delivery` since `before` (a scrape) as the rows of
+    /// `part`; the scrape.
+    async fn scrape(&mut self, part: &str, before: Option<&str>) -> anyhow::Result<Option<String>> {
+        if !self.opts.cp_metrics {
+            return Ok(None);
         }
+        let text = self.cp.metrics().await.context("--cp-metrics")?;
+        self.report
+            .cp_delivery
+            .extend(crate::cpmetrics::rows(part, &text, before));
+        Ok(Some(text))
     }
 
     fn regular(&self) -> Vec<usize> {

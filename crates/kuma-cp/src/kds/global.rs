@@ -55,6 +55,7 @@ pub struct Global {
     tracker: Arc<Tracker>,
     instance_id: String,
     limit: usize,
+    metrics: Arc<crate::metrics::kds::Kds>,
 }
 
 impl Global {
@@ -63,6 +64,7 @@ impl Global {
         auth: Arc<dyn ZoneAuthenticator>,
         instance_id: String,
         limit: usize,
+        metrics: Arc<crate::metrics::kds::Kds>,
     ) -> Arc<Self> {
         let cache = SnapshotCache::new();
         let publisher = Publisher::new(
@@ -83,6 +85,10 @@ impl Global {
             cache: cache.clone(),
             tracker: tracker.clone(),
         });
+        let callbacks = metrics
+            .delta
+            .wrap(callbacks, None)
+            .with_per_node(metrics.zone_connections.clone());
         let xds = kuma_xds::Server::new(cache, callbacks).with_max_decoding_message_size(limit);
         Arc::new(Self {
             manager,
@@ -92,6 +98,7 @@ impl Global {
             tracker,
             instance_id,
             limit,
+            metrics,
         })
     }
 
@@ -185,11 +192,14 @@ impl Global {
         for r in sink.subscriptions(&node) {
             let _ = tx.try_send(Ok(r));
         }
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             tracing::info!(%zone, "KDS: zone-to-global stream opened");
             while let Some(msg) = responses.next().await {
                 let Ok(resp) = msg else { break };
+                let started = std::time::Instant::now();
                 let answer = sink.apply(resp).await;
+                metrics.synced(started);
                 if tx.send(Ok(answer.reply)).await.is_err() {
                     break;
                 }

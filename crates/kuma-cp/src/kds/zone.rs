@@ -59,10 +59,17 @@ pub struct ZoneClient {
     xds: kuma_xds::Server,
     /// Set once both streams were opened and the first full set of every type arrived.
     synced_once: Arc<AtomicBool>,
+    /// The same, as a `/ready` condition.
+    synced: crate::diagnostics::Condition,
+    metrics: Arc<crate::metrics::kds::Kds>,
 }
 
 impl ZoneClient {
-    pub fn new(settings: Settings, manager: Arc<ResourceManager>) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        manager: Arc<ResourceManager>,
+        metrics: Arc<crate::metrics::kds::Kds>,
+    ) -> Arc<Self> {
         let cache = SnapshotCache::new();
         let publisher = Publisher::new(
             manager.clone(),
@@ -70,20 +77,27 @@ impl ZoneClient {
             Side::Zone(settings.zone.clone()),
             types::zone_to_global(),
         );
+        let synced = crate::diagnostics::Condition::new(
+            "kds",
+            format!("no full sync from global ({}) yet", settings.global_address),
+        );
         let xds = kuma_xds::Server::new(
             cache.clone(),
-            Arc::new(ZoneCallbacks {
-                publisher: publisher.clone(),
-                cache,
-                insight: LocalInsight {
-                    manager: manager.clone(),
-                    zone: settings.zone.clone(),
-                    instance_id: settings.instance_id.clone(),
-                    config: settings.config_json.clone(),
-                    token_provided: !settings.token.is_empty(),
-                    current: std::sync::Mutex::new(None),
-                },
-            }),
+            metrics.delta.wrap(
+                Arc::new(ZoneCallbacks {
+                    publisher: publisher.clone(),
+                    cache,
+                    insight: LocalInsight {
+                        manager: manager.clone(),
+                        zone: settings.zone.clone(),
+                        instance_id: settings.instance_id.clone(),
+                        config: settings.config_json.clone(),
+                        token_provided: !settings.token.is_empty(),
+                        current: std::sync::Mutex::new(None),
+                    },
+                }),
+                None,
+            ),
         )
         .with_max_decoding_message_size(settings.limit);
         Arc::new(Self {
@@ -92,7 +106,14 @@ impl ZoneClient {
             publisher,
             xds,
             synced_once: Arc::new(AtomicBool::new(false)),
+            synced,
+            metrics,
         })
+    }
+
+    /// Met once this zone has received a full set of every type from global (for `/ready`).
+    pub fn synced(&self) -> crate::diagnostics::Condition {
+        self.synced.clone()
     }
 
     /// Whether this zone has received a full set of every type from global at least once.
@@ -111,6 +132,7 @@ impl ZoneClient {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = self.session() => r,
             };
+            self.metrics.set_connected(false);
             if let Err(e) = outcome {
                 tracing::warn!(global = %s.global_address, error = %e, retry_in = ?backoff, "KDS: connection to global ended");
             }
@@ -178,12 +200,17 @@ impl ZoneClient {
         .await
         .map_err(|e| anyhow::anyhow!("GlobalToZoneSync: {}", e.message()))?;
         tracing::info!(global = %s.global_address, zone = %s.zone, "KDS: connected to global");
+        self.metrics.set_connected(true);
         let synced_once = self.synced_once.clone();
+        let (synced, metrics) = (self.synced.clone(), self.metrics.clone());
         let g2z = async move {
             while let Some(msg) = from_global.next().await {
                 let resp = msg.map_err(|e| anyhow::anyhow!("GlobalToZoneSync: {}", e.message()))?;
+                let started = std::time::Instant::now();
                 let answer = sink.apply(resp).await;
+                metrics.synced(started);
                 if sink.is_synced() && !synced_once.swap(true, Ordering::Relaxed) {
+                    synced.met();
                     tracing::info!("KDS: first full sync from global applied");
                 }
                 tx.send(answer.reply).await?;

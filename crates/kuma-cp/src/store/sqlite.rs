@@ -15,7 +15,8 @@
 //! - Events are sent after the transaction commits, one per affected row (a Mesh delete sends
 //!   one `Deleted` for every cascaded row, then one for the Mesh).
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,8 +29,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, error::ErrorKind};
+use sqlx::{ConnectOptions, Connection, Row, error::ErrorKind};
 use tokio::sync::{Mutex, broadcast};
+
+use super::Probe;
 
 /// Schema, idempotent. The extra index serves the Mesh cascade (`WHERE mesh = ?`).
 const SCHEMA: [&str; 2] = [
@@ -83,6 +86,15 @@ pub struct SqliteStore {
     write: Mutex<()>,
     /// The WAL checkpoint task of a file database, stopped with the store.
     checkpointer: Option<tokio::task::AbortHandle>,
+    /// The database file as opened (`None` in memory): what [`Probe`] checks.
+    file: Option<FileId>,
+}
+
+/// A database file: its path and the inode it had when the store opened it.
+struct FileId {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
 }
 
 impl Drop for SqliteStore {
@@ -118,6 +130,13 @@ impl SqliteStore {
                 ))
             })?;
         let mut store = Self::init(pool).await?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+        store.file = Some(FileId {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
         store.checkpointer = Some(tokio::spawn(checkpoint_wal(store.pool.clone())).abort_handle());
         Ok(store)
     }
@@ -146,6 +165,7 @@ impl SqliteStore {
             events: broadcast::channel(WATCH_CAPACITY).0,
             write: Mutex::new(()),
             checkpointer: None,
+            file: None,
         })
     }
 
@@ -329,6 +349,57 @@ impl Store for SqliteStore {
 
     fn watch(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+}
+
+/// How long the probe's own connection waits for a write lock held by another process.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The pool's connections keep working on a database file that was made unreadable, moved
+/// or replaced (they hold it open; and root ignores permissions), so the probe looks at the
+/// file as a new connection would: the path must still be the file the store opened, its
+/// owner must be able to read and write it, and a fresh read-only connection must read the
+/// table.
+#[async_trait]
+impl Probe for SqliteStore {
+    async fn probe(&self) -> Result<(), Error> {
+        let Some(file) = &self.file else {
+            // In memory: the pool's one connection is the database.
+            return sqlx::query("SELECT 1 FROM resources LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(map_err);
+        };
+        let path = file.path.display();
+        let meta = tokio::fs::metadata(&file.path)
+            .await
+            .map_err(|e| Error::Unavailable(format!("database file {path}: {e}")))?;
+        if (meta.dev(), meta.ino()) != (file.dev, file.ino) {
+            return Err(Error::Unavailable(format!(
+                "database file {path} is not the file this control plane opened (moved or replaced)"
+            )));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o600 != 0o600 {
+            return Err(Error::Unavailable(format!(
+                "database file {path} has mode {mode:03o}: its owner cannot read and write it"
+            )));
+        }
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&file.path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(PROBE_BUSY_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("opening database file {path}: {e}")))?;
+        let read = sqlx::query("SELECT 1 FROM resources LIMIT 1")
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading database file {path}: {e}")));
+        let _ = conn.close().await;
+        read.map(|_| ())
     }
 }
 
@@ -642,5 +713,47 @@ mod tests {
         s.close().await;
         let key = ResourceKey::new(ResourceType::Mesh, "", "a");
         assert!(s.get(&key).await.unwrap_err().is_transient());
+    }
+
+    /// The pool keeps working on a file made unreadable or moved away (its connections hold
+    /// it open, and root ignores permissions); the probe sees both, and recovers.
+    #[tokio::test]
+    async fn the_probe_sees_an_unreadable_or_moved_database_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kuma.db");
+        let s = SqliteStore::open(&path).await.expect("open");
+        s.create(Resource::new("default", "", Spec::Mesh(Mesh::default())))
+            .await
+            .expect("mesh");
+        let key = ResourceKey::new(ResourceType::Mesh, "", "default");
+        s.probe().await.expect("a fresh store probes fine");
+        let chmod = |m: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        chmod(0o000);
+        let e = s.probe().await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("has mode 000"), "{e}");
+        assert!(s.get(&key).await.is_ok(), "open connections still read");
+        chmod(0o600);
+        s.probe().await.expect("readable again");
+        let moved = dir.path().join("moved.db");
+        std::fs::rename(&path, &moved).expect("rename");
+        let e = s.probe().await.unwrap_err();
+        assert!(e.to_string().contains("No such file"), "{e}");
+        // Another file in its place is not the store's database either.
+        std::fs::write(&path, b"").expect("placeholder");
+        let e = s.probe().await.unwrap_err();
+        assert!(e.to_string().contains("moved or replaced"), "{e}");
+        std::fs::rename(&moved, &path).expect("rename back");
+        s.probe().await.expect("back in place");
+        // In memory: the one connection answers.
+        SqliteStore::open_in_memory()
+            .await
+            .expect("memory")
+            .probe()
+            .await
+            .expect("in-memory probe");
     }
 }

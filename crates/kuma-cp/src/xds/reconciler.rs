@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::view::{CrossZone, MeshView, Vips};
 use super::{MTLS_STAGE_DELAY, Runtime, generator, inputs, transition};
+use crate::metrics::xds::{Delivery, Outcome, ProxyType};
 
 /// A service's protocol as its proxies were last given it, and the change under way, if any
 /// (the target and since when).
@@ -197,6 +198,7 @@ impl Runtime {
             }
         }
         self.reconcile_zone_proxies();
+        self.reconciled.met();
         self.reconciler.announce.notify_one();
         loop {
             let mut meshes = HashSet::new();
@@ -560,6 +562,7 @@ impl Runtime {
             // Fail closed: no configuration without the CA mTLS needs.
             return None;
         }
+        let started = Instant::now();
         let identity = view
             .mtls()
             .and_then(|m| self.identity_for(node_id, &view.mesh, m, dp));
@@ -575,7 +578,12 @@ impl Runtime {
         let (reusable, node) = {
             let proxies = self.registry.proxies();
             match proxies.get(node_id) {
-                Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => return None,
+                Some(p) if p.fingerprint == Some(fp) || p.epoch > view.epoch => {
+                    self.metrics
+                        .generation
+                        .observe(ProxyType::Dataplane, Outcome::Skip, started);
+                    return None;
+                }
                 Some(p) => (
                     p.outbound
                         .as_ref()
@@ -600,11 +608,17 @@ impl Runtime {
             },
             &outbound,
         );
+        // Hashed here, on the generation thread, not under the lock below.
+        let versions = Delivery::versions(&snapshot);
         // Publish only if no newer view was applied meanwhile (check and set under one lock).
         let mut proxies = self.registry.proxies();
         match proxies.get_mut(node_id) {
             Some(p) if p.epoch <= view.epoch => {
+                self.metrics.delivery.ready(node_id, &versions);
                 self.cache.set(node_id, Arc::new(snapshot));
+                self.metrics
+                    .generation
+                    .observe(ProxyType::Dataplane, Outcome::Changed, started);
                 p.fingerprint = Some(fp);
                 p.epoch = view.epoch;
                 p.dp_version = Some(res.meta.version);
@@ -627,14 +641,20 @@ impl Runtime {
     /// proxies, shared resources): done after every reconcile; the engine sends only what
     /// changed.
     pub(super) fn generate_zone_proxy(&self, node_id: &str, res: &Resource) {
+        let started = Instant::now();
         let views: Vec<Arc<MeshView>> = self.reconciler.views().values().cloned().collect();
-        let snapshot = match &res.spec {
-            Spec::ZoneIngress(zi) => generator::ingress::generate(zi, &views),
-            Spec::ZoneEgress(ze) => generator::egress::generate(ze, &views),
+        let (snapshot, proxy_type) = match &res.spec {
+            Spec::ZoneIngress(zi) => (generator::ingress::generate(zi, &views), ProxyType::Ingress),
+            Spec::ZoneEgress(ze) => (generator::egress::generate(ze, &views), ProxyType::Egress),
             _ => return,
         };
+        let versions = Delivery::versions(&snapshot);
         if self.registry.proxies().contains_key(node_id) {
+            self.metrics.delivery.ready(node_id, &versions);
             self.cache.set(node_id, Arc::new(snapshot));
+            self.metrics
+                .generation
+                .observe(proxy_type, Outcome::Generated, started);
         }
     }
 
