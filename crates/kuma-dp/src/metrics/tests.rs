@@ -284,7 +284,7 @@ async fn openmetrics_from_an_application_makes_the_answer_openmetrics() {
 }
 
 #[tokio::test]
-async fn slow_huge_and_absent_targets_contribute_nothing() {
+async fn slow_and_absent_targets_contribute_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let port = fake_apps(seen).await;
@@ -295,7 +295,6 @@ async fn slow_huge_and_absent_targets_contribute_nothing() {
     let scraper = Scraper::new(
         vec![
             app(port, "/slow"),
-            app(port, "/huge"),
             app(closed, "/metrics"),
             Target::envoy(Endpoint::Unix(dir.path().join("no-such.sock"))),
             app(port, "/metrics"),
@@ -309,6 +308,21 @@ async fn slow_huge_and_absent_targets_contribute_nothing() {
     let took = started.elapsed();
     // Concurrent, and bounded by the scraper's timeout rather than the slow target.
     assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(
+        String::from_utf8(scrape.body).unwrap(),
+        "# HELP app_orders_total Orders.\n# TYPE app_orders_total counter\napp_orders_total{shop=\"a\"} 42\n"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_dropped_at_the_cap() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let port = fake_apps(seen).await;
+    let scraper = Scraper::new(vec![app(port, "/huge"), app(port, "/metrics")], false);
+    let started = Instant::now();
+    let scrape = scraper.scrape(None, &HeaderMap::new()).await;
+    // Cut at the cap, not at the timeout.
+    assert!(started.elapsed() < scrape::TARGET_TIMEOUT - Duration::from_secs(1));
     assert_eq!(
         String::from_utf8(scrape.body).unwrap(),
         "# HELP app_orders_total Orders.\n# TYPE app_orders_total counter\napp_orders_total{shop=\"a\"} 42\n"
@@ -397,6 +411,62 @@ async fn slow_request_headers_are_cut_after_a_second() {
         .expect("the connection is closed within the header deadline");
     let _ = read;
     assert!(started.elapsed() < Duration::from_secs(3));
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_kept_alive_connections_are_closed_by_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(dir.path(), "dp", "mesh");
+    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(hijacker.run(stop.clone()));
+    let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    // Waiting for a next request counts against the same deadline: an idle connection
+    // cannot hold one of the slots.
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("closed before 5 s");
+    assert_eq!(read.unwrap(), 0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(dir.path(), "dp", "mesh");
+    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(hijacker.run(stop.clone()));
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        held.push(tokio::net::UnixStream::connect(&path).await.unwrap());
+    }
+    let mut extra = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_millis(900), extra.read_to_end(&mut buf))
+        .await
+        .expect("closed at once, before the held ones time out");
+    assert!(read.is_err() || buf.is_empty(), "{buf:?}");
+    // Once the held connections are gone (their header deadline), new ones are served.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, _) = get_unix(&path, "/", &[]).await;
+    assert_eq!(status, 200);
     stop.cancel();
     task.await.unwrap();
 }
