@@ -7,8 +7,9 @@
 //! [`TARGET_TIMEOUT`] (or the scraper's own timeout, when lower) for connect, request and whole
 //! body, and at most [`MAX_TARGET_BODY`] bytes. A target that fails, answers other than 200 or
 //! sends too much contributes nothing (a warning, at most once per [`LOG_EVERY`] per target);
-//! the scrape still succeeds. Envoy's body is parsed and rewritten ([`super::merge`]); an
-//! application's passes as it came.
+//! the scrape still succeeds. Redirects are followed (at most [`MAX_REDIRECTS`], as Go's
+//! client does for Kuma) while they stay on the target's address. Envoy's body is parsed and
+//! rewritten ([`super::merge`]); an application's passes as it came.
 //!
 //! With transparent proxying, TCP connections leave from `127.0.0.6` (or `::6` towards IPv6),
 //! the source the iptables rules let through to the application untouched (Kuma's).
@@ -45,6 +46,8 @@ pub const FORWARDED_HEADERS: [&str; 3] = [
 pub const PASSTHROUGH_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 /// Source address of TCP scrapes under transparent proxying (IPv6).
 pub const PASSTHROUGH_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+/// Most redirects followed for one target (Go's client's limit, as Kuma's).
+pub const MAX_REDIRECTS: usize = 10;
 /// Scraper's header giving its own timeout in seconds.
 const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
 
@@ -259,25 +262,47 @@ impl Scraper {
         query: Option<&str>,
         forwarded: &[(HeaderName, header::HeaderValue)],
     ) -> Result<(Format, Bytes), String> {
-        let mut request = Request::get(target.request_target(query))
-            .header(header::HOST, target.host_header())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("invalid request: {e}"))?;
-        for (name, value) in forwarded {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        let (status, content_type, body) = match &target.endpoint {
-            Endpoint::Tcp { host, port } => {
-                let stream = self.connect_tcp(host, *port).await?;
-                send(stream, request).await?
+        let mut request_target = target.request_target(query);
+        let mut redirects = 0;
+        let answer = loop {
+            let mut request = Request::get(request_target.as_str())
+                .header(header::HOST, target.host_header())
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("invalid request {request_target:?}: {e}"))?;
+            for (name, value) in forwarded {
+                request.headers_mut().insert(name.clone(), value.clone());
             }
-            Endpoint::Unix(path) => {
-                let stream = UnixStream::connect(path)
-                    .await
-                    .map_err(|e| format!("connect {}: {e}", path.display()))?;
-                send(stream, request).await?
+            let answer = match &target.endpoint {
+                Endpoint::Tcp { host, port } => {
+                    let stream = self.connect_tcp(host, *port).await?;
+                    send(stream, request).await?
+                }
+                Endpoint::Unix(path) => {
+                    let stream = UnixStream::connect(path)
+                        .await
+                        .map_err(|e| format!("connect {}: {e}", path.display()))?;
+                    send(stream, request).await?
+                }
+            };
+            let Some(location) = answer
+                .location
+                .as_deref()
+                .filter(|_| is_redirect(answer.status))
+            else {
+                break answer;
+            };
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(format!("stopped after {MAX_REDIRECTS} redirects"));
             }
+            request_target = same_endpoint_target(target, location).ok_or_else(|| {
+                format!(
+                    "status {}: redirect to {location:?}, not on the same address, not followed",
+                    answer.status
+                )
+            })?;
         };
+        let (status, content_type, body) = (answer.status, answer.content_type, answer.body);
         if status != StatusCode::OK {
             let shown = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             return Err(format!("status {status}: {}", shown.trim()));
@@ -360,12 +385,39 @@ pub fn timeout_for(headers: &HeaderMap) -> Duration {
         })
 }
 
-/// Sends `request` on `stream` (HTTP/1.1) and reads the status, `Content-Type` and body (at
-/// most [`MAX_TARGET_BODY`] bytes).
-async fn send<S>(
-    stream: S,
-    request: Request<Empty<Bytes>>,
-) -> Result<(StatusCode, Option<String>, Bytes), String>
+/// A target's answer to one request.
+struct Answer {
+    status: StatusCode,
+    content_type: Option<String>,
+    location: Option<String>,
+    body: Bytes,
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// The request target a redirect to `location` leads to, when it stays on `target`'s address
+/// (a path, or an `http://` URL naming the same host and port); `None` otherwise.
+fn same_endpoint_target(target: &Target, location: &str) -> Option<String> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(location.to_string());
+    }
+    let rest = location.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    let same = match &target.endpoint {
+        Endpoint::Tcp { .. } => authority.eq_ignore_ascii_case(&target.host_header()),
+        Endpoint::Unix(_) => authority.eq_ignore_ascii_case("localhost"),
+    };
+    same.then(|| path.to_string())
+}
+
+/// Sends `request` on `stream` (HTTP/1.1) and reads the answer (at most [`MAX_TARGET_BODY`]
+/// bytes of body).
+async fn send<S>(stream: S, request: Request<Empty<Bytes>>) -> Result<Answer, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -378,11 +430,15 @@ where
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let text_header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = text_header(header::CONTENT_TYPE);
+        let location = text_header(header::LOCATION);
         let body = Limited::new(response.into_body(), MAX_TARGET_BODY)
             .collect()
             .await
@@ -394,7 +450,12 @@ where
                 }
             })?
             .to_bytes();
-        Ok((status, content_type, body))
+        Ok(Answer {
+            status,
+            content_type,
+            location,
+            body,
+        })
     };
     // The connection is driven here, not in a task of its own: when the scrape gives up on a
     // target, dropping this future closes its connection.
@@ -446,6 +507,39 @@ mod tests {
         );
         assert_eq!(app.request_target(Some("usedonly")), "/metrics");
         assert_eq!(app.host_header(), "[::1]:8080");
+    }
+
+    #[test]
+    fn redirects_stay_on_the_targets_address() {
+        let app = Target::application(
+            "app",
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 8080,
+            },
+            "/metrics",
+        );
+        assert_eq!(
+            same_endpoint_target(&app, "/metrics/").as_deref(),
+            Some("/metrics/")
+        );
+        assert_eq!(
+            same_endpoint_target(&app, "http://127.0.0.1:8080/m?x=1").as_deref(),
+            Some("/m?x=1")
+        );
+        assert_eq!(
+            same_endpoint_target(&app, "http://127.0.0.1:8080").as_deref(),
+            Some("/")
+        );
+        assert_eq!(same_endpoint_target(&app, "http://127.0.0.1:9090/m"), None);
+        assert_eq!(same_endpoint_target(&app, "http://example.com/m"), None);
+        assert_eq!(same_endpoint_target(&app, "//example.com/m"), None);
+        assert_eq!(same_endpoint_target(&app, "https://127.0.0.1:8080/m"), None);
+        let envoy = Target::envoy(Endpoint::Unix("/w/a.sock".into()));
+        assert_eq!(
+            same_endpoint_target(&envoy, "http://localhost/stats").as_deref(),
+            Some("/stats")
+        );
     }
 
     #[test]

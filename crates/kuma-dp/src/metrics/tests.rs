@@ -143,6 +143,18 @@ async fn fake_apps(seen: Arc<Mutex<Seen>>) -> u16 {
             }),
         )
         .route(
+            "/moved",
+            get(|| async { axum::response::Redirect::permanent("/metrics") }),
+        )
+        .route(
+            "/elsewhere",
+            get(|| async { axum::response::Redirect::temporary("http://127.0.0.2:1/metrics") }),
+        )
+        .route(
+            "/loop",
+            get(|| async { axum::response::Redirect::temporary("/loop") }),
+        )
+        .route(
             "/broken",
             get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
         )
@@ -312,6 +324,26 @@ async fn slow_and_absent_targets_contribute_nothing() {
         String::from_utf8(scrape.body).unwrap(),
         "# HELP app_orders_total Orders.\n# TYPE app_orders_total counter\napp_orders_total{shop=\"a\"} 42\n"
     );
+}
+
+#[tokio::test]
+async fn redirects_on_the_same_address_are_followed() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let port = fake_apps(seen.clone()).await;
+    let scraper = Scraper::new(
+        vec![
+            app(port, "/elsewhere"),
+            app(port, "/loop"),
+            app(port, "/moved"),
+        ],
+        false,
+    );
+    let scrape = scraper.scrape(None, &HeaderMap::new()).await;
+    assert_eq!(
+        String::from_utf8(scrape.body).unwrap(),
+        "# HELP app_orders_total Orders.\n# TYPE app_orders_total counter\napp_orders_total{shop=\"a\"} 42\n"
+    );
+    assert_eq!(seen.lock().unwrap().app.len(), 1);
 }
 
 #[tokio::test]
