@@ -69,10 +69,19 @@ fn is_mesh_cluster(cluster: &str) -> bool {
     !BOOTSTRAP_CLUSTERS.contains(&cluster) && !OWN_CLUSTERS.contains(&cluster)
 }
 
+/// Sets [`MESH_TRAFFIC_LABEL`] to `true` (appended, as Kuma does; replaced if the series
+/// somehow had it, where Kuma would write it twice).
 fn mark(metric: &mut Metric) {
-    metric
+    match metric
         .labels
-        .push((MESH_TRAFFIC_LABEL.to_string(), "true".to_string()));
+        .iter_mut()
+        .find(|(n, _)| n == MESH_TRAFFIC_LABEL)
+    {
+        Some((_, value)) => *value = "true".to_string(),
+        None => metric
+            .labels
+            .push((MESH_TRAFFIC_LABEL.to_string(), "true".to_string())),
+    }
 }
 
 fn merge_cluster_family(family: &mut Family) {

@@ -183,6 +183,11 @@ pub fn parse(body: &str) -> Result<Vec<Family>, Error> {
                     "le"
                 };
                 let mut bound = None;
+                if matches!(part, Part::Sum | Part::Count)
+                    && labels.iter().any(|(n, _)| n == special)
+                {
+                    return Err(err(format!("{} with a {special:?} label", sample.name)));
+                }
                 if matches!(part, Part::Main | Part::Bucket) {
                     let at = labels
                         .iter()

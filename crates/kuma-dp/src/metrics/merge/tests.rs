@@ -170,6 +170,7 @@ fn other_families_and_odd_series_are_kept() {
 # TYPE envoy_cluster_y counter
 envoy_cluster_y{envoy_cluster_name=\"a\"} 1
 envoy_cluster_y{other=\"b\"} 2
+envoy_cluster_y{envoy_cluster_name=\"c\",kuma_io_mesh_traffic=\"no\"} 3
 # TYPE envoy_listener_downstream_cx_total counter
 envoy_listener_downstream_cx_total{envoy_listener_address=\"127.0.0.1_8080\"} 9
 ";
@@ -179,6 +180,7 @@ envoy_listener_downstream_cx_total{envoy_listener_address=\"127.0.0.1_8080\"} 9
 # TYPE envoy_cluster_y counter
 envoy_cluster_y{envoy_cluster_name=\"a\",kuma_io_mesh_traffic=\"true\"} 1
 envoy_cluster_y{other=\"b\"} 2
+envoy_cluster_y{envoy_cluster_name=\"c\",kuma_io_mesh_traffic=\"true\"} 3
 # TYPE envoy_listener_downstream_cx_total counter
 envoy_listener_downstream_cx_total{envoy_listener_address=\"127.0.0.1_8080\"} 9
 "
