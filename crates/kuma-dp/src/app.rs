@@ -313,7 +313,7 @@ async fn bootstrap_and_supervise(
     // Kuma runs the metrics hijacker for every Dataplane, whether or not a metrics backend
     // uses it; zone proxies have none. Bound before Envoy starts, so its listener finds it.
     let metrics = if config.proxy.proxy_type.is_mesh_scoped() {
-        Some(start_metrics(config, &response, &admin_address, work_dir)?)
+        Some(start_metrics(config, &response, &admin_address, work_dir).await?)
     } else {
         None
     };
@@ -340,7 +340,7 @@ async fn bootstrap_and_supervise(
 
 /// Binds the metrics hijacker on `<work_dir>/kuma-mh-<name>-<mesh>.sock` for Envoy's admin
 /// and the applications the bootstrap response lists, and serves it until the token fires.
-fn start_metrics(
+async fn start_metrics(
     config: &Config,
     response: &bootstrap::Response,
     admin: &admin::Address,
@@ -364,6 +364,7 @@ fn start_metrics(
         .is_some_and(|r| r.transparent_proxying());
     let path = metrics::socket_path(work_dir, &config.proxy.name, &config.proxy.mesh);
     let hijacker = metrics::Hijacker::bind(path, metrics::Scraper::new(targets, transparent))
+        .await
         .context("could not start the metrics hijacker")?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(hijacker.run(stop.clone()));

@@ -45,6 +45,8 @@ pub use scrape::{Endpoint, Scraper, Target};
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most connections served at once; more are closed at once (Envoy needs a handful).
 pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection to a socket found at the path may take before it counts as live.
+const STALE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long open connections may finish their request after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Longest socket path before `.sock` (Kuma's rule: the whole stays within the 104 bytes of
@@ -165,11 +167,15 @@ impl Drop for Socket {
 }
 
 impl Hijacker {
-    /// Claims `path` (see the module docs) and listens on it. Must run inside a Tokio runtime.
-    pub fn bind(path: PathBuf, scraper: Scraper) -> Result<Self, Error> {
+    /// Claims `path` (see the module docs) and listens on it.
+    pub async fn bind(path: PathBuf, scraper: Scraper) -> Result<Self, Error> {
         use std::os::unix::fs::PermissionsExt;
         if std::fs::symlink_metadata(&path).is_ok() {
-            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            // Accepted, or not answered at once (a live server with a full backlog): in use.
+            let probe =
+                tokio::time::timeout(STALE_PROBE_TIMEOUT, tokio::net::UnixStream::connect(&path))
+                    .await;
+            if !matches!(probe, Ok(Err(_))) {
                 return Err(Error::InUse(path));
             }
             let mut backup = path.clone().into_os_string();

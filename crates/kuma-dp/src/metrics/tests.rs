@@ -206,7 +206,7 @@ async fn serves_envoy_merged_and_the_applications_metrics() {
         false,
     );
     let path = socket_path(dir.path(), "web-1", "default");
-    let hijacker = Hijacker::bind(path.clone(), scraper).unwrap();
+    let hijacker = Hijacker::bind(path.clone(), scraper).await.unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let stop = CancellationToken::new();
@@ -399,8 +399,12 @@ async fn transparent_proxying_scrapes_from_the_passthrough_address() {
 async fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let path = socket_path(dir.path(), "dp", "mesh");
-    let first = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
-    let err = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap_err();
+    let first = Hijacker::bind(path.clone(), Scraper::new(vec![], false))
+        .await
+        .unwrap();
+    let err = Hijacker::bind(path.clone(), Scraper::new(vec![], false))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -412,7 +416,9 @@ async fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     std::mem::forget(first.socket);
     drop(first.listener);
     assert!(path.exists());
-    let second = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
+    let second = Hijacker::bind(path.clone(), Scraper::new(vec![], false))
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(second.run(stop.clone()));
     let (status, _, body) = get_unix(&path, "/metrics", &[]).await;
@@ -428,7 +434,9 @@ async fn slow_request_headers_are_cut_after_a_second() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let path = socket_path(dir.path(), "dp", "mesh");
-    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
+    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false))
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(hijacker.run(stop.clone()));
     let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
@@ -452,7 +460,9 @@ async fn idle_kept_alive_connections_are_closed_by_the_header_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let path = socket_path(dir.path(), "dp", "mesh");
-    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
+    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false))
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(hijacker.run(stop.clone()));
     let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
@@ -480,7 +490,9 @@ async fn connections_over_the_cap_are_closed_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let path = socket_path(dir.path(), "dp", "mesh");
-    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false)).unwrap();
+    let hijacker = Hijacker::bind(path.clone(), Scraper::new(vec![], false))
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(hijacker.run(stop.clone()));
     let mut held = Vec::new();
