@@ -19,6 +19,7 @@
 //! | [`dns_table`] | `kuma_dp::dns::table::Table::from_json`: the `/dns` body |
 //! | [`dns_forward`] | `kuma_dp::dns::{forward::is_answer_to, server::relay}`: an upstream's answer |
 //! | [`resolv_conf`] | `kuma_dp::dns::forward::parse_resolv_conf` |
+//! | [`metrics_text`] | `kuma_dp::metrics::{text::parse, merge::merge_clusters, text::write}`: Envoy's stats |
 //! | [`vip_table`] | `kuma_core::vips::VipTable::{parse, to_json, reconcile}`: a stored/synced VIP Config |
 //! | [`tproxy_cleanup`] | `kumactl::transparent_proxy::cleanup::find`: `iptables-save` output |
 //!
@@ -34,6 +35,7 @@ pub mod dns_query;
 pub mod dns_table;
 pub mod kds_sink;
 pub mod kumactl_apply;
+pub mod metrics_text;
 pub mod resolv_conf;
 pub mod resource_json;
 pub mod resource_yaml;
@@ -51,13 +53,14 @@ pub type EntryPoint = fn(&[u8]);
 
 /// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the
 /// `fuzz/corpus/<name>` directory) and its entry point.
-pub const TARGETS: [(&str, EntryPoint); 14] = [
+pub const TARGETS: [(&str, EntryPoint); 15] = [
     ("bootstrap_request", bootstrap_request::run),
     ("dns_forward", dns_forward::run),
     ("dns_query", dns_query::run),
     ("dns_table", dns_table::run),
     ("kds_sink", kds_sink::run),
     ("kumactl_apply", kumactl_apply::run),
+    ("metrics_text", metrics_text::run),
     ("resolv_conf", resolv_conf::run),
     ("resource_json", resource_json::run),
     ("resource_yaml", resource_yaml::run),

@@ -47,6 +47,11 @@ fn kumactl_apply() {
 }
 
 #[test]
+fn metrics_text() {
+    replay("metrics_text");
+}
+
+#[test]
 fn resource_json() {
     replay("resource_json");
 }

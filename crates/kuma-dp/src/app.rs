@@ -12,7 +12,9 @@
 //!    and `networking.transparentProxying`, `READY` also waits up to 15 s for the first DNS
 //!    table); DNS serves until Envoy stopped;
 //! 5. `POST /bootstrap` with retries, write `<workdir>/bootstrap.yaml`, find Envoy's admin
-//!    address in it;
+//!    address in it; for a Dataplane, bind the metrics hijacker on
+//!    `<workdir>/kuma-mh-<name>-<mesh>.sock` (Envoy's stats plus the applications the response
+//!    lists in `kumaSidecarConfiguration.metrics.aggregate`), served until Envoy stopped;
 //! 6. start Envoy and supervise it: if Envoy exits on its own kuma-dp fails with its exit
 //!    status; on a signal the reporter says `TERMINATING`, Envoy gets `POST /healthcheck/fail`,
 //!    kuma-dp waits the drain time, then stops Envoy (SIGTERM, then SIGKILL after a grace
@@ -33,6 +35,7 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::dns::{self, Dns};
 use crate::envoy::{self, admin};
+use crate::metrics;
 use crate::readiness::{self, Reporter};
 
 /// Name of the bootstrap file in the work dir.
@@ -307,8 +310,79 @@ async fn bootstrap_and_supervise(
         .with_context(|| format!("could not write {bootstrap_path:?}"))?;
     let admin_address = admin::Address::from_bootstrap(&response.bootstrap)
         .context("could not find the Envoy admin address")?;
+    // Kuma runs the metrics hijacker for every Dataplane, whether or not a metrics backend
+    // uses it; zone proxies have none. Bound before Envoy starts, so its listener finds it.
+    let metrics = if config.proxy.proxy_type.is_mesh_scoped() {
+        Some(start_metrics(config, &response, &admin_address, work_dir).await?)
+    } else {
+        None
+    };
     let admin = admin::Client::new(admin_address, ADMIN_TIMEOUT);
+    let outcome = supervise(
+        client,
+        request,
+        config,
+        binary,
+        bootstrap_path,
+        admin,
+        state,
+        signals,
+    )
+    .await;
+    if let Some((stop, task)) = metrics {
+        stop.cancel();
+        if let Err(err) = task.await {
+            tracing::warn!(error = %err, "metrics hijacker panicked");
+        }
+    }
+    outcome
+}
 
+/// Binds the metrics hijacker on `<work_dir>/kuma-mh-<name>-<mesh>.sock` for Envoy's admin
+/// and the applications the bootstrap response lists, and serves it until the token fires.
+async fn start_metrics(
+    config: &Config,
+    response: &bootstrap::Response,
+    admin: &admin::Address,
+    work_dir: &Path,
+) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    let mut targets: Vec<metrics::Target> = metrics::aggregates(&response.sidecar_configuration)
+        .iter()
+        .map(metrics::Aggregate::target)
+        .collect();
+    targets.push(metrics::Target::envoy(match admin {
+        admin::Address::Tcp { host, port } => metrics::Endpoint::Tcp {
+            host: host.clone(),
+            port: *port,
+        },
+        admin::Address::Unix(path) => metrics::Endpoint::Unix(path.clone()),
+    }));
+    let transparent = config
+        .proxy
+        .resource
+        .as_ref()
+        .is_some_and(|r| r.transparent_proxying());
+    let path = metrics::socket_path(work_dir, &config.proxy.name, &config.proxy.mesh);
+    let hijacker = metrics::Hijacker::bind(path, metrics::Scraper::new(targets, transparent))
+        .await
+        .context("could not start the metrics hijacker")?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(hijacker.run(stop.clone()));
+    Ok((stop, task))
+}
+
+/// Starts Envoy and supervises it until it exits or a signal asks to stop (see the module docs).
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    client: &bootstrap::Client,
+    request: bootstrap::Request,
+    config: &Config,
+    binary: &Path,
+    bootstrap_path: PathBuf,
+    admin: admin::Client,
+    state: &watch::Sender<readiness::State>,
+    signals: &Signals,
+) -> anyhow::Result<()> {
     let options = envoy::Options {
         config_path: bootstrap_path,
         drain_time: config.envoy.drain_time,

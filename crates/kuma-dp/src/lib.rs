@@ -2,9 +2,11 @@
 //!
 //! It renders the proxy's resource template ([`template`], [`dataplane`]), asks the control plane
 //! for an Envoy bootstrap ([`bootstrap`]), runs and supervises a real Envoy ([`envoy`]),
-//! reports readiness on `127.0.0.1:9902` ([`readiness`]), and answers DNS for the mesh's names on
-//! `127.0.0.1:15053` ([`dns`]). [`config`] turns the command line
-//! ([`cli`]) into one checked [`config::Config`]; [`app`] is the composition root.
+//! reports readiness on `127.0.0.1:9902` ([`readiness`]), answers DNS for the mesh's names on
+//! `127.0.0.1:15053` ([`dns`]), and serves the proxy's metrics (Envoy's merged with the
+//! applications') on a UNIX socket behind Envoy's Prometheus listener ([`metrics`]).
+//! [`config`] turns the command line ([`cli`]) into one checked [`config::Config`]; [`app`] is
+//! the composition root.
 
 pub mod app;
 pub mod bootstrap;
@@ -14,5 +16,6 @@ pub mod dataplane;
 pub mod dns;
 pub mod duration;
 pub mod envoy;
+pub mod metrics;
 pub mod readiness;
 pub mod template;

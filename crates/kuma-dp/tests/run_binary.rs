@@ -425,3 +425,112 @@ fn version_subcommand() {
         env!("CARGO_PKG_VERSION")
     );
 }
+
+/// Waits until the fake Envoy of the kuma-dp in `dir` has started.
+async fn wait_envoy_started(child: &mut Child, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("envoy-args").exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kuma-dp exited early ({status})");
+        }
+        assert!(Instant::now() < deadline, "Envoy was never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_socket_belongs_to_one_kuma_dp_and_is_removed_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = fake_envoy(dir.path());
+    let (cp, _) = fake_cp(StatusCode::OK, "").await;
+    let work_dir = dir.path().join("work");
+    let args = [
+        "--cp-address",
+        &cp,
+        "--dataplane",
+        DATAPLANE,
+        "-v",
+        "name=dp-1",
+        "-v",
+        "port=8080",
+        "--binary-path",
+        envoy.to_str().unwrap(),
+        "--readiness-port",
+        "0",
+        "--drain-time",
+        "0s",
+        "--work-dir",
+        work_dir.to_str().unwrap(),
+    ];
+    let mut first = kuma_dp(&args, dir.path()).spawn().unwrap();
+    wait_envoy_started(&mut first, dir.path()).await;
+    let socket = work_dir.join("kuma-mh-dp-1-default.sock");
+    assert!(socket.exists(), "the hijacker listens before Envoy starts");
+
+    // A second kuma-dp for the same Dataplane and work dir is refused, naming the socket.
+    // (Waited for without blocking: the fake CP answers on this runtime.)
+    let mut second = kuma_dp(&args, dir.path()).spawn().unwrap();
+    let status = wait_exit(&mut second, Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let stderr = stderr_of(second);
+    assert!(
+        stderr.contains(&format!(
+            "file {} exists and probably opened by another kuma-dp instance",
+            socket.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        socket.exists(),
+        "the refused kuma-dp leaves the live socket alone"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut first, Duration::from_secs(15)).await;
+    assert!(status.success(), "exit {status}: {}", stderr_of(first));
+    assert!(!socket.exists(), "the socket is removed on exit");
+    assert!(work_dir.join("bootstrap.yaml").exists());
+}
+
+#[tokio::test]
+async fn zone_proxies_run_no_metrics_hijacker() {
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = fake_envoy(dir.path());
+    let (cp, _) = fake_cp(StatusCode::OK, "").await;
+    let work_dir = dir.path().join("work");
+    let mut child = kuma_dp(
+        &[
+            "--cp-address",
+            &cp,
+            "--proxy-type",
+            "ingress",
+            "--name",
+            "zi-1",
+            "--binary-path",
+            envoy.to_str().unwrap(),
+            "--readiness-port",
+            "0",
+            "--work-dir",
+            work_dir.to_str().unwrap(),
+        ],
+        dir.path(),
+    )
+    .spawn()
+    .unwrap();
+    wait_envoy_started(&mut child, dir.path()).await;
+    let files: Vec<String> = std::fs::read_dir(&work_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !files.iter().any(|f| f.starts_with("kuma-mh-")),
+        "{files:?}"
+    );
+    assert!(files.contains(&"bootstrap.yaml".to_string()), "{files:?}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
