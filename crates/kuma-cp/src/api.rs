@@ -8,6 +8,8 @@
 //!   `GET|PUT|DELETE /meshes/{mesh}/{ws}/{name}`;
 //! - `GET /meshes/{mesh}/dataplanes/_overview` (`dataplanes+insights`) and the single forms;
 //! - `GET /zones/_overview` (`zones+insights`) and the single forms;
+//! - `GET /meshes/{mesh}/dataplanes/{name}/{xds|stats|clusters}`, the same under
+//!   `/zoneingresses/{name}/` and `/zoneegresses/{name}/` ([`inspect`]);
 //! - `POST /tokens/dataplane`, `POST /tokens/user`, `POST /tokens/zone` (admins only).
 //!
 //! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
@@ -20,6 +22,7 @@
 
 pub mod auth;
 mod error;
+mod inspect;
 mod overview;
 mod query;
 mod resources;
@@ -67,6 +70,9 @@ pub struct State {
     pub localhost_is_admin: bool,
     /// Per-mesh mTLS errors of the xDS runtime (`GET /mesh-insights/{mesh}`).
     pub mesh_status: crate::xds::MeshStatus,
+    /// Reads proxies' Envoy admin (`api::inspect`): the mTLS client on a zone, the KDS
+    /// forwarder on global.
+    pub envoy_admin: Option<Arc<dyn crate::envoy_admin::Admin>>,
 }
 
 type Shared = Arc<State>;
@@ -117,6 +123,12 @@ pub fn router(state: State) -> Router {
         .route("/zoneegresses/{name}/_overview", get(ze_one))
         .route("/zoneegressoverviews/{name}", get(ze_one))
         .route("/zoneegresses+insights/{name}", get(ze_one))
+        .route(
+            "/meshes/{mesh}/dataplanes/{name}/{kind}",
+            get(inspect::dataplane),
+        )
+        .route("/zoneingresses/{name}/{kind}", get(inspect::zone_ingress))
+        .route("/zoneegresses/{name}/{kind}", get(inspect::zone_egress))
         .route("/mesh-insights/{mesh}", get(mesh_insight))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))

@@ -309,6 +309,25 @@ impl App {
             validator.clone(),
             shutdown.clone(),
         );
+        // The envoy-admin CA: each zone (and a standalone CP) has its own; global has none
+        // (it forwards inspections to the zones).
+        let envoy_admin: Option<Arc<dyn crate::envoy_admin::Admin>> = if mode == CpMode::Global {
+            None
+        } else {
+            let pki = Arc::new(
+                crate::envoy_admin::pki::Pki::ensure(&manager)
+                    .await
+                    .context("envoy-admin CA")?,
+            );
+            runtime.set_envoy_admin(pki.clone());
+            Some(Arc::new(
+                crate::envoy_admin::client::Client::new(
+                    &pki,
+                    cfg.bootstrap_server.params.admin_port,
+                )
+                .context("envoy admin client")?,
+            ))
+        };
         let ads = kuma_xds::Server::new(cache.clone(), Arc::new(XdsCallbacks(runtime.clone())));
         let xds_port = if cfg.bootstrap_server.params.xds_port == 0 {
             self.dp
@@ -360,6 +379,7 @@ impl App {
             validator: validator.clone(),
             localhost_is_admin: cfg.api_server.authn.localhost_is_admin,
             mesh_status: runtime.status(),
+            envoy_admin,
         };
         let api_router = crate::api::router(api_state);
         let ready = Arc::new(AtomicBool::new(false));

@@ -83,6 +83,8 @@ pub struct Runtime {
     registry: lifecycle::Registry,
     identities: identity::Identities,
     shutdown: CancellationToken,
+    /// The envoy-admin CA, once installed ([`Runtime::set_envoy_admin`]).
+    envoy_admin: std::sync::OnceLock<Arc<crate::envoy_admin::pki::Pki>>,
 }
 
 impl Runtime {
@@ -103,7 +105,14 @@ impl Runtime {
             registry: lifecycle::Registry::new(),
             identities: identity::Identities::new(),
             shutdown,
+            envoy_admin: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the envoy-admin CA: from now on every proxy gets its `kuma:envoy:admin`
+    /// listener (set once, before proxies connect).
+    pub fn set_envoy_admin(&self, pki: Arc<crate::envoy_admin::pki::Pki>) {
+        let _ = self.envoy_admin.set(pki);
     }
 
     /// Per-mesh mTLS status, for the API.

@@ -81,6 +81,7 @@ impl Api {
             validator: Arc::new(Validator::new(manager.clone(), true)),
             localhost_is_admin,
             mesh_status: Default::default(),
+            envoy_admin: None,
         };
         (
             Self {

@@ -110,6 +110,26 @@ pub struct NodeInfo {
     pub workdir: String,
     pub dns_port: u32,
     pub ipv6: bool,
+    /// Envoy's admin and kuma-dp's readiness reporter (`generator::admin`).
+    pub admin: AdminNode,
+}
+
+/// Kuma's node metadata `dataplane.admin.port`, `dataplane.admin.address` and
+/// `dataplane.readinessReporter.port` (0 / empty when absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AdminNode {
+    pub port: u32,
+    pub address: String,
+    pub readiness_port: u32,
+}
+
+impl AdminNode {
+    /// No admin in the metadata: no admin resources.
+    pub const NONE: AdminNode = AdminNode {
+        port: 0,
+        address: String::new(),
+        readiness_port: 0,
+    };
 }
 
 impl NodeInfo {
@@ -130,6 +150,13 @@ impl NodeInfo {
             workdir: text("workdir"),
             dns_port: text("dataplane.dns.port").parse().unwrap_or(0),
             ipv6: text("ipv6Enabled") == "true",
+            admin: AdminNode {
+                port: text("dataplane.admin.port").parse().unwrap_or(0),
+                address: text("dataplane.admin.address"),
+                readiness_port: text("dataplane.readinessReporter.port")
+                    .parse()
+                    .unwrap_or(0),
+            },
         }
     }
 }

@@ -587,7 +587,7 @@ impl Runtime {
         let reused = reusable.is_some();
         let outbound =
             reusable.unwrap_or_else(|| generator::outbound_resources(view, dp, mtls).into());
-        let snapshot = generator::assemble(
+        let mut snapshot = generator::assemble(
             view,
             &generator::Proxy {
                 name: &res.meta.name,
@@ -598,6 +598,7 @@ impl Runtime {
             },
             &outbound,
         );
+        self.add_envoy_admin(node_id, &node, res, &mut snapshot);
         // Publish only if no newer view was applied meanwhile (check and set under one lock).
         let mut proxies = self.registry.proxies();
         match proxies.get_mut(node_id) {
@@ -626,13 +627,52 @@ impl Runtime {
     /// changed.
     pub(super) fn generate_zone_proxy(&self, node_id: &str, res: &Resource) {
         let views: Vec<Arc<MeshView>> = self.reconciler.views().values().cloned().collect();
-        let snapshot = match &res.spec {
+        let mut snapshot = match &res.spec {
             Spec::ZoneIngress(zi) => generator::ingress::generate(zi, &views),
             Spec::ZoneEgress(ze) => generator::egress::generate(ze, &views),
             _ => return,
         };
+        let node = self.registry.proxies().get(node_id).map(|p| p.node.clone());
+        if let Some(node) = node {
+            self.add_envoy_admin(node_id, &node, res, &mut snapshot);
+        }
         if self.registry.proxies().contains_key(node_id) {
             self.cache.set(node_id, Arc::new(snapshot));
+        }
+    }
+
+    /// Adds the proxy's `kuma:envoy:admin` clusters and listener ([`generator::admin`]),
+    /// with its server certificate from the envoy-admin CA (the same one while its addresses
+    /// are unchanged, so regenerations send nothing new). Nothing before the CA is installed.
+    fn add_envoy_admin(
+        &self,
+        node_id: &str,
+        node: &super::lifecycle::NodeInfo,
+        res: &Resource,
+        snapshot: &mut kuma_xds::Snapshot,
+    ) {
+        let Some(pki) = self.envoy_admin.get() else {
+            return;
+        };
+        if node.admin.port == 0 {
+            return;
+        }
+        let addresses = crate::envoy_admin::cert_addresses(res);
+        let tls = match pki.server(node_id, &addresses) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(node_id, error = %e, "envoy admin: no server certificate");
+                None
+            }
+        };
+        let address = addresses.first().map_or("", String::as_str);
+        match generator::admin::resources(&node.admin, address, tls.as_deref()) {
+            Ok(resources) => {
+                for r in resources {
+                    snapshot.insert(r);
+                }
+            }
+            Err(e) => tracing::warn!(node_id, error = %e, "envoy admin: not generated"),
         }
     }
 
