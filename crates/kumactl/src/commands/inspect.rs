@@ -1,8 +1,8 @@
 //! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect zones`,
 //! `kumactl inspect dataplanes` and `kumactl inspect zone-ingresses|zone-egresses` (the
 //! `_overview` lists as status tables) and
-//! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
-//! policies, printed as the control plane returns them).
+//! `kumactl inspect dataplane|zoneingress|zoneegress <name> --type ...` (a proxy's Envoy
+//! admin views and matched policies, printed verbatim as the control plane returns them).
 
 use anyhow::{Result, bail};
 use kuma_core::ResourceType;
