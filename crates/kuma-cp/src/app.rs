@@ -311,8 +311,16 @@ impl App {
         );
         // The envoy-admin CA: each zone (and a standalone CP) has its own; global has none
         // (it forwards inspections to the zones).
+        let mut kds_admin = None;
+        let mut zone_admin = None;
         let envoy_admin: Option<Arc<dyn crate::envoy_admin::Admin>> = if mode == CpMode::Global {
-            None
+            let auth: Arc<dyn ZoneAuthenticator> = validator.clone();
+            let forwarder = crate::kds::envoy_admin::Forwarder::new(
+                auth,
+                cfg.multizone.global.kds.max_msg_size,
+            );
+            kds_admin = Some(forwarder.clone());
+            Some(forwarder)
         } else {
             let pki = Arc::new(
                 crate::envoy_admin::pki::Pki::ensure(&manager)
@@ -320,13 +328,15 @@ impl App {
                     .context("envoy-admin CA")?,
             );
             runtime.set_envoy_admin(pki.clone());
-            Some(Arc::new(
+            let client: Arc<dyn crate::envoy_admin::Admin> = Arc::new(
                 crate::envoy_admin::client::Client::new(
                     &pki,
                     cfg.bootstrap_server.params.admin_port,
                 )
                 .context("envoy admin client")?,
-            ))
+            );
+            zone_admin = Some(client.clone());
+            Some(client)
         };
         let ads = kuma_xds::Server::new(cache.clone(), Arc::new(XdsCallbacks(runtime.clone())));
         let xds_port = if cfg.bootstrap_server.params.xds_port == 0 {
@@ -446,8 +456,11 @@ impl App {
                 k.max_msg_size,
             );
             let flush = crate::config::parse_duration(&k.zone_insight_flush_interval)?;
-            let server =
-                DpServer::from_router(listener, kds_tls, global.router(), self.dp_limits.clone());
+            let mut router = global.router();
+            if let Some(f) = &kds_admin {
+                router = router.merge(f.router());
+            }
+            let server = DpServer::from_router(listener, kds_tls, router, self.dp_limits.clone());
             tracing::info!(port = k.grpc_port, "KDS server for zone control planes");
             tasks.spawn(server.run(shutdown.clone()));
             tasks.spawn(global.run(shutdown.clone(), flush));
@@ -473,6 +486,9 @@ impl App {
         }
         if mode == CpMode::FederatedZone {
             let client = ZoneClient::new(zone_settings(&cfg, &self.instance_id)?, manager.clone());
+            if let Some(admin) = zone_admin {
+                client.set_envoy_admin(admin);
+            }
             tasks.spawn(client.run(shutdown.clone()));
         }
         ready.store(true, std::sync::atomic::Ordering::Relaxed);

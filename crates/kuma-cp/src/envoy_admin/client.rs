@@ -46,12 +46,15 @@ impl Client {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
         let tls = reqwest::Client::builder()
-            .use_preconfigured_tls(config)
+            .use_preconfigured_tls(config.clone())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
             .build()?;
+        // reqwest needs a TLS configuration even for plain HTTP (no process-wide rustls
+        // provider is installed): the same one, never used here.
         let plain = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
