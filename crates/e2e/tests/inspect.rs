@@ -154,3 +154,95 @@ fn a_proxy_is_inspectable_through_the_cp_and_its_admin_listener_takes_only_the_c
         "the admin listener changed"
     );
 }
+
+/// Multi-zone: global forwards an inspection to the proxy's zone over the zone's KDS
+/// connection (the proxy named by its global, hashed name); with the zone CP gone, Kuma's
+/// 400 "zone is offline".
+#[test]
+fn global_inspects_a_zone_proxy_over_kds_and_says_when_the_zone_is_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let global = ControlPlane::start_global(&d.join("global"), &[]);
+    let token = global.zone_token("zone-1", &["cp"], "1h");
+    let mut zone = ControlPlane::start_zone(&global, "zone-1", Some(&token), &d.join("z1"), &[]);
+    let key = "dataplane-token-signing-key-default-1".to_string();
+    wait_for(
+        "the default Mesh and its signing key on zone-1",
+        Duration::from_secs(20),
+        || {
+            (zone.names("/meshes").contains(&"default".to_string())
+                && zone.names("/meshes/default/secrets").contains(&key))
+            .then_some(())
+        },
+    );
+    let work = Workload::http("web");
+    let web = DataplaneProc::start(
+        &zone,
+        &DpSpec {
+            name: "web",
+            address: "127.0.4.2",
+            inbounds: vec![(free_port(), work.port, "web", "http")],
+            ..Default::default()
+        },
+        d,
+    );
+    DataplaneProc::wait_live(&[&web]);
+    // Its name on global: Kuma's hash of the zone's name.
+    let global_name = wait_for("web synced to global", Duration::from_secs(20), || {
+        global
+            .names("/meshes/default/dataplanes")
+            .into_iter()
+            .find(|n| n.starts_with("web-"))
+    });
+    let inspect = |kind: &str| {
+        global.kumactl(&[
+            "inspect",
+            "dataplane",
+            &global_name,
+            "--type",
+            kind,
+            "--mesh",
+            "default",
+        ])
+    };
+    let (ok, stats, err) = wait_for("stats through global", Duration::from_secs(20), || {
+        let r = inspect("stats");
+        r.0.then_some(r)
+    });
+    assert!(ok, "{err}");
+    assert!(stats.contains("server.live: 1"), "{stats}");
+    let (ok, dump, err) = inspect("config-dump");
+    assert!(ok, "{err}");
+    assert!(dump.contains("\"kuma:envoy:admin\""), "no admin listener");
+    assert!(!dump.contains("eyJ"), "a JWT in the config dump");
+    let (ok, clusters, err) = inspect("clusters");
+    assert!(ok, "{err}");
+    assert!(clusters.contains("kuma:envoy:admin::"), "{clusters}");
+    // The same proxy from its zone, by its own name.
+    let (ok, stats, err) = zone.kumactl(&["inspect", "dataplane", "web", "--type", "stats"]);
+    assert!(ok, "{err}");
+    assert!(stats.contains("server.live: 1"));
+
+    // The zone CP gone: 400, Kuma's title and message.
+    zone.kill();
+    let (code, body) = wait_for(
+        "global to see zone-1 offline",
+        Duration::from_secs(15),
+        || {
+            let r = global.get(&format!("/meshes/default/dataplanes/{global_name}/stats"));
+            (r.0 == 400).then_some(r)
+        },
+    );
+    assert_eq!(code, 400);
+    assert_eq!(body["title"], "Could not execute admin operation", "{body}");
+    assert_eq!(
+        body["detail"], "could not send StatsRequest: zone is offline",
+        "{body}"
+    );
+    let (ok, _, err) = inspect("stats");
+    assert!(!ok);
+    assert!(
+        err.contains("(400): ") && err.contains("zone is offline"),
+        "{err}"
+    );
+}
