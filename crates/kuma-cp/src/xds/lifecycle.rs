@@ -589,6 +589,9 @@ impl Runtime {
             return;
         }
         self.cache.remove(&node_id);
+        if let Some(pki) = self.envoy_admin.get() {
+            pki.forget(&node_id);
+        }
         for rtype in [kind.resource_type(), kind.insight_type()] {
             let key = ResourceKey::new(rtype, &mesh, &name);
             match self.manager.delete_internal(&key).await {
