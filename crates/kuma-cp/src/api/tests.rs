@@ -1533,7 +1533,7 @@ impl crate::envoy_admin::Admin for FakeAdmin {
         proxy: &kuma_core::Resource,
         op: &crate::envoy_admin::Op,
     ) -> Result<Vec<u8>, crate::envoy_admin::Error> {
-        use crate::envoy_admin::{Error, Op};
+        use crate::envoy_admin::Error;
         match proxy.meta.name.as_str() {
             "down" => Err(Error::Unreachable("connection refused".into())),
             "far" => Err(Error::Kds {
