@@ -246,3 +246,69 @@ fn global_inspects_a_zone_proxy_over_kds_and_says_when_the_zone_is_offline() {
         "{err}"
     );
 }
+
+/// Zone proxies are inspectable too (`kumactl inspect zoneingress|zoneegress`), through
+/// their own `kuma:envoy:admin` listeners.
+#[test]
+fn zone_ingresses_and_egresses_are_inspectable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(
+        &dir.path().join("cp"),
+        &[
+            ("KUMA_MULTIZONE_ZONE_NAME", "zone-1"),
+            ("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", "none"),
+        ],
+    );
+    let port = free_port();
+    let ingress = ZoneProxyProc::start(
+        &[],
+        &cp,
+        dir.path(),
+        ZoneProxySpec {
+            kind: "ingress",
+            name: "zi-1",
+            networking: serde_json::json!({"address": "127.0.3.5", "port": port,
+                "advertisedAddress": "127.0.3.5", "advertisedPort": port}),
+            token: None,
+            delta: false,
+        },
+    );
+    let egress = ZoneProxyProc::start(
+        &[],
+        &cp,
+        dir.path(),
+        ZoneProxySpec {
+            kind: "egress",
+            name: "ze-1",
+            networking: serde_json::json!({"address": "127.0.3.6", "port": free_port()}),
+            token: None,
+            delta: false,
+        },
+    );
+    for (kind, name, admin) in [
+        ("zoneingress", "zi-1", ingress.admin),
+        ("zoneegress", "ze-1", egress.admin),
+    ] {
+        let (ok, stats, err) = wait_for(&format!("{name} stats"), Duration::from_secs(30), || {
+            let r = cp.kumactl(&["inspect", kind, name, "--type", "stats"]);
+            (r.0 && r.1.contains("server.live: 1")).then_some(r)
+        });
+        assert!(ok, "{err}");
+        assert!(stats.contains("server.live: 1"));
+        let (ok, clusters, err) = cp.kumactl(&["inspect", kind, name, "--type", "clusters"]);
+        assert!(ok, "{err}");
+        assert!(
+            clusters.contains(&format!("kuma:envoy:admin::127.0.0.1:{}", admin.port())),
+            "{clusters}"
+        );
+        let (ok, dump, err) = cp.kumactl(&["inspect", kind, name]);
+        assert!(ok, "{err}");
+        assert!(
+            dump.contains("\"kuma:envoy:admin\""),
+            "{name}: no admin listener"
+        );
+        let (ok, _, err) = cp.kumactl(&["inspect", kind, name, "--type", "policies"]);
+        assert!(!ok);
+        assert!(err.contains("Policies are not applied on"), "{err}");
+    }
+}

@@ -159,7 +159,9 @@ struct ZoneStream {
 #[derive(Default)]
 struct State {
     streams: HashMap<(String, Rpc), ZoneStream>,
-    pending: HashMap<String, oneshot::Sender<AdminResponse>>,
+    /// Requests waiting for their answer, with the stream they went out on: a stream that
+    /// ends fails its requests at once ("zone is offline").
+    pending: HashMap<String, (u64, oneshot::Sender<AdminResponse>)>,
 }
 
 /// Global's [`Admin`]: forwards to the proxy's zone over the zone's streams.
@@ -276,7 +278,7 @@ impl Forwarder {
         tokio::spawn(async move {
             while let Some(Ok(resp)) = responses.next().await {
                 let waiting = me.lock().pending.remove(&resp.request_id);
-                if let Some(w) = waiting {
+                if let Some((_, w)) = waiting {
                     let _ = w.send(resp);
                 }
             }
@@ -288,6 +290,8 @@ impl Forwarder {
             {
                 st.streams.remove(&(zone.clone(), rpc));
             }
+            // Dropping their senders fails the requests that went out on this stream.
+            st.pending.retain(|_, (stream, _)| *stream != id);
             drop(st);
             tracing::info!(%zone, ?rpc, "KDS: envoy admin stream closed");
         });
@@ -359,8 +363,8 @@ impl Admin for Forwarder {
             let Some(s) = st.streams.get(&(zone.clone(), Rpc::of(op))) else {
                 return Err(fail("zone is offline"));
             };
-            let tx = s.tx.clone();
-            st.pending.insert(request_id.clone(), wtx);
+            let (tx, stream) = (s.tx.clone(), s.id);
+            st.pending.insert(request_id.clone(), (stream, wtx));
             tx
         };
         // Forgets the waiter however this ends (answered, timed out, caller gone).
