@@ -227,10 +227,14 @@ fn global_inspects_a_zone_proxy_over_kds_and_says_when_the_zone_is_offline() {
     zone.kill();
     let (code, body) = wait_for(
         "global to see zone-1 offline",
-        Duration::from_secs(15),
+        // (A request racing the kill waits up to 10 s for its answer, then 400 as well.)
+        Duration::from_secs(30),
         || {
             let r = global.get(&format!("/meshes/default/dataplanes/{global_name}/stats"));
-            (r.0 == 400).then_some(r)
+            let offline = r.1["detail"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("zone is offline"));
+            (r.0 == 400 && offline).then_some(r)
         },
     );
     assert_eq!(code, 400);
