@@ -672,7 +672,10 @@ impl Runtime {
                     snapshot.insert(r);
                 }
             }
-            Err(e) => tracing::warn!(node_id, error = %e, "envoy admin: not generated"),
+            // Kuma fails the proxy's whole config here; we leave out only the admin
+            // resources (the proxy cannot be inspected). Debug: it recurs on every
+            // regeneration of the proxy.
+            Err(e) => tracing::debug!(node_id, error = %e, "envoy admin: not generated"),
         }
     }
 

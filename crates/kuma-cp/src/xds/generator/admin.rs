@@ -4,7 +4,8 @@
 //! - cluster `kuma:envoy:admin` → Envoy's own admin (`<admin address>:<admin port>` from the
 //!   node metadata) and cluster `kuma:readiness` → kuma-dp's readiness reporter;
 //! - listener `kuma:envoy:admin` on `<networking.address>:<admin port>` (only when that
-//!   address is not the admin's own, which it would collide with), with the TLS inspector:
+//!   address is not the admin's own and the admin does not bind a wildcard address, which
+//!   it would collide with), with the TLS inspector:
 //!   plaintext gets `/ready` only; over TLS, with a client certificate from the
 //!   `envoy-admin` CA carrying DNS SAN `kuma-cp` (the CP's), every admin path.
 //!
@@ -90,8 +91,13 @@ pub fn resources(
             node.readiness_port,
         )),
     ];
+    // Beyond Kuma: no listener when the admin binds a wildcard address, where it would
+    // collide (Envoy would refuse the whole listener update); such an admin is reachable on
+    // every address already, unauthenticated, by the operator's choice.
+    let wildcard = matches!(node.address.as_str(), "0.0.0.0" | "::");
     if !address.is_empty()
         && address != admin_address
+        && !wildcard
         && let Some(tls) = tls
     {
         out.push(Arc::new(listener(address, node.port, tls)));

@@ -647,7 +647,7 @@ fn envoy_admin_listener() {
     use crate::xds::lifecycle::AdminNode;
     let node = AdminNode {
         port: 9901,
-        address: "0.0.0.0".into(),
+        address: "127.0.0.1".into(),
         readiness_port: 9902,
     };
     let tls = ServerTls {
@@ -667,6 +667,23 @@ fn envoy_admin_listener() {
     let local = resources(&node, "127.0.0.1", Some(&tls)).unwrap();
     let names: Vec<&str> = local.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, vec!["kuma:envoy:admin", "kuma:readiness"]);
+    // An admin on a wildcard address: its clusters (to 127.0.0.1), no colliding listener.
+    for wildcard in ["0.0.0.0", "::"] {
+        let any = AdminNode {
+            address: wildcard.into(),
+            ..node.clone()
+        };
+        let names: Vec<String> = resources(&any, "192.168.0.1", Some(&tls))
+            .unwrap()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["kuma:envoy:admin", "kuma:readiness"],
+            "{wildcard}"
+        );
+    }
     // No admin port in the metadata: nothing; Kuma's checks of the other two.
     assert!(
         resources(&AdminNode::NONE, "192.168.0.1", Some(&tls))
