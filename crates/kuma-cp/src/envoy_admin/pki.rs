@@ -143,20 +143,28 @@ impl Pki {
     /// The server certificate of proxy `node_id` for `addresses` (IPs become IP SANs, names
     /// DNS SANs): the cached one while the addresses are the same, else a new one.
     pub fn server(&self, node_id: &str, addresses: &[String]) -> Result<Arc<ServerTls>, Error> {
-        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = servers.get(node_id)
+        let lock = || self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = lock().get(node_id)
             && s.addresses == addresses
         {
             return Ok(s.clone());
         }
+        // Issued outside the lock: proxies generated in parallel do not queue on it.
         let cert = issue(&self.issuer, addresses, ExtendedKeyUsagePurpose::ServerAuth)?;
         let tls = Arc::new(ServerTls {
             cert,
             ca_pem: self.ca_pem.clone(),
             addresses: addresses.to_vec(),
         });
-        servers.insert(node_id.to_string(), tls.clone());
-        Ok(tls)
+        let mut servers = lock();
+        // Another thread may have issued one for the same addresses meanwhile: keep that.
+        match servers.get(node_id) {
+            Some(s) if s.addresses == addresses => Ok(s.clone()),
+            _ => {
+                servers.insert(node_id.to_string(), tls.clone());
+                Ok(tls)
+            }
+        }
     }
 
     /// Forgets the server certificate of a proxy that went away.
