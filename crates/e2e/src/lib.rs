@@ -1848,3 +1848,81 @@ impl Drop for Load {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A client certificate (EC P-256, DNS SAN `san`, client auth) signed by the CA whose PEM
+/// certificate and key are given, made by openssl in `dir`: `(cert file, key file)`.
+pub fn client_cert(dir: &Path, ca_pem: &str, ca_key_pem: &str, san: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("cert dir");
+    std::fs::write(dir.join("issuer.crt"), ca_pem).expect("issuer cert");
+    std::fs::write(dir.join("issuer.key"), ca_key_pem).expect("issuer key");
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=DNS:{san}\nextendedKeyUsage=clientAuth\n"),
+    )
+    .expect("ext file");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "issuer.crt",
+        "-CAkey",
+        "issuer.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "client.crt",
+    ]);
+    (dir.join("client.crt"), dir.join("client.key"))
+}
+
+/// `curl` of `url` (HTTPS without verifying the server, optionally presenting a client
+/// certificate); `Ok(body)` on HTTP 200, `Err(curl's error or the status)` otherwise.
+pub fn curl(url: &str, cert: Option<&(PathBuf, PathBuf)>) -> Result<String, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-k", "--max-time", "5", "-w", "\n%{http_code}", url]);
+    if let Some((c, k)) = cert {
+        cmd.arg("--cert").arg(c).arg("--key").arg(k);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    if code == "200" {
+        Ok(body.to_string())
+    } else {
+        Err(format!("HTTP {code}: {body}"))
+    }
+}

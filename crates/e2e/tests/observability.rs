@@ -164,14 +164,10 @@ fn prometheus_discovers_scrapes_and_follows_every_proxy() {
         ]
     );
     // The application's metric, merged by backend-1's hijacker only.
-    let app = wait_for(
-        "the application's metric",
-        Duration::from_secs(15),
-        || {
-            let s = series(&prom, "app_orders_total{shop=\"main\"}");
-            (!s.is_empty()).then_some(s)
-        },
-    );
+    let app = wait_for("the application's metric", Duration::from_secs(15), || {
+        let s = series(&prom, "app_orders_total{shop=\"main\"}");
+        (!s.is_empty()).then_some(s)
+    });
     assert_eq!(
         app,
         vec![("backend-1".into(), "default".into(), "backend".into(), 42.0)]
@@ -181,16 +177,12 @@ fn prometheus_discovers_scrapes_and_follows_every_proxy() {
     let joined = Instant::now();
     let web = DataplaneProc::start(&cp, &spec("web-1", "127.0.1.3", "web", w3.port), dir.path());
     DataplaneProc::wait_live(&[&web]);
-    wait_for(
-        "web-1 scraped",
-        Duration::from_secs(30),
-        || {
-            series(&prom, "envoy_server_live")
-                .iter()
-                .any(|(dp, _, svc, v)| dp == "web-1" && svc == "web" && *v == 1.0)
-                .then_some(())
-        },
-    );
+    wait_for("web-1 scraped", Duration::from_secs(30), || {
+        series(&prom, "envoy_server_live")
+            .iter()
+            .any(|(dp, _, svc, v)| dp == "web-1" && svc == "web" && *v == 1.0)
+            .then_some(())
+    });
     println!(
         "a new proxy scraped {} ms after its kuma-dp started",
         joined.elapsed().as_millis()

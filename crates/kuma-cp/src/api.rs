@@ -10,6 +10,8 @@
 //! - `GET /zones/_overview` (`zones+insights`) and the single forms;
 //! - insights ([`insights`]): `/meshes/{mesh}/service-insights[/{service}]`,
 //!   `/service-insights`, `/mesh-insights[/{mesh}]`, `/global-insight`, `/global-insights`;
+//! - `GET /meshes/{mesh}/dataplanes/{name}/{xds|stats|clusters}`, the same under
+//!   `/zoneingresses/{name}/` and `/zoneegresses/{name}/` ([`inspect`]);
 //! - `POST /tokens/dataplane`, `POST /tokens/user`, `POST /tokens/zone` (admins only).
 //!
 //! Every request but `GET /` is authenticated, and secrets and tokens are for admins only (see
@@ -23,6 +25,7 @@
 pub mod auth;
 mod error;
 pub mod insights;
+mod inspect;
 mod overview;
 mod query;
 mod resources;
@@ -72,6 +75,9 @@ pub struct State {
     pub mesh_status: crate::xds::MeshStatus,
     /// Service and mesh insights ([`insights`]).
     pub insights: insights::View,
+    /// Reads proxies' Envoy admin (`api::inspect`): the mTLS client on a zone, the KDS
+    /// forwarder on global.
+    pub envoy_admin: Option<Arc<dyn crate::envoy_admin::Admin>>,
 }
 
 type Shared = Arc<State>;
@@ -135,6 +141,12 @@ pub fn router(state: State) -> Router {
         )
         .route("/global-insight", get(insights::global))
         .route("/global-insights", get(insights::global_counts))
+        .route(
+            "/meshes/{mesh}/dataplanes/{name}/{kind}",
+            get(inspect::dataplane),
+        )
+        .route("/zoneingresses/{name}/{kind}", get(inspect::zone_ingress))
+        .route("/zoneegresses/{name}/{kind}", get(inspect::zone_egress))
         .route("/tokens/dataplane", post(tokens::dataplane))
         .route("/tokens/user", post(tokens::user))
         .route("/tokens/zone", post(tokens::zone))

@@ -355,6 +355,35 @@ impl App {
                 Some(metrics.delivery.clone()),
             ),
         );
+        // The envoy-admin CA: each zone (and a standalone CP) has its own; global has none
+        // (it forwards inspections to the zones).
+        let mut kds_admin = None;
+        let mut zone_admin = None;
+        let envoy_admin: Option<Arc<dyn crate::envoy_admin::Admin>> = if mode == CpMode::Global {
+            let auth: Arc<dyn ZoneAuthenticator> = validator.clone();
+            let forwarder = crate::kds::envoy_admin::Forwarder::new(
+                auth,
+                cfg.multizone.global.kds.max_msg_size,
+            );
+            kds_admin = Some(forwarder.clone());
+            Some(forwarder)
+        } else {
+            let pki = Arc::new(
+                crate::envoy_admin::pki::Pki::ensure(&manager)
+                    .await
+                    .context("envoy-admin CA")?,
+            );
+            runtime.set_envoy_admin(pki.clone());
+            let client: Arc<dyn crate::envoy_admin::Admin> = Arc::new(
+                crate::envoy_admin::client::Client::new(
+                    &pki,
+                    cfg.bootstrap_server.params.admin_port,
+                )
+                .context("envoy admin client")?,
+            );
+            zone_admin = Some(client.clone());
+            Some(client)
+        };
         let xds_port = if cfg.bootstrap_server.params.xds_port == 0 {
             self.dp
                 .as_ref()
@@ -413,6 +442,7 @@ impl App {
                 dns_domain: cfg.dns_server.domain.clone(),
                 vip_port: cfg.dns_server.service_vip_port,
             },
+            envoy_admin,
         };
         let api_router = crate::api::router(api_state);
         let diagnostics = Diagnostics::new(
@@ -507,8 +537,11 @@ impl App {
                 metrics.kds.clone(),
             );
             let flush = crate::config::parse_duration(&k.zone_insight_flush_interval)?;
-            let server =
-                DpServer::from_router(listener, kds_tls, global.router(), self.dp_limits.clone());
+            let mut router = global.router();
+            if let Some(f) = &kds_admin {
+                router = router.merge(f.router());
+            }
+            let server = DpServer::from_router(listener, kds_tls, router, self.dp_limits.clone());
             tracing::info!(port = k.grpc_port, "KDS server for zone control planes");
             tasks.spawn(readiness.serving("kdsServer", server.run(shutdown.clone())));
             tasks.spawn(global.run(shutdown.clone(), flush));
@@ -540,6 +573,9 @@ impl App {
                 metrics.kds.clone(),
             );
             readiness.add(client.synced());
+            if let Some(admin) = zone_admin {
+                client.set_envoy_admin(admin);
+            }
             tasks.spawn(client.run(shutdown.clone()));
         }
         tracing::info!(instance_id = %self.instance_id, "kuma-cp is started; /ready says when it is ready");

@@ -7,6 +7,7 @@
 //! offers, from the store), [`sink`] (applying what the peer sends), [`grpc`] (the two RPCs'
 //! plumbing), [`global`] (the server and ZoneInsights), [`zone`] (the client).
 
+pub mod envoy_admin;
 pub mod global;
 pub mod grpc;
 pub mod publish;

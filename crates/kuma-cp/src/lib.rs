@@ -10,6 +10,7 @@ pub mod ca;
 pub mod config;
 pub mod diagnostics;
 pub mod dp_server;
+pub mod envoy_admin;
 #[cfg(test)]
 mod golden;
 pub mod insights;

@@ -87,6 +87,8 @@ pub struct Runtime {
     metrics: Arc<crate::metrics::Metrics>,
     /// Met once the first full reconcile is done (a `/ready` condition).
     reconciled: crate::diagnostics::Condition,
+    /// The envoy-admin CA, once installed ([`Runtime::set_envoy_admin`]).
+    envoy_admin: std::sync::OnceLock<Arc<crate::envoy_admin::pki::Pki>>,
 }
 
 impl Runtime {
@@ -113,12 +115,19 @@ impl Runtime {
                 "xds",
                 "the first reconcile of every mesh is not done",
             ),
+            envoy_admin: std::sync::OnceLock::new(),
         })
     }
 
     /// Met once [`Runtime::run`] has reconciled every mesh once (for `/ready`).
     pub fn reconciled(&self) -> crate::diagnostics::Condition {
         self.reconciled.clone()
+    }
+
+    /// Installs the envoy-admin CA: from now on every proxy gets its `kuma:envoy:admin`
+    /// listener (set once, before proxies connect).
+    pub fn set_envoy_admin(&self, pki: Arc<crate::envoy_admin::pki::Pki>) {
+        let _ = self.envoy_admin.set(pki);
     }
 
     /// Per-mesh mTLS status, for the API.

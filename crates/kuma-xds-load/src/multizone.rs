@@ -106,7 +106,7 @@ fn endpoints_for(topo: &Topology, z: usize, t: usize, instances: usize) -> Vec<S
 fn expected(topo: &Topology, s: usize) -> Expected {
     let z = zone_of(s);
     Expected {
-        listeners: 1 + topo.fanout,
+        listeners: 1 + topo.fanout + crate::topology::ADMIN_LISTENERS,
         clusters: topo
             .outbounds_of(s)
             .into_iter()
@@ -781,7 +781,7 @@ mod tests {
         let topo = Topology::new("default", 6, 5, 3).unwrap();
         assert_eq!((0..6).map(zone_of).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
         let want = expected(&topo, 0);
-        assert_eq!(want.listeners, 4);
+        assert_eq!(want.listeners, 4 + 1);
         let svc1: Vec<&str> = want.clusters["svc-1"].iter().map(String::as_str).collect();
         assert_eq!(svc1, ["127.0.0.1:30002 w=5"]);
         let svc2: Vec<&str> = want.clusters["svc-2"].iter().map(String::as_str).collect();

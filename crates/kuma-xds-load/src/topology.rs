@@ -35,6 +35,9 @@ pub const REDIRECT_PORT_OUTBOUND: u32 = 15001;
 pub const DNS_PORT: u32 = 15053;
 /// `dnsServer.serviceVipPort` of the CP (Kuma's default).
 pub const SERVICE_VIP_PORT: u32 = 80;
+/// The `kuma:envoy:admin` listener every simulated proxy gets (its address is not the
+/// admin's 127.0.0.1, and its node metadata names an admin port, as kuma-dp's does).
+pub const ADMIN_LISTENERS: usize = 1;
 /// Listeners of a transparent proxy besides its inbound and the VIP listeners: the outbound
 /// and inbound capture listeners (IPv4) and the DNS dynamic-config listener.
 pub const TP_FIXED_LISTENERS: [&str; 3] = [
@@ -236,7 +239,7 @@ impl Topology {
     /// Listeners of a complete transparent proxy with `services` services in the mesh: its
     /// inbound, two VIP listeners per service, the fixed ones ([`TP_FIXED_LISTENERS`]).
     pub fn tp_listeners(services: usize) -> usize {
-        1 + 2 * services + TP_FIXED_LISTENERS.len()
+        1 + 2 * services + TP_FIXED_LISTENERS.len() + ADMIN_LISTENERS
     }
 
     /// The complete configuration a regular proxy of service `s` must reach: one listener per
@@ -246,7 +249,7 @@ impl Topology {
         let listeners = if self.transparent {
             Self::tp_listeners(self.services)
         } else {
-            1 + self.fanout
+            1 + self.fanout + ADMIN_LISTENERS
         };
         Expected {
             listeners,
@@ -318,7 +321,7 @@ mod tests {
         );
         assert_ne!(x.endpoint, m.endpoint);
         let want = t.expected(0);
-        assert_eq!(want.listeners, 1 + 2 * 4 + 3);
+        assert_eq!(want.listeners, 1 + 2 * 4 + 3 + 1);
         assert_eq!(want.clusters.len(), 4);
         assert_eq!(want.clusters["svc-0"].len(), 2, "its own service too");
         let plain = Topology::new("default", 4, 2, 1).unwrap();

@@ -83,7 +83,11 @@ fn assert_connected(r: &Report) {
     assert!(r.cp_baseline.is_some() && r.cp_connected.is_some());
     assert!(r.rss_per_proxy_mib.is_some());
     let res = r.resources_per_proxy.expect("resources per proxy");
-    assert_eq!(res.listeners, (1 + FANOUT) as f64, "inbound + outbounds");
+    assert_eq!(
+        res.listeners,
+        (1 + FANOUT + kuma_xds_load::topology::ADMIN_LISTENERS) as f64,
+        "inbound + outbounds + kuma:envoy:admin"
+    );
     assert_eq!(res.endpoint_sets, FANOUT as f64);
     assert_eq!(res.endpoints, (FANOUT * REPLICAS) as f64);
     assert!(r.connect_kib_per_proxy.is_some_and(|k| k > 0.0));
@@ -175,12 +179,16 @@ fn transparent() -> Options {
 }
 
 /// A transparent proxy's complete configuration, as counted by the harness: the inbound,
-/// two VIP listeners per service, the capture and DNS listeners; a cluster per service.
+/// two VIP listeners per service, the capture, DNS and admin listeners; a cluster per service.
 fn assert_transparent_connected(r: &Report) {
     assert!(r.topology.transparent);
     assert_eq!(phase(r, "connect").proxies, PROXIES);
     let res = r.resources_per_proxy.expect("resources per proxy");
-    assert_eq!(res.listeners, (1 + 2 * SERVICES + 3) as f64);
+    assert_eq!(
+        res.listeners,
+        (1 + 2 * SERVICES + 3 + 1) as f64,
+        "+ kuma:envoy:admin"
+    );
     assert_eq!(
         res.endpoint_sets, SERVICES as f64,
         "every service, its own too"

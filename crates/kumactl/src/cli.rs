@@ -297,6 +297,37 @@ pub enum InspectCommand {
         /// Include EDS in the config dump.
         #[arg(long)]
         include_eds: bool,
+        /// Deprecated: `--type=config-dump`.
+        #[arg(long, hide = true)]
+        config_dump: bool,
+    },
+    /// One zone ingress's Envoy config dump, stats or clusters.
+    Zoneingress {
+        /// Name of the zone ingress.
+        name: String,
+        /// What to show.
+        #[arg(long = "type", value_enum, default_value_t = InspectType::ConfigDump)]
+        kind: InspectType,
+        /// Include EDS in the config dump.
+        #[arg(long)]
+        include_eds: bool,
+        /// Deprecated: `--type=config-dump`.
+        #[arg(long, hide = true)]
+        config_dump: bool,
+    },
+    /// One zone egress's Envoy config dump, stats or clusters.
+    Zoneegress {
+        /// Name of the zone egress.
+        name: String,
+        /// What to show.
+        #[arg(long = "type", value_enum, default_value_t = InspectType::ConfigDump)]
+        kind: InspectType,
+        /// Include EDS in the config dump.
+        #[arg(long)]
+        include_eds: bool,
+        /// Deprecated: `--type=config-dump`.
+        #[arg(long, hide = true)]
+        config_dump: bool,
     },
 }
 

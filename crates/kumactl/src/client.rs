@@ -62,6 +62,9 @@ pub struct ApiError {
     /// Deprecated form of `invalid_parameters`.
     #[serde(default)]
     pub causes: Option<Vec<Cause>>,
+    /// The response body as received (`inspect` prints it as Kuma does).
+    #[serde(skip)]
+    pub body: String,
 }
 
 /// One invalid field of a request.
@@ -93,6 +96,7 @@ impl ApiError {
             },
         };
         err.status = status;
+        err.body = body.to_string();
         err
     }
 

@@ -112,6 +112,15 @@ async fn handler(
         ("GET", "/zones/zone-1") => ok(
             json!({"type": "Zone", "name": "zone-1", "creationTime": "2020-01-01T00:00:00Z", "modificationTime": "2020-01-01T00:00:00Z", "kri": "kri_z____zone-1_", "enabled": true}),
         ),
+        ("GET", "/meshes/default/dataplanes/dp-1/xds") if query == "include_eds=true" => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "{\"configs\": []}\n",
+        )
+            .into_response(),
+        ("GET", "/zoneingresses/zi-1/clusters") => {
+            (StatusCode::OK, "kuma:envoy:admin::cx_active::0\n").into_response()
+        }
         ("GET", "/meshes/default/dataplanes/dp-1/stats") => {
             (StatusCode::OK, "cluster.a.upstream_cx_total: 1").into_response()
         }
@@ -483,7 +492,62 @@ async fn delete_and_inspect() {
         .run(&["inspect", "dataplane", "dp-1", "--type", "stats"])
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "cluster.a.upstream_cx_total: 1\n");
+    // Verbatim, as Kuma prints it (no newline added).
+    assert_eq!(stdout(&out), "cluster.a.upstream_cx_total: 1");
+    fake.take_log();
+    // config-dump always sends include_eds; --include-eds only with config-dump.
+    let out = fake
+        .run(&[
+            "inspect",
+            "dataplane",
+            "dp-1",
+            "--type",
+            "config-dump",
+            "--include-eds",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"configs\": []}\n");
+    let out = fake
+        .run(&["inspect", "zoneingress", "zi-1", "--type", "clusters"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "kuma:envoy:admin::cx_active::0\n");
+    let log: Vec<String> = fake.take_log().into_iter().map(|r| r.uri).collect();
+    assert!(
+        log.contains(&"/meshes/default/dataplanes/dp-1/xds?include_eds=true".to_string()),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&"/zoneingresses/zi-1/clusters".to_string()),
+        "{log:?}"
+    );
+    let out = fake
+        .run(&[
+            "inspect",
+            "dataplane",
+            "dp-1",
+            "--type",
+            "stats",
+            "--include-eds",
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("flag '--include-eds' can be used only when '--type=config-dump'"),
+        "{}",
+        stderr(&out)
+    );
+    // A failure is printed as Kuma prints it: (<status>): <body>.
+    let out = fake
+        .run(&["inspect", "zoneegress", "nope", "--type", "stats"])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("(404): {\"type\":\"/std-errors\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

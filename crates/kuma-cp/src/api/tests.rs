@@ -68,6 +68,14 @@ impl Api {
 
     /// An API with `localhostIsAdmin` as given.
     fn with_settings(localhost_is_admin: bool) -> (Self, Arc<ResourceManager>) {
+        Self::with_admin(localhost_is_admin, None)
+    }
+
+    /// An API whose inspect endpoints use `envoy_admin`.
+    fn with_admin(
+        localhost_is_admin: bool,
+        envoy_admin: Option<Arc<dyn crate::envoy_admin::Admin>>,
+    ) -> (Self, Arc<ResourceManager>) {
         let manager = Arc::new(
             ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1")
                 .with_mesh_side_effects(Arc::new(crate::mesh_setup::MeshSetup)),
@@ -82,6 +90,7 @@ impl Api {
             localhost_is_admin,
             mesh_status: Default::default(),
             insights: Default::default(),
+            envoy_admin,
         };
         (
             Self {
@@ -1522,3 +1531,110 @@ async fn zone_overviews() {
 }
 
 mod insights;
+/// Answers like an Envoy admin: `stats` text, a config dump, or a failure per proxy name.
+struct FakeAdmin;
+
+#[async_trait::async_trait]
+impl crate::envoy_admin::Admin for FakeAdmin {
+    async fn call(
+        &self,
+        proxy: &kuma_core::Resource,
+        op: &crate::envoy_admin::Op,
+    ) -> Result<Vec<u8>, crate::envoy_admin::Error> {
+        use crate::envoy_admin::Error;
+        match proxy.meta.name.as_str() {
+            "down" => Err(Error::Unreachable("connection refused".into())),
+            "far" => Err(Error::Kds {
+                request_type: op.request_type(),
+                reason: "zone is offline".into(),
+            }),
+            _ => Ok(format!("{} {}", proxy.meta.name, op.path_and_query()).into_bytes()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn inspect_endpoints_answer_envoys_bytes_and_kumas_errors() {
+    let (api, manager) = Api::with_admin(true, Some(Arc::new(FakeAdmin)));
+    manager
+        .upsert_internal(kuma_core::Resource::new(
+            "default",
+            "",
+            kuma_core::resource::Spec::Mesh(Default::default()),
+        ))
+        .await
+        .unwrap();
+    for name in ["web", "down", "far"] {
+        let r = api
+            .put(
+                &format!("/meshes/default/dataplanes/{name}"),
+                &json!({"type": "Dataplane", "mesh": "default", "name": name,
+                    "networking": {"address": "127.0.1.2", "inbound": [{"port": 1, "servicePort": 2, "tags": {"kuma.io/service": "web"}}]}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let r = api.get("/meshes/default/dataplanes/web/stats").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-type"], "text/plain");
+    assert_eq!(r.body, "web stats?usedonly");
+    let r = api
+        .get("/meshes/default/dataplanes/web/xds?include_eds=true")
+        .await;
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.body, "web config_dump?include_eds=true");
+    let r = api
+        .get("/meshes/default/dataplanes/web/clusters?format=json")
+        .await;
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.body, "web clusters?format=json");
+    // Kuma's errors: unknown type and proxy 404, Envoy unreachable 500, a zone's failure 400.
+    let r = api.get("/meshes/default/dataplanes/web/config_dump").await;
+    r.assert_error(StatusCode::NOT_FOUND);
+    assert_eq!(r.body["title"], "Could not execute admin operation");
+    assert_eq!(r.fields(), vec!["type"]);
+    let r = api.get("/meshes/default/dataplanes/nope/stats").await;
+    r.assert_error(StatusCode::NOT_FOUND);
+    assert_eq!(r.body["title"], "Could not get dataplane resource");
+    let r = api.get("/zoneingresses/nope/stats").await;
+    r.assert_error(StatusCode::NOT_FOUND);
+    assert_eq!(r.body["title"], "Could not get zone ingress resource");
+    let r = api.get("/meshes/default/dataplanes/down/stats").await;
+    r.assert_error(StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.body["detail"], "Internal Server Error");
+    let r = api.get("/meshes/default/dataplanes/far/clusters").await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.body["detail"],
+        "could not send ClustersRequest: zone is offline"
+    );
+    // A zone ingress of another zone cannot be reached from this zone.
+    manager
+        .upsert_internal(
+            kuma_core::Resource::from_wire(
+                json!({"type": "ZoneIngress", "name": "zi-2", "zone": "zone-2",
+                    "networking": {"address": "10.0.0.2", "port": 10001, "advertisedAddress": "10.0.0.2", "advertisedPort": 10001}}),
+                None,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let r = api.get("/zoneingresses/zi-2/xds").await;
+    r.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.body["title"],
+        "Could not connect to zone ingress that resides in another zone"
+    );
+    // Callers who may not read proxies may not inspect them either.
+    let r = api
+        .call_as(
+            "GET",
+            "/meshes/default/dataplanes/web/xds",
+            None,
+            Some(REMOTE),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

@@ -26,7 +26,7 @@ use crate::manager::{ORIGIN_LABEL, ResourceManager, ZONE_LABEL};
 
 /// GlobalSecrets that stay on global (Kuma's list): tokens' private material and the
 /// admin's credentials.
-fn global_secret_stays(name: &str) -> bool {
+pub(super) fn global_secret_stays(name: &str) -> bool {
     matches!(
         name,
         "admin-user-token" | "envoy-admin-ca" | "inter-cp-ca" | "user-token-revocations"

@@ -65,6 +65,16 @@ impl Peer {
                     res.meta.name
                 ));
             }
+            // What stays on global is never taken from it either: a zone keeps its own
+            // envoy-admin CA and never holds global's credentials.
+            if res.rtype() == ResourceType::GlobalSecret
+                && super::publish::global_secret_stays(&res.meta.name)
+            {
+                return Err(format!(
+                    "GlobalSecret {:?}: not synced to zones",
+                    res.meta.name
+                ));
+            }
             return Ok(res);
         };
         let labels = &res.meta.labels;
@@ -558,5 +568,45 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_zone_never_takes_the_envoy_admin_ca_from_global() {
+        let zone = Arc::new(
+            ResourceManager::new(Arc::new(MemoryStore::new()), "zone-1")
+                .with_mode(CpMode::FederatedZone),
+        );
+        let own = Resource::new(
+            "envoy-admin-ca",
+            "",
+            Spec::GlobalSecret(kuma_core::resource::SecretData::from_bytes(b"zone's own")),
+        );
+        zone.upsert_internal(own.clone()).await.unwrap();
+        let mut sink = Sink::new(
+            zone.clone(),
+            Peer::Global {
+                local_zone: "zone-1".into(),
+            },
+            vec![ResourceType::GlobalSecret],
+        );
+        let theirs = wire::mapped(
+            &Resource::new(
+                "envoy-admin-ca",
+                "",
+                Spec::GlobalSecret(kuma_core::resource::SecretData::from_bytes(b"global's")),
+            ),
+            "global",
+            None,
+            true,
+        );
+        let a = sink
+            .apply(typed_response("GlobalSecret", "1", &[theirs]))
+            .await;
+        let err = a.reply.error_detail.expect("NACK").message;
+        assert!(err.contains("not synced to zones"), "{err}");
+        // The zone's own CA is neither replaced nor deleted by the full set.
+        let stored = zone.list(ResourceType::GlobalSecret, None).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].spec, own.spec);
     }
 }

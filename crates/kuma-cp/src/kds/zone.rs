@@ -62,6 +62,8 @@ pub struct ZoneClient {
     /// The same, as a `/ready` condition.
     synced: crate::diagnostics::Condition,
     metrics: Arc<crate::metrics::kds::Kds>,
+    /// Answers global's inspect requests ([`super::envoy_admin::serve_zone`]).
+    envoy_admin: std::sync::OnceLock<Arc<dyn crate::envoy_admin::Admin>>,
 }
 
 impl ZoneClient {
@@ -108,12 +110,18 @@ impl ZoneClient {
             synced_once: Arc::new(AtomicBool::new(false)),
             synced,
             metrics,
+            envoy_admin: std::sync::OnceLock::new(),
         })
     }
 
     /// Met once this zone has received a full set of every type from global (for `/ready`).
     pub fn synced(&self) -> crate::diagnostics::Condition {
         self.synced.clone()
+    }
+
+    /// Lets global inspect this zone's proxies through `admin` (set before [`Self::run`]).
+    pub fn set_envoy_admin(&self, admin: Arc<dyn crate::envoy_admin::Admin>) {
+        let _ = self.envoy_admin.set(admin);
     }
 
     /// Whether this zone has received a full set of every type from global at least once.
@@ -229,13 +237,33 @@ impl ZoneClient {
         let (ztx, zrx) = mpsc::channel::<DeltaDiscoveryResponse>(16);
         let mut req = Request::new(ReceiverStream::new(zrx));
         *req.metadata_mut() = self.metadata();
-        let requests =
-            grpc::call::<_, DeltaDiscoveryRequest, _>(channel, grpc::ZONE_TO_GLOBAL, req, s.limit)
-                .await
-                .map_err(|e| anyhow::anyhow!("ZoneToGlobalSync: {}", e.message()))?;
+        let requests = grpc::call::<_, DeltaDiscoveryRequest, _>(
+            channel.clone(),
+            grpc::ZONE_TO_GLOBAL,
+            req,
+            s.limit,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("ZoneToGlobalSync: {}", e.message()))?;
+        let channel_admin = channel;
         let mut responses = self
             .xds
             .serve_delta(None, MetadataMap::new(), None, requests);
+        // Global's inspect requests, on streams of the same connection; their end (global
+        // gone) ends the session only through the sync streams.
+        let admin_streams = match self.envoy_admin.get() {
+            Some(admin) => {
+                let task = tokio::spawn(super::envoy_admin::serve_zone(
+                    channel_admin,
+                    self.metadata(),
+                    s.limit,
+                    self.manager.clone(),
+                    admin.clone(),
+                ));
+                Some(AbortOnDrop(task))
+            }
+            None => None,
+        };
         let z2g = async move {
             while let Some(r) = responses.next().await {
                 let r = r.map_err(|e| anyhow::anyhow!("ZoneToGlobalSync: {}", e.message()))?;
@@ -243,10 +271,21 @@ impl ZoneClient {
             }
             anyhow::Ok(())
         };
-        tokio::select! {
+        let outcome = tokio::select! {
             r = g2z => r.and(Err(anyhow::anyhow!("global closed GlobalToZoneSync"))),
             r = z2g => r.and(Err(anyhow::anyhow!("global closed ZoneToGlobalSync"))),
-        }
+        };
+        drop(admin_streams);
+        outcome
+    }
+}
+
+/// Aborts a session's task when the session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -71,7 +71,8 @@ pub fn ca_secret(mesh: &str, ca_pem: &str) -> Resource {
     Resource::new(secret.name.clone(), pack_any(secret))
 }
 
-fn inline_bytes(pem: &str) -> DataSource {
+/// A `DataSource` holding `pem` inline.
+pub fn inline_bytes(pem: &str) -> DataSource {
     DataSource {
         specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
         ..Default::default()

@@ -18,6 +18,7 @@
 //! One room per proxy type: this module generates sidecars (Dataplanes); [`ingress`] and
 //! [`egress`] the zone proxies, sharing the builders here and in [`super::envoy`].
 
+pub mod admin;
 pub mod egress;
 pub mod ingress;
 pub mod metrics;

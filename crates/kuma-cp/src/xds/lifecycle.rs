@@ -110,12 +110,30 @@ pub struct NodeInfo {
     pub workdir: String,
     pub dns_port: u32,
     pub ipv6: bool,
-    /// Envoy's admin port (`dataplane.admin.port`); 0: no admin, so no Prometheus endpoint.
-    pub admin_port: u32,
     /// kuma-dp's certificate and key for a `providedTLS` Prometheus endpoint
     /// (`metricsCertPath`, `metricsKeyPath`).
     pub metrics_cert_path: String,
     pub metrics_key_path: String,
+    /// Envoy's admin and kuma-dp's readiness reporter (`generator::admin`).
+    pub admin: AdminNode,
+}
+
+/// Kuma's node metadata `dataplane.admin.port`, `dataplane.admin.address` and
+/// `dataplane.readinessReporter.port` (0 / empty when absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AdminNode {
+    pub port: u32,
+    pub address: String,
+    pub readiness_port: u32,
+}
+
+impl AdminNode {
+    /// No admin in the metadata: no admin resources.
+    pub const NONE: AdminNode = AdminNode {
+        port: 0,
+        address: String::new(),
+        readiness_port: 0,
+    };
 }
 
 impl NodeInfo {
@@ -136,9 +154,15 @@ impl NodeInfo {
             workdir: text("workdir"),
             dns_port: text("dataplane.dns.port").parse().unwrap_or(0),
             ipv6: text("ipv6Enabled") == "true",
-            admin_port: text("dataplane.admin.port").parse().unwrap_or(0),
             metrics_cert_path: text("metricsCertPath"),
             metrics_key_path: text("metricsKeyPath"),
+            admin: AdminNode {
+                port: text("dataplane.admin.port").parse().unwrap_or(0),
+                address: text("dataplane.admin.address"),
+                readiness_port: text("dataplane.readinessReporter.port")
+                    .parse()
+                    .unwrap_or(0),
+            },
         }
     }
 }
@@ -571,6 +595,9 @@ impl Runtime {
             return;
         }
         self.cache.remove(&node_id);
+        if let Some(pki) = self.envoy_admin.get() {
+            pki.forget(&node_id);
+        }
         for rtype in [kind.resource_type(), kind.insight_type()] {
             let key = ResourceKey::new(rtype, &mesh, &name);
             match self.manager.delete_internal(&key).await {

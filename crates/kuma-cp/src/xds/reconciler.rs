@@ -597,7 +597,7 @@ impl Runtime {
         let reused = reusable.is_some();
         let outbound =
             reusable.unwrap_or_else(|| generator::outbound_resources(view, dp, mtls).into());
-        let snapshot = generator::assemble(
+        let mut snapshot = generator::assemble(
             view,
             &generator::Proxy {
                 name: &res.meta.name,
@@ -608,6 +608,7 @@ impl Runtime {
             },
             &outbound,
         );
+        self.add_envoy_admin(node_id, &node, res, &mut snapshot);
         // Hashed here, on the generation thread, not under the lock below.
         let versions = Delivery::versions(&snapshot);
         // Publish only if no newer view was applied meanwhile (check and set under one lock).
@@ -643,11 +644,15 @@ impl Runtime {
     pub(super) fn generate_zone_proxy(&self, node_id: &str, res: &Resource) {
         let started = Instant::now();
         let views: Vec<Arc<MeshView>> = self.reconciler.views().values().cloned().collect();
-        let (snapshot, proxy_type) = match &res.spec {
+        let (mut snapshot, proxy_type) = match &res.spec {
             Spec::ZoneIngress(zi) => (generator::ingress::generate(zi, &views), ProxyType::Ingress),
             Spec::ZoneEgress(ze) => (generator::egress::generate(ze, &views), ProxyType::Egress),
             _ => return,
         };
+        let node = self.registry.proxies().get(node_id).map(|p| p.node.clone());
+        if let Some(node) = node {
+            self.add_envoy_admin(node_id, &node, res, &mut snapshot);
+        }
         let versions = Delivery::versions(&snapshot);
         if self.registry.proxies().contains_key(node_id) {
             self.metrics.delivery.ready(node_id, &versions);
@@ -655,6 +660,44 @@ impl Runtime {
             self.metrics
                 .generation
                 .observe(proxy_type, Outcome::Generated, started);
+        }
+    }
+
+    /// Adds the proxy's `kuma:envoy:admin` clusters and listener ([`generator::admin`]),
+    /// with its server certificate from the envoy-admin CA (the same one while its addresses
+    /// are unchanged, so regenerations send nothing new). Nothing before the CA is installed.
+    fn add_envoy_admin(
+        &self,
+        node_id: &str,
+        node: &super::lifecycle::NodeInfo,
+        res: &Resource,
+        snapshot: &mut kuma_xds::Snapshot,
+    ) {
+        let Some(pki) = self.envoy_admin.get() else {
+            return;
+        };
+        if node.admin.port == 0 {
+            return;
+        }
+        let addresses = crate::envoy_admin::cert_addresses(res);
+        let tls = match pki.server(node_id, &addresses) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(node_id, error = %e, "envoy admin: no server certificate");
+                None
+            }
+        };
+        let address = addresses.first().map_or("", String::as_str);
+        match generator::admin::resources(&node.admin, address, tls.as_deref()) {
+            Ok(resources) => {
+                for r in resources {
+                    snapshot.insert(r);
+                }
+            }
+            // Kuma fails the proxy's whole config here; we leave out only the admin
+            // resources (the proxy cannot be inspected). Debug: it recurs on every
+            // regeneration of the proxy.
+            Err(e) => tracing::debug!(node_id, error = %e, "envoy admin: not generated"),
         }
     }
 

@@ -1,8 +1,8 @@
 //! `kumactl inspect meshes` (mTLS state per mesh), `kumactl inspect zones`,
 //! `kumactl inspect services` (ServiceInsights as Kuma's table), `kumactl inspect dataplanes` and `kumactl inspect zone-ingresses|zone-egresses` (the
 //! `_overview` lists as status tables) and
-//! `kumactl inspect dataplane <name> --type ...` (a proxy's Envoy admin views and matched
-//! policies, printed as the control plane returns them).
+//! `kumactl inspect dataplane|zoneingress|zoneegress <name> --type ...` (a proxy's Envoy
+//! admin views and matched policies, printed verbatim as the control plane returns them).
 
 use anyhow::{Result, bail};
 use kuma_core::ResourceType;
@@ -103,39 +103,102 @@ pub async fn run(env: &mut Env<'_>, what: InspectCommand) -> Result<()> {
             mesh,
             kind,
             include_eds,
+            config_dump,
         } => {
             let mesh = env.mesh(mesh.as_deref());
-            let leaf = match kind {
-                InspectType::ConfigDump => "xds",
-                InspectType::Stats => "stats",
-                InspectType::Clusters => "clusters",
-                InspectType::Policies => "policies",
-                InspectType::Rules => "rules",
-                InspectType::Config => "_config",
-            };
-            let query: &[(&str, &str)] = if include_eds && kind == InspectType::ConfigDump {
-                &[("include_eds", "true")]
+            let kind = if config_dump {
+                InspectType::ConfigDump
             } else {
-                &[]
+                kind
             };
-            let client = env.client()?;
-            let text = match client
-                .get_text(&["meshes", &mesh, "dataplanes", &name, leaf], query)
-                .await
-            {
-                Ok(t) => t,
-                Err(e) if e.is_not_found() => {
-                    bail!("there is no Dataplane with name {name:?} in mesh {mesh:?}: {e}")
-                }
-                Err(e) => return Err(e.into()),
+            let base = ["meshes", mesh.as_str(), "dataplanes", name.as_str()];
+            proxy(env, &base, kind, include_eds, "Dataplane").await
+        }
+        InspectCommand::Zoneingress {
+            name,
+            kind,
+            include_eds,
+            config_dump,
+        } => {
+            let kind = if config_dump {
+                InspectType::ConfigDump
+            } else {
+                kind
             };
-            write_out(env.out, &text)?;
-            if !text.ends_with('\n') {
-                write_out(env.out, "\n")?;
-            }
-            Ok(())
+            proxy(
+                env,
+                &["zoneingresses", &name],
+                kind,
+                include_eds,
+                "ZoneIngress",
+            )
+            .await
+        }
+        InspectCommand::Zoneegress {
+            name,
+            kind,
+            include_eds,
+            config_dump,
+        } => {
+            let kind = if config_dump {
+                InspectType::ConfigDump
+            } else {
+                kind
+            };
+            proxy(
+                env,
+                &["zoneegresses", &name],
+                kind,
+                include_eds,
+                "ZoneEgress",
+            )
+            .await
         }
     }
+}
+
+/// `kumactl inspect dataplane|zoneingress|zoneegress NAME --type ...`: `GET <base>/<leaf>`,
+/// the body printed as the control plane returned it; a failure as Kuma prints it,
+/// `(<status>): <body>`.
+async fn proxy(
+    env: &mut Env<'_>,
+    base: &[&str],
+    kind: InspectType,
+    include_eds: bool,
+    type_name: &str,
+) -> Result<()> {
+    if include_eds && kind != InspectType::ConfigDump {
+        bail!("flag '--include-eds' can be used only when '--type=config-dump'");
+    }
+    let leaf = match kind {
+        InspectType::ConfigDump => "xds",
+        InspectType::Stats => "stats",
+        InspectType::Clusters => "clusters",
+        InspectType::Policies | InspectType::Rules | InspectType::Config
+            if type_name != "Dataplane" =>
+        {
+            bail!(
+                "Policies are not applied on {type_name}, please use '--config-dump' flag to get envoy config dump of the {type_name}"
+            )
+        }
+        InspectType::Policies => "policies",
+        InspectType::Rules => "rules",
+        InspectType::Config => "_config",
+    };
+    let eds = if include_eds { "true" } else { "false" };
+    let query: &[(&str, &str)] = if kind == InspectType::ConfigDump {
+        &[("include_eds", eds)]
+    } else {
+        &[]
+    };
+    let mut segments = base.to_vec();
+    segments.push(leaf);
+    let text = match env.client()?.get_text(&segments, query).await {
+        Ok(t) => t,
+        Err(crate::client::Error::Api(e)) => bail!("({}): {}", e.status, e.body),
+        Err(e) => return Err(e.into()),
+    };
+    write_out(env.out, &text)
 }
 
 /// `kumactl inspect zone-ingresses|zone-egresses`: the overviews of `ws` as Kuma's table.

@@ -41,6 +41,7 @@ fn api_with_insights() -> (Api, Arc<ResourceManager>, Insights, CancellationToke
             dns_domain: "internal".into(),
             vip_port: 8080,
         },
+        envoy_admin: None,
     };
     (
         Api {

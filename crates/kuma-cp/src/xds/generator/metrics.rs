@@ -64,7 +64,7 @@ pub(super) fn resources(
     tls: Option<&Tls>,
     node: &NodeInfo,
 ) -> Vec<Resource> {
-    if node.admin_port == 0 || uses_interface(net, &net.address, conf.port) {
+    if node.admin.port == 0 || uses_interface(net, &net.address, conf.port) {
         return Vec::new();
     }
     let socket = hijacker_socket_path(&node.workdir, name, mesh);

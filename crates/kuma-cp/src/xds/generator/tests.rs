@@ -169,9 +169,9 @@ static NO_NODE: crate::xds::lifecycle::NodeInfo = crate::xds::lifecycle::NodeInf
     workdir: String::new(),
     dns_port: 0,
     ipv6: false,
-    admin_port: 0,
     metrics_cert_path: String::new(),
     metrics_key_path: String::new(),
+    admin: crate::xds::lifecycle::AdminNode::NONE,
 };
 
 pub(super) fn rendered(snap: &kuma_xds::Snapshot) -> String {
@@ -637,5 +637,75 @@ fn transparent_proxy_with_vips_and_dns() {
     assert!(
         snap.get(kuma_xds::type_url::CLUSTER, "inbound:passthrough:ipv4")
             .is_some()
+    );
+}
+
+/// The `kuma:envoy:admin` clusters and listener (Kuma's `admin_proxy_generator` golden):
+/// plaintext `/ready` only, mTLS with a `kuma-cp` client certificate for every admin path.
+#[test]
+fn envoy_admin_listener() {
+    use super::admin::{Error, resources};
+    use crate::envoy_admin::pki::{CertPair, ServerTls};
+    use crate::xds::lifecycle::AdminNode;
+    let node = AdminNode {
+        port: 9901,
+        address: "127.0.0.1".into(),
+        readiness_port: 9902,
+    };
+    let tls = ServerTls {
+        cert: CertPair {
+            cert_pem: "CERT-PEM".into(),
+            key_pem: "KEY-PEM".into(),
+        },
+        ca_pem: "CA-PEM".into(),
+        addresses: vec!["192.168.0.1".into()],
+    };
+    let mut snap = kuma_xds::Snapshot::new();
+    for r in resources(&node, "192.168.0.1", Some(&tls)).unwrap() {
+        snap.insert(r);
+    }
+    assert_golden("generator/envoy-admin.golden.json", &rendered(&snap));
+    // A proxy on the admin's own address: the clusters, no listener (it would collide).
+    let local = resources(&node, "127.0.0.1", Some(&tls)).unwrap();
+    let names: Vec<&str> = local.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["kuma:envoy:admin", "kuma:readiness"]);
+    // An admin on a wildcard address: its clusters (to 127.0.0.1), no colliding listener.
+    for wildcard in ["0.0.0.0", "::"] {
+        let any = AdminNode {
+            address: wildcard.into(),
+            ..node.clone()
+        };
+        let names: Vec<String> = resources(&any, "192.168.0.1", Some(&tls))
+            .unwrap()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["kuma:envoy:admin", "kuma:readiness"],
+            "{wildcard}"
+        );
+    }
+    // No admin port in the metadata: nothing; Kuma's checks of the other two.
+    assert!(
+        resources(&AdminNode::NONE, "192.168.0.1", Some(&tls))
+            .unwrap()
+            .is_empty()
+    );
+    let bad = AdminNode {
+        address: "192.168.0.1".into(),
+        ..node.clone()
+    };
+    assert!(matches!(
+        resources(&bad, "192.168.0.1", Some(&tls)),
+        Err(Error::AdminAddress(_))
+    ));
+    let no_readiness = AdminNode {
+        readiness_port: 0,
+        ..node
+    };
+    assert_eq!(
+        resources(&no_readiness, "192.168.0.1", Some(&tls)).unwrap_err(),
+        Error::ReadinessPort
     );
 }

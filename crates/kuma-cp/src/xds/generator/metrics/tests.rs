@@ -17,7 +17,11 @@ use crate::xds::view::MeshView;
 fn node() -> NodeInfo {
     NodeInfo {
         workdir: "/tmp/kuma-dp-1".into(),
-        admin_port: 9901,
+        admin: crate::xds::lifecycle::AdminNode {
+            port: 9901,
+            address: "127.0.0.1".into(),
+            readiness_port: 9902,
+        },
         ..Default::default()
     }
 }
@@ -177,7 +181,7 @@ fn skip_rules() {
         &with(5670),
         &web(),
         &NodeInfo {
-            admin_port: 0,
+            admin: crate::xds::lifecycle::AdminNode::NONE,
             ..node()
         }
     ));
