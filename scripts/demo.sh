@@ -6,7 +6,7 @@
 # from localhost, which is admin), as dataplane authentication is on by default.
 # It sends requests through the frontend's outbound (127.0.0.1:10000 -> backend), counts the
 # answers per replica and fails unless both replicas answer, then lists the proxies with
-# `kumactl inspect dataplanes`.
+# `kumactl inspect dataplanes` and the services with `kumactl inspect services`.
 # Leaves everything running until Ctrl-C (DEMO_ONCE=1: stop after showing). Every process it
 # started is stopped on exit (SIGTERM to its process group, SIGKILL after 10 s).
 set -euo pipefail
@@ -145,6 +145,8 @@ done
 echo "== kumactl inspect dataplanes"
 sleep 1
 "${KUMACTL[@]}" inspect dataplanes
+echo "== kumactl inspect services"
+"${KUMACTL[@]}" inspect services
 echo "== logs in $WORK"
 if [ "${DEMO_ONCE:-}" = 1 ]; then echo "== demo OK: both replicas answered; stopping"; exit 0; fi
 echo "== the mesh keeps running; Ctrl-C stops it"
