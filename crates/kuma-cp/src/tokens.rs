@@ -742,6 +742,7 @@ impl Validator {
                 .parse()
                 .map_err(|_| TokenError::InvalidKid(format!("{k:?} is not a number")))?,
         };
+        well_formed::<C>(token)?;
         let (secret_name, secret) = match self.signing_key(family, kid).await? {
             Some(found) => found,
             None => {
@@ -1165,6 +1166,21 @@ pub fn zone_grpc_status(e: &TokenError, scope: ZoneScope, zone: Option<&str>) ->
     } else {
         Status::unauthenticated(msg)
     }
+}
+
+/// Checks a token's claims and signature encoding before any key is looked up, so a
+/// malformed token is refused with the same words whether or not its mesh or key exists
+/// (otherwise a signature that is not canonical base64url would be "not a valid JWT" in a mesh
+/// with that key and "does not verify" in every other).
+fn well_formed<C: Claims>(token: &str) -> Result<(), TokenError> {
+    use base64::Engine;
+    jsonwebtoken::dangerous::insecure_decode_claims::<C>(token)
+        .map_err(|e| TokenError::Malformed(describe(&e)))?;
+    let signature = token.rsplit_once('.').map_or("", |(_, s)| s);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|e| TokenError::Malformed(format!("the signature is not base64url: {e}")))?;
+    Ok(())
 }
 
 #[cfg(test)]

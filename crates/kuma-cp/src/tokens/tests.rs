@@ -278,6 +278,23 @@ async fn refused_tokens_name_the_reason() {
     );
     assert!(!err.is_mismatch());
 
+    // A signature that is not canonical base64url (trailing bits set) is malformed in every
+    // mesh, with or without a signing key: the refusal does not depend on the mesh.
+    let good = e
+        .issuer
+        .issue_dataplane(&dp_req("default", "web-1"))
+        .await
+        .unwrap();
+    let (head, _) = good.rsplit_once('.').unwrap();
+    let bad = format!("{head}.{}B", "A".repeat(341));
+    let here = v.validate_dataplane(&bad, &web).await.unwrap_err();
+    let there = v
+        .validate_dataplane(&bad, &dp("nope", "web-1", &["web"]))
+        .await
+        .unwrap_err();
+    assert!(here.to_string().contains("not base64url"), "{here}");
+    assert_eq!(here.public_reason("M"), there.public_reason("M"));
+
     // Garbage, wrong algorithm, missing kid.
     for (token, want) in [
         ("not-a-jwt", "not a valid JWT"),
