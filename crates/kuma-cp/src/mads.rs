@@ -37,12 +37,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kuma_core::metrics::{PrometheusConf, Target};
 use kuma_core::resource::{Dataplane, Resource, ResourceKey, ResourceType, Spec};
-use kuma_core::store::{self, Event};
+use kuma_core::store;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast::error::RecvError, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::manager::{ManagerError, ResourceManager};
@@ -536,35 +536,14 @@ impl Watcher {
                 e = events.recv() => e,
                 _ = tokio::time::sleep(RETRY), if reload => continue,
             };
-            let mut take = |e: Result<Event, RecvError>| -> bool {
-                match e {
-                    Ok(ev) => {
-                        if matters(&ev.key) {
-                            keys.insert(ev.key);
-                        }
-                        true
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        reload = true;
-                        true
-                    }
-                    Err(RecvError::Closed) => false,
-                }
-            };
-            if !take(first) {
+            let mut batch = crate::store::Batch::default();
+            let open = batch
+                .gather(&mut events, first, matters, QUIET, self.refresh)
+                .await;
+            keys.extend(batch.keys);
+            reload |= batch.lagged;
+            if !open {
                 return;
-            }
-            let until = tokio::time::Instant::now() + self.refresh;
-            loop {
-                let quiet = tokio::time::Instant::now() + QUIET;
-                match tokio::time::timeout_at(quiet.min(until), events.recv()).await {
-                    Ok(e) => {
-                        if !take(e) {
-                            return;
-                        }
-                    }
-                    Err(_) => break,
-                }
             }
         }
     }

@@ -25,9 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kuma_core::Resource;
 use kuma_core::resource::{ConfigSpec, Dataplane, ResourceKey, ResourceType, Spec, ZoneIngress};
-use kuma_core::store::{self, Event};
+use kuma_core::store;
 use kuma_core::vips::{self, Cidr, VipTable};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::manager::{ManagerError, ResourceManager};
@@ -188,35 +187,14 @@ impl Allocator {
                 e = events.recv() => e,
                 _ = sleep_until(next) => continue,
             };
-            let mut take = |e: Result<Event, RecvError>| -> bool {
-                match e {
-                    Ok(ev) => {
-                        if matters(&ev.key) {
-                            keys.insert(ev.key);
-                        }
-                        true
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        reload = true;
-                        true
-                    }
-                    Err(RecvError::Closed) => false,
-                }
-            };
-            if !take(first) {
+            let mut batch = crate::store::Batch::default();
+            let open = batch
+                .gather(&mut events, first, matters, QUIET, DEBOUNCE)
+                .await;
+            keys.extend(batch.keys);
+            reload |= batch.lagged;
+            if !open {
                 return Ok(());
-            }
-            let until = tokio::time::Instant::now() + DEBOUNCE;
-            loop {
-                let quiet = tokio::time::Instant::now() + QUIET;
-                match tokio::time::timeout_at(quiet.min(until), events.recv()).await {
-                    Ok(e) => {
-                        if !take(e) {
-                            return Ok(());
-                        }
-                    }
-                    Err(_) => break,
-                }
             }
         }
     }

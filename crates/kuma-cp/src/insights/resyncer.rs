@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kuma_core::resource::{Dataplane, ResourceKey, ResourceType, Scope, Spec};
-use kuma_core::store::{self, Event};
-use tokio::sync::broadcast::error::RecvError;
+use kuma_core::store;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -209,38 +208,15 @@ impl Resyncer {
                 e = events.recv() => e,
                 _ = tokio::time::sleep(RETRY), if reload => continue,
             };
-            let mut take = |e: Result<Event, RecvError>| -> bool {
-                match e {
-                    Ok(ev) => {
-                        if matters(&ev.key) {
-                            keys.insert(ev.key);
-                        }
-                        true
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        reload = true;
-                        true
-                    }
-                    Err(RecvError::Closed) => false,
-                }
+            let mut batch = crate::store::Batch::default();
+            let open = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                open = batch.gather(&mut events, first, matters, QUIET, MAX_DELAY) => open,
             };
-            if !take(first) {
+            keys.extend(batch.keys);
+            reload |= batch.lagged;
+            if !open {
                 return Ok(());
-            }
-            let until = tokio::time::Instant::now() + MAX_DELAY;
-            loop {
-                let quiet = tokio::time::Instant::now() + QUIET;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    r = tokio::time::timeout_at(quiet.min(until), events.recv()) => match r {
-                        Ok(e) => {
-                            if !take(e) {
-                                return Ok(());
-                            }
-                        }
-                        Err(_) => break,
-                    },
-                }
             }
         }
     }

@@ -188,61 +188,33 @@ impl Forwarder {
 
     /// The three streams as routes of the KDS server.
     pub fn router(self: &Arc<Self>) -> Router {
-        let route = |path: &'static str, rpc: Rpc, me: Arc<Self>| {
+        fn route<M: prost::Message + Default + Send + 'static>(
+            me: Arc<Forwarder>,
+            path: &'static str,
+            rpc: Rpc,
+            pick: fn(Outgoing) -> Option<M>,
+        ) -> Router {
             Router::new().route(
                 path,
                 post(move |req: axum::extract::Request| {
                     let me = me.clone();
-                    async move {
-                        let limit = me.limit;
-                        match rpc {
-                            Rpc::XdsConfigs => {
-                                grpc::serve(req, limit, move |r| {
-                                    let me = me.clone();
-                                    async move {
-                                        me.open(r, rpc, |o| match o {
-                                            Outgoing::Xds(m) => Some(m),
-                                            _ => None,
-                                        })
-                                        .await
-                                    }
-                                })
-                                .await
-                            }
-                            Rpc::Stats => {
-                                grpc::serve(req, limit, move |r| {
-                                    let me = me.clone();
-                                    async move {
-                                        me.open(r, rpc, |o| match o {
-                                            Outgoing::Stats(m) => Some(m),
-                                            _ => None,
-                                        })
-                                        .await
-                                    }
-                                })
-                                .await
-                            }
-                            Rpc::Clusters => {
-                                grpc::serve(req, limit, move |r| {
-                                    let me = me.clone();
-                                    async move {
-                                        me.open(r, rpc, |o| match o {
-                                            Outgoing::Clusters(m) => Some(m),
-                                            _ => None,
-                                        })
-                                        .await
-                                    }
-                                })
-                                .await
-                            }
-                        }
-                    }
+                    let limit = me.limit;
+                    grpc::serve(req, limit, move |r| me.clone().open(r, rpc, pick))
                 }),
             )
-        };
-        route(XDS_CONFIGS, Rpc::XdsConfigs, self.clone())
-            .merge(route(STATS, Rpc::Stats, self.clone()))
-            .merge(route(CLUSTERS, Rpc::Clusters, self.clone()))
+        }
+        route(self.clone(), XDS_CONFIGS, Rpc::XdsConfigs, |o| match o {
+            Outgoing::Xds(m) => Some(m),
+            _ => None,
+        })
+        .merge(route(self.clone(), STATS, Rpc::Stats, |o| match o {
+            Outgoing::Stats(m) => Some(m),
+            _ => None,
+        }))
+        .merge(route(self.clone(), CLUSTERS, Rpc::Clusters, |o| match o {
+            Outgoing::Clusters(m) => Some(m),
+            _ => None,
+        }))
     }
 
     /// A zone opened one of the streams: authenticate it, record it as the zone's stream of
