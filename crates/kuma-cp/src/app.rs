@@ -491,15 +491,22 @@ impl App {
         tasks.spawn(diagnostics.run(shutdown.clone()));
         if let Some(listener) = self.mads {
             let m = &cfg.monitoring_assignment_server;
+            let versions = cfg.mads_tls_versions()?;
+            if m.tls_enabled && !m.tls_cipher_suites.is_empty() {
+                tracing::warn!(
+                    suites = ?m.tls_cipher_suites,
+                    "monitoringAssignmentServer.tlsCipherSuites is not applied: the TLS library's own safe cipher suites are used"
+                );
+            }
             let tls = match (m.tls_enabled, m.tls_cert_file.is_empty()) {
                 (false, _) => None,
-                (true, true) => Some(identity.server_config_alpn(&[b"http/1.1"])?),
+                (true, true) => Some(identity.server_config_versions(&[b"http/1.1"], &versions)?),
                 (true, false) => Some(
                     Identity::from_files(
                         (&m.tls_cert_file, "monitoringAssignmentServer.tlsCertFile"),
                         (&m.tls_key_file, "monitoringAssignmentServer.tlsKeyFile"),
                     )?
-                    .server_config_alpn(&[b"http/1.1"])?,
+                    .server_config_versions(&[b"http/1.1"], &versions)?,
                 ),
             };
             let mads = crate::mads::Server::new(

@@ -256,6 +256,15 @@ pub struct MonitoringAssignmentServer {
     pub tls_enabled: bool,
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// Oldest and newest TLS version served (`TLSv1_2` / `TLSv1_3`; Kuma's names, empty max:
+    /// the newest). Only 1.2 and 1.3 exist here (rustls): an older minimum serves from 1.2.
+    pub tls_min_version: String,
+    pub tls_max_version: String,
+    /// Kuma's cipher suite list: accepted, not applied (rustls' own safe suites are used;
+    /// a warning says so at start).
+    pub tls_cipher_suites: Vec<String>,
+    /// Kuma's MADS API versions: only `v1` exists.
+    pub api_versions: Vec<String>,
     /// Addition: most connections open at once; more are closed at once.
     pub max_connections: u64,
     /// Addition: most MADS requests waiting for a change at once; above it a request is
@@ -274,6 +283,10 @@ impl Default for MonitoringAssignmentServer {
             tls_enabled: false,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            tls_min_version: "TLSv1_2".into(),
+            tls_max_version: String::new(),
+            tls_cipher_suites: vec![],
+            api_versions: vec!["v1".into()],
             max_connections: 256,
             max_long_polls: 128,
         }
@@ -755,6 +768,10 @@ impl Config {
         if parse_duration(&mads.assignment_refresh_interval)?.is_zero() {
             bail!("monitoringAssignmentServer.assignmentRefreshInterval: must be greater than 0");
         }
+        if let Some(v) = mads.api_versions.iter().find(|v| *v != "v1") {
+            bail!("monitoringAssignmentServer.apiVersions: {v:?} is not supported (only v1)");
+        }
+        self.mads_tls_versions()?;
         if mads.tls_cert_file.is_empty() != mads.tls_key_file.is_empty() {
             bail!(
                 "monitoringAssignmentServer.tlsCertFile and monitoringAssignmentServer.tlsKeyFile must be set together"
@@ -863,6 +880,41 @@ impl Config {
         }
     }
 
+    /// The TLS versions the MADS server offers (`tlsMinVersion`, `tlsMaxVersion`): 1.2 and 1.3
+    /// unless limited; an error names the key whose value is unknown or leaves no version.
+    pub fn mads_tls_versions(
+        &self,
+    ) -> anyhow::Result<Vec<&'static rustls::SupportedProtocolVersion>> {
+        let m = &self.monitoring_assignment_server;
+        let rank = |key: &str, v: &str, empty: u8| -> anyhow::Result<u8> {
+            Ok(match v {
+                "" => empty,
+                "TLSv1_0" => 10,
+                "TLSv1_1" => 11,
+                "TLSv1_2" => 12,
+                "TLSv1_3" => 13,
+                _ => bail!(
+                    "monitoringAssignmentServer.{key}: {v:?} is not one of TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3"
+                ),
+            })
+        };
+        let min = rank("tlsMinVersion", &m.tls_min_version, 12)?;
+        let max = rank("tlsMaxVersion", &m.tls_max_version, 13)?;
+        let versions: Vec<_> = [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(r, _)| (min..=max).contains(r))
+            .map(|(_, v)| v)
+            .collect();
+        if versions.is_empty() {
+            bail!(
+                "monitoringAssignmentServer.tlsMaxVersion: {:?} with tlsMinVersion {:?} leaves no version this control plane serves (TLS 1.2 and 1.3)",
+                m.tls_max_version,
+                m.tls_min_version
+            );
+        }
+        Ok(versions)
+    }
+
     /// What the MADS server needs from `monitoringAssignmentServer` (checked at load).
     pub fn mads_settings(&self) -> crate::mads::Settings {
         let m = &self.monitoring_assignment_server;
@@ -963,6 +1015,13 @@ fn set_leaf(root: &mut Value, path: &str, raw: &str) -> anyhow::Result<()> {
             "false" | "0" => false,
             _ => bail!("{path}: expected true or false, got {raw:?}"),
         }),
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| Value::String(v.to_string()))
+                .collect(),
+        ),
         Value::Number(_) => Value::Number(
             raw.parse::<u64>()
                 .with_context(|| format!("{path}: expected a number, got {raw:?}"))?
@@ -1175,6 +1234,83 @@ mod tests {
                 "{:#}",
                 Config::load(None, [(k.to_string(), v.to_string())]).unwrap_err()
             );
+            assert!(err.contains(named), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn mads_keys_kuma_accepts_from_a_file_and_the_environment() {
+        let load = |env: &[(&str, &str)]| {
+            Config::load(
+                None,
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let d = load(&[]).unwrap();
+        assert_eq!(d.mads_tls_versions().unwrap().len(), 2);
+        let c = load(&[
+            ("KUMA_MONITORING_ASSIGNMENT_SERVER_API_VERSIONS", "v1"),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_MIN_VERSION",
+                "TLSv1_3",
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CIPHER_SUITES",
+                "TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384",
+            ),
+        ])
+        .unwrap();
+        let m = &c.monitoring_assignment_server;
+        assert_eq!(m.api_versions, ["v1"]);
+        assert_eq!(
+            m.tls_cipher_suites,
+            ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"]
+        );
+        assert_eq!(
+            c.mads_tls_versions().unwrap(),
+            vec![&rustls::version::TLS13]
+        );
+        let c = load(&[
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_MIN_VERSION",
+                "TLSv1_0",
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_MAX_VERSION",
+                "TLSv1_2",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.mads_tls_versions().unwrap(),
+            vec![&rustls::version::TLS12]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kuma-cp.yaml");
+        std::fs::write(
+            &file,
+            "monitoringAssignmentServer:\n  apiVersions: [v1]\n  tlsMinVersion: TLSv1_2\n  tlsMaxVersion: TLSv1_3\n  tlsCipherSuites: [TLS_AES_128_GCM_SHA256]\n",
+        )
+        .unwrap();
+        Config::load(Some(&file), []).unwrap();
+        for (k, v, named) in [
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_API_VERSIONS",
+                "v2",
+                "monitoringAssignmentServer.apiVersions",
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_MIN_VERSION",
+                "SSLv3",
+                "monitoringAssignmentServer.tlsMinVersion",
+            ),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_MAX_VERSION",
+                "TLSv1_1",
+                "monitoringAssignmentServer.tlsMaxVersion",
+            ),
+        ] {
+            let err = format!("{:#}", load(&[(k, v)]).unwrap_err());
             assert!(err.contains(named), "{k}={v}: {err}");
         }
     }

@@ -128,6 +128,15 @@ impl Identity {
 
     /// rustls server config offering the ALPN protocols `alpn` (the HTTPS API: http/1.1).
     pub fn server_config_alpn(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<ServerConfig>> {
+        self.server_config_versions(alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`Identity::server_config_alpn`] limited to `versions` of TLS.
+    pub fn server_config_versions(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> anyhow::Result<Arc<ServerConfig>> {
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(self.cert_chain_pem.as_bytes())
                 .collect::<Result<_, _>>()
@@ -139,7 +148,7 @@ impl Identity {
             .context("parsing the private key")?;
         let mut cfg =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
+                .with_protocol_versions(versions)?
                 .with_no_client_auth()
                 .with_single_cert(certs, key)
                 .context("the certificate and the key do not match")?;
