@@ -465,7 +465,12 @@ impl Mirror {
                 self.meshes.remove(&key.name);
             }
             (ResourceType::Dataplane, Some(r)) => {
-                if let Spec::Dataplane(d) = r.spec {
+                if let Spec::Dataplane(mut d) = r.spec {
+                    // A target needs the addresses, tags and metrics, not the outbounds
+                    // (most of a Dataplane's size): not kept, one copy less per proxy.
+                    if let Some(n) = d.networking.as_mut() {
+                        n.outbound = Vec::new();
+                    }
                     self.dataplanes
                         .insert((r.meta.mesh, r.meta.name), (r.meta.labels, d));
                 }

@@ -84,7 +84,13 @@ impl Mirror {
         let inputs = self.inputs.entry(key.mesh.clone()).or_default();
         match (key.rtype, current) {
             (ResourceType::Dataplane, Some(Spec::Dataplane(dp))) => {
-                inputs.dataplanes.insert(key.name.clone(), dp.clone());
+                // Statuses and services come from inbounds, gateway and listeners; the
+                // outbounds (most of a Dataplane's size) are not kept.
+                let mut dp = dp.clone();
+                if let Some(n) = dp.networking.as_mut() {
+                    n.outbound = Vec::new();
+                }
+                inputs.dataplanes.insert(key.name.clone(), dp);
             }
             (ResourceType::Dataplane, _) => {
                 inputs.dataplanes.remove(&key.name);
