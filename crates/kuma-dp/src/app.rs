@@ -537,6 +537,10 @@ pub fn bootstrap_request(
         features: config.features(),
         workdir: work_dir.display().to_string(),
         ipv6_enabled: false,
+        metrics_resources: bootstrap::MetricsResources {
+            cert_path: config.metrics_cert_path.clone(),
+            key_path: config.metrics_key_path.clone(),
+        },
     }
 }
 

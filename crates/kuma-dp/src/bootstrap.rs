@@ -153,6 +153,16 @@ pub struct Request {
     pub workdir: String,
     /// The host has IPv6: DNS records carry IPv6 addresses too.
     pub ipv6_enabled: bool,
+    /// Certificate and key Envoy serves a `providedTLS` Prometheus endpoint with.
+    pub metrics_resources: MetricsResources,
+}
+
+/// `metricsResources` (Kuma's): file paths, empty when not given.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsResources {
+    pub cert_path: String,
+    pub key_path: String,
 }
 
 /// What the control plane returned.
@@ -392,6 +402,7 @@ mod tests {
             features: vec!["feature-tcp-accesslog-via-named-pipe".into()],
             workdir: "/tmp/kuma-dp-x".into(),
             ipv6_enabled: false,
+            metrics_resources: Default::default(),
         }
     }
 
@@ -421,7 +432,8 @@ mod tests {
                 "operatingSystem",
                 "features",
                 "workdir",
-                "ipv6Enabled"
+                "ipv6Enabled",
+                "metricsResources"
             ]
         );
         assert_eq!(
@@ -445,6 +457,10 @@ mod tests {
         assert_eq!(json["dnsPort"], 0);
         assert_eq!(json["readinessPort"], 9902);
         assert_eq!(json["operatingSystem"], "linux");
+        assert_eq!(
+            json["metricsResources"],
+            serde_json::json!({"certPath": "", "keyPath": ""})
+        );
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub struct RunArgs {
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub skip_verify: bool,
 
+    /// Certificate (PEM file) Envoy serves the Prometheus endpoint with when the metrics
+    /// backend's `tls.mode` is `providedTLS` (Kuma's flag; sent to the CP, read by Envoy).
+    #[arg(long, env = "KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH")]
+    pub metrics_cert_path: Option<PathBuf>,
+
+    /// Private key (PEM file) of `--metrics-cert-path`.
+    #[arg(long, env = "KUMA_DATAPLANE_RUNTIME_METRICS_KEY_PATH")]
+    pub metrics_key_path: Option<PathBuf>,
+
     /// File holding the dataplane (or zone) token.
     #[arg(long, env = "KUMA_DATAPLANE_RUNTIME_TOKEN_PATH")]
     pub dataplane_token_file: Option<PathBuf>,

@@ -156,6 +156,10 @@ pub struct Config {
     pub readiness_port: u16,
     /// The DNS server, or `None` when `--dns-enabled=false` or for a zone proxy.
     pub dns: Option<dns::Settings>,
+    /// `--metrics-cert-path` and `--metrics-key-path` (empty when not given), sent to the CP
+    /// as the bootstrap request's `metricsResources`.
+    pub metrics_cert_path: String,
+    pub metrics_key_path: String,
 }
 
 impl Config {
@@ -266,6 +270,8 @@ impl Config {
             work_dir: args.work_dir.clone(),
             readiness_port: args.readiness_port,
             dns: dns_settings(args)?,
+            metrics_cert_path: path_text(&args.metrics_cert_path),
+            metrics_key_path: path_text(&args.metrics_key_path),
         })
     }
 
@@ -283,6 +289,15 @@ impl Config {
         }
         features
     }
+}
+
+/// A path flag as the CP gets it: absolute when given relative (Envoy reads it from its own
+/// working directory), empty when absent.
+fn path_text(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// The DNS server of a Dataplane: the port from `KUMA_DNS_PROXY_PORT` when non-zero, else
@@ -499,6 +514,35 @@ mod tests {
 
         let err = config(&["-d", "/nonexistent/dp.yaml"]).unwrap_err();
         assert!(err.to_string().contains("--dataplane-file"), "{err}");
+    }
+
+    #[test]
+    fn metrics_tls_paths_go_to_the_cp_absolute() {
+        let cfg = config(&["--name", "n", "--mesh", "m"]).unwrap();
+        assert_eq!(
+            (
+                cfg.metrics_cert_path.as_str(),
+                cfg.metrics_key_path.as_str()
+            ),
+            ("", "")
+        );
+        let cfg = config(&[
+            "--name",
+            "n",
+            "--mesh",
+            "m",
+            "--metrics-cert-path",
+            "/etc/kuma/metrics.crt",
+            "--metrics-key-path",
+            "metrics.key",
+        ])
+        .unwrap();
+        assert_eq!(cfg.metrics_cert_path, "/etc/kuma/metrics.crt");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            cfg.metrics_key_path,
+            cwd.join("metrics.key").display().to_string()
+        );
     }
 
     #[test]

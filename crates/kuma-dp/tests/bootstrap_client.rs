@@ -78,6 +78,7 @@ fn request() -> Request {
         features: vec!["feature-tcp-accesslog-via-named-pipe".into()],
         workdir: "/tmp/kuma-dp-test".into(),
         ipv6_enabled: false,
+        metrics_resources: Default::default(),
     }
 }
 

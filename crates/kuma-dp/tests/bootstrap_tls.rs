@@ -126,6 +126,7 @@ fn request() -> Request {
         features: vec![],
         workdir: "/tmp".into(),
         ipv6_enabled: false,
+        metrics_resources: Default::default(),
     }
 }
 
