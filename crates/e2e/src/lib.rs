@@ -1144,6 +1144,8 @@ pub struct DpSpec<'a> {
     pub admin_port: Option<u16>,
     /// YAML appended to the Dataplane at the top level (`metrics:` ...), or empty.
     pub extra_yaml: &'a str,
+    /// Extra `kuma-dp run` arguments.
+    pub args: &'a [&'a str],
     /// kuma-dp's work dir (`--work-dir`; default: a temporary one of its own).
     pub work_dir: Option<&'a Path>,
 }
@@ -1164,6 +1166,7 @@ impl Default for DpSpec<'_> {
             dns_port: None,
             admin_port: None,
             extra_yaml: "",
+            args: &[],
             work_dir: None,
         }
     }
@@ -1221,6 +1224,7 @@ impl DataplaneProc {
         let mut cmd = kuma_dp(launcher, cp, &file, spec.delta);
         let dns_port = spec.dns_port.unwrap_or_else(free_port);
         cmd.arg("--dns-coredns-port").arg(dns_port.to_string());
+        cmd.args(spec.args);
         if let Some(w) = spec.work_dir {
             cmd.arg("--work-dir").arg(w);
         }

@@ -560,3 +560,61 @@ fn with_mesh_mtls_only_the_proxys_own_address_scrapes_in_plaintext() {
         "a plaintext scrape from another address was answered"
     );
 }
+
+/// `tls.mode: providedTLS`: Envoy serves the Prometheus endpoint with the certificate kuma-dp
+/// was given (`--metrics-cert-path`, `--metrics-key-path`, sent to the CP as the bootstrap
+/// request's `metricsResources`), and MADS tells Prometheus to scrape it over https.
+#[test]
+fn provided_tls_serves_the_proxys_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let port = free_port();
+    put_ok(
+        &cp,
+        "/meshes/default",
+        &json!({"type": "Mesh", "name": "default",
+            "metrics": {"enabledBackend": "prom", "backends": [
+                {"name": "prom", "type": "prometheus",
+                 "conf": {"port": port, "tls": {"mode": "providedTLS"}}}]}}),
+    );
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (ca, cert, key) = e2e::server_cert(&certs, "127.0.7.3");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let web = Workload::http("web");
+    let dp = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            name: "web-tls",
+            address: "127.0.7.3",
+            inbounds: vec![(free_port(), web.port, "web", "http")],
+            args: &["--metrics-cert-path", &cert, "--metrics-key-path", &key],
+            ..Default::default()
+        },
+        dir.path(),
+    );
+    DataplaneProc::wait_live(&[&dp]);
+    let listener = wait_for(
+        "the kuma:metrics:prometheus listener",
+        Duration::from_secs(15),
+        || dp.active_listener_named("kuma:metrics:prometheus"),
+    );
+    assert!(
+        listener.to_string().contains(&cert),
+        "the listener serves kuma-dp's certificate file: {listener}"
+    );
+    let url = format!("https://127.0.7.3:{port}/metrics");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", "--cacert"])
+        .arg(&ca)
+        .args(["-w", "\n%{http_code}", &url])
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("curl's status line");
+    assert_eq!(code.trim(), "200", "{text}");
+    assert!(body.contains("envoy_server_live"), "{body}");
+    let (status, _, groups) = http_sd(&cp, "");
+    assert_eq!(status, 200);
+    assert_eq!(groups[0]["labels"]["__scheme__"], "https", "{groups}");
+}
