@@ -1020,22 +1020,25 @@ pub fn openssl_ca(dir: &Path, cn: &str) -> (String, String) {
     )
 }
 
+/// Runs `openssl <args>` in `dir`; fails the test with openssl's stderr if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A CA and a server certificate for `ip` (openssl; EC P-256), as files in `dir`:
 /// `(ca.crt, server.crt, server.key)`.
 pub fn server_cert(dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
     let p = |n: &str| dir.join(n);
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     std::fs::create_dir_all(dir).expect("cert dir");
     run(&[
         "req",
@@ -1864,18 +1867,7 @@ pub fn client_cert(dir: &Path, ca_pem: &str, ca_key_pem: &str, san: &str) -> (Pa
         format!("subjectAltName=DNS:{san}\nextendedKeyUsage=clientAuth\n"),
     )
     .expect("ext file");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-newkey",

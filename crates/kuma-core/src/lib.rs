@@ -16,6 +16,7 @@ pub mod duration;
 pub mod metrics;
 pub mod name;
 pub mod policy;
+pub mod rate_log;
 pub mod resource;
 pub mod store;
 pub mod tls_client;

@@ -38,6 +38,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use kuma_core::rate_log::RateLog;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -101,8 +102,8 @@ impl Server {
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         let conns = TaskTracker::new();
         let force = CancellationToken::new();
-        let mut over_cap = RateLog::default();
-        let mut accept_failed = RateLog::default();
+        let mut over_cap = RateLog::new(LOG_EVERY);
+        let mut accept_failed = RateLog::new(LOG_EVERY);
         let mut backoff = BACKOFF_MIN;
         loop {
             let accepted = tokio::select! {
@@ -179,26 +180,6 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     )
-}
-
-/// Counts events and says when to log them: the first at once, then at most every
-/// [`LOG_EVERY`], with how many happened since the last log.
-#[derive(Default)]
-struct RateLog {
-    last: Option<Instant>,
-    count: u64,
-}
-
-impl RateLog {
-    fn hit(&mut self) -> Option<u64> {
-        self.count += 1;
-        let now = Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < LOG_EVERY) {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.count))
-    }
 }
 
 /// One accepted connection and what serving it needs; holds its slot under the cap.

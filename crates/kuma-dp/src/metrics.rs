@@ -25,7 +25,7 @@ pub mod text;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -212,7 +212,7 @@ impl Hijacker {
         tracing::info!(socket = %self.socket.0.display(), targets = ?self.scraper.targets().iter().map(Target::name).collect::<Vec<_>>(), "metrics hijacker listening");
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let connections = TaskTracker::new();
-        let mut over_cap_logged: Option<Instant> = None;
+        let mut over_cap = kuma_core::rate_log::RateLog::new(scrape::LOG_EVERY);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -229,10 +229,10 @@ impl Hijacker {
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 drop(stream);
-                if over_cap_logged.is_none_or(|at| at.elapsed() > scrape::LOG_EVERY) {
-                    over_cap_logged = Some(Instant::now());
+                if let Some(closed) = over_cap.hit() {
                     tracing::warn!(
                         max = MAX_CONNECTIONS,
+                        closed,
                         "metrics hijacker: too many connections; closing new ones"
                     );
                 }

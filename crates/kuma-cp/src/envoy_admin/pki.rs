@@ -24,6 +24,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use crate::manager::{ManagerError, ResourceManager};
+use crate::xds::lifecycle::AdminNode;
 
 /// Name of the GlobalSecret holding the CA (Kuma's `system.EnvoyAdminCA`).
 pub const CA_SECRET: &str = "envoy-admin-ca";
@@ -63,12 +64,22 @@ pub struct ServerTls {
     pub addresses: Vec<String>,
 }
 
+/// A proxy's admin resources and what they were built from.
+struct AdminBuild {
+    tls: Arc<ServerTls>,
+    admin: AdminNode,
+    resources: Vec<Arc<kuma_xds::Resource>>,
+}
+
 /// The loaded CA, the CP's client certificate and the per-proxy server certificates.
 pub struct Pki {
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
     client: CertPair,
     servers: Mutex<HashMap<String, Arc<ServerTls>>>,
+    /// Per proxy: its admin resources as last built, with the certificate and admin metadata
+    /// they were built from (reused while both are unchanged).
+    built: Mutex<HashMap<String, AdminBuild>>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -127,6 +138,7 @@ impl Pki {
             issuer,
             client,
             servers: Mutex::new(HashMap::new()),
+            built: Mutex::new(HashMap::new()),
         })
     }
 
@@ -167,9 +179,42 @@ impl Pki {
         }
     }
 
-    /// Forgets the server certificate of a proxy that went away.
+    /// The proxy's admin resources built from `tls` and `admin` by `build`, or the ones built
+    /// last time from the same certificate and metadata: a proxy regenerated for any other
+    /// reason does not re-encode its admin listener (inline certificate and key) each time.
+    pub fn admin_resources<E>(
+        &self,
+        node_id: &str,
+        tls: &Arc<ServerTls>,
+        admin: &AdminNode,
+        build: impl FnOnce() -> Result<Vec<Arc<kuma_xds::Resource>>, E>,
+    ) -> Result<Vec<Arc<kuma_xds::Resource>>, E> {
+        let lock = || self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = lock().get(node_id)
+            && Arc::ptr_eq(&b.tls, tls)
+            && b.admin == *admin
+        {
+            return Ok(b.resources.clone());
+        }
+        let resources = build()?;
+        lock().insert(
+            node_id.to_string(),
+            AdminBuild {
+                tls: tls.clone(),
+                admin: admin.clone(),
+                resources: resources.clone(),
+            },
+        );
+        Ok(resources)
+    }
+
+    /// Forgets the server certificate (and admin resources) of a proxy that went away.
     pub fn forget(&self, node_id: &str) {
         self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node_id);
+        self.built
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(node_id);

@@ -226,7 +226,7 @@ impl Forwarder {
         pick: fn(Outgoing) -> Option<M>,
     ) -> Result<Response<ReceiverStream<Result<M, Status>>>, Status> {
         let (metadata, extensions, mut responses) = req.into_parts();
-        let zone = authenticate(self.auth.as_ref(), &metadata).await?;
+        let zone = super::global::authenticate(self.auth.as_ref(), &metadata).await?;
         if let Some(a) = extensions.get::<kuma_xds::Admission>() {
             a.admit();
         }
@@ -269,22 +269,6 @@ impl Forwarder {
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
-}
-
-/// The zone a stream's token names (scope `cp`).
-async fn authenticate(auth: &dyn ZoneAuthenticator, md: &MetadataMap) -> Result<String, Status> {
-    let token = md
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
-        .unwrap_or_default();
-    if token.is_empty() {
-        return Err(Status::unauthenticated("zone token required"));
-    }
-    auth.authenticate_cp(&token).await.map_err(|reason| {
-        tracing::warn!(%reason, "KDS: zone token refused");
-        Status::unauthenticated("invalid zone token")
-    })
 }
 
 #[async_trait]

@@ -218,7 +218,10 @@ impl Global {
 }
 
 /// The zone a stream's token names (scope `cp`); one answer for every refusal.
-async fn authenticate(auth: &dyn ZoneAuthenticator, md: &MetadataMap) -> Result<String, Status> {
+pub(super) async fn authenticate(
+    auth: &dyn ZoneAuthenticator,
+    md: &MetadataMap,
+) -> Result<String, Status> {
     let token = md
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -334,16 +334,6 @@ fn caps_fit_the_budget() {
     assert_eq!(tiny, [1, 1]);
 }
 
-#[test]
-fn rate_log_counts_between_logs() {
-    let mut r = RateLog::default();
-    assert_eq!(r.hit(), Some(1));
-    assert_eq!(r.hit(), None);
-    assert_eq!(r.hit(), None);
-    r.last = Some(tokio::time::Instant::now() - LOG_EVERY);
-    assert_eq!(r.hit(), Some(3));
-}
-
 /// Runs in a child process (this test binary again, filtered to this test) because it lowers
 /// the process's open-file limit: with descriptors exhausted, `accept` fails with `EMFILE`;
 /// the loop must back off and serve again once descriptors are free.

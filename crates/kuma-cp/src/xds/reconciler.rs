@@ -688,7 +688,12 @@ impl Runtime {
             }
         };
         let address = addresses.first().map_or("", String::as_str);
-        match generator::admin::resources(&node.admin, address, tls.as_deref()) {
+        let build = || generator::admin::resources(&node.admin, address, tls.as_deref());
+        let built = match &tls {
+            Some(t) => pki.admin_resources(node_id, t, &node.admin, build),
+            None => build(),
+        };
+        match built {
             Ok(resources) => {
                 for r in resources {
                     snapshot.insert(r);

@@ -17,13 +17,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use kuma_core::rate_log::RateLog;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, UnixStream};
 
@@ -106,7 +107,7 @@ impl Target {
             endpoint,
             path,
             role,
-            failures: Mutex::new(RateLog::default()),
+            failures: Mutex::new(RateLog::new(LOG_EVERY)),
         }
     }
 
@@ -171,26 +172,6 @@ pub fn envoy_query(query: Option<&str>) -> String {
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
-}
-
-/// Counts events; says when to log (the first at once, then at most every [`LOG_EVERY`]),
-/// with how many happened since.
-#[derive(Debug, Default)]
-struct RateLog {
-    last: Option<Instant>,
-    count: u64,
-}
-
-impl RateLog {
-    fn hit(&mut self) -> Option<u64> {
-        self.count += 1;
-        let now = Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < LOG_EVERY) {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.count))
-    }
 }
 
 /// Fetches all targets of a proxy.
@@ -554,15 +535,5 @@ mod tests {
         assert_eq!(timeout_for(&headers), TARGET_TIMEOUT);
         headers.insert(SCRAPE_TIMEOUT_HEADER, "soon".parse().unwrap());
         assert_eq!(timeout_for(&headers), TARGET_TIMEOUT);
-    }
-
-    #[test]
-    fn failures_are_logged_at_most_once_a_period() {
-        let mut log = RateLog::default();
-        assert_eq!(log.hit(), Some(1));
-        assert_eq!(log.hit(), None);
-        assert_eq!(log.hit(), None);
-        log.last = Some(Instant::now() - LOG_EVERY);
-        assert_eq!(log.hit(), Some(3));
     }
 }

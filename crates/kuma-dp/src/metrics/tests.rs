@@ -1,5 +1,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use axum::Router;
 use axum::http::HeaderMap;
