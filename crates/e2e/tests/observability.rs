@@ -203,3 +203,96 @@ fn prometheus_discovers_scrapes_and_follows_every_proxy() {
     let left: BTreeSet<String> = ["backend-1", "web-1"].map(String::from).into();
     assert_eq!(up_targets(&prom), left);
 }
+
+/// Turning the Mesh's Prometheus backend on and off is a config change on every proxy (a
+/// listener and a cluster added, then removed): traffic through a proxy keeps flowing while it
+/// happens, every request is counted, and Envoy neither rejects an update nor waits out an
+/// initial fetch timeout.
+#[test]
+fn metrics_backend_on_and_off_under_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let backend_app = Workload::http("backend-1");
+    let web_app = Workload::http("web-1");
+    let backend = DataplaneProc::start(
+        &cp,
+        &spec("backend-1", "127.0.1.11", "backend", backend_app.port),
+        dir.path(),
+    );
+    let outbound = free_port();
+    let web = DataplaneProc::start(
+        &cp,
+        &DpSpec {
+            outbounds: vec![(outbound, "backend")],
+            ..spec("web-1", "127.0.1.12", "web", web_app.port)
+        },
+        dir.path(),
+    );
+    DataplaneProc::wait_live(&[&backend, &web]);
+    wait_for(
+        "traffic through web-1's outbound",
+        Duration::from_secs(15),
+        || (e2e::status_via(outbound) == 200).then_some(()),
+    );
+    let load = e2e::Load::start(Duration::from_millis(10), move || {
+        match e2e::status_via(outbound) {
+            200 => None,
+            code => Some(format!("status {code}")),
+        }
+    });
+    let proxies = [&backend, &web];
+    let listeners = |want: bool| {
+        proxies
+            .iter()
+            .all(|p| p.active_listener_named("kuma:metrics:prometheus").is_some() == want)
+    };
+    let mesh = |metrics: Option<serde_json::Value>| {
+        let mut m = json!({"type": "Mesh", "name": "default"});
+        if let Some(metrics) = metrics {
+            m["metrics"] = metrics;
+        }
+        let (code, body) = cp.put("/meshes/default", &m);
+        assert!(code == 200 || code == 201, "mesh: {code} {body}");
+    };
+    let on = Instant::now();
+    mesh(Some(json!({"enabledBackend": "prom", "backends": [
+        {"name": "prom", "type": "prometheus", "conf": {"skipMTLS": true}}]})));
+    wait_for(
+        "both proxies' metrics listeners",
+        Duration::from_secs(15),
+        || listeners(true).then_some(()),
+    );
+    println!(
+        "metrics listeners on both proxies {} ms after the PUT",
+        on.elapsed().as_millis()
+    );
+    let (code, body) = e2e::http("GET", "127.0.1.11:5670".parse().unwrap(), "/metrics", None)
+        .expect("a scrape of backend-1");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("envoy_server_live"), "{body}");
+    std::thread::sleep(Duration::from_secs(1));
+    let off = Instant::now();
+    mesh(None);
+    wait_for(
+        "the metrics listeners gone",
+        Duration::from_secs(15),
+        || listeners(false).then_some(()),
+    );
+    println!(
+        "metrics listeners gone {} ms after the PUT",
+        off.elapsed().as_millis()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, failed, errors) = load.stop();
+    println!("requests during the change: {sent} sent, {failed} failed");
+    assert!(sent >= 20, "only {sent} requests were made");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed: {errors:?}");
+    for p in proxies {
+        assert_eq!(
+            p.xds_trouble(),
+            Some(0),
+            "{}: init_fetch_timeout / update_rejected",
+            p.name
+        );
+    }
+}
